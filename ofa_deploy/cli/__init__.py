@@ -1,0 +1,73 @@
+"""The ``ofa-deploy`` command line: a thin layer of click commands over the library.
+
+Each ``cmd_<name>.py`` module here defines one top-level command (or group) called
+``command``; the group finds them by file name (``cmd_build_engine.py`` -> ``build-engine``)
+and imports a module only when its command runs, so commands that need no torch
+(``space``, ``subnet``, ``profile``, ``catalog``) start fast and work where torch is absent.
+Modules must not import torch at module level.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import OfaError
+
+
+def _command_modules() -> dict[str, str]:
+    return {
+        info.name[4:].replace("_", "-"): f"{__name__}.{info.name}"
+        for info in pkgutil.iter_modules(__path__)
+        if info.name.startswith("cmd_")
+    }
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_command_modules())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = _command_modules().get(name)
+        if module is None:
+            return None
+        return importlib.import_module(module).command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="ofa-deploy")
+def cli() -> None:
+    """Train a Once-For-All supernet and ship its subnets to many devices."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs ``cli`` and turns every user error into one line on stderr.
+
+    Exit status 2 for bad input (click usage errors and ``OfaError``), 1 for a command
+    that reports a negative answer itself, 130 on Ctrl-C.
+    """
+    try:
+        cli.main(args=argv, prog_name="ofa-deploy", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("ofa-deploy: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"ofa-deploy: error: {exc.format_message()}", err=True)
+        return exc.exit_code if not isinstance(exc, click.UsageError) else 2
+    except OfaError as exc:
+        click.echo(f"ofa-deploy: error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("ofa-deploy: interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

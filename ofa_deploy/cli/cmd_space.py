@@ -1,0 +1,45 @@
+"""``ofa-deploy space``: what the search space holds."""
+
+from __future__ import annotations
+
+import click
+
+from ..cost import cost
+from ..space import SearchSpace
+from .common import emit_json, space_options
+
+
+@click.command("space")
+@space_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def command(in_channels: int, num_classes: int, as_json: bool) -> None:
+    """Summarise the search space: population size, smallest/middle/largest subnets."""
+    space = SearchSpace(in_channels=in_channels, num_classes=num_classes)
+    rows = {}
+    for name in ("smallest", "middle", "largest"):
+        subnet = getattr(space, name)()
+        m, p = cost(space, subnet)
+        rows[name] = {"subnet": subnet.to_dict(), "text": str(subnet), "macs": m, "params": p}
+    summary = {
+        "population_size": space.population_size,
+        "population_size_text": f"{space.population_size:.3e}",
+        "space": space.to_dict(),
+        **rows,
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"Search space: {space.num_stages} stages x {space.max_depth} blocks, kernel {list(space.kernel_choices)}, "
+        f"expand {list(space.expand_choices)}, depth {list(space.depth_choices)}, "
+        f"input {space.in_channels}x{space.image_size}x{space.image_size}, {space.num_classes} classes"
+    )
+    console.print(f"Population: {space.population_size:,} subnets ({space.population_size:.2e})")
+    table = Table("subnet", "MFLOPs (MACs)", "params", "text form")
+    for name, row in rows.items():
+        table.add_row(name, f"{row['macs'] / 1e6:.3f}", f"{row['params']:,}", row["text"])
+    console.print(table)

@@ -1,0 +1,58 @@
+"""``ofa-deploy subnet sample|show``: draw subnets and look at one."""
+
+from __future__ import annotations
+
+import random
+
+import click
+
+from ..space import SearchSpace
+from .common import emit_json, load_subnet, space_options, subnet_summary
+
+
+@click.group("subnet")
+def command() -> None:
+    """Sample subnets or show one's cost."""
+
+
+@command.command("sample")
+@click.option("--mflops", type=float, default=None, help="Only subnets within this many MFLOPs (MACs / 1e6).")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Half-width of the MFLOPs bucket.")
+@click.option("--n", "count", type=click.IntRange(min=1), default=1, show_default=True, help="How many subnets.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same subnets.")
+@space_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sample(mflops, tolerance, count, seed, in_channels, num_classes, as_json) -> None:
+    """Draw subnets uniformly (the paper's sampling), optionally inside a MFLOPs bucket."""
+    space = SearchSpace(in_channels=in_channels, num_classes=num_classes)
+    rng = random.Random(seed)
+    subnets = [
+        space.sample(rng) if mflops is None else space.sample_in_bucket(mflops, tolerance, rng)
+        for _ in range(count)
+    ]
+    rows = [subnet_summary(space, s) for s in subnets]
+    if as_json:
+        emit_json({"seed": seed, "mflops": mflops, "tolerance": tolerance, "subnets": rows})
+        return
+    for row in rows:
+        click.echo(f"{row['text']}  {row['mflops']:.3f} MFLOPs  {row['params']:,} params")
+
+
+@command.command("show")
+@click.argument("spec")
+@space_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(spec, in_channels, num_classes, as_json) -> None:
+    """MACs, params and canonical forms of SPEC (text form, JSON object, or JSON file)."""
+    space = SearchSpace(in_channels=in_channels, num_classes=num_classes)
+    row = subnet_summary(space, load_subnet(spec, space))
+    if as_json:
+        emit_json(row)
+        return
+    click.echo(f"text:   {row['text']}")
+    click.echo(f"ks:     {row['subnet']['ks']}")
+    click.echo(f"e:      {row['subnet']['e']}")
+    click.echo(f"d:      {row['subnet']['d']}")
+    click.echo(f"MFLOPs: {row['mflops']:.6f} ({row['macs']:,} MACs)")
+    click.echo(f"params: {row['params']:,}")

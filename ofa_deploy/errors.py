@@ -1,0 +1,10 @@
+"""The one exception type the CLI turns into a single line on stderr."""
+
+
+class OfaError(Exception):
+    """Bad input or an unusable environment, explained in one sentence.
+
+    Library code raises this for anything a user can fix (a malformed subnet spec, a
+    missing checkpoint, an unknown target); the CLI prints ``ofa-deploy: error: <message>``
+    and exits with status 2 instead of showing a traceback.
+    """

@@ -1,0 +1,510 @@
+"""The search space: the paper's elastic MobileNetV3 and the subnets inside it.
+
+This module is the single description of the architecture. ``cost`` counts MACs from
+it, ``nn`` builds the supernet and the static subnets from it, and nothing here needs
+torch, so it runs on a device that only has TensorRT and numpy.
+
+A subnet is three setting vectors, as in OFA and the paper:
+
+* ``ks`` - one depthwise kernel size per block (stages x blocks, stage-major, 20 by default),
+* ``e``  - one expand ratio per block (20),
+* ``d``  - one depth per stage (5): the first ``d[s]`` blocks of stage ``s`` run.
+
+Settings of blocks beyond a stage's depth do not change the network, so a ``Subnet``
+is stored canonically (those settings replaced by the smallest choice) and two subnets
+with the same active architecture are equal and hash alike.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+from .errors import OfaError
+
+PAPER_BUCKETS: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0, 12.0, 14.0)
+"""The MFLOPs (millions of multiply-accumulates) the paper evaluates populations at."""
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never below ``divisor``
+    and never more than 10% below ``value`` (the rule MobileNet and OFA use)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    padding = kernel // 2
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One elastic stage: its output width, the stride of its first block, its
+    activation (``relu`` or ``hswish``) and whether its blocks have squeeze-excite."""
+
+    width: int
+    stride: int
+    act: str
+    se: bool
+
+
+PAPER_STAGES: tuple[StageSpec, ...] = (
+    StageSpec(24, 2, "relu", False),
+    StageSpec(40, 2, "relu", True),
+    StageSpec(80, 2, "hswish", False),
+    StageSpec(112, 1, "hswish", True),
+    StageSpec(160, 2, "hswish", True),
+)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """The static shape of one active MBConv block of a subnet.
+
+    ``mid`` is the expanded (middle) width, ``se_hidden`` the squeeze-excite hidden
+    width (0 without SE); ``size_in``/``size_out`` are the square feature-map sizes.
+    """
+
+    stage: int
+    index: int
+    in_ch: int
+    out_ch: int
+    mid: int
+    kernel: int
+    stride: int
+    act: str
+    se_hidden: int
+    residual: bool
+    size_in: int
+    size_out: int
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The elastic MobileNetV3 of the paper, at ``image_size`` x ``image_size`` input.
+
+    Fixed parts: a 3x3 stride-2 stem conv to ``stem_width`` (h-swish), one MBConv with
+    expand 1 (3x3, ReLU, width ``stem_width``), then the elastic ``stages``, then a 1x1
+    conv to ``final_expand`` (h-swish), global average pool, a 1x1 conv to
+    ``feature_mix`` (h-swish, no BN, no bias), dropout and a linear classifier.
+    """
+
+    in_channels: int = 3
+    num_classes: int = 10
+    image_size: int = 32
+    kernel_choices: tuple[int, ...] = (3, 5, 7)
+    expand_choices: tuple[int, ...] = (3, 4, 6)
+    depth_choices: tuple[int, ...] = (2, 3, 4)
+    stages: tuple[StageSpec, ...] = PAPER_STAGES
+    stem_width: int = 16
+    final_expand: int = 960
+    feature_mix: int = 1280
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1:
+            raise OfaError(f"in_channels={self.in_channels} must be at least 1")
+        if self.num_classes < 2:
+            raise OfaError(f"num_classes={self.num_classes} must be at least 2")
+        if self.image_size < 8:
+            raise OfaError(f"image_size={self.image_size} must be at least 8")
+        for name in ("kernel_choices", "expand_choices", "depth_choices"):
+            values = getattr(self, name)
+            if not values or tuple(sorted(set(values))) != tuple(values):
+                raise OfaError(f"{name}={values} must be non-empty, sorted and without repeats")
+        if any(k % 2 == 0 for k in self.kernel_choices):
+            raise OfaError(f"kernel_choices={self.kernel_choices} must all be odd")
+        if self.depth_choices[0] < 1:
+            raise OfaError(f"depth_choices={self.depth_choices} must be at least 1")
+
+    # -- shape of the setting vectors -------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def max_depth(self) -> int:
+        """Blocks per stage in the supernet."""
+        return self.depth_choices[-1]
+
+    @property
+    def num_blocks(self) -> int:
+        """Length of ``ks`` and ``e``."""
+        return self.num_stages * self.max_depth
+
+    # -- derived widths ---------------------------------------------------------------
+    def stage_in_channels(self, stage: int, index: int) -> int:
+        """Input width of block ``index`` of ``stage``."""
+        if index > 0:
+            return self.stages[stage].width
+        return self.stages[stage - 1].width if stage > 0 else self.stem_width
+
+    def mid_channels(self, in_ch: int, expand: int) -> int:
+        return make_divisible(round(in_ch * expand))
+
+    def se_hidden(self, mid: int) -> int:
+        return make_divisible(mid // 4)
+
+    def feature_sizes(self) -> list[int]:
+        """Feature-map size at the input of each stage and, last, after the last stage."""
+        size = _conv_out(self.image_size, 3, 2)
+        sizes = [size]
+        for spec in self.stages:
+            size = _conv_out(size, 3, spec.stride)
+            sizes.append(size)
+        return sizes
+
+    @property
+    def stem_size(self) -> int:
+        return _conv_out(self.image_size, 3, 2)
+
+    def block_specs(self, subnet: "Subnet") -> list[BlockSpec]:
+        """The active MBConv blocks of ``subnet`` in execution order."""
+        self.check(subnet)
+        specs: list[BlockSpec] = []
+        sizes = self.feature_sizes()
+        for s, stage in enumerate(self.stages):
+            size = sizes[s]
+            for i in range(subnet.d[s]):
+                b = s * self.max_depth + i
+                in_ch = self.stage_in_channels(s, i)
+                stride = stage.stride if i == 0 else 1
+                kernel = subnet.ks[b]
+                mid = self.mid_channels(in_ch, subnet.e[b])
+                size_out = _conv_out(size, kernel, stride)
+                specs.append(
+                    BlockSpec(
+                        stage=s,
+                        index=i,
+                        in_ch=in_ch,
+                        out_ch=stage.width,
+                        mid=mid,
+                        kernel=kernel,
+                        stride=stride,
+                        act=stage.act,
+                        se_hidden=self.se_hidden(mid) if stage.se else 0,
+                        residual=stride == 1 and in_ch == stage.width,
+                        size_in=size,
+                        size_out=size_out,
+                    )
+                )
+                size = size_out
+        return specs
+
+    # -- subnets ----------------------------------------------------------------------
+    def subnet(self, ks: Sequence[int], e: Sequence[int], d: Sequence[int]) -> "Subnet":
+        """A validated, canonical subnet of this space."""
+        return Subnet(ks, e, d, space=self)
+
+    def check(self, subnet: "Subnet") -> None:
+        """Raise ``OfaError`` if ``subnet`` was not made for a space with these choices."""
+        if subnet.space_key != self._choice_key:
+            raise OfaError(
+                f"subnet has {len(subnet.d)} stages x {len(subnet.ks) // max(1, len(subnet.d))} blocks "
+                f"with choices {subnet.space_key[2:]}, this space expects {self._choice_key}"
+            )
+
+    @property
+    def _choice_key(self) -> tuple:
+        return (self.num_stages, self.max_depth, self.kernel_choices, self.expand_choices, self.depth_choices)
+
+    def smallest(self) -> "Subnet":
+        n, s = self.num_blocks, self.num_stages
+        return self.subnet([self.kernel_choices[0]] * n, [self.expand_choices[0]] * n, [self.depth_choices[0]] * s)
+
+    def largest(self) -> "Subnet":
+        n, s = self.num_blocks, self.num_stages
+        return self.subnet([self.kernel_choices[-1]] * n, [self.expand_choices[-1]] * n, [self.depth_choices[-1]] * s)
+
+    def middle(self) -> "Subnet":
+        """The median choice of every setting (k5 e4 d3 in the paper's space)."""
+
+        def mid(choices: tuple[int, ...]) -> int:
+            return choices[len(choices) // 2]
+
+        n, s = self.num_blocks, self.num_stages
+        return self.subnet(
+            [mid(self.kernel_choices)] * n, [mid(self.expand_choices)] * n, [mid(self.depth_choices)] * s
+        )
+
+    def sample(
+        self,
+        rng: random.Random | int,
+        *,
+        kernel_choices: Sequence[int] | None = None,
+        expand_choices: Sequence[int] | None = None,
+        depth_choices: Sequence[int] | None = None,
+    ) -> "Subnet":
+        """A subnet with every setting drawn uniformly and independently (the paper's RSS).
+
+        All 45 entries are drawn, inactive ones included, so the sequence of subnets
+        drawn from one seed never depends on earlier draws' depths. The optional choice
+        lists restrict the draw (Progressive Shrinking's phases do this).
+        """
+        rng = as_rng(rng)
+        kc = tuple(kernel_choices or self.kernel_choices)
+        ec = tuple(expand_choices or self.expand_choices)
+        dc = tuple(depth_choices or self.depth_choices)
+        n, s = self.num_blocks, self.num_stages
+        ks = [rng.choice(kc) for _ in range(n)]
+        e = [rng.choice(ec) for _ in range(n)]
+        d = [rng.choice(dc) for _ in range(s)]
+        return self.subnet(ks, e, d)
+
+    def sample_in_bucket(
+        self,
+        mflops: float,
+        tolerance: float = 0.5,
+        rng: random.Random | int = 0,
+        *,
+        lock_width: str = "auto",
+        max_tries: int = 200_000,
+    ) -> "Subnet":
+        """A uniformly drawn subnet whose MACs lie within ``mflops`` +- ``tolerance`` (millions).
+
+        The paper's protocol: resample until inside the bucket. Buckets at or below the
+        paper's smallest (4) have every expand ratio locked to its minimum, buckets at or
+        above its largest (14) to its maximum, because uniform sampling almost never lands
+        there (``lock_width`` = ``"auto"``; ``"min"``, ``"max"`` or ``"none"`` force it).
+        A bucket no subnet can reach raises ``OfaError`` at once; one that is reachable but
+        not found within ``max_tries`` draws raises too, never loops for ever.
+        """
+        from .cost import macs
+
+        if tolerance < 0:
+            raise OfaError(f"tolerance={tolerance} must not be negative")
+        rng = as_rng(rng)
+        if lock_width == "auto":
+            lock_width = "min" if mflops <= PAPER_BUCKETS[0] else "max" if mflops >= PAPER_BUCKETS[-1] else "none"
+        if lock_width not in ("min", "max", "none"):
+            raise OfaError(f"lock_width={lock_width!r} must be one of auto, min, max, none")
+        expand = {
+            "min": (self.expand_choices[0],),
+            "max": (self.expand_choices[-1],),
+            "none": self.expand_choices,
+        }[lock_width]
+        low, high = (mflops - tolerance) * 1e6, (mflops + tolerance) * 1e6
+        reach_lo, reach_hi = self.macs_range(expand_choices=expand)
+        if high < reach_lo or low > reach_hi:
+            raise OfaError(
+                f"no subnet has {mflops:g} +- {tolerance:g} MFLOPs: with expand ratios {list(expand)} "
+                f"subnets span {reach_lo / 1e6:.2f} to {reach_hi / 1e6:.2f} MFLOPs"
+            )
+        for _ in range(max_tries):
+            candidate = self.sample(rng, expand_choices=expand)
+            if low <= macs(self, candidate) <= high:
+                return candidate
+        raise OfaError(
+            f"no subnet with {mflops:g} +- {tolerance:g} MFLOPs found in {max_tries} draws; "
+            f"widen the tolerance or choose a bucket nearer the middle"
+        )
+
+    def macs_range(self, *, expand_choices: Sequence[int] | None = None) -> tuple[int, int]:
+        """Fewest and most MACs over all subnets (optionally with restricted expand ratios)."""
+        from .cost import macs
+
+        ec = tuple(expand_choices or self.expand_choices)
+        n, s = self.num_blocks, self.num_stages
+        lo = self.subnet([self.kernel_choices[0]] * n, [ec[0]] * n, [self.depth_choices[0]] * s)
+        hi = self.subnet([self.kernel_choices[-1]] * n, [ec[-1]] * n, [self.depth_choices[-1]] * s)
+        return macs(self, lo), macs(self, hi)
+
+    @property
+    def population_size(self) -> int:
+        """Number of distinct active architectures."""
+        per_block = len(self.kernel_choices) * len(self.expand_choices)
+        per_stage = sum(per_block**depth for depth in self.depth_choices)
+        return per_stage**self.num_stages
+
+    def enumerate_stage(self, stage: int) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        """Every (depth, [(kernel, expand), ...]) of one stage - for tests and lookup tables."""
+        import itertools
+
+        pairs = [(k, x) for k in self.kernel_choices for x in self.expand_choices]
+        for depth in self.depth_choices:
+            for combo in itertools.product(pairs, repeat=depth):
+                yield depth, list(combo)
+
+    def to_dict(self) -> dict:
+        return {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+            "kernel_choices": list(self.kernel_choices),
+            "expand_choices": list(self.expand_choices),
+            "depth_choices": list(self.depth_choices),
+            "stages": [
+                {"width": st.width, "stride": st.stride, "act": st.act, "se": st.se} for st in self.stages
+            ],
+            "stem_width": self.stem_width,
+            "final_expand": self.final_expand,
+            "feature_mix": self.feature_mix,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchSpace":
+        """Inverse of ``to_dict`` (the form stored in run configs and export sidecars)."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise OfaError(f"unknown search-space keys: {', '.join(sorted(unknown))}")
+        kwargs = dict(data)
+        for key in ("kernel_choices", "expand_choices", "depth_choices"):
+            if key in kwargs:
+                kwargs[key] = tuple(int(v) for v in kwargs[key])
+        if "stages" in kwargs:
+            try:
+                kwargs["stages"] = tuple(StageSpec(**st) for st in kwargs["stages"])
+            except TypeError as exc:
+                raise OfaError(f"malformed search-space stages: {exc}") from None
+        return cls(**kwargs)
+
+
+DEFAULT_SPACE = SearchSpace()
+
+
+def as_rng(rng: random.Random | int) -> random.Random:
+    """Accept a seed or a ``random.Random`` so every sampler is explicitly seeded."""
+    if isinstance(rng, random.Random):
+        return rng
+    if isinstance(rng, bool) or not isinstance(rng, int):
+        raise OfaError(f"a seed must be an integer or random.Random, got {rng!r}")
+    return random.Random(rng)
+
+
+_TEXT_RE = re.compile(r"^\d\d(-\d\d)*(_\d\d(-\d\d)*)*$")
+
+
+@dataclass(frozen=True, init=False)
+class Subnet:
+    """One architecture of the space: ``ks`` and ``e`` per block, ``d`` per stage.
+
+    Immutable and canonical: settings of blocks beyond their stage's depth are replaced
+    by the space's smallest choices, so equality and hashing follow the active network.
+
+    Text form (``str(subnet)``, read back by ``Subnet.parse``): stages separated by
+    ``_``, active blocks by ``-``, each block two digits, kernel then expand ratio.
+    ``"36-54_73-33-54_..."`` starts with a stage of two blocks (k3 e6, k5 e4) and a
+    stage of three (k7 e3, k3 e3, k5 e4).
+    """
+
+    ks: tuple[int, ...]
+    e: tuple[int, ...]
+    d: tuple[int, ...]
+    space_key: tuple = field(compare=False, repr=False)
+
+    def __init__(
+        self,
+        ks: Sequence[int],
+        e: Sequence[int],
+        d: Sequence[int],
+        *,
+        space: SearchSpace | None = None,
+    ) -> None:
+        space = space or DEFAULT_SPACE
+        ks, e, d = (_int_tuple(name, v) for name, v in (("ks", ks), ("e", e), ("d", d)))
+        n_blocks, n_stages = space.num_blocks, space.num_stages
+        for name, values, length in (("ks", ks, n_blocks), ("e", e, n_blocks), ("d", d, n_stages)):
+            if len(values) != length:
+                raise OfaError(f"{name} has {len(values)} entries, the space needs {length}")
+        for name, values, choices in (
+            ("ks", ks, space.kernel_choices),
+            ("e", e, space.expand_choices),
+            ("d", d, space.depth_choices),
+        ):
+            for i, v in enumerate(values):
+                if v not in choices:
+                    raise OfaError(f"{name}[{i}]={v} not in {choices}")
+        ks_c, e_c = list(ks), list(e)
+        for s, depth in enumerate(d):
+            for b in range(s * space.max_depth + depth, (s + 1) * space.max_depth):
+                ks_c[b] = space.kernel_choices[0]
+                e_c[b] = space.expand_choices[0]
+        object.__setattr__(self, "ks", tuple(ks_c))
+        object.__setattr__(self, "e", tuple(e_c))
+        object.__setattr__(self, "d", d)
+        object.__setattr__(self, "space_key", space._choice_key)
+
+    # -- forms ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"ks": list(self.ks), "e": list(self.e), "d": list(self.d)}
+
+    @classmethod
+    def from_dict(cls, data: dict, space: SearchSpace | None = None) -> "Subnet":
+        if not isinstance(data, dict):
+            raise OfaError(f"a subnet must be an object with ks, e and d, got {type(data).__name__}")
+        missing = [k for k in ("ks", "e", "d") if k not in data]
+        if missing:
+            raise OfaError(f"subnet is missing {', '.join(missing)}")
+        extra = set(data) - {"ks", "e", "d"}
+        if extra:
+            raise OfaError(f"subnet has unknown keys: {', '.join(sorted(extra))}")
+        return cls(data["ks"], data["e"], data["d"], space=space)
+
+    def __str__(self) -> str:
+        stages = []
+        max_depth = len(self.ks) // len(self.d)
+        for s, depth in enumerate(self.d):
+            blocks = range(s * max_depth, s * max_depth + depth)
+            stages.append("-".join(f"{self.ks[b]}{self.e[b]}" for b in blocks))
+        return "_".join(stages)
+
+    @classmethod
+    def parse(cls, text: str, space: SearchSpace | None = None) -> "Subnet":
+        """Read the text form (see the class docstring) or a JSON object ``{"ks","e","d"}``."""
+        space = space or DEFAULT_SPACE
+        text = text.strip()
+        if text.startswith("{"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise OfaError(f"subnet JSON does not parse: {exc.msg} at character {exc.pos}") from None
+            return cls.from_dict(data, space)
+        if not _TEXT_RE.match(text):
+            raise OfaError(
+                f"subnet text {text!r} is malformed: expected stages separated by '_', blocks by '-', "
+                f"each block two digits <kernel><expand>, e.g. {space.middle()}"
+            )
+        stages = text.split("_")
+        if len(stages) != space.num_stages:
+            raise OfaError(f"subnet text has {len(stages)} stages, the space has {space.num_stages}")
+        ks = [space.kernel_choices[0]] * space.num_blocks
+        e = [space.expand_choices[0]] * space.num_blocks
+        d = []
+        for s, stage in enumerate(stages):
+            blocks = stage.split("-")
+            if len(blocks) not in space.depth_choices:
+                raise OfaError(f"stage {s} has {len(blocks)} blocks, depth must be in {space.depth_choices}")
+            d.append(len(blocks))
+            for i, block in enumerate(blocks):
+                ks[s * space.max_depth + i] = int(block[0])
+                e[s * space.max_depth + i] = int(block[1])
+        return cls(ks, e, d, space=space)
+
+    def active_blocks(self) -> Iterable[int]:
+        """Indices into ``ks``/``e`` of the blocks that run."""
+        max_depth = len(self.ks) // len(self.d)
+        for s, depth in enumerate(self.d):
+            yield from range(s * max_depth, s * max_depth + depth)
+
+
+def _int_tuple(name: str, values: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise OfaError(f"{name} must be a list of integers, got {values!r}")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise OfaError(f"{name}[{i}]={v!r} is not an integer")
+        out.append(v)
+    return tuple(out)
+
