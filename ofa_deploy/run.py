@@ -1,0 +1,111 @@
+"""A training run directory: what is in it and how to read it back.
+
+Layout (``ofa-deploy train --out runs/NAME``)::
+
+    config.toml       resolved configuration: [run] [data] [space] [train] (+ versions)
+    metrics.jsonl     one JSON object per epoch (each has an "epoch" key)
+    histogram.json    how often each setting / MFLOPs bucket was trained
+    last.pt           checkpoint written atomically at every epoch end
+    final.pt          checkpoint of the finished run
+    eval/             population evaluations (``ofa-deploy eval``)
+
+A checkpoint is a ``torch.save`` dict whose ``"model"`` entry is ``Supernet.state_dict()``;
+the trainer adds its own state (optimizer, scheduler, RNG, schedule, epoch).
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import OfaError
+from .io import atomic_write_bytes
+from .space import SearchSpace
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG = "config.toml"
+METRICS = "metrics.jsonl"
+HISTOGRAM = "histogram.json"
+LAST = "last.pt"
+FINAL = "final.pt"
+
+
+def write_config(run_dir: str | Path, config: dict[str, Any]) -> Path:
+    import tomli_w
+
+    return atomic_write_bytes(Path(run_dir) / CONFIG, tomli_w.dumps(_drop_none(config)).encode())
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / CONFIG
+    if not Path(run_dir).is_dir():
+        raise OfaError(f"run directory {run_dir} does not exist")
+    if not path.is_file():
+        raise OfaError(f"{run_dir} is not a run directory: no {CONFIG} in it")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise OfaError(f"{path} is not valid TOML: {exc}") from None
+
+
+def space_from_config(config: dict[str, Any]) -> SearchSpace:
+    if "space" not in config:
+        raise OfaError("run config has no [space] table")
+    return SearchSpace.from_dict(config["space"])
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "auto") -> Path:
+    """``final.pt``, ``last.pt``, or with ``auto`` the final one if the run finished."""
+    run_dir = Path(run_dir)
+    names = {"auto": (FINAL, LAST), "final": (FINAL,), "last": (LAST,)}.get(which)
+    if names is None:
+        raise OfaError(f"checkpoint must be auto, final or last, not {which!r}")
+    for name in names:
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise OfaError(f"{run_dir} has no checkpoint ({' or '.join(names)}); train it first")
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise OfaError(f"checkpoint {path} is corrupt or not a checkpoint: {str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise OfaError(f"checkpoint {path} has no 'model' entry")
+    return ckpt
+
+
+def load_supernet(run_dir: str | Path, which: str = "auto", device: str = "cpu"):
+    """(Supernet with the run's weights, in eval mode on ``device``, run config)."""
+    from .nn import Supernet
+
+    config = read_config(run_dir)
+    space = space_from_config(config)
+    ckpt = load_checkpoint(checkpoint_path(run_dir, which), map_location=device)
+    net = Supernet(space)
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise OfaError(f"checkpoint of {run_dir} does not fit its [space]: {str(exc).splitlines()[0]}") from None
+    return net.to(device).eval(), config
+
+
+def _drop_none(obj: Any) -> Any:
+    """TOML has no null: leave unset options out of the file."""
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_drop_none(v) for v in obj]
+    return obj
