@@ -1,0 +1,62 @@
+"""Shared fixtures. Tests run on a 2-core CPU with no GPU and no network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_threads():
+    """Two cores are shared by everything on these machines: keep torch from oversubscribing."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+def make_fake_run(run_dir: Path, *, dataset: str = "digits", in_channels: int = 1, num_classes: int = 10,
+                  seed: int = 0, perturb_bn: bool = True) -> Path:
+    """A run directory as ``ofa-deploy train`` leaves it, with random (untrained) weights
+    and, by default, non-trivial BN statistics - for tests of the tools that read runs."""
+    import torch
+
+    from ofa_deploy import run
+    from ofa_deploy.nn import Supernet
+    from ofa_deploy.space import SearchSpace
+
+    torch.manual_seed(seed)
+    space = SearchSpace(in_channels=in_channels, num_classes=num_classes)
+    net = Supernet(space)
+    if perturb_bn:
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.normal_(0, 0.3)
+                    m.running_var.uniform_(0.5, 2.0)
+                    m.weight.normal_(1.0, 0.2)
+                    m.bias.normal_(0.0, 0.2)
+            for name, p in net.named_parameters():
+                if "transforms" in name:
+                    p.add_(0.05 * torch.randn_like(p))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run.write_config(run_dir, {
+        "run": {"name": run_dir.name, "method": "rss", "seed": seed, "completed": True},
+        "data": {"dataset": dataset},
+        "space": space.to_dict(),
+        "train": {"epochs": 0},
+    })
+    torch.save({"model": net.state_dict(), "epoch": 0}, run_dir / run.FINAL)
+    return run_dir
+
+
+@pytest.fixture
+def fake_run(tmp_path: Path) -> Path:
+    return make_fake_run(tmp_path / "fake-run")
