@@ -39,7 +39,8 @@ def command(in_channels: int, num_classes: int, as_json: bool) -> None:
         f"input {space.in_channels}x{space.image_size}x{space.image_size}, {space.num_classes} classes"
     )
     console.print(f"Population: {space.population_size:,} subnets ({space.population_size:.2e})")
-    table = Table("subnet", "MFLOPs (MACs)", "params", "text form")
+    table = Table("subnet", "MFLOPs (MACs)", "params")
+    table.add_column("text form", overflow="fold")
     for name, row in rows.items():
         table.add_row(name, f"{row['macs'] / 1e6:.3f}", f"{row['params']:,}", row["text"])
     console.print(table)
