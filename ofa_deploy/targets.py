@@ -1,0 +1,326 @@
+"""Deployment targets: one TOML profile per device kind (``profiles/NAME.toml``).
+
+A profile says how a subnet is exported for a device (opset, dynamic batch), how the
+device runs it (backend, execution providers, precision, batch sizes, threads, TensorRT
+builder settings, DLA core, whether the engine must be built on the device itself) and
+how ``profile`` measures its latency there (warm-up, minimum iterations and time, the
+coefficient of variation above which a measurement is retried).
+
+``load_target("cpu")`` reads a built-in profile; ``load_target("my.toml")`` reads a user's
+own. Built-in profiles live in the top-level ``profiles/`` directory of the repository
+(editable installs) and are shipped inside the wheel as ``ofa_deploy/profiles``; the
+directories named in ``$OFA_DEPLOY_PROFILES`` (``os.pathsep``-separated) are searched
+first, so a site can add or override targets without touching the package.
+
+Every key except ``backend`` and ``precision`` has a default, so a user's profile can be
+short; an unknown key, a value of the wrong type or an out-of-range value is an
+``OfaError`` naming the key. No torch needed: the device side imports this.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+from .errors import OfaError
+
+BACKENDS = ("onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+LAYOUTS = ("NCHW",)
+MIN_OPSET, MAX_OPSET = 13, 21
+ENV_PROFILE_DIRS = "OFA_DEPLOY_PROFILES"
+
+
+@dataclass(frozen=True)
+class MeasureProtocol:
+    """How ``profile`` times a model: run for ``warmup_s`` seconds untimed, then time at
+    least ``min_iterations`` runs and at least ``min_time_s`` seconds; if the coefficient
+    of variation (std / mean) of the timings exceeds ``cov_threshold``, measure again, at
+    most ``max_retries`` more times."""
+
+    warmup_s: float = 1.0
+    min_iterations: int = 200
+    min_time_s: float = 2.0
+    cov_threshold: float = 0.05
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    """One deployment target, parsed and validated from its TOML profile.
+
+    ``batch_sizes[0]`` is the batch ``profile`` measures by default; for TensorRT the
+    optimization profile is ``min(batch_sizes) / batch_sizes[0] / max(batch_sizes)``
+    (min/opt/max). ``threads = 0`` leaves the intra-op thread count to the library.
+    ``dla_core`` is ``None`` for the GPU. ``source`` is the TOML file it came from.
+    """
+
+    name: str
+    description: str
+    backend: str
+    providers: tuple[str, ...]
+    precision: str
+    batch_sizes: tuple[int, ...]
+    input_layout: str
+    threads: int
+    build_on_device: bool
+    dla_core: int | None
+    opset: int
+    dynamic_batch: bool
+    measure: MeasureProtocol
+    builder_optimization_level: int
+    workspace_mb: int
+    timing_cache: bool
+    fallback_backend: str | None
+    source: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def batch(self) -> int:
+        """The default batch size (the first of ``batch_sizes``)."""
+        return self.batch_sizes[0]
+
+    @property
+    def trt_shapes(self) -> tuple[int, int, int]:
+        """Batch sizes (min, opt, max) of the TensorRT optimization profile."""
+        return min(self.batch_sizes), self.batch_sizes[0], max(self.batch_sizes)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether export writes calibration images beside the ONNX (TensorRT or int8)."""
+        return self.backend == "tensorrt" or self.precision == "int8"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (lists for tuples), as ``targets --json`` prints it."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+
+# Schema: section -> key -> (type check name, default). ``None`` section = top level.
+_REQUIRED = object()
+_ABSENT = object()
+_SCHEMA: dict[str | None, dict[str, tuple[str, Any]]] = {
+    None: {
+        "name": ("str", _ABSENT),
+        "description": ("str", ""),
+        "aliases": ("str_list", []),
+        "backend": ("str", _REQUIRED),
+        "providers": ("str_list", ["CPUExecutionProvider"]),
+        "precision": ("str", _REQUIRED),
+        "batch_sizes": ("int_list", [1]),
+        "input_layout": ("str", "NCHW"),
+        "threads": ("int", 0),
+        "build_on_device": ("bool", False),
+        "dla_core": ("int", None),
+        "fallback_backend": ("str", None),
+    },
+    "export": {
+        "opset": ("int", 17),
+        "dynamic_batch": ("bool", True),
+    },
+    "measure": {
+        "warmup_s": ("float", MeasureProtocol.warmup_s),
+        "min_iterations": ("int", MeasureProtocol.min_iterations),
+        "min_time_s": ("float", MeasureProtocol.min_time_s),
+        "cov_threshold": ("float", MeasureProtocol.cov_threshold),
+        "max_retries": ("int", MeasureProtocol.max_retries),
+    },
+    "tensorrt": {
+        "builder_optimization_level": ("int", 3),
+        "workspace_mb": ("int", 1024),
+        "timing_cache": ("bool", True),
+    },
+}
+_TYPE_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str_list": "a list of strings",
+    "int_list": "a list of integers",
+}
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str_list":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "int_list":
+        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    raise AssertionError(kind)
+
+
+def _flatten(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check keys and types against the schema; returns ``{"section.key" or "key": value}``
+    with defaults filled in."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SCHEMA and key is not None:
+            if not isinstance(value, dict):
+                raise OfaError(f"{where}: [{key}] must be a table")
+            for sub in value:
+                if sub not in _SCHEMA[key]:
+                    known = ", ".join(_SCHEMA[key])
+                    raise OfaError(f"{where}: unknown key '{key}.{sub}' (known in [{key}]: {known})")
+        elif key not in _SCHEMA[None]:
+            known = ", ".join([*_SCHEMA[None], *(f"[{s}]" for s in _SCHEMA if s)])
+            raise OfaError(f"{where}: unknown key '{key}' (known: {known})")
+    for section, keys in _SCHEMA.items():
+        table = data if section is None else data.get(section, {})
+        for key, (kind, default) in keys.items():
+            label = key if section is None else f"{section}.{key}"
+            if key in table:
+                value = table[key]
+                if not _type_ok(kind, value):
+                    raise OfaError(f"{where}: key '{label}' must be {_TYPE_WORDS[kind]}, got {value!r}")
+                flat[label] = float(value) if kind == "float" else value
+            elif default is _REQUIRED:
+                raise OfaError(f"{where}: missing required key '{label}'")
+            else:
+                flat[label] = default
+    return flat
+
+
+def _check(cond: bool, where: str, key: str, why: str) -> None:
+    if not cond:
+        raise OfaError(f"{where}: key '{key}' {why}")
+
+
+def parse_target(data: dict[str, Any], *, source: str, default_name: str) -> Target:
+    """Validate one parsed profile (the TOML document as a dict) and build its ``Target``.
+
+    ``source`` names the file in error messages; ``default_name`` is used when the
+    profile has no ``name`` key (the file's stem)."""
+    where = f"target profile {source}"
+    f = _flatten(data, where)
+    name = default_name if f["name"] is _ABSENT else f["name"]
+    _check(bool(name.strip()) and name == name.strip(), where, "name", "must be a non-empty name without surrounding spaces")
+    _check(f["backend"] in BACKENDS, where, "backend", f"must be one of {', '.join(BACKENDS)}, got {f['backend']!r}")
+    _check(f["precision"] in PRECISIONS, where, "precision",
+           f"must be one of {', '.join(PRECISIONS)}, got {f['precision']!r}")
+    _check(f["backend"] != "onnxruntime" or f["precision"] == "fp32", where, "precision",
+           f"must be fp32 for the onnxruntime backend (fp16/int8 need backend = \"tensorrt\"), got {f['precision']!r}")
+    _check(f["fallback_backend"] in (None, *BACKENDS) and f["fallback_backend"] != f["backend"], where,
+           "fallback_backend", f"must be a backend other than {f['backend']!r}, got {f['fallback_backend']!r}")
+    uses_ort = "onnxruntime" in (f["backend"], f["fallback_backend"])
+    _check(not uses_ort or len(f["providers"]) > 0, where, "providers",
+           "must list at least one onnxruntime execution provider")
+    _check(len(f["batch_sizes"]) > 0 and all(b >= 1 for b in f["batch_sizes"]), where, "batch_sizes",
+           f"must be a non-empty list of positive integers, got {f['batch_sizes']!r}")
+    _check(f["export.dynamic_batch"] or len(set(f["batch_sizes"])) == 1, where, "batch_sizes",
+           "lists several sizes but export.dynamic_batch is false (a static-batch model runs one size)")
+    _check(f["input_layout"] in LAYOUTS, where, "input_layout",
+           f"must be one of {', '.join(LAYOUTS)}, got {f['input_layout']!r}")
+    _check(f["threads"] >= 0, where, "threads", f"must be >= 0 (0 = library default), got {f['threads']}")
+    if f["dla_core"] is not None:
+        _check(f["dla_core"] >= 0, where, "dla_core", f"must be >= 0, got {f['dla_core']}")
+        _check(f["backend"] == "tensorrt", where, "dla_core", "needs backend = \"tensorrt\"")
+        _check(f["precision"] in ("fp16", "int8"), where, "dla_core", "needs precision fp16 or int8 (DLA has no fp32)")
+    _check(MIN_OPSET <= f["export.opset"] <= MAX_OPSET, where, "export.opset",
+           f"must be between {MIN_OPSET} and {MAX_OPSET}, got {f['export.opset']}")
+    _check(f["measure.warmup_s"] >= 0, where, "measure.warmup_s", "must be >= 0")
+    _check(f["measure.min_iterations"] >= 1, where, "measure.min_iterations", "must be >= 1")
+    _check(f["measure.min_time_s"] >= 0, where, "measure.min_time_s", "must be >= 0")
+    _check(f["measure.cov_threshold"] > 0, where, "measure.cov_threshold", "must be > 0 (a fraction, 0.05 = 5%)")
+    _check(f["measure.max_retries"] >= 0, where, "measure.max_retries", "must be >= 0")
+    _check(0 <= f["tensorrt.builder_optimization_level"] <= 5, where, "tensorrt.builder_optimization_level",
+           f"must be between 0 and 5, got {f['tensorrt.builder_optimization_level']}")
+    _check(f["tensorrt.workspace_mb"] >= 1, where, "tensorrt.workspace_mb", "must be >= 1")
+    return Target(
+        name=name,
+        description=f["description"],
+        backend=f["backend"],
+        providers=tuple(f["providers"]),
+        precision=f["precision"],
+        batch_sizes=tuple(f["batch_sizes"]),
+        input_layout=f["input_layout"],
+        threads=f["threads"],
+        build_on_device=f["build_on_device"],
+        dla_core=f["dla_core"],
+        opset=f["export.opset"],
+        dynamic_batch=f["export.dynamic_batch"],
+        measure=MeasureProtocol(
+            warmup_s=f["measure.warmup_s"],
+            min_iterations=f["measure.min_iterations"],
+            min_time_s=f["measure.min_time_s"],
+            cov_threshold=f["measure.cov_threshold"],
+            max_retries=f["measure.max_retries"],
+        ),
+        builder_optimization_level=f["tensorrt.builder_optimization_level"],
+        workspace_mb=f["tensorrt.workspace_mb"],
+        timing_cache=f["tensorrt.timing_cache"],
+        fallback_backend=f["fallback_backend"],
+        source=source,
+        aliases=tuple(f["aliases"]),
+    )
+
+
+def read_target(path: str | os.PathLike) -> Target:
+    """Read and validate one profile file."""
+    path = Path(path)
+    if not path.is_file():
+        raise OfaError(f"target profile {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise OfaError(f"target profile {path} is not valid TOML: {exc}") from None
+    return parse_target(data, source=str(path), default_name=path.stem)
+
+
+def profile_dirs() -> list[Path]:
+    """Directories searched for built-in profiles, first match wins: ``$OFA_DEPLOY_PROFILES``,
+    the wheel's ``ofa_deploy/profiles``, then the repository's ``profiles/`` (editable install)."""
+    extra = [Path(p) for p in os.environ.get(ENV_PROFILE_DIRS, "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    candidates = [*extra, here / "profiles", here.parent / "profiles"]
+    return [d for d in candidates if d.is_dir()]
+
+
+def list_targets() -> list[Target]:
+    """Every profile found in ``profile_dirs()``, one per name, sorted by name."""
+    found: dict[str, Target] = {}
+    for directory in profile_dirs():
+        for path in sorted(directory.glob("*.toml")):
+            target = read_target(path)
+            found.setdefault(target.name, target)
+    return [found[name] for name in sorted(found)]
+
+
+def _is_path(name_or_path: str) -> bool:
+    return name_or_path.endswith(".toml") or os.sep in name_or_path or "/" in name_or_path
+
+
+def load_target(name_or_path: str | os.PathLike) -> Target:
+    """A target by name (``cpu``, ``cuda``, ``jetson-orin``, ``jetson-xavier``, or an alias
+    such as ``jetson``) or by the path of a ``.toml`` profile."""
+    text = os.fspath(name_or_path)
+    if _is_path(text):
+        return read_target(text)
+    for directory in profile_dirs():
+        path = directory / f"{text}.toml"
+        if path.is_file():
+            return read_target(path)
+    targets = list_targets()
+    for target in targets:
+        if text in target.aliases:
+            return target
+    known = ", ".join(t.name for t in targets) or "none found"
+    raise OfaError(f"unknown target {text!r} (known targets: {known}; or give the path of a .toml profile)")
