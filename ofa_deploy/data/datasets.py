@@ -1,0 +1,283 @@
+"""Datasets as tensors: (N, C, 32, 32) float32 images, normalised, on the training device.
+
+The paper's datasets are small enough to live on the device whole, which removes the
+per-image Python of a ``DataLoader`` from the hot loop (airbench style). Sources:
+
+* ``digits``  - scikit-learn's bundled 8x8 digits (1,797 images, no files needed), upscaled;
+* ``mnist``, ``fmnist`` - torchvision's MNIST / FashionMNIST (28x28, resized, 1 channel kept);
+  a folder holding the original IDX ``.gz`` files (e.g. Debian's ``dataset-fashion-mnist``
+  in ``/usr/share/datasets/fashion-mnist``) is accepted too;
+* ``cifar10``, ``cifar100`` - torchvision's CIFAR (32x32 RGB).
+
+Decoded uint8 images are cached (``$OFA_DEPLOY_CACHE`` or ``~/.cache/ofa-deploy``) so the
+second load of a dataset skips torchvision's decoding.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import OfaError
+from ..io import atomic_write
+
+IMAGE_SIZE = 32
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is: its channels, classes and per-channel normalisation."""
+
+    name: str
+    in_channels: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_size: int
+    test_size: int
+    torchvision: str | None  # torchvision.datasets class name, None for bundled data
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    # digits statistics: the 32x32 upscaled training split, computed once
+    "digits": DatasetInfo("digits", 1, 10, (0.3054,), (0.3236,), 1437, 360, None),
+    "mnist": DatasetInfo("mnist", 1, 10, (0.1307,), (0.3081,), 60000, 10000, "MNIST"),
+    "fmnist": DatasetInfo("fmnist", 1, 10, (0.2860,), (0.3530,), 60000, 10000, "FashionMNIST"),
+    "cifar10": DatasetInfo("cifar10", 3, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000, 10000,
+                           "CIFAR10"),
+    "cifar100": DatasetInfo("cifar100", 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 50000, 10000,
+                            "CIFAR100"),
+}
+
+# The original IDX files of MNIST-like datasets, as published and as torchvision expects them.
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@dataclass
+class ImageSet:
+    """One split of a dataset, ready for training or evaluation.
+
+    ``images``: float32 (N, C, 32, 32), normalised with ``mean``/``std``; ``labels``:
+    int64 (N,); both on the same device.
+    """
+
+    name: str
+    split: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    in_channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: str | torch.device) -> "ImageSet":
+        return ImageSet(self.name, self.split, self.images.to(device), self.labels.to(device), self.num_classes,
+                        self.in_channels, self.mean, self.std)
+
+
+def cache_dir() -> Path:
+    """Where prepared datasets and decoded tensors are kept."""
+    return Path(os.environ.get("OFA_DEPLOY_CACHE") or Path.home() / ".cache" / "ofa-deploy")
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise OfaError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    subset: int | None = None,
+    val_size: int = 0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> ImageSet:
+    """One split of ``name`` as normalised 32x32 tensors on ``device``.
+
+    ``val`` is ``val_size`` images of the training split chosen by ``seed``; ``train``
+    excludes them whenever ``val_size`` > 0. ``subset=N`` keeps the first N images of a
+    permutation seeded by ``seed`` (for quick runs). Raises ``OfaError`` for an unknown
+    name or split, impossible sizes, or missing files without ``download``.
+    """
+    info = dataset_info(name)
+    if split not in SPLITS:
+        raise OfaError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if val_size < 0 or (subset is not None and subset < 1):
+        raise OfaError(f"val_size ({val_size}) must be >= 0 and subset ({subset}) >= 1")
+    if split == "val" and val_size == 0:
+        raise OfaError("the val split needs val_size > 0 (images held out of the training split)")
+
+    raw_images, raw_labels = _raw_split(info, "test" if split == "test" else "train", data_dir, download)
+    n = raw_labels.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    if split == "test":
+        index = torch.randperm(n, generator=gen) if subset is not None else torch.arange(n)
+    else:
+        if val_size >= n:
+            raise OfaError(f"val_size={val_size} leaves no training images ({name} has {n})")
+        perm = torch.randperm(n, generator=gen)
+        if split == "val":
+            index = perm[:val_size]
+        elif val_size or subset is not None:
+            index = perm[val_size:]
+        else:
+            index = torch.arange(n)
+    if subset is not None:
+        if subset > len(index):
+            raise OfaError(f"subset={subset} exceeds the {len(index)} images of the {name} {split} split")
+        index = index[:subset]
+    images = _prepare(raw_images[index], info, torch.device(device))
+    labels = raw_labels[index].to(device=device, dtype=torch.int64)
+    return ImageSet(info.name, split, images, labels, info.num_classes, info.in_channels, info.mean, info.std)
+
+
+def _prepare(raw: torch.Tensor, info: DatasetInfo, device: torch.device) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> normalised float32 (N, C, 32, 32) on ``device``."""
+    x = raw.to(device).float().div_(255.0)
+    if x.shape[-1] != IMAGE_SIZE or x.shape[-2] != IMAGE_SIZE:
+        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+    mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()
+
+
+def _raw_split(info: DatasetInfo, split: str, data_dir, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, C, H, W) and int64 labels of the original train or test split."""
+    if info.torchvision is None:
+        return _digits(split)
+    root = _torchvision_root(info, Path(data_dir).expanduser() if data_dir is not None else None)
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+    cached = cache_dir() / "tensors" / f"{info.name}-{key}.pt"
+    if cached.is_file():
+        try:
+            blob = torch.load(cached, map_location="cpu", weights_only=True)
+            return blob[f"{split}_images"], blob[f"{split}_labels"]
+        except Exception:  # a stale or damaged cache is rebuilt, never trusted
+            cached.unlink(missing_ok=True)
+    blob = {}
+    for part, train in (("train", True), ("test", False)):
+        images, labels = _torchvision_split(info, root, train, download)
+        blob[f"{part}_images"], blob[f"{part}_labels"] = images, labels
+    try:
+        atomic_write(cached, lambda f: torch.save(blob, f))
+    except OfaError:
+        pass  # a read-only cache only costs speed
+    return blob[f"{split}_images"], blob[f"{split}_labels"]
+
+
+def _torchvision_split(info: DatasetInfo, root: Path, train: bool, download: bool):
+    import numpy as np
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, info.torchvision)
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except RuntimeError as exc:
+        if "not found" not in str(exc).lower() and "corrupted" not in str(exc).lower():
+            raise OfaError(f"could not load {info.name} from {root}: {exc}") from None
+        raise OfaError(_missing_message(info, root)) from None
+    except OSError as exc:
+        raise OfaError(f"could not load {info.name} from {root}: {exc}") from None
+    data = ds.data
+    if isinstance(data, np.ndarray):  # CIFAR: (N, H, W, C) uint8
+        images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
+    else:  # MNIST-like: (N, H, W) uint8
+        images = data.unsqueeze(1).contiguous()
+    labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+    return images, labels
+
+
+def _missing_message(info: DatasetInfo, root: Path) -> str:
+    how = "pass --download (needs internet) or --data-dir DIR pointing at a torchvision root"
+    if info.name in ("mnist", "fmnist"):
+        how += " or at a folder of the original IDX .gz files"
+        if info.name == "fmnist":
+            how += " (Debian: apt install dataset-fashion-mnist, then --data-dir /usr/share/datasets/fashion-mnist)"
+    return f"{info.name} not found: looked in {root} (torchvision layout); {how}"
+
+
+def _torchvision_root(info: DatasetInfo, data_dir: Path | None) -> Path:
+    """The torchvision root to read ``info`` from, preparing one from bare IDX files if needed."""
+    if data_dir is None:
+        return cache_dir() / "datasets"
+    if not data_dir.is_dir():
+        raise OfaError(f"data directory {data_dir} does not exist")
+    if info.name in ("mnist", "fmnist") and _idx_sources(data_dir):
+        return _prepare_idx_root(info, data_dir)
+    return data_dir
+
+
+def _idx_sources(folder: Path) -> dict[str, Path] | None:
+    """The four IDX files in ``folder`` (gzipped or not), or None if any is missing."""
+    found = {}
+    for stem in _IDX_FILES:
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                found[stem] = candidate
+                break
+        else:
+            return None
+    return found
+
+
+def _prepare_idx_root(info: DatasetInfo, folder: Path) -> Path:
+    """Decompress the IDX files of ``folder`` into ``<cache>/prepared/<key>/<Class>/raw/``.
+
+    torchvision checks its own md5 list of the ``.gz`` files, which other distributions
+    of the same data (Debian's) do not match; the decompressed files are what it reads.
+    """
+    sources = _idx_sources(folder)
+    assert sources is not None
+    fingerprint = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sources.values())
+    root = cache_dir() / "prepared" / hashlib.sha1(fingerprint.encode()).hexdigest()[:12]
+    raw = root / info.torchvision / "raw"
+    for stem, src in sources.items():
+        dst = raw / stem
+        if dst.is_file():
+            continue
+        opener = gzip.open if src.suffix == ".gz" else open
+
+        def copy(f, src=src, opener=opener):
+            with opener(src, "rb") as fin:
+                shutil.copyfileobj(fin, f)
+
+        try:
+            atomic_write(dst, copy)
+        except (gzip.BadGzipFile, EOFError) as exc:
+            raise OfaError(f"{src} is not a valid gzip file: {exc}") from None
+    return root
+
+
+def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8x8 digits as uint8 (N, 1, 8, 8); a fixed stratified 1437/360 split."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    idx_train, idx_test = train_test_split(np.arange(len(bunch.target)), test_size=360, random_state=0,
+                                           stratify=bunch.target)
+    idx = idx_train if split == "train" else idx_test
+    return torch.from_numpy(images[idx]).unsqueeze(1).contiguous(), torch.from_numpy(bunch.target[idx]).long()
