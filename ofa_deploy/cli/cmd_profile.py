@@ -1,0 +1,85 @@
+"""``ofa-deploy profile MODEL``: measured latency of an ONNX model, engine or export directory."""
+
+from __future__ import annotations
+
+import click
+
+from .common import emit_json
+
+
+@click.command("profile")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--target", default="cpu", show_default=True, help="Target name or profile .toml.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: the target's first].")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]), default=None,
+              help="Override the target's backend (torch: eager comparison, needs an export directory).")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="Intra-op threads, 0 = library default [default: the target's].")
+@click.option("--warmup-s", type=click.FloatRange(min=0), default=None, help="Warm-up seconds.")
+@click.option("--min-iterations", type=click.IntRange(min=2), default=None, help="Minimum timed iterations.")
+@click.option("--min-time-s", type=click.FloatRange(min=0), default=None, help="Minimum timed seconds.")
+@click.option("--cov-threshold", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="CoV (std/mean, fraction) above which a measurement is repeated and then flagged.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=None, help="Repeats of an unstable measurement.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Also write the JSON result to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(model, target, batch, backend, threads, warmup_s, min_iterations, min_time_s, cov_threshold,
+            max_retries, out, as_json) -> None:
+    """Measure the latency of MODEL (model.onnx, an engine, or an export directory).
+
+    Warm-up by time, then timed runs until both the minimum iterations and the minimum time
+    are reached; a CoV above the threshold is re-measured and, if it persists, flagged
+    "unstable". On a GPU the device compute time and the host latency are reported apart.
+    """
+    from rich.console import Console
+
+    from ..io import atomic_write_json
+    from ..profile import Protocol, profile_model
+    from ..targets import load_target
+
+    tgt = load_target(target)
+    protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s,
+                                    cov_threshold=cov_threshold, max_retries=max_retries)
+    console = Console(stderr=True)
+
+    def on_attempt(i: int, cov: float) -> None:
+        if cov > protocol.cov_threshold:
+            console.print(f"[yellow]attempt {i + 1}: CoV {cov:.1%} above {protocol.cov_threshold:.1%}[/yellow]")
+
+    with console.status(f"measuring {model} on {tgt.name}", spinner="dots"):
+        result = profile_model(model, tgt, batch=batch, backend=backend, threads=threads, protocol=protocol,
+                               on_attempt=on_attempt)
+    if out:
+        atomic_write_json(out, result)
+    if result["unstable"]:
+        console.print(f"[red]unstable: CoV {result['cov']:.1%} > {protocol.cov_threshold:.1%} after "
+                      f"{len(result['attempts'])} attempts; the numbers are flagged, not to be trusted[/red]")
+    if result["fallback"]:
+        console.print(f"[yellow]{result['fallback']}[/yellow]")
+    if as_json:
+        emit_json(result)
+        return
+    _print_human(result)
+
+
+def _print_human(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    lat = r["latency_ms"]
+    table = Table(title=f"{r['model']['path']}  ({r['target']}, {r['backend']}"
+                        f"{'/' + r['provider'] if r['provider'] else ''}, batch {r['batch']})")
+    for col in ("", "min", "p50", "p90", "p99", "mean", "std"):
+        table.add_column(col, justify="right")
+    rows = [(r["latency_kind"], lat)]
+    if r["device_latency_ms"] is not None:
+        rows.append(("host", r["host_latency_ms"]))
+    for label, s in rows:
+        table.add_row(f"{label} (ms)", *(f"{s[k]:.4f}" for k in ("min", "p50", "p90", "p99", "mean", "std")))
+    console = Console()
+    console.print(table)
+    env = r["environment"]
+    console.print(f"n={r['n']}  CoV={r['cov']:.2%}{'  UNSTABLE' if r['unstable'] else ''}  "
+                  f"throughput={r['throughput_per_s']:.1f}/s  threads={r['threads']}  "
+                  f"cpu={env['cpu']['model']}  host={env['hostname']}")

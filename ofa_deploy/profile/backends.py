@@ -1,0 +1,192 @@
+"""Latency backends: each turns a model file into a ``Runner`` whose ``step()`` runs one
+synchronous inference on a fixed random input.
+
+* ``onnxruntime`` - CPU or CUDA execution provider (on CUDA the input and output stay on
+  the GPU through IO binding, so the host-timed latency excludes transfers and says so);
+* ``tensorrt`` - a serialized engine, through ``ofa_deploy.export.tensorrt.TrtRunner``
+  (TensorRT + pycuda), which also reports the device compute time of every call;
+* ``torch`` - the extracted subnet in eager mode, for comparison only.
+
+Only the torch backend imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import OfaError
+
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+
+_PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                     "tensorrt": "TensorrtExecutionProvider"}
+
+
+@dataclass
+class Runner:
+    """One loaded model ready to time.
+
+    ``step()`` runs batch ``input_shape[0]`` once and returns when the result is ready.
+    ``device_ms()``, where present, is the device compute time of the last step.
+    ``latency_kind`` names what host timing of ``step()`` covers.
+    """
+
+    backend: str
+    step: Callable[[], None]
+    input_shape: tuple[int, ...]
+    latency_kind: str = "host"
+    provider: Optional[str] = None
+    precision: Optional[str] = None
+    device_ms: Optional[Callable[[], Optional[float]]] = None
+    info: dict[str, Any] = field(default_factory=dict)
+    close: Callable[[], None] = lambda: None
+
+
+def random_input(shape: Sequence[int], dtype: Any = np.float32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(tuple(shape)).astype(dtype)
+
+
+def onnxruntime_runner(
+    onnx_path: str | Path,
+    *,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    threads: int = 0,
+    batch: Optional[int] = None,
+) -> Runner:
+    """An ONNX Runtime session on the first of ``providers`` that is available.
+
+    ``threads`` sets intra-op threads (0 = ORT's default, one per physical core); inter-op
+    is 1 and execution sequential, the usual single-stream latency setting. Raises
+    ``OfaError`` if the file is not a model ORT can load, or the provider is missing.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise OfaError("the onnxruntime backend needs onnxruntime: pip install onnxruntime") from None
+    wanted = [_PROVIDER_ALIASES.get(p.lower(), p) for p in providers] or ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    usable = [p for p in wanted if p in available]
+    if not usable:
+        raise OfaError(
+            f"none of the providers {wanted} is available in this onnxruntime ({', '.join(available)}); "
+            "install onnxruntime-gpu for CUDA"
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(0, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=usable)
+    except Exception as exc:  # ORT raises its own exception types for every load failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OfaError(f"{onnx_path} is not a model onnxruntime can load: {first}") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise OfaError(f"{onnx_path} has {len(inputs)} inputs; profiling expects one image input")
+    shape = _concrete_shape(inputs[0].shape, batch, onnx_path)
+    dtype = np.float16 if "float16" in inputs[0].type else np.float32
+    x = random_input(shape, dtype)
+    name = inputs[0].name
+    provider = session.get_providers()[0]
+    if provider == "CUDAExecutionProvider":
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        for out in session.get_outputs():
+            binding.bind_output(out.name, "cuda")
+
+        def step() -> None:
+            session.run_with_iobinding(binding)
+
+        kind = "host_device_resident_io"
+    else:
+        feed = {name: x}
+
+        def step() -> None:
+            session.run(None, feed)
+
+        kind = "host"
+    return Runner(
+        backend="onnxruntime",
+        step=step,
+        input_shape=shape,
+        latency_kind=kind,
+        provider=provider,
+        precision="fp16" if dtype == np.float16 else "fp32",
+        info={"intra_op_threads": opts.intra_op_num_threads, "providers": session.get_providers()},
+    )
+
+
+def _concrete_shape(dims: Sequence[Any], batch: Optional[int], path: Any) -> tuple[int, ...]:
+    """The model's input shape with its batch dimension set to ``batch``."""
+    if not dims:
+        raise OfaError(f"{path} has a scalar input; profiling expects (N, C, H, W)")
+    first = dims[0]
+    if isinstance(first, int) and first > 0:
+        if batch is not None and batch != first:
+            raise OfaError(f"{path} has a static batch of {first}, not {batch}; re-export with a dynamic batch")
+        shape = [first]
+    else:
+        shape = [batch or 1]
+    for i, d in enumerate(dims[1:], start=1):
+        if not isinstance(d, int) or d <= 0:
+            raise OfaError(f"{path} has a symbolic dimension {d!r} at axis {i}; only the batch may be dynamic")
+        shape.append(d)
+    return tuple(shape)
+
+
+def tensorrt_runner(engine_path: str | Path, *, batch: Optional[int] = None) -> Runner:
+    """A serialized TensorRT engine timed with CUDA events around each execution."""
+    try:
+        import tensorrt  # noqa: F401  - checked first so the error names what is missing
+    except ImportError:
+        raise OfaError("the tensorrt backend needs TensorRT's Python bindings (pip install tensorrt) "
+                       "on the machine the engine was built for") from None
+    try:
+        from ..export.tensorrt import TrtRunner
+    except ImportError as exc:
+        raise OfaError(f"the tensorrt backend is unavailable: {exc}") from None
+    trt = TrtRunner(str(engine_path), batch=batch)
+    return Runner(
+        backend="tensorrt",
+        step=trt.step,
+        input_shape=tuple(trt.input_shape),
+        latency_kind="host",
+        precision=getattr(trt, "precision", None),
+        device_ms=trt.device_ms,
+        info=dict(getattr(trt, "info", {}) or {}),
+        close=getattr(trt, "close", lambda: None),
+    )
+
+
+def torch_runner(sidecar: dict[str, Any], *, threads: int = 0, batch: Optional[int] = None) -> Runner:
+    """The sidecar's subnet rebuilt as a static eager network (random weights: latency does
+    not depend on their values), under ``torch.inference_mode``."""
+    try:
+        import torch
+    except ImportError:
+        raise OfaError("the torch backend needs torch; use --backend onnxruntime on machines without it") from None
+    from ..nn.static import StaticSubnet
+    from ..space import SearchSpace, Subnet
+
+    if "space" not in sidecar or "subnet" not in sidecar:
+        raise OfaError("the torch backend needs an export directory whose model.json has space and subnet")
+    space = SearchSpace.from_dict(sidecar["space"])
+    subnet = Subnet.from_dict(sidecar["subnet"], space)
+    if threads:
+        torch.set_num_threads(int(threads))
+    net = StaticSubnet(space, subnet).eval()
+    shape = (batch or 1, space.in_channels, space.image_size, space.image_size)
+    x = torch.from_numpy(random_input(shape))
+
+    def step() -> None:
+        with torch.inference_mode():
+            net(x)
+
+    return Runner(backend="torch", step=step, input_shape=shape, latency_kind="host", provider="eager",
+                  precision="fp32", info={"torch_threads": torch.get_num_threads()})

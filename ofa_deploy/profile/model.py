@@ -1,0 +1,97 @@
+"""What ``profile`` is given: an ONNX file, a TensorRT engine, or an export directory
+(``model.json`` sidecar beside ``model.onnx`` and/or an engine)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import OfaError
+from ..io import sha256_file
+
+SIDECAR = "model.json"
+ONNX_NAMES = ("model.onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files of one model: at least one of ``onnx``/``engine``, and the sidecar's
+    content where there is one (subnet, MACs, target, hashes, ...)."""
+
+    path: Path
+    onnx: Optional[Path]
+    engine: Optional[Path]
+    sidecar: Optional[dict[str, Any]]
+
+    def file_for(self, backend: str) -> Path:
+        """The file ``backend`` runs, or ``OfaError`` saying what is missing."""
+        if backend == "tensorrt":
+            if self.engine is None:
+                raise OfaError(f"{self.path} has no TensorRT engine; build one with `ofa-deploy build-engine` "
+                               "on the device, or pass --backend onnxruntime")
+            return self.engine
+        if backend in ("onnxruntime",):
+            if self.onnx is None:
+                raise OfaError(f"{self.path} has no ONNX model for the {backend} backend")
+            return self.onnx
+        if backend == "torch":
+            if not self.sidecar:
+                raise OfaError(f"the torch backend needs an export directory with {SIDECAR}, not {self.path}")
+            return self.path
+        raise OfaError(f"unknown backend {backend!r}")
+
+
+def resolve_model(path: str | Path) -> ModelFiles:
+    """Classify ``path`` by what it is; raises ``OfaError`` for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise OfaError(f"{path} does not exist")
+    if path.is_dir():
+        sidecar_path = path / SIDECAR
+        sidecar = read_sidecar(sidecar_path) if sidecar_path.is_file() else None
+        onnx = next((path / n for n in ONNX_NAMES if (path / n).is_file()), None)
+        engines = sorted(p for p in path.iterdir() if p.suffix in ENGINE_SUFFIXES and p.is_file())
+        if sidecar is None:
+            raise OfaError(f"{path} is not an export directory: no {SIDECAR} in it")
+        if onnx is None and not engines:
+            raise OfaError(f"export directory {path} has neither model.onnx nor an engine file")
+        return ModelFiles(path, onnx, engines[0] if engines else None, sidecar)
+    if path.suffix == ".onnx":
+        return ModelFiles(path, path, None, _sibling_sidecar(path))
+    if path.suffix in ENGINE_SUFFIXES:
+        return ModelFiles(path, None, path, _sibling_sidecar(path))
+    raise OfaError(f"{path} is neither an ONNX model (.onnx), an engine ({', '.join(ENGINE_SUFFIXES)}) "
+                   f"nor an export directory")
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OfaError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise OfaError(f"{path} must hold a JSON object")
+    return data
+
+
+def _sibling_sidecar(path: Path) -> Optional[dict[str, Any]]:
+    sidecar = path.parent / SIDECAR
+    return read_sidecar(sidecar) if sidecar.is_file() else None
+
+
+def model_identity(files: ModelFiles, used: Path) -> dict[str, Any]:
+    """What was measured, so results measured elsewhere can be matched to a catalog entry:
+    the file and its SHA-256, plus the sidecar's subnet and costs where there is one."""
+    identity: dict[str, Any] = {
+        "path": str(used),
+        "format": "engine" if used.suffix in ENGINE_SUFFIXES else "onnx" if used.suffix == ".onnx" else "eager",
+        "sha256": sha256_file(used) if used.is_file() else None,
+    }
+    if files.sidecar:
+        for key in ("subnet", "text", "macs", "params", "space", "target", "input_shape", "run", "accuracy"):
+            if key in files.sidecar:
+                identity[key] = files.sidecar[key]
+    return identity

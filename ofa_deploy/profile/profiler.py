@@ -1,0 +1,107 @@
+"""``profile_model``: measure one model's latency on this machine under a target's protocol."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import OfaError
+from .backends import BACKENDS, Runner, onnxruntime_runner, tensorrt_runner, torch_runner
+from .environment import environment
+from .model import ModelFiles, model_identity, resolve_model
+from .protocol import Protocol, measure
+
+
+def choose_backend(target: Any, files: ModelFiles, backend: Optional[str]) -> tuple[str, Optional[str]]:
+    """(backend to use, why the target's own backend was not used or ``None``).
+
+    An explicit ``backend`` wins. Otherwise the target's; a TensorRT target falls back to
+    its ``fallback_backend`` when TensorRT is not installed here or there is no engine -
+    and the result says so."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise OfaError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        return backend, None
+    wanted = target.backend
+    if wanted == "tensorrt":
+        reason = None
+        if files.engine is None:
+            reason = "no TensorRT engine given"
+        elif importlib.util.find_spec("tensorrt") is None:
+            reason = "TensorRT is not installed here"
+        if reason:
+            if target.fallback_backend and files.onnx is not None:
+                return target.fallback_backend, f"{reason}; used the target's fallback {target.fallback_backend}"
+            raise OfaError(f"target {target.name} runs TensorRT engines but {reason}; "
+                           "build one with `ofa-deploy build-engine` or pass --backend onnxruntime")
+    return wanted, None
+
+
+def load_runner(target: Any, files: ModelFiles, backend: str, *, batch: int, threads: int) -> tuple[Runner, Path]:
+    used = files.file_for(backend)
+    if backend == "onnxruntime":
+        return onnxruntime_runner(used, providers=target.providers, threads=threads, batch=batch), used
+    if backend == "tensorrt":
+        return tensorrt_runner(used, batch=batch), used
+    return torch_runner(files.sidecar or {}, threads=threads, batch=batch), used
+
+
+def profile_model(
+    model: str | Path,
+    target: Any = "cpu",
+    *,
+    batch: Optional[int] = None,
+    backend: Optional[str] = None,
+    threads: Optional[int] = None,
+    protocol: Optional[Protocol] = None,
+    on_attempt: Optional[Callable[[int, float], None]] = None,
+) -> dict[str, Any]:
+    """Measure ``model`` (ONNX file, engine, or export directory) on this machine.
+
+    ``target`` is a ``Target`` or a name/path for ``load_target``; its protocol, batch,
+    threads and backend apply unless overridden. Returns the JSON-ready result::
+
+        {"latency_ms": {"min","mean","std","p50","p90","p95","p99","max"}, "n", "cov",
+         "unstable", "latency_kind", "host_latency_ms", "device_latency_ms",
+         "throughput_per_s", "attempts", "protocol", "target", "backend", "provider",
+         "precision", "batch", "input_shape", "model": {path, format, sha256, subnet?, macs?},
+         "environment": {...}}
+    """
+    from ..targets import load_target
+
+    if not hasattr(target, "backend"):
+        target = load_target(target)
+    files = resolve_model(model)
+    used_backend, fallback = choose_backend(target, files, backend)
+    batch = int(batch if batch is not None else target.batch)
+    if batch < 1:
+        raise OfaError(f"batch={batch} must be at least 1")
+    threads = int(target.threads if threads is None else threads)
+    protocol = protocol or Protocol.from_target(target)
+    runner, used = load_runner(target, files, used_backend, batch=batch, threads=threads)
+    try:
+        stats = measure(runner.step, protocol, batch=runner.input_shape[0], device_ms=runner.device_ms,
+                        on_attempt=on_attempt)
+    finally:
+        runner.close()
+    if stats["device_latency_ms"] is None:
+        stats["latency_kind"] = runner.latency_kind
+    if used_backend == "onnxruntime" and target.providers and runner.provider != target.providers[0]:
+        note = f"{target.providers[0]} is not available here; ran on {runner.provider}"
+        fallback = f"{fallback}; {note}" if fallback else note
+    gpu = used_backend == "tensorrt" or (runner.provider or "").startswith(("CUDA", "Tensorrt"))
+    return {
+        **stats,
+        "target": target.name,
+        "backend": used_backend,
+        "fallback": fallback,
+        "provider": runner.provider,
+        "precision": runner.precision or target.precision,
+        "batch": runner.input_shape[0],
+        "input_shape": list(runner.input_shape),
+        "threads": threads,
+        "runner": runner.info,
+        "model": model_identity(files, used),
+        "environment": environment(threads=threads, gpu=gpu),
+    }
