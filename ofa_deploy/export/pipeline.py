@@ -1,0 +1,196 @@
+"""One subnet of a supernet -> an export directory (ONNX, sidecar, calibration data).
+
+``export_subnet`` is the library call behind ``ofa-deploy export``, the catalog build and
+the quickstart. The directory is built beside ``out_dir`` and renamed into place only when
+everything (export, checker, parity, hashes) succeeded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..cost import cost
+from ..errors import OfaError
+from ..evaluate.bn import calibration_images, recalibrate_bn
+from ..io import atomic_write, atomic_write_json, sha256_file
+from ..space import Subnet
+from ..targets import Target, load_target
+from .sidecar import (
+    CALIBRATION_FILE,
+    ONNX_FILE,
+    SIDECAR_FILE,
+    SIDECAR_FORMAT,
+    SIDECAR_VERSION,
+    file_entry,
+    library_versions,
+)
+from .staging import staged_directory
+from .to_onnx import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx
+
+DEFAULT_BN_IMAGES = 2000
+DEFAULT_CALIBRATION_IMAGES = 512
+
+
+def export_subnet(
+    supernet: nn.Module,
+    subnet: Subnet,
+    target: Target | str,
+    out_dir: str | Path,
+    *,
+    calib_images: torch.Tensor | None,
+    parity_images: torch.Tensor | None,
+    recalibrate: bool = True,
+    run_dir: str | Path | None = None,
+    accuracy: float | dict[str, Any] | None = None,
+    exporter: str = "auto",
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    normalization: dict[str, Any] | None = None,
+    bn_images: int = DEFAULT_BN_IMAGES,
+    calibration_count: int = DEFAULT_CALIBRATION_IMAGES,
+    seed: int = 0,
+    overwrite: bool = False,
+    strict_parity: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Export ``subnet`` of ``supernet`` for ``target`` into the new directory ``out_dir``.
+
+    ``calib_images``: normalised training images (N, C, 32, 32); ``bn_images`` of them
+    (drawn by ``seed``) recompute the subnet's BN statistics when ``recalibrate``, and for
+    TensorRT / int8 targets ``calibration_count`` of them are saved as ``calibration.npy``.
+    With ``recalibrate=False`` the ONNX computes exactly what the supernet computes with
+    ``subnet`` active. ``parity_images`` (real images, e.g. from the test split; the
+    calibration images when None) are run through ONNX Runtime and PyTorch; a max logit
+    difference above tolerance raises ``OfaError`` unless ``strict_parity`` is off.
+    ``eval_data`` = (images, labels) measures the exported network's top-1 accuracy;
+    ``accuracy`` records one measured elsewhere instead. ``normalization`` (dataset name,
+    mean, std) and the source ``run_dir`` go into the sidecar.
+
+    Returns the sidecar, also written as ``out_dir/model.json``.
+    """
+    target = load_target(target) if isinstance(target, str) else target
+    space = supernet.space
+    space.check(subnet)
+    say = progress or (lambda message: None)
+    if recalibrate and calib_images is None:
+        raise OfaError("BN recalibration needs training images (calib_images), or pass recalibrate=False")
+    if target.needs_calibration and calib_images is None:
+        raise OfaError(f"target {target.name} needs calibration images (calib_images) to write {CALIBRATION_FILE}")
+    if parity_images is None:
+        if calib_images is None:
+            raise OfaError("the parity check needs real images (parity_images)")
+        parity_images, parity_source = calib_images[:256], "calibration"
+    else:
+        parity_source = "given"
+    expected_shape = (space.in_channels, space.image_size, space.image_size)
+    for name, images in (("calib_images", calib_images), ("parity_images", parity_images)):
+        if images is not None and tuple(images.shape[1:]) != expected_shape:
+            raise OfaError(f"{name} have shape {tuple(images.shape[1:])} per image, the network expects "
+                           f"{expected_shape} (wrong dataset for this run?)")
+
+    say(f"extracting {subnet}")
+    net = supernet.extract(subnet)
+    if recalibrate:
+        say("recalibrating BN statistics")
+        net = recalibrate_bn(net, calibration_images(calib_images.to(_device(net)), bn_images, seed))
+    net = net.eval().to("cpu")
+
+    if isinstance(accuracy, (int, float)):
+        accuracy = {"top1": float(accuracy)}
+    if eval_data is not None:
+        from ..evaluate.metrics import evaluate_accuracy
+
+        say("evaluating accuracy")
+        images, labels = eval_data
+        top1, loss = evaluate_accuracy(net, images.to("cpu"), labels.to("cpu"))
+        accuracy = {"top1": top1, "loss": loss, "images": int(labels.shape[0]), "framework": "torch"}
+
+    macs, params = cost(space, subnet)
+    batch = target.batch
+    with staged_directory(out_dir, overwrite=overwrite) as tmp:
+        say(f"exporting ONNX (opset {target.opset})")
+        onnx_info = export_onnx(
+            net, tmp / ONNX_FILE, input_shape=expected_shape, opset=target.opset,
+            dynamic_batch=target.dynamic_batch, batch=batch, exporter=exporter,
+            metadata={"ofa_deploy.subnet": str(subnet), "ofa_deploy.num_classes": space.num_classes,
+                      **({"ofa_deploy.normalization": normalization} if normalization else {})},
+        )
+        say("checking ONNX Runtime against PyTorch")
+        parity = check_parity(tmp / ONNX_FILE, net, parity_images, batch=None if target.dynamic_batch else batch)
+        parity["source"] = parity_source
+        if strict_parity and not parity["passed"]:
+            raise OfaError(f"ONNX Runtime disagrees with PyTorch: max logit difference {parity['max_abs_diff']:.3g} "
+                           f"exceeds {parity['tolerance']:.3g}; the export is not trustworthy")
+        calibration = None
+        if target.needs_calibration:
+            chosen = calibration_images(calib_images, calibration_count, seed + 1)
+            array = np.ascontiguousarray(chosen.detach().to("cpu", torch.float32).numpy())
+            atomic_write(tmp / CALIBRATION_FILE, lambda f: np.save(f, array))
+            calibration = {"file": CALIBRATION_FILE, "images": int(array.shape[0]), "seed": seed + 1,
+                           "dtype": "float32", "shape": list(array.shape)}
+        files = {name: file_entry(tmp / name) for name in (ONNX_FILE, CALIBRATION_FILE) if (tmp / name).is_file()}
+        sidecar = {
+            "format": SIDECAR_FORMAT,
+            "format_version": SIDECAR_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "subnet": subnet.to_dict(),
+            "subnet_text": str(subnet),
+            "macs": macs,
+            "mflops": round(macs / 1e6, 6),
+            "params": params,
+            "space": space.to_dict(),
+            "num_classes": space.num_classes,
+            "accuracy": accuracy,
+            "bn": {"recalibrated": recalibrate, "images": min(bn_images, len(calib_images)) if recalibrate else 0,
+                   "seed": seed if recalibrate else None},
+            "input": {"name": INPUT_NAME, "shape": ["batch" if target.dynamic_batch else batch, *expected_shape],
+                      "layout": target.input_layout, "dtype": "float32", "normalization": normalization},
+            "output": {"name": OUTPUT_NAME, "shape": ["batch" if target.dynamic_batch else batch, space.num_classes],
+                       "dtype": "float32"},
+            "onnx": {"file": ONNX_FILE, **onnx_info, "requested_exporter": exporter,
+                     "dynamic_batch": target.dynamic_batch},
+            "parity": parity,
+            "calibration": calibration,
+            "target": target.to_dict(),
+            "source": run_source(run_dir) if run_dir is not None else None,
+            "versions": library_versions("torch", "onnx", "onnxruntime"),
+            "files": files,
+        }
+        atomic_write_json(tmp / SIDECAR_FILE, sidecar)
+    return sidecar
+
+
+def _device(net: nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
+def run_source(run_dir: str | Path) -> dict[str, Any]:
+    """Where a model came from: the run directory, its name/method/dataset and the
+    checkpoint's file name and SHA-256."""
+    from ..run import checkpoint_path, read_config
+
+    run_dir = Path(run_dir).resolve()
+    config = read_config(run_dir)
+    ckpt = checkpoint_path(run_dir)
+    stat = ckpt.stat()
+    return {
+        "run_dir": str(run_dir),
+        "name": config.get("run", {}).get("name"),
+        "method": config.get("run", {}).get("method"),
+        "dataset": config.get("data", {}).get("dataset"),
+        "checkpoint": ckpt.name,
+        "checkpoint_sha256": _cached_sha256(str(ckpt), stat.st_mtime_ns, stat.st_size),
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+    # --all-buckets and catalog builds export many subnets of one checkpoint: hash it once
+    return sha256_file(path)
+
