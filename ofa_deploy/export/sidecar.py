@@ -19,6 +19,7 @@ from ..io import sha256_file
 ONNX_FILE = "model.onnx"
 SIDECAR_FILE = "model.json"
 CALIBRATION_FILE = "calibration.npy"
+INDEX_FILE = "index.json"  # --all-buckets: the bucket directories of one export
 SIDECAR_FORMAT = "ofa-deploy/model"
 SIDECAR_VERSION = 1
 
