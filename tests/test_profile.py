@@ -139,7 +139,7 @@ def test_profile_onnx_contract(onnx_path: Path):
 def test_batch_and_export_directory(tmp_path: Path):
     export = tmp_path / "export"
     tiny_onnx(export / "model.onnx")
-    sidecar = {"subnet": {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5}, "macs": 123}
+    sidecar = {"format": "ofa-deploy/model", "subnet": {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5}, "macs": 123}
     (export / "model.json").write_text(json.dumps(sidecar))
     r = profile_model(export, "cpu", batch=4, protocol=Protocol(**FAST, cov_threshold=100.0))
     assert r["batch"] == 4 and r["input_shape"][0] == 4
@@ -159,7 +159,8 @@ def test_torch_backend_compares_eager(tmp_path: Path):
     space = SearchSpace(in_channels=1)
     export = tmp_path / "export"
     tiny_onnx(export / "model.onnx")
-    (export / "model.json").write_text(json.dumps({"space": space.to_dict(), "subnet": space.smallest().to_dict()}))
+    (export / "model.json").write_text(json.dumps({"format": "ofa-deploy/model", "space": space.to_dict(),
+                                                   "subnet": space.smallest().to_dict()}))
     r = profile_model(export, "cpu", backend="torch", protocol=Protocol(**FAST, cov_threshold=100.0))
     assert r["backend"] == "torch" and r["input_shape"] == [1, 1, 32, 32] and r["latency_ms"]["p50"] > 0
 

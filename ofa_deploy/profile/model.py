@@ -1,5 +1,6 @@
 """What ``profile`` is given: an ONNX file, a TensorRT engine, or an export directory
-(``model.json`` sidecar beside ``model.onnx`` and/or an engine)."""
+(``model.json`` sidecar beside ``model.onnx`` and/or an engine; its files are checked
+against the sidecar's SHA-256 before anything is measured)."""
 
 from __future__ import annotations
 
@@ -50,12 +51,13 @@ def resolve_model(path: str | Path) -> ModelFiles:
     if not path.exists():
         raise OfaError(f"{path} does not exist")
     if path.is_dir():
-        sidecar_path = path / SIDECAR
-        sidecar = read_sidecar(sidecar_path) if sidecar_path.is_file() else None
+        from ..export.sidecar import read_sidecar as read_export_sidecar
+        from ..export.sidecar import verify_files
+
+        sidecar = read_export_sidecar(path)
+        verify_files(path, sidecar)  # what is measured is what was exported
         onnx = next((path / n for n in ONNX_NAMES if (path / n).is_file()), None)
         engines = sorted(p for p in path.iterdir() if p.suffix in ENGINE_SUFFIXES and p.is_file())
-        if sidecar is None:
-            raise OfaError(f"{path} is not an export directory: no {SIDECAR} in it")
         if onnx is None and not engines:
             raise OfaError(f"export directory {path} has neither model.onnx nor an engine file")
         return ModelFiles(path, onnx, engines[0] if engines else None, sidecar)
@@ -91,7 +93,9 @@ def model_identity(files: ModelFiles, used: Path) -> dict[str, Any]:
         "sha256": sha256_file(used) if used.is_file() else None,
     }
     if files.sidecar:
-        for key in ("subnet", "text", "macs", "params", "space", "target", "input_shape", "run", "accuracy"):
+        for key in ("subnet", "subnet_text", "macs", "mflops", "params", "space", "accuracy", "source", "files"):
             if key in files.sidecar:
                 identity[key] = files.sidecar[key]
+        if isinstance(files.sidecar.get("target"), dict):
+            identity["export_target"] = files.sidecar["target"].get("name")
     return identity

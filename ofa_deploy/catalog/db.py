@@ -1,0 +1,275 @@
+"""The catalog database: one SQLite file holding subnets, their accuracy, their latency on
+each target, and their artifacts.
+
+Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``; older files are migrated in place
+when opened, one numbered step at a time, each in its own transaction)::
+
+    meta(key PK, value)                      - the catalog's search space (JSON), creation date
+    subnets(key PK, text, spec, macs, params, created)
+    accuracy(subnet, run, run_sha256, dataset, split, recalibrated, calib_images,
+             images, top1, loss, date)       UNIQUE(subnet, run_sha256, dataset, split, recalibrated, calib_images)
+    artifacts(subnet, target, kind, path, sha256, bytes, created)   UNIQUE(subnet, target, kind)
+    latency(subnet, target, backend, precision, batch, latency_kind, artifact_sha256,
+            p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment,
+            host, source, date, result_sha256 UNIQUE)
+
+A subnet's key is its canonical text form (``str(Subnet)``); ``spec`` is its JSON
+(ks/e/d). Every write runs in a ``BEGIN IMMEDIATE`` transaction on a WAL-mode database
+with a busy timeout, so several processes can fill one catalog at once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from ..errors import OfaError
+
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_MS = 60_000
+
+# MIGRATIONS[v] takes a database at user_version v to v + 1.
+MIGRATIONS: dict[int, str] = {
+    0: """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE subnets (
+            key TEXT PRIMARY KEY, text TEXT NOT NULL, spec TEXT NOT NULL,
+            macs INTEGER NOT NULL, params INTEGER NOT NULL, created TEXT NOT NULL);
+        CREATE TABLE accuracy (
+            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key),
+            run TEXT NOT NULL, run_sha256 TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL,
+            recalibrated INTEGER NOT NULL, calib_images INTEGER NOT NULL, images INTEGER NOT NULL,
+            top1 REAL NOT NULL, loss REAL, date TEXT NOT NULL,
+            UNIQUE (subnet, run_sha256, dataset, split, recalibrated, calib_images));
+        CREATE TABLE artifacts (
+            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key), target TEXT NOT NULL,
+            kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
+            created TEXT NOT NULL, UNIQUE (subnet, target, kind));
+        CREATE TABLE latency (
+            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key), target TEXT NOT NULL,
+            backend TEXT NOT NULL, precision TEXT NOT NULL, batch INTEGER NOT NULL,
+            artifact_sha256 TEXT, p50 REAL NOT NULL, p90 REAL NOT NULL, p99 REAL NOT NULL,
+            mean REAL NOT NULL, std REAL NOT NULL, min REAL NOT NULL, max REAL, cov REAL NOT NULL,
+            n INTEGER NOT NULL, unstable INTEGER NOT NULL, stats TEXT NOT NULL, environment TEXT NOT NULL,
+            host TEXT, source TEXT NOT NULL, date TEXT NOT NULL, result_sha256 TEXT NOT NULL UNIQUE);
+    """,
+    # v2: what a latency row times (device compute vs host) and the indexes lookups use.
+    1: """
+        ALTER TABLE latency ADD COLUMN latency_kind TEXT NOT NULL DEFAULT 'host';
+        CREATE INDEX latency_by_target ON latency (target, subnet);
+        CREATE INDEX accuracy_by_subnet ON accuracy (subnet);
+    """,
+}
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def result_hash(obj: Any) -> str:
+    """SHA-256 of a JSON value in canonical form - the content key of imported results."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class Catalog:
+    """An open catalog file. Use as a context manager, or call ``close()``.
+
+    Read methods return plain dicts; write methods are idempotent where the content is
+    (re-adding the same subnet, accuracy or result changes nothing).
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise OfaError(f"catalog {self.path} does not exist; build one with `ofa-deploy catalog build`")
+        if self.path.exists() and not self.path.is_file():
+            raise OfaError(f"catalog {self.path} is not a file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._retry(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise OfaError(f"{self.path} is not a usable catalog database: {exc}") from None
+
+    # -- plumbing ---------------------------------------------------------------------
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @staticmethod
+    def _retry(fn):
+        # busy_timeout covers most contention; switching journal mode and upgrading a read
+        # transaction can still report "locked" at once, so those retry briefly.
+        for attempt in range(200):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.01 + 0.005 * attempt)
+        return fn()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: taken with BEGIN IMMEDIATE, committed on success."""
+        self._retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @property
+    def version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        if self.version > SCHEMA_VERSION:
+            raise OfaError(f"catalog {self.path} has schema version {self.version}, newer than this "
+                           f"ofa-deploy understands ({SCHEMA_VERSION}); upgrade ofa-deploy")
+        while self.version < SCHEMA_VERSION:
+            with self.transaction() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version >= SCHEMA_VERSION:  # another process migrated meanwhile
+                    break
+                for statement in _statements(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+
+    # -- meta -------------------------------------------------------------------------
+    def get_meta(self, key: str) -> Optional[str]:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_space(self, space_dict: dict[str, Any]) -> None:
+        """Record the search space on first use; a different one is refused."""
+        text = json.dumps(space_dict, sort_keys=True)
+        with self.transaction() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'space'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('space', ?)", (text,))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (now(),))
+            elif row[0] != text:
+                raise OfaError(f"catalog {self.path} holds subnets of another search space "
+                               "(different input channels, classes or choices); use another --catalog")
+
+    def space_dict(self) -> Optional[dict[str, Any]]:
+        text = self.get_meta("space")
+        return json.loads(text) if text else None
+
+    # -- writes -----------------------------------------------------------------------
+    def add_subnet(self, key: str, spec: dict[str, Any], macs: int, params: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO subnets VALUES (?, ?, ?, ?, ?, ?)",
+                         (key, key, json.dumps(spec), int(macs), int(params), now()))
+
+    def add_accuracy(self, subnet: str, *, run: str, run_sha256: str, dataset: str, split: str,
+                     recalibrated: bool, calib_images: int, images: int, top1: float,
+                     loss: Optional[float] = None) -> bool:
+        """Store one accuracy; ``False`` if this exact evaluation was stored already."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO accuracy (subnet, run, run_sha256, dataset, split, recalibrated, "
+                "calib_images, images, top1, loss, date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (subnet, run, run_sha256, dataset, split, int(recalibrated), int(calib_images), int(images),
+                 float(top1), loss, now()))
+            return cur.rowcount == 1
+
+    def find_accuracy(self, subnet: str, *, run_sha256: str, dataset: str, split: str, recalibrated: bool,
+                      calib_images: int) -> Optional[dict[str, Any]]:
+        row = self.conn.execute(
+            "SELECT * FROM accuracy WHERE subnet = ? AND run_sha256 = ? AND dataset = ? AND split = ? "
+            "AND recalibrated = ? AND calib_images = ?",
+            (subnet, run_sha256, dataset, split, int(recalibrated), int(calib_images))).fetchone()
+        return dict(row) if row else None
+
+    def add_artifact(self, subnet: str, target: str, kind: str, path: str | Path, sha256: str) -> None:
+        """Record (or replace) the artifact of ``kind`` for ``subnet`` on ``target``."""
+        size = Path(path).stat().st_size
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO artifacts (subnet, target, kind, path, sha256, bytes, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subnet, target, kind) DO UPDATE SET "
+                "path = excluded.path, sha256 = excluded.sha256, bytes = excluded.bytes, created = excluded.created",
+                (subnet, target, kind, str(path), sha256, size, now()))
+
+    def artifact(self, subnet: str, target: str, kind: str = "onnx") -> Optional[dict[str, Any]]:
+        row = self.conn.execute("SELECT * FROM artifacts WHERE subnet = ? AND target = ? AND kind = ?",
+                                (subnet, target, kind)).fetchone()
+        return dict(row) if row else None
+
+    def add_latency(self, subnet: str, result: dict[str, Any], *, target: str, source: str = "measured") -> bool:
+        """Store one ``profile_model`` result for ``subnet`` on ``target``; ``False`` if this
+        very result (same content hash) is stored already."""
+        lat = result["latency_ms"]
+        env = result.get("environment") or {}
+        digest = result_hash({k: v for k, v in result.items() if k != "source"})
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO latency (subnet, target, backend, precision, batch, artifact_sha256, "
+                "p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment, host, source, date, "
+                "result_sha256, latency_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (subnet, target, result.get("backend") or "unknown", result.get("precision") or "unknown",
+                 int(result.get("batch") or 1), (result.get("model") or {}).get("sha256"),
+                 lat["p50"], lat["p90"], lat["p99"], lat["mean"], lat["std"], lat["min"], lat.get("max"),
+                 float(result["cov"]), int(result["n"]), int(bool(result.get("unstable"))),
+                 json.dumps({k: v for k, v in result.items() if k != "environment"}), json.dumps(env),
+                 env.get("hostname"), source, env.get("date") or now(), digest,
+                 result.get("latency_kind") or "host"))
+            return cur.rowcount == 1
+
+    def find_latency(self, subnet: str, target: str, *, artifact_sha256: Optional[str] = None,
+                     host: Optional[str] = None, batch: Optional[int] = None) -> Optional[dict[str, Any]]:
+        """The newest latency row matching every given field."""
+        sql, args = "SELECT * FROM latency WHERE subnet = ? AND target = ?", [subnet, target]
+        for column, value in (("artifact_sha256", artifact_sha256), ("host", host), ("batch", batch)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        row = self.conn.execute(sql + " ORDER BY date DESC, id DESC LIMIT 1", args).fetchone()
+        return dict(row) if row else None
+
+    # -- reads ------------------------------------------------------------------------
+    def subnet(self, key: str) -> Optional[dict[str, Any]]:
+        row = self.conn.execute("SELECT * FROM subnets WHERE key = ?", (key,)).fetchone()
+        return dict(row) if row else None
+
+    def count(self, table: str) -> int:
+        if table not in ("subnets", "accuracy", "artifacts", "latency"):
+            raise OfaError(f"no table {table!r}")
+        return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def targets(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT target FROM latency ORDER BY target")]
+
+    def latency_rows(self, target: str, batch: Optional[int] = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM latency WHERE target = ?", [target]
+        if batch is not None:
+            sql += " AND batch = ?"
+            args.append(batch)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY date, id", args)]
+
+    def accuracy_rows(self, subnet: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(
+            "SELECT * FROM accuracy WHERE subnet = ? ORDER BY date, id", (subnet,))]
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,134 @@
+"""Catalog entries for one target (subnet + accuracy + measured latency + ONNX), the
+accuracy-vs-latency Pareto front, and budgeted selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import OfaError
+from .db import Catalog
+
+STATS = ("min", "mean", "std", "p50", "p90", "p95", "p99", "max")
+
+
+class NothingFits(OfaError):
+    """No entry meets the budget; ``fastest`` is the entry with the lowest p90 (or ``None``)."""
+
+    def __init__(self, message: str, fastest: Optional[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.fastest = fastest
+
+
+def entries(catalog: Catalog, target: str, *, batch: int = 1, dataset: Optional[str] = None,
+            include_unstable: bool = True) -> list[dict[str, Any]]:
+    """One entry per subnet measured on ``target`` at ``batch``, sorted by p90 latency.
+
+    A subnet's latency is its newest stable measurement (an unstable one only if nothing
+    else exists - and then the entry says ``"unstable": true``). Its accuracy is the
+    newest BN-recalibrated test accuracy (any split or calibration if none), on
+    ``dataset`` if given. ``onnx`` is the artifact exported for this target, else one
+    whose hash the measurement names, else ``None``.
+    """
+    by_subnet: dict[str, list[dict[str, Any]]] = {}
+    for row in catalog.latency_rows(target, batch):
+        by_subnet.setdefault(row["subnet"], []).append(row)
+    chosen = {}
+    for key, rows in by_subnet.items():
+        stable = [r for r in rows if not r["unstable"]]
+        chosen[key] = max(stable or rows, key=lambda r: (r["date"], r["id"]))
+    out = []
+    for key, lat in chosen.items():
+        if lat["unstable"] and not include_unstable:
+            continue
+        out.append(_entry(catalog, key, lat, target, dataset))
+    out.sort(key=lambda e: (e["latency_ms"]["p90"], e["key"]))
+    return out
+
+
+def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset: Optional[str]) -> dict[str, Any]:
+    sub = catalog.subnet(key)
+    if sub is None:  # pragma: no cover - foreign keys forbid it
+        raise OfaError(f"catalog {catalog.path} is inconsistent: latency for unknown subnet {key}")
+    acc = _best_accuracy(catalog.accuracy_rows(key), dataset)
+    art = catalog.artifact(key, target, "onnx")
+    if art is None and lat["artifact_sha256"]:
+        row = catalog.conn.execute("SELECT * FROM artifacts WHERE subnet = ? AND kind = 'onnx' AND sha256 = ?",
+                                   (key, lat["artifact_sha256"])).fetchone()
+        art = dict(row) if row else None
+    stats = json.loads(lat["stats"])
+    return {
+        "key": key,
+        "text": sub["text"],
+        "subnet": json.loads(sub["spec"]),
+        "macs": sub["macs"],
+        "mflops": sub["macs"] / 1e6,
+        "params": sub["params"],
+        "accuracy": acc["top1"] if acc else None,
+        "accuracy_info": {k: acc[k] for k in ("dataset", "split", "recalibrated", "calib_images", "images", "run")}
+        if acc else None,
+        "target": target,
+        "latency_ms": {k: stats["latency_ms"].get(k) for k in STATS},
+        "latency_kind": lat["latency_kind"],
+        "n": lat["n"],
+        "cov": lat["cov"],
+        "unstable": bool(lat["unstable"]),
+        "backend": lat["backend"],
+        "precision": lat["precision"],
+        "batch": lat["batch"],
+        "host": lat["host"],
+        "source": lat["source"],
+        "measured_at": lat["date"],
+        "onnx": art["path"] if art else None,
+        "onnx_sha256": art["sha256"] if art else None,
+    }
+
+
+def _best_accuracy(rows: list[dict[str, Any]], dataset: Optional[str]) -> Optional[dict[str, Any]]:
+    if dataset is not None:
+        rows = [r for r in rows if r["dataset"] == dataset]
+    if not rows:
+        return None
+    return max(rows, key=lambda r: (r["split"] == "test", bool(r["recalibrated"]), r["date"], r["id"]))
+
+
+def pareto(items: list[dict[str, Any]], *, latency: str = "p90") -> list[dict[str, Any]]:
+    """Entries no other entry beats on both accuracy (higher) and ``latency`` (lower),
+    fastest first. Entries without accuracy are left out."""
+    ranked = sorted((e for e in items if e["accuracy"] is not None),
+                    key=lambda e: (e["latency_ms"][latency], -e["accuracy"]))
+    front, best = [], float("-inf")
+    for e in ranked:
+        if e["accuracy"] > best:
+            front.append(e)
+            best = e["accuracy"]
+    return front
+
+
+def select(items: list[dict[str, Any]], *, max_latency_ms: Optional[float] = None,
+           max_mflops: Optional[float] = None, min_accuracy: Optional[float] = None) -> dict[str, Any]:
+    """The most accurate stable entry with an ONNX file whose measured p90 is within
+    ``max_latency_ms`` and/or whose MFLOPs are within ``max_mflops`` (and accuracy at least
+    ``min_accuracy``); ties go to the faster. ``NothingFits`` names the fastest entry."""
+    if max_latency_ms is None and max_mflops is None:
+        raise OfaError("give a budget: --max-latency-ms or --max-mflops")
+    usable = [e for e in items if e["accuracy"] is not None and not e["unstable"]
+              and e["onnx"] and Path(e["onnx"]).is_file()]
+    if not usable:
+        raise NothingFits("the catalog has no stable entry with accuracy and an ONNX file for this target", None)
+    fits = [e for e in usable
+            if (max_latency_ms is None or e["latency_ms"]["p90"] <= max_latency_ms)
+            and (max_mflops is None or e["mflops"] <= max_mflops)
+            and (min_accuracy is None or e["accuracy"] >= min_accuracy)]
+    if fits:
+        return max(fits, key=lambda e: (e["accuracy"], -e["latency_ms"]["p90"]))
+    fastest = min(usable, key=lambda e: (e["latency_ms"]["p90"], -e["accuracy"]))
+    budget = " and ".join(b for b in (
+        f"p90 <= {max_latency_ms:g} ms" if max_latency_ms is not None else "",
+        f"<= {max_mflops:g} MFLOPs" if max_mflops is not None else "",
+        f"accuracy >= {min_accuracy:g}" if min_accuracy is not None else "") if b)
+    raise NothingFits(
+        f"nothing meets that budget ({budget}); the fastest is {fastest['text']} with p90 "
+        f"{fastest['latency_ms']['p90']:.4f} ms, {fastest['mflops']:.2f} MFLOPs, accuracy {fastest['accuracy']:.4f}",
+        fastest)

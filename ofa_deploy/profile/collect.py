@@ -1,0 +1,197 @@
+"""Measuring many subnets for a latency predictor: a designed set, exported to ONNX and
+timed in interleaved rounds, kept in a resumable JSON-lines file.
+
+Why interleaved: on a shared or thermally drifting machine, timing subnet A for a few
+seconds and then subnet B attributes any slow phase to one of them. Each round here
+visits every loaded model in a fresh random order for a short burst, and a model's
+statistics pool its bursts, so slow phases are spread over all models alike.
+
+Export needs torch (``ofa_deploy.export``); it is imported only when exporting.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from ..cost import macs
+from ..errors import OfaError
+from ..space import SearchSpace, Subnet, as_rng
+from .backends import onnxruntime_runner
+from .protocol import Protocol, robust_cov, summarize, time_once
+
+Progress = Callable[[str, int, int], None]
+
+
+def design_subnets(space: SearchSpace, n: int, seed: int = 0) -> list[Subnet]:
+    """``n`` distinct subnets spanning the space for fitting: the smallest, middle and
+    largest, then in turn a uniform draw, a draw whose MACs are stratified over the whole
+    range, and a draw restricted to one random kernel and one random expand ratio per
+    subnet (extreme, homogeneous networks the uniform draw almost never produces)."""
+    rng = as_rng(seed)
+    out: dict[Subnet, None] = dict.fromkeys([space.smallest(), space.middle(), space.largest()])
+    lo, hi = space.macs_range()
+    strata = max(1, n // 3)
+    i = 0
+    while len(out) < n:
+        kind = i % 3
+        if kind == 0:
+            sub = space.sample(rng)
+        elif kind == 1:
+            level = (lo + (hi - lo) * ((i // 3) % strata + rng.random()) / strata) / 1e6
+            width = max(0.25, (hi - lo) / 1e6 / strata)
+            try:
+                sub = space.sample_in_bucket(level, width, rng, lock_width="none", max_tries=2000)
+            except OfaError:
+                sub = space.sample(rng)
+        else:
+            sub = space.sample(rng, kernel_choices=[rng.choice(space.kernel_choices)],
+                               expand_choices=[rng.choice(space.expand_choices)])
+        out.setdefault(sub)
+        i += 1
+    return list(out)[:n]
+
+
+def holdout_subnets(space: SearchSpace, n: int, seed: int, exclude: Iterable[Subnet] = ()) -> list[Subnet]:
+    """``n`` uniformly drawn subnets (what a search meets), none of them in ``exclude``."""
+    rng = random.Random(seed)
+    seen = set(exclude)
+    out: list[Subnet] = []
+    while len(out) < n:
+        sub = space.sample(rng)
+        if sub not in seen:
+            seen.add(sub)
+            out.append(sub)
+    return out
+
+
+class LatencyDataset:
+    """Measured subnets in ``path`` (JSON lines), one per subnet and split; appended as
+    measured so an interrupted build resumes where it stopped."""
+
+    def __init__(self, path: str | Path, space: SearchSpace) -> None:
+        self.path = Path(path)
+        self.space = space
+        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
+        if self.path.is_file():
+            lines = self.path.read_text().splitlines()
+            for lineno, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    Subnet.from_dict(row["subnet"], space)
+                    row["latency_ms"]["p50"]
+                except (json.JSONDecodeError, KeyError, TypeError, OfaError) as exc:
+                    if lineno == len(lines):  # a crash mid-append tears at most the last line
+                        continue
+                    raise OfaError(f"{self.path} line {lineno} is damaged ({exc}); delete it to re-measure") from None
+                self.rows[(row["split"], row["key"])] = row
+
+    def has(self, split: str, subnet: Subnet) -> bool:
+        return (split, str(subnet)) in self.rows
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+        self.rows[(row["split"], row["key"])] = row
+
+    def split(self, split: str, statistic: str = "p50") -> tuple[list[Subnet], list[float]]:
+        rows = [r for (s, _), r in self.rows.items() if s == split]
+        return ([Subnet.from_dict(r["subnet"], self.space) for r in rows],
+                [r["latency_ms"][statistic] for r in rows])
+
+
+def export_for_timing(supernet: Any, subnet: Subnet, target: Any, out_dir: Path) -> Path:
+    """``out_dir/model.onnx`` of ``subnet``, exported as the target wants it, with the
+    supernet's BN statistics (latency does not depend on weight values)."""
+    import torch
+
+    from ..export import export_subnet
+
+    space = supernet.space
+    images = torch.randn((8, space.in_channels, space.image_size, space.image_size),
+                         generator=torch.Generator().manual_seed(0))
+    export_subnet(supernet, subnet, target, out_dir, calib_images=images if target.needs_calibration else None,
+                  parity_images=images, recalibrate=False, overwrite=True)
+    return out_dir / "model.onnx"
+
+
+def measure_interleaved(
+    models: Sequence[Path],
+    target: Any,
+    *,
+    rounds: int,
+    protocol: Protocol,
+    batch: int = 1,
+    on_round: Optional[Callable[[int], None]] = None,
+) -> list[dict[str, Any]]:
+    """Time each ONNX model in ``models`` in ``rounds`` interleaved bursts of
+    ``protocol.min_iterations`` / ``rounds`` iterations and ``min_time_s`` / ``rounds``
+    seconds; returns per model ``{"latency_ms": stats, "n", "cov", "unstable"}``."""
+    if rounds < 1:
+        raise OfaError("rounds must be at least 1")
+    runners = [onnxruntime_runner(m, providers=target.providers, threads=target.threads, batch=batch)
+               for m in models]
+    burst = Protocol(warmup_s=protocol.warmup_s / rounds, min_iterations=max(2, protocol.min_iterations // rounds),
+                     min_time_s=protocol.min_time_s / rounds, max_retries=0,
+                     cov_threshold=protocol.cov_threshold, max_time_s=protocol.max_time_s)
+    samples: list[list[float]] = [[] for _ in models]
+    order = list(range(len(models)))
+    rng = random.Random(len(models))
+    for r in range(rounds):
+        rng.shuffle(order)
+        for i in order:
+            samples[i].extend(time_once(runners[i].step, burst).host_ms)
+        if on_round:
+            on_round(r)
+    out = []
+    for xs in samples:
+        cov = robust_cov(xs)
+        out.append({"latency_ms": summarize(xs), "n": len(xs), "cov": cov, "unstable": cov > protocol.cov_threshold})
+    return out
+
+
+def collect(
+    supernet: Any,
+    subnets: Sequence[Subnet],
+    target: Any,
+    dataset: LatencyDataset,
+    *,
+    split: str,
+    protocol: Protocol,
+    rounds: int = 5,
+    chunk: int = 40,
+    progress: Optional[Progress] = None,
+) -> int:
+    """Export and measure every subnet of ``subnets`` not yet in ``dataset`` under
+    ``split``; returns how many were measured now. Work happens in chunks of ``chunk``
+    subnets (one ONNX Runtime session each, interleaved), each chunk saved when done; the
+    ONNX files live in a temporary directory and go with it."""
+    import tempfile
+
+    todo = [s for s in subnets if not dataset.has(split, s)]
+    space = supernet.space
+    done = 0
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        with tempfile.TemporaryDirectory(prefix="ofa-latency-") as tmp:
+            paths = []
+            for sub in part:
+                if progress:
+                    progress(f"exporting {split}", done + len(paths), len(todo))
+                paths.append(export_for_timing(supernet, sub, target, Path(tmp) / str(sub)))
+            if progress:
+                progress(f"measuring {split}", done, len(todo))
+            results = measure_interleaved(paths, target, rounds=rounds, protocol=protocol)
+        for sub, res in zip(part, results):
+            dataset.add({"split": split, "key": str(sub), "subnet": sub.to_dict(), "macs": macs(space, sub),
+                         "target": target.name, **res})
+        done += len(part)
+        if progress:
+            progress(f"measured {split}", done, len(todo))
+    return done

@@ -1,0 +1,216 @@
+"""``predictor build`` and ``predictor check``: measure, fit, validate, compare with MACs.
+
+Layout of a predictor directory (``--out``, default ``predictors/<target>``)::
+
+    predictor.json   the fitted model (table + correction) with its cross-validated error
+    latency.jsonl    every measured subnet (split "train" for fitting, "holdout" for check)
+    check.json       the held-out report (predictor next to a linear fit on MACs)
+    check.png        predicted vs measured latency, predictor and MACs side by side
+
+Measuring needs the run's supernet (torch) to export subnets; fitting and predicting do not.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..errors import OfaError
+from ..io import atomic_write_json
+from ..space import SearchSpace
+from .collect import LatencyDataset, collect, design_subnets, holdout_subnets
+from .predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
+from .protocol import Protocol
+
+PREDICTOR_FILE = "predictor.json"
+DATASET_FILE = "latency.jsonl"
+CHECK_FILE = "check.json"
+FIGURE_FILE = "check.png"
+
+Progress = Callable[[str, int, int], None]
+
+
+def _supernet(run_dir: str | Path):
+    from ..run import load_supernet
+
+    net, _ = load_supernet(run_dir)
+    return net
+
+
+def build_predictor(
+    run_dir: str | Path,
+    target: Any,
+    out_dir: str | Path,
+    *,
+    n: int = 300,
+    seed: int = 0,
+    statistic: str = "p50",
+    protocol: Optional[Protocol] = None,
+    rounds: int = 5,
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """Measure ``n`` designed subnets of the run's space on this machine (resuming any
+    earlier measurements in ``out_dir``), fit the predictor and save it with its 5-fold
+    cross-validated error and that of a MACs-only fit. Returns the summary."""
+    from ..targets import load_target
+
+    target = load_target(target) if isinstance(target, (str, Path)) else target
+    if target.backend != "onnxruntime":
+        raise OfaError(f"predictor build measures ONNX Runtime on this machine; target {target.name} runs "
+                       f"{target.backend} (measure engines on the device and fit there)")
+    if n < 10:
+        raise OfaError(f"--n {n} is too few to fit a predictor (at least 10)")
+    out_dir = Path(out_dir)
+    supernet = _supernet(run_dir)
+    space: SearchSpace = supernet.space
+    protocol = protocol or Protocol.from_target(target)
+    dataset = LatencyDataset(out_dir / DATASET_FILE, space)
+    design = design_subnets(space, n, seed)
+    started = time.perf_counter()
+    measured = collect(supernet, design, target, dataset, split="train", protocol=protocol, rounds=rounds,
+                       progress=progress)
+    measure_s = time.perf_counter() - started
+    wanted = {str(s) for s in design}
+    subs, lat = dataset.split("train", statistic)
+    keep = [i for i, s in enumerate(subs) if str(s) in wanted]
+    subs, lat = [subs[i] for i in keep], [lat[i] for i in keep]
+    validation = cross_validate(space, subs, lat, target=target.name, statistic=statistic, seed=seed)
+    macs_pred = np.zeros(len(lat))
+    order = np.random.default_rng(seed).permutation(len(lat))
+    for f in range(5):
+        test = order[f::5]
+        train = np.setdiff1d(order, test)
+        base = MacsBaseline(space, [subs[i] for i in train], [lat[i] for i in train])
+        macs_pred[test] = base.predict([subs[i] for i in test])
+    macs_validation = accuracy_report(lat, macs_pred)
+    unstable = sum(1 for r in dataset.rows.values() if r["split"] == "train" and r["key"] in wanted and r["unstable"])
+    model = fit(space, subs, lat, target=target.name, statistic=statistic, info={
+        "validation": {"method": "5-fold cross-validation on the measured design", **validation},
+        "macs_validation": {"method": "5-fold, latency = a * MACs + b", **macs_validation},
+        "design": {"n": len(subs), "seed": seed, "unstable_measurements": unstable},
+        "protocol": {**protocol.to_dict(), "rounds": rounds, "interleaved": True},
+        "environment": _environment(target),
+        "run": str(Path(run_dir).resolve()),
+    })
+    model.save(out_dir / PREDICTOR_FILE)
+    return {
+        "predictor": str(out_dir / PREDICTOR_FILE),
+        "target": target.name,
+        "measured_now": measured,
+        "measure_seconds": round(measure_s, 1),
+        "train_subnets": len(subs),
+        "unstable_measurements": unstable,
+        "validation": validation,
+        "macs_validation": macs_validation,
+    }
+
+
+def check_predictor(
+    predictor_path: str | Path,
+    run_dir: str | Path,
+    *,
+    n: int = 100,
+    seed: int = 1,
+    protocol: Optional[Protocol] = None,
+    rounds: int = 5,
+    figure: bool = True,
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """Measure ``n`` held-out uniform subnets (drawn with ``seed``, none from the training
+    design), and report the predictor's and the MACs fit's accuracy on them. Writes
+    ``check.json`` (and ``check.png``) beside the predictor."""
+    from ..targets import load_target
+
+    predictor_path = Path(predictor_path)
+    model = LatencyPredictor.load(predictor_path)
+    out_dir = predictor_path.parent
+    target = load_target(model.target)
+    supernet = _supernet(run_dir)
+    space: SearchSpace = supernet.space
+    if space.to_dict() != model.space.to_dict():
+        raise OfaError(f"run {run_dir} has another search space than the predictor {predictor_path}")
+    if protocol is None:  # measure held-out subnets exactly as the training ones were
+        saved = model.info.get("protocol", {})
+        fields = {k: v for k, v in saved.items() if k in Protocol.__dataclass_fields__}
+        protocol = Protocol(**fields) if fields else Protocol.from_target(target)
+    dataset = LatencyDataset(out_dir / DATASET_FILE, space)
+    train_subs, train_lat = dataset.split("train", model.statistic)
+    if len(train_subs) < 2:
+        raise OfaError(f"{out_dir / DATASET_FILE} has no training measurements for the MACs baseline")
+    held = holdout_subnets(space, n, seed, exclude=train_subs)
+    collect(supernet, held, target, dataset, split="holdout", protocol=protocol, rounds=rounds, progress=progress)
+    wanted = {str(s) for s in held}
+    subs, lat = dataset.split("holdout", model.statistic)
+    keep = [i for i, s in enumerate(subs) if str(s) in wanted]
+    subs, measured = [subs[i] for i in keep], np.array([lat[i] for i in keep])
+    predicted = model.predict(subs)
+    many = holdout_subnets(space, 5000, seed + 10_000)
+    t1 = time.perf_counter()
+    model.predict(many)
+    rate = len(many) / (time.perf_counter() - t1)
+    macs_model = MacsBaseline(space, train_subs, train_lat)
+    macs_pred = macs_model.predict(subs)
+    from scipy.stats import spearmanr
+
+    from ..cost import macs as count_macs
+
+    mm = np.array([count_macs(space, s) for s in subs], dtype=float)
+    report = {
+        "predictor": str(predictor_path),
+        "target": model.target,
+        "statistic": model.statistic,
+        "holdout": {"n": len(subs), "seed": seed, "sampling": "uniform, disjoint from the training design"},
+        "predictor_accuracy": accuracy_report(measured, predicted),
+        "macs_linear_fit": accuracy_report(measured, macs_pred),
+        "macs_spearman": float(spearmanr(mm, measured).statistic),
+        "predictions_per_second": round(rate),
+        "unstable_measurements": sum(1 for r in dataset.rows.values()
+                                     if r["split"] == "holdout" and r["key"] in wanted and r["unstable"]),
+        "environment": _environment(target),
+    }
+    atomic_write_json(out_dir / CHECK_FILE, report)
+    if figure:
+        report["figure"] = str(plot_check(out_dir / FIGURE_FILE, measured, predicted, macs_pred, report))
+        atomic_write_json(out_dir / CHECK_FILE, report)
+    return report
+
+
+def plot_check(path: Path, measured: np.ndarray, predicted: np.ndarray, macs_pred: np.ndarray,
+               report: dict[str, Any]) -> Path:
+    """Two panels: predictor vs measured and MACs fit vs measured, +-10 % band drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_write
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+    lo, hi = float(min(measured.min(), predicted.min(), macs_pred.min())), float(max(measured.max(),
+                                                                                   predicted.max(), macs_pred.max()))
+    line = np.linspace(lo * 0.95, hi * 1.05, 50)
+    for ax, pred, name, key in ((axes[0], predicted, "latency predictor", "predictor_accuracy"),
+                                (axes[1], macs_pred, "linear fit on MACs", "macs_linear_fit")):
+        acc = report[key]
+        ax.fill_between(line, line * 0.9, line * 1.1, color="0.9", label="±10 %")
+        ax.plot(line, line, color="0.5", lw=1)
+        ax.scatter(measured, pred, s=12, alpha=0.8)
+        ax.set_title(f"{name}: {acc['within_10pct']:.0%} within ±10 %, "
+                     f"{acc['within_5pct']:.0%} within ±5 %\nSpearman {acc['spearman']:.3f}", fontsize=10)
+        ax.set_xlabel(f"measured {report['statistic']} latency (ms)")
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0].set_ylabel("predicted latency (ms)")
+    fig.suptitle(f"target {report['target']}: {report['holdout']['n']} held-out subnets", fontsize=11)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def _environment(target: Any) -> dict[str, Any]:
+    from .environment import environment
+
+    return environment(threads=target.threads)
