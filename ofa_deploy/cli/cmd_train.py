@@ -1,0 +1,100 @@
+"""``ofa-deploy train``: supernet training with any of the paper's schedules (thin layer
+over ``ofa_deploy.train``). DDP: ``torchrun --nproc-per-node N -m ofa_deploy train ...``."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import OfaError
+from .common import emit_json
+
+METHODS = ("rss", "ps", "fixed", "max-then-min", "min-then-max", "alternating", "sandwich")
+DATASETS = ("digits", "mnist", "fmnist", "cifar10", "cifar100")
+
+
+def _ps_epochs(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        epochs = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter("expected six comma-separated integers, e.g. 25,17,3,17,3,17") from None
+    if len(epochs) != 6:
+        raise click.BadParameter("expected six comma-separated integers, e.g. 25,17,3,17,3,17")
+    return epochs
+
+
+@click.command("train")
+@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
+              help="Training data (digits is bundled, the others come through torchvision).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="torchvision root, or a folder of the original MNIST/F-MNIST IDX .gz files.")
+@click.option("--download", is_flag=True, help="Let torchvision download the dataset (needs internet).")
+@click.option("--method", type=click.Choice(METHODS), default="rss", show_default=True,
+              help="Subnet schedule: the paper's RSS and PS, its ablations, or sandwich.")
+@click.option("--per-batch", type=click.IntRange(min=0), default=None,
+              help="rss: K subnets per step instead of one per epoch; sandwich: random subnets per step (2).")
+@click.option("--balance", type=click.Choice(["none", "flops"]), default="none", show_default=True,
+              help="flops: draw a 1-MFLOP bucket uniformly, then a subnet in it.")
+@click.option("--subnet", default=None, help="fixed: smallest, middle, largest or a SPEC (text, JSON, file).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Total epochs (PS splits them in the paper's phase proportions). Default 5, or the preset's.")
+@click.option("--ps-epochs", callback=_ps_epochs, default=None,
+              help="PS phase epochs: largest,kernel,depth-1,depth-2,expand-1,expand-2.")
+@click.option("--preset", type=click.Choice(["paper", "paper-short"]), default=None,
+              help="The paper's Table 1 epochs for the dataset and method (paper-short: RSS-short).")
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None,
+              help="Default cosine; constant for max-then-min, min-then-max and alternating (as the paper).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
+              help="Global batch (split over DDP ranks and --grad-accum micro-batches).")
+@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Micro-batches per step (gradients summed; BatchNorm sees each micro-batch).")
+@click.option("--warmup-epochs", type=click.IntRange(min=0), default=None,
+              help="Linear warm-up epochs (default 5, at most a fifth of the first phase).")
+@click.option("--kd-ratio", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="PS distillation weight (0 turns it off).")
+@click.option("--augment", type=click.Choice(["default", "ofa", "fmnist", "digits", "none"]), default="default",
+              show_default=True, help="Augmentation policy (default: chosen per dataset).")
+@click.option("--val-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Hold out this many training images and report val_acc each epoch.")
+@click.option("--train-subset", type=click.IntRange(min=1), default=None, help="Train on N images only.")
+@click.option("--test-subset", type=click.IntRange(min=1), default=None,
+              help="Recorded for evaluation: test on N images only.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same run (bit-identical on CPU).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default runs/DATASET-METHOD-sSEED).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+              help="Continue the run in this directory (other options are read from it).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+def command(dataset, data_dir, download, method, per_batch, balance, subnet, epochs, ps_epochs, preset, lr_schedule,
+            lr, batch_size, grad_accum, warmup_epochs, kd_ratio, augment, val_size, train_subset, test_subset, seed,
+            device, amp, out, resume_dir, quiet, as_json) -> None:
+    """Train a supernet; the run directory gets config.toml, metrics.jsonl, histogram.json,
+    last.pt / final.pt and summary.json."""
+    from ..train import TrainConfig, read_summary, resume, train
+
+    if resume_dir is not None:
+        run_dir = resume(resume_dir, quiet=quiet)
+    else:
+        if method == "sandwich" and per_batch is None:
+            per_batch = 2
+        if per_batch == 0 and method == "rss":
+            raise OfaError("--per-batch must be at least 1 for rss")
+        config = TrainConfig(
+            dataset=dataset, data_dir=data_dir, download=download, method=method, per_batch=per_batch,
+            balance=balance, subnet=subnet, epochs=epochs, ps_epochs=ps_epochs, preset=preset, seed=seed,
+            device=device, out=out, train_subset=train_subset, test_subset=test_subset, val_size=val_size,
+            quiet=quiet, lr_schedule=lr_schedule, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
+            kd_ratio=kd_ratio, amp=amp, augment=augment, grad_accum=grad_accum,
+        )
+        run_dir = train(config)
+    summary = read_summary(run_dir)
+    if as_json:
+        emit_json({**summary, "run_dir": str(run_dir)})
+    elif not quiet:
+        click.echo(f"{run_dir}: {summary['epochs']} epochs in {summary['train_wall_time_s']:.1f} s, final train "
+                   f"accuracy {summary['final_train_acc']:.4f}")

@@ -1,0 +1,194 @@
+"""``TrainConfig``: every choice of a training run, and its resolution into a schedule.
+
+A config is what the user asked for (``epochs=None`` = the method's default, or the
+paper's with ``preset="paper"``); ``resolve`` turns it into the exact numbers the run
+uses, which are what the run directory's ``config.toml`` records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from ..errors import OfaError
+from ..space import SearchSpace
+from .schedules import (
+    METHODS,
+    RSS,
+    Fixed,
+    Phase,
+    ProgressiveShrinking,
+    Sandwich,
+    Schedule,
+    TwoSubnets,
+    ps_phase_epochs,
+    resolve_subnet,
+    scale_epochs,
+)
+
+# Table 1 of the paper: Progressive Shrinking's phase epochs (supernet B, then kernel,
+# depth x2, expand x2), RSS and RSS-short. "digits" (not in the paper) is a quick preset.
+PAPER_EPOCHS: dict[str, dict[str, object]] = {
+    "digits": {"ps": [4, 3, 1, 3, 1, 3], "rss": 15, "rss-short": 4},
+    "mnist": {"ps": [10, 7, 3, 7, 3, 7], "rss": 37, "rss-short": 10},
+    "fmnist": {"ps": ps_phase_epochs(25), "rss": 82, "rss-short": 25},
+    "cifar10": {"ps": ps_phase_epochs(180), "rss": 590, "rss-short": 180},
+    "cifar100": {"ps": ps_phase_epochs(180), "rss": 590, "rss-short": 180},
+}
+PRESETS = ("paper", "paper-short")
+LR_SCHEDULES = ("cosine", "constant")
+DEFAULT_EPOCHS = 5  # without --epochs and without a preset: a quick run (PS split in paper proportions)
+WARMUP_EPOCHS = 5
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults are the paper's hyper-parameters (SGD, Nesterov momentum 0.9,
+    lr 0.01, batch 64, weight decay 3e-5 without BN and biases, cosine per step).
+
+    ``method``: one of ``METHODS``. ``per_batch``: subnets per step for ``rss`` (None = one
+    per epoch, the paper's RSS) or random subnets per step for ``sandwich`` (default 2).
+    ``balance``: ``none`` or ``flops``. ``subnet``: for ``fixed``. ``epochs``: total epochs
+    (a multi-phase schedule is split in the paper's proportions); ``ps_epochs``: PS's six
+    phase epochs explicitly. ``preset``: ``paper`` (Table 1 epochs for the dataset and
+    method; RSS-short with ``paper-short``). ``lr_schedule``: None = cosine, constant for the
+    paper's two-subnet sequences. ``warmup_epochs``: None = 5 for runs from scratch, at most
+    a fifth of the phase. ``batch_size`` is the global batch (split over DDP ranks and
+    ``grad_accum`` micro-batches). ``device``: ``auto`` = CUDA when available.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    method: str = "rss"
+    per_batch: int | None = None
+    balance: str = "none"
+    subnet: str | None = None
+    epochs: int | None = None
+    ps_epochs: list[int] | None = None
+    preset: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    name: str | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    val_size: int = 0
+    quiet: bool = False
+    lr_schedule: str | None = None
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    warmup_epochs: int | None = None
+    kd_ratio: float = 1.0
+    amp: bool = False
+    augment: str = "default"
+    grad_accum: int = 1
+
+    def validate(self) -> None:
+        from ..data import dataset_info
+
+        dataset_info(self.dataset)
+        if self.method not in METHODS:
+            raise OfaError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise OfaError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.preset == "paper-short" and self.method != "rss":
+            raise OfaError("preset paper-short (RSS-short) only applies to --method rss")
+        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
+            raise OfaError(f"unknown lr schedule {self.lr_schedule!r}; choose cosine or constant")
+        if self.epochs is not None and self.epochs < 1:
+            raise OfaError(f"epochs={self.epochs} must be at least 1")
+        if self.epochs is not None and self.ps_epochs is not None and self.epochs != sum(self.ps_epochs):
+            raise OfaError(f"epochs={self.epochs} disagrees with ps_epochs={list(self.ps_epochs)}; give one of them")
+        if self.ps_epochs is not None and self.method != "ps":
+            raise OfaError("ps_epochs only applies to --method ps")
+        if self.per_batch is not None and self.method not in ("rss", "sandwich"):
+            raise OfaError("--per-batch applies to --method rss and sandwich only")
+        if self.balance != "none" and self.method not in ("rss", "sandwich"):
+            raise OfaError("--balance applies to --method rss and sandwich only")
+        if self.subnet is not None and self.method != "fixed":
+            raise OfaError("--subnet applies to --method fixed only")
+        if self.method == "fixed" and self.subnet is None:
+            raise OfaError("--method fixed needs --subnet smallest|middle|largest|SPEC")
+        for name in ("batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise OfaError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.lr <= 0 or self.weight_decay < 0 or self.kd_ratio < 0 or not 0 <= self.momentum < 1:
+            raise OfaError("lr must be > 0, weight_decay and kd_ratio >= 0, momentum in [0, 1)")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise OfaError(f"warmup_epochs={self.warmup_epochs} must not be negative")
+
+    # -- resolution ---------------------------------------------------------------------
+    def resolved(self) -> "TrainConfig":
+        """A copy with epochs, ps_epochs, lr_schedule and warmup_epochs filled in."""
+        self.validate()
+        cfg = replace(self)
+        if cfg.lr_schedule is None:
+            cfg.lr_schedule = "constant" if cfg.method in TwoSubnets.ORDERS else "cosine"
+        table = PAPER_EPOCHS[cfg.dataset]
+        if cfg.method == "ps":
+            if cfg.ps_epochs is None:
+                if cfg.epochs is not None:
+                    cfg.ps_epochs = scale_epochs(table["ps"], cfg.epochs)
+                elif cfg.preset == "paper":
+                    cfg.ps_epochs = list(table["ps"])
+                else:
+                    cfg.ps_epochs = scale_epochs(table["ps"], DEFAULT_EPOCHS)
+            cfg.ps_epochs = [int(e) for e in cfg.ps_epochs]
+            cfg.epochs = sum(cfg.ps_epochs)
+        elif cfg.epochs is None:
+            cfg.epochs = int(table["rss-short" if cfg.preset == "paper-short" else "rss"]) if cfg.preset \
+                else DEFAULT_EPOCHS
+        if cfg.warmup_epochs is None:
+            first = cfg.ps_epochs[0] if cfg.method == "ps" else cfg.epochs
+            cfg.warmup_epochs = 0 if cfg.lr_schedule == "constant" else min(WARMUP_EPOCHS, first // 5)
+        if cfg.method == "sandwich" and cfg.per_batch is None:
+            cfg.per_batch = 2
+        return cfg
+
+    def schedule(self, space: SearchSpace) -> Schedule:
+        """The subnet schedule of this (resolved) config."""
+        cfg = self if self.epochs is not None and self.warmup_epochs is not None else self.resolved()
+        phase = Phase(cfg.method, cfg.epochs, cfg.lr, cfg.warmup_epochs)
+        if cfg.method == "ps":
+            return ProgressiveShrinking.build(space, cfg.ps_epochs, cfg.lr, cfg.warmup_epochs, cfg.seed,
+                                              kd=cfg.kd_ratio > 0)
+        if cfg.method == "rss":
+            return RSS(space, phase, cfg.seed, per_batch=cfg.per_batch, balance=cfg.balance)
+        if cfg.method == "sandwich":
+            return Sandwich(space, phase, cfg.seed, n_random=cfg.per_batch, balance=cfg.balance)
+        if cfg.method == "fixed":
+            return Fixed(space, phase, cfg.seed, subnet=resolve_subnet(space, cfg.subnet))
+        return TwoSubnets(space, phase, cfg.seed, order=cfg.method)
+
+    # -- config.toml --------------------------------------------------------------------
+    def train_table(self) -> dict:
+        """The [train] table: every hyper-parameter of the (resolved) run."""
+        keys = ("method", "per_batch", "balance", "subnet", "epochs", "ps_epochs", "preset", "lr_schedule",
+                "batch_size", "lr", "momentum", "nesterov", "weight_decay", "warmup_epochs", "kd_ratio", "amp",
+                "augment", "grad_accum")
+        return {k: getattr(self, k) for k in keys}
+
+    def data_table(self) -> dict:
+        return {"dataset": self.dataset, "data_dir": str(Path(self.data_dir).expanduser().resolve())
+                if self.data_dir else None, "train_subset": self.train_subset, "test_subset": self.test_subset,
+                "val_size": self.val_size}
+
+    @classmethod
+    def from_tables(cls, config: dict) -> "TrainConfig":
+        """Rebuild the config of a run directory (for ``resume``)."""
+        run, data, train = config.get("run", {}), config.get("data", {}), dict(config.get("train", {}))
+        train.pop("phases", None)
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in {**train, **data}.items() if k in known}
+        kwargs.update(seed=run.get("seed", 0), device=run.get("device", "auto"), name=run.get("name"))
+        return cls(**kwargs)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+__all__ = ["TrainConfig", "PAPER_EPOCHS", "PRESETS", "LR_SCHEDULES"]

@@ -1,0 +1,486 @@
+"""The trainer: one loop for every schedule, with checkpoints, exact resume and DDP.
+
+Data flow per step: the global batch of ``batch_size`` indices (a permutation seeded by
+(seed, epoch)) -> this rank's slice -> ``grad_accum`` micro-batches of (n, C, 32, 32)
+images, augmented on the device -> for each subnet of the step, forward and backward of
+cross-entropy (+ ``kd_ratio`` x soft cross-entropy against the teacher for PS) scaled by
+1 / (micro-batches x ranks) -> gradients summed over ranks -> one SGD step at the
+schedule's learning rate. Dropout is reseeded from (seed, epoch, step, subnet,
+micro-batch) before every forward, so every random draw of the run is a pure function of
+the seed: a run resumed from its last epoch-end checkpoint replays exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import math
+import platform
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__, run
+from ..data import load_dataset, resolve_policy
+from ..data.augment import apply as apply_augment
+from ..data.augment import sample_params as augment_params
+from ..errors import OfaError
+from ..io import atomic_write, atomic_write_json, atomic_write_text
+from ..space import SearchSpace, Subnet
+from . import dist
+from .config import TrainConfig
+from .histogram import SamplingHistogram
+from .progress import EpochProgress
+from .schedules import Phase, Schedule
+
+SUMMARY = "summary.json"
+MAX_LISTED_SUBNETS = 32
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> Path:
+    """Train ``config`` into its run directory and return the directory.
+
+    A directory already holding the same run (same data, space and hyper-parameters) is
+    resumed, or returned as is if complete; one holding a different run is refused.
+    """
+    cfg = config.resolved()
+    data = _data_info(cfg)
+    space = SearchSpace(in_channels=data.in_channels, num_classes=data.num_classes)
+    cfg.schedule(space)  # validates the subnet spec before anything is written
+    out = Path(cfg.out) if cfg.out else Path("runs") / (cfg.name or f"{cfg.dataset}-{cfg.method}-s{cfg.seed}")
+    tables = _config_tables(cfg, space, out)
+    if out.exists():
+        if (out / run.CONFIG).is_file():
+            existing = run.read_config(out)
+            if not _same_run(existing, tables):
+                raise OfaError(f"{out} holds a different run; choose another --out, or --resume {out} to "
+                               f"continue that one")
+            return _Trainer(out, _config_from_dir(out, cfg), progress).fit()
+        if any(out.iterdir()):
+            raise OfaError(f"{out} exists, is not empty and is not a run directory; choose another --out")
+    return _Trainer(out, cfg, progress, tables=tables).fit()
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = None) -> Path:
+    """Continue the run in ``run_dir`` from its last epoch-end checkpoint (or from the start
+    if it was stopped during its first epoch); a finished run is returned as is."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_tables(run.read_config(run_dir))
+    if quiet is not None:
+        cfg.quiet = quiet
+    return _Trainer(run_dir, cfg, progress).fit()
+
+
+def _config_from_dir(run_dir: Path, requested: TrainConfig) -> TrainConfig:
+    cfg = TrainConfig.from_tables(run.read_config(run_dir))
+    cfg.quiet, cfg.device = requested.quiet, requested.device
+    return cfg
+
+
+def _data_info(cfg: TrainConfig):
+    from ..data import dataset_info
+
+    return dataset_info(cfg.dataset)
+
+
+def _config_tables(cfg: TrainConfig, space: SearchSpace, out: Path) -> dict[str, Any]:
+    return {
+        "run": {
+            "name": cfg.name or out.name,
+            "method": cfg.method,
+            "seed": cfg.seed,
+            "device": cfg.device,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"ofa_deploy": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "completed": False,
+        },
+        "data": cfg.data_table(),
+        "space": space.to_dict(),
+        "train": cfg.train_table(),
+    }
+
+
+def _same_run(existing: dict, tables: dict) -> bool:
+    """Same data, space, hyper-parameters and seed (device, time and versions may differ)."""
+    clean = run._drop_none
+    for key in ("data", "space", "train"):
+        if clean(existing.get(key, {})) != clean(tables[key]):
+            return False
+    return all(existing.get("run", {}).get(k) == tables["run"][k] for k in ("method", "seed"))
+
+
+def _resolve_device(name: str, ctx_local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OfaError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OfaError("CUDA was requested but torch sees no CUDA device; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", ctx_local_rank % torch.cuda.device_count())
+    elif device.type != "cpu":
+        raise OfaError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def _soft_cross_entropy(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the teacher's softmax (OFA's distillation loss, T = 1)."""
+    return -(F.softmax(teacher_logits, dim=1) * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def _step_seed(seed: int, *parts: int) -> int:
+    return random.Random(":".join(str(p) for p in (seed, "dropout", *parts))).getrandbits(63)
+
+
+class _Trainer:
+    """One training session of a run directory (fresh or resumed)."""
+
+    def __init__(self, out: Path, cfg: TrainConfig, progress: bool, tables: dict | None = None) -> None:
+        self.out, self.cfg = out, cfg.resolved()
+        self.tables = tables
+        self.show = progress and not cfg.quiet
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.cfg
+        requested = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) \
+            else "cpu"
+        self.ctx = dist.init_from_env(requested)
+        self.device = _resolve_device(cfg.device, self.ctx.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if cfg.amp and self.device.type != "cuda":
+            raise OfaError("--amp needs a CUDA device")
+        parts = self.ctx.world_size * cfg.grad_accum
+        if cfg.batch_size % parts:
+            raise OfaError(f"batch_size {cfg.batch_size} must divide evenly over {self.ctx.world_size} rank(s) x "
+                           f"{cfg.grad_accum} micro-batch(es)")
+        if cfg.batch_size // parts < 2:
+            raise OfaError(f"batch_size {cfg.batch_size} leaves fewer than 2 images per micro-batch; BatchNorm "
+                           f"needs at least 2")
+        self.train_set = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download,
+                                      subset=cfg.train_subset, val_size=cfg.val_size, seed=cfg.seed,
+                                      device=self.device)
+        self.val_set = load_dataset(cfg.dataset, "val", data_dir=cfg.data_dir, val_size=cfg.val_size,
+                                    seed=cfg.seed, device=self.device) if cfg.val_size else None
+        if len(self.train_set) < cfg.batch_size:
+            raise OfaError(f"the training set has {len(self.train_set)} images, fewer than one batch of "
+                           f"{cfg.batch_size}; use a larger --train-subset or a smaller batch")
+        self.steps = len(self.train_set) // cfg.batch_size
+        self.space = SearchSpace(in_channels=self.train_set.in_channels, num_classes=self.train_set.num_classes)
+        self.schedule: Schedule = cfg.schedule(self.space)
+        self.policy = resolve_policy(cfg.augment, cfg.dataset)
+        self.histogram = SamplingHistogram(self.space)
+        if cfg.amp:
+            bf16 = torch.cuda.is_bf16_supported()
+            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+            self.scaler = None if bf16 else torch.amp.GradScaler("cuda")
+        else:
+            self.amp_dtype, self.scaler = None, None
+
+    def _build(self) -> None:
+        from ..nn import Supernet
+
+        torch.manual_seed(self.cfg.seed)
+        self.net = Supernet(self.space).to(self.device).train()
+        self.teacher: nn.Module | None = None
+        self.optimizer = self._optimizer(self.schedule.phases[0])
+        self.epoch = 0
+        self.wall_time = 0.0
+        self.metrics: list[dict] = []
+
+    def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        """SGD with weight decay on conv/linear weights only (not on BN parameters and biases)."""
+        decay = [p for p in self.net.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
+        cfg = self.cfg
+        return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                                {"params": no_decay, "weight_decay": 0.0}], lr=phase.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+
+    # -- the run ----------------------------------------------------------------------------
+    def fit(self) -> Path:
+        self._setup()
+        try:
+            if self._completed():
+                if self.show and self.ctx.is_main:
+                    EpochProgress(True).end(f"{self.out} is already complete")
+                return self.out
+            created = self._prepare_dir()
+            try:
+                self._loop()
+            except BaseException:
+                if created and self.ctx.is_main and not (self.out / run.LAST).exists():
+                    shutil.rmtree(self.out, ignore_errors=True)
+                raise
+            return self.out
+        finally:
+            dist.shutdown(self.ctx)
+
+    def _completed(self) -> bool:
+        return (self.out / SUMMARY).is_file() and (self.out / run.FINAL).is_file()
+
+    def _prepare_dir(self) -> bool:
+        """Create the run directory (main rank) or load its last checkpoint; True if created."""
+        self._build()
+        created = False
+        dist.barrier(self.ctx)
+        last = self.out / run.LAST
+        if last.is_file():
+            self._load(run.load_checkpoint(last, map_location=str(self.device)))
+        elif self.ctx.is_main:
+            if not self.out.exists():
+                created = True
+                self.out.mkdir(parents=True)
+            if not (self.out / run.CONFIG).is_file():
+                run.write_config(self.out, self.tables or _config_tables(self.cfg, self.space, self.out))
+        dist.barrier(self.ctx)
+        return created
+
+    def _loop(self) -> None:
+        cfg, sched = self.cfg, self.schedule
+        bar = EpochProgress(self.show and self.ctx.is_main)
+        session_start = None
+        wall_before = self.wall_time
+        while self.epoch < sched.total_epochs:
+            epoch = self.epoch
+            index, phase, in_phase = sched.locate(epoch)
+            if in_phase == 0:
+                self._start_phase(phase)
+            if session_start is None:
+                session_start = time.perf_counter()
+            bar.start(epoch + 1, sched.total_epochs, phase.name, self.steps)
+            row = self._train_epoch(epoch, phase, in_phase, bar)
+            self.wall_time = wall_before + (time.perf_counter() - session_start)
+            self.epoch += 1
+            self.metrics.append(row)
+            if self.ctx.is_main:
+                self._save(run.LAST)
+                self._write_logs()
+            dist.barrier(self.ctx)
+            val = f"  val {row['val_acc']:.4f}" if "val_acc" in row else ""
+            bar.end(f"epoch {epoch + 1}/{sched.total_epochs} [{phase.name}] loss {row['loss']:.4f}  "
+                    f"acc {row['train_acc']:.4f}{val}  lr {row['lr']:.2e}  {row['images_per_s']:,.0f} img/s  "
+                    f"{row['epoch_time_s']:.1f}s")
+        if self.ctx.is_main:
+            self._finish()
+        dist.barrier(self.ctx)
+
+    def _start_phase(self, phase: Phase) -> None:
+        """Phase boundaries: fresh optimizer (momentum reset, as OFA's separate phase runs),
+        channel sorting before elastic expand, the teacher before the first distilled phase."""
+        if phase.kd and self.teacher is None:
+            self.teacher = self.net.extract(self.space.largest()).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        if phase.sort_channels:
+            self.net.sort_channels()
+        self.optimizer = self._optimizer(phase)
+
+    def _lr(self, phase: Phase, in_phase: int, step: int) -> float:
+        t = in_phase * self.steps + step
+        warm = phase.warmup_epochs * self.steps
+        if t < warm:
+            return phase.lr * (t + 1) / warm
+        if self.cfg.lr_schedule == "constant":
+            return phase.lr
+        span = max(1, (phase.epochs - phase.warmup_epochs) * self.steps)
+        return 0.5 * phase.lr * (1 + math.cos(math.pi * (t - warm) / span))
+
+    def _train_epoch(self, epoch: int, phase: Phase, in_phase: int, bar: EpochProgress) -> dict:
+        cfg, ctx, device = self.cfg, self.ctx, self.device
+        B = cfg.batch_size
+        local = B // ctx.world_size
+        micro = local // cfg.grad_accum
+        perm = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
+            _step_seed(cfg.seed, epoch, -1))).to(device)
+        aug_gen = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, -2))
+        images, labels = self.train_set.images, self.train_set.labels
+        counts: dict[Subnet, int] = {}
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
+        kd = phase.kd and self.teacher is not None and cfg.kd_ratio > 0
+        autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else nullcontext())
+        self.net.train()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        lr = phase.lr
+        for step in range(self.steps):
+            idx = perm[step * B:(step + 1) * B]
+            theta = None if self.policy.identity else augment_params(self.policy, B, aug_gen)
+            lo = ctx.rank * local
+            subnets = self.schedule.subnets(epoch, step)
+            for s in subnets:
+                counts[s] = counts.get(s, 0) + 1
+            self.optimizer.zero_grad(set_to_none=True)
+            for m in range(cfg.grad_accum):
+                sl = slice(lo + m * micro, lo + (m + 1) * micro)
+                x, y = images[idx[sl]], labels[idx[sl]]
+                if theta is not None:
+                    x = apply_augment(x, theta[sl])
+                with torch.no_grad(), autocast:
+                    t_logits = self.teacher(x).float() if kd else None
+                for k, subnet in enumerate(subnets):
+                    torch.manual_seed(_step_seed(cfg.seed, epoch, step, k, ctx.rank * cfg.grad_accum + m))
+                    with autocast:
+                        logits = self.net(x, subnet).float()
+                    loss = F.cross_entropy(logits, y)
+                    if kd:
+                        loss = loss + cfg.kd_ratio * _soft_cross_entropy(logits, t_logits)
+                    scaled = loss / (cfg.grad_accum * ctx.world_size)
+                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                    loss_sum += loss.detach().double() * y.shape[0]
+                    correct += (logits.detach().argmax(1) == y).sum()
+                    seen += y.shape[0]
+            dist.all_reduce_grads(self.net, ctx)
+            lr = self._lr(phase, in_phase, step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            if bar.bar:
+                elapsed = time.perf_counter() - start
+                bar.update(loss_sum.item() / max(1, seen), correct.item() / max(1, seen),
+                           (step + 1) * B / max(elapsed, 1e-9))
+        dist.average_buffers(self.net, ctx)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - start
+        total_loss, total_correct, total_seen = dist.all_reduce_sum([loss_sum.item(), correct.item(), seen], ctx,
+                                                                    device)
+        for s, n in counts.items():
+            self.histogram.add(s, n)
+        row = {
+            "epoch": epoch + 1,
+            "phase": phase.name,
+            "lr": lr,
+            "loss": total_loss / total_seen,
+            "train_acc": total_correct / total_seen,
+            "subnets": [{"subnet": str(s), "macs": self.histogram.macs(s)} for s in list(counts)[:MAX_LISTED_SUBNETS]],
+            "distinct_subnets": len(counts),
+            "subnet_steps": sum(counts.values()),
+            "epoch_time_s": elapsed,
+            "images_per_s": self.steps * B / elapsed,
+        }
+        if self.val_set is not None:
+            row["val_acc"] = self._validate(self.schedule.subnets(epoch, self.steps - 1)[0])
+        return row
+
+    def _validate(self, subnet: Subnet) -> float:
+        """Accuracy on the held-out split of ``subnet`` with BN recalibrated on training images."""
+        from ..evaluate.bn import recalibrated_subnet
+        from ..evaluate.metrics import evaluate_accuracy
+
+        net = recalibrated_subnet(self.net, subnet, self.train_set.images, seed=self.cfg.seed)
+        acc, _ = evaluate_accuracy(net, self.val_set.images, self.val_set.labels)
+        return acc
+
+    # -- files ------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+            "epoch": self.epoch,
+            "schedule": {"method": self.cfg.method, "seed": self.cfg.seed, "epochs": self.schedule.total_epochs,
+                         "phase": self.schedule.locate(self.epoch - 1)[0], "steps_per_epoch": self.steps},
+            "lr_schedule": {"kind": self.cfg.lr_schedule, "last_lr": self.optimizer.param_groups[0]["lr"]},
+            "histogram": self.histogram.to_json(),
+            "metrics": self.metrics,
+            "wall_time_s": self.wall_time,
+            "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "train": self.cfg.train_table(),
+            "version": __version__,
+        }
+
+    def _save(self, name: str) -> None:
+        state = self._state()
+        atomic_write(self.out / name, lambda f: torch.save(state, f))
+
+    def _load(self, ckpt: dict) -> None:
+        from ..nn import StaticSubnet
+
+        if ckpt.get("train") != self.cfg.train_table():
+            raise OfaError(f"the checkpoint in {self.out} was written with other hyper-parameters than its "
+                           f"config.toml")
+        if ckpt.get("schedule", {}).get("steps_per_epoch") != self.steps:
+            raise OfaError(f"the checkpoint in {self.out} has {ckpt['schedule'].get('steps_per_epoch')} steps per "
+                           f"epoch, this data gives {self.steps}; was the dataset changed?")
+        try:
+            self.net.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise OfaError(f"checkpoint of {self.out} does not fit its [space]: {str(exc).splitlines()[0]}") from None
+        self.epoch = int(ckpt["epoch"])
+        if ckpt.get("teacher") is not None:
+            self.teacher = StaticSubnet(self.space, self.space.largest()).to(self.device)
+            self.teacher.load_state_dict(ckpt["teacher"])
+            self.teacher.eval().requires_grad_(False)
+        if self.epoch < self.schedule.total_epochs:
+            self.optimizer = self._optimizer(self.schedule.locate(self.epoch)[1])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.histogram.load_json(ckpt["histogram"])
+        self.metrics = list(ckpt["metrics"])
+        self.wall_time = float(ckpt["wall_time_s"])
+        rng = ckpt.get("rng") or {}
+        if rng.get("python") is not None:
+            random.setstate(rng["python"])
+        if rng.get("torch") is not None:
+            torch.set_rng_state(rng["torch"].cpu())
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        if self.ctx.is_main:
+            self._write_logs()  # drop lines of an epoch the crash interrupted after its checkpoint
+
+    def _write_logs(self) -> None:
+        atomic_write_text(self.out / run.METRICS, "".join(json.dumps(m) + "\n" for m in self.metrics))
+        atomic_write_json(self.out / run.HISTOGRAM, self.histogram.to_json())
+
+    def _finish(self) -> None:
+        with open(self.out / run.LAST, "rb") as src:
+            atomic_write(self.out / run.FINAL, lambda f: shutil.copyfileobj(src, f))
+        config = run.read_config(self.out)
+        config["run"]["completed"] = True
+        run.write_config(self.out, config)
+        last = self.metrics[-1]
+        images = sum(m["images_per_s"] * m["epoch_time_s"] for m in self.metrics)
+        atomic_write_json(self.out / SUMMARY, {
+            "completed": True,
+            "train_wall_time_s": self.wall_time,
+            "epochs": self.schedule.total_epochs,
+            "method": self.cfg.method,
+            "dataset": self.cfg.dataset,
+            "final_train_loss": last["loss"],
+            "final_train_acc": last["train_acc"],
+            "images_per_s": images / self.wall_time if self.wall_time > 0 else 0.0,
+        })
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        raise OfaError(f"{run_dir} has no {SUMMARY}: the run has not finished")
+    return json.loads(path.read_text())
+
+
+__all__ = ["train", "resume", "read_summary", "SUMMARY"]
