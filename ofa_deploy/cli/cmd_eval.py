@@ -1,0 +1,77 @@
+"""``ofa-deploy eval RUN``: population accuracy per MFLOPs bucket (thin layer over
+``ofa_deploy.evaluate.evaluate_run``)."""
+
+from __future__ import annotations
+
+import click
+
+from .common import emit_json
+
+
+def parse_buckets(ctx, param, value: str) -> list[float]:
+    try:
+        buckets = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated MFLOPs, e.g. 4,6,8,10,12,14; got {value!r}") from None
+    if not buckets or any(b <= 0 for b in buckets):
+        raise click.BadParameter("expected at least one positive MFLOPs value")
+    return buckets
+
+
+@click.command("eval")
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--buckets", default="4,6,8,10,12,14", show_default=True, callback=parse_buckets,
+              help="MFLOPs bucket centres (the paper's by default).")
+@click.option("--per-bucket", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Subnets sampled per bucket (paper: 100).")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="A subnet belongs to a bucket when its MFLOPs are within this of the centre.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Same seed, same subnets (and test subset): compare runs with one seed.")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option("--subnet", default=None, help="Evaluate one subnet: smallest, middle, largest or a SPEC.")
+@click.option("--calib-n", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Training images used to recompute each subnet's BN statistics.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Dataset folder (default: the one the run was trained with).")
+@click.option("--test-subset", type=click.IntRange(min=1), default=None,
+              help="Measure on N test images (default: the run's --test-subset, else all).")
+@click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--checkpoint", type=click.Choice(["auto", "final", "last"]), default="auto", show_default=True)
+@click.option("--name", default=None, help="Result name: eval/NAME.json (default SPLIT-sSEED-nPER_BUCKET).")
+@click.option("--reuse", is_flag=True, help="Return an existing result with the same parameters instead.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def command(run_dir, buckets, per_bucket, tolerance, seed, split, subnet, calib_n, batch_size, data_dir,
+            test_subset, download, device, checkpoint, name, reuse, quiet, as_json) -> None:
+    """Sample subnets per MFLOPs bucket (same seed, same subnets), recalibrate each one's BN
+    on training images, and measure it; writes eval/NAME.json and .csv in the run."""
+    from ..evaluate.runs import evaluate_run
+
+    path, result = evaluate_run(
+        run_dir, buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed, split=split,
+        subnet=subnet, calib_n=calib_n, batch_size=batch_size, data_dir=data_dir, test_subset=test_subset,
+        download=download, device=device, checkpoint=checkpoint, name=name, reuse=reuse, progress=not quiet,
+    )
+    if as_json:
+        emit_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['run']} ({result['dataset']}, {result['method']}) - {result['split']} accuracy")
+    for col in ("MFLOPs", "n", "mean %", "std", "min %", "max %", "spread"):
+        table.add_column(col, justify="right")
+    for b in result["buckets"]:
+        if not b["n"]:
+            table.add_row(f"{b['mflops']:g}", "0", "-", "-", "-", "-", "-")
+            continue
+        table.add_row(f"{b['mflops']:g}", str(b["n"]), f"{100 * b['mean']:.2f}", f"{100 * b['std']:.2f}",
+                      f"{100 * b['min']:.2f}", f"{100 * b['max']:.2f}", f"{100 * (b['max'] - b['min']):.2f}")
+    console = Console()
+    console.print(table)
+    rate = result.get("subnets_per_minute")
+    console.print(f"{len(result['subnets'])} subnets on {result['test_images']} images in "
+                  f"{result['wall_time_s']:.1f}s ({rate} subnets/min) -> {path}", highlight=False)

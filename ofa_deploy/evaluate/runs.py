@@ -1,0 +1,256 @@
+"""Evaluating a run directory: its data, its checkpoint, and ``eval/<name>.json`` + ``.csv``.
+
+``evaluate_run`` is what ``ofa-deploy eval`` and ``reproduce`` call. The JSON holds the
+parameters that define the evaluation (``"params"``, including the checkpoint's SHA-256),
+so an existing file is reused only when it measured exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .. import run
+from ..errors import OfaError
+from ..io import atomic_write_json, atomic_write_text, sha256_file
+from ..space import PAPER_BUCKETS, Subnet
+
+EVAL_DIR = "eval"
+CSV_COLUMNS = ("bucket", "text", "macs", "mflops", "params", "accuracy", "loss")
+
+
+def default_name(split: str, seed: int, per_bucket: int | None, subnet: Subnet | None = None) -> str:
+    """``test-s0-n100`` for a population, ``test-subnet-<text>`` for a single subnet."""
+    if subnet is not None:
+        return f"{split}-subnet-{subnet}"
+    return f"{split}-s{seed}-n{per_bucket}"
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise OfaError(f"device {name} was requested but torch sees no CUDA device; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise OfaError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    return name
+
+
+def load_eval_data(config: dict, *, split: str, seed: int, data_dir: str | None = None,
+                   test_subset: int | None = None, download: bool = False, device: str = "cpu"):
+    """(training images for BN calibration, measured images, their labels) of a run.
+
+    Calibration uses the run's own training split (its subset and held-out validation
+    excluded). ``val`` is the run's held-out split; ``test`` the test split, reduced to
+    ``test_subset`` images (default: the run's ``test_subset``) chosen by ``seed`` so that
+    runs evaluated with one seed see the same images.
+    """
+    from ..data import load_dataset
+
+    data = config.get("data", {})
+    if "dataset" not in data:
+        raise OfaError("run config has no [data] dataset")
+    name = data["dataset"]
+    data_dir = data_dir or data.get("data_dir")
+    run_seed = int(config.get("run", {}).get("seed", 0))
+    val_size = int(data.get("val_size", 0) or 0)
+    common = dict(data_dir=data_dir, download=download, device=device)
+    train = load_dataset(name, "train", subset=data.get("train_subset"), val_size=val_size, seed=run_seed, **common)
+    if split == "val":
+        if val_size == 0:
+            raise OfaError("this run held out no validation images (trained with val_size 0); use --split test")
+        measured = load_dataset(name, "val", val_size=val_size, seed=run_seed, **common)
+    elif split == "test":
+        subset = test_subset if test_subset is not None else data.get("test_subset")
+        measured = load_dataset(name, "test", subset=subset, seed=seed, **common)
+    else:
+        raise OfaError(f"unknown split {split!r}; use test or val")
+    return train.images, measured.images, measured.labels
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    buckets: Sequence[float] = PAPER_BUCKETS,
+    per_bucket: int = 100,
+    tolerance: float = 0.5,
+    seed: int = 0,
+    split: str = "test",
+    subnet: str | Subnet | None = None,
+    calib_n: int = 2000,
+    batch_size: int = 1000,
+    data_dir: str | None = None,
+    test_subset: int | None = None,
+    download: bool = False,
+    device: str = "auto",
+    checkpoint: str = "auto",
+    name: str | None = None,
+    reuse: bool = False,
+    progress: bool = True,
+) -> tuple[Path, dict]:
+    """Evaluate the run's population (or one ``subnet``) and write ``eval/<name>.json`` and
+    ``.csv`` atomically; returns (json path, result). With ``reuse``, an existing result
+    with the same parameters and checkpoint is returned without measuring again."""
+    from ..train.schedules import resolve_subnet
+    from .population import evaluate_population, sample_population
+
+    run_dir = Path(run_dir)
+    config = run.read_config(run_dir)
+    space = run.space_from_config(config)
+    ckpt = run.checkpoint_path(run_dir, checkpoint)
+    single = resolve_subnet(space, subnet) if subnet is not None else None
+    name = name or default_name(split, seed, per_bucket, single)
+    if "/" in name or name.startswith("."):
+        raise OfaError(f"eval name {name!r} must be a plain file name")
+    params = {
+        "buckets": [float(b) for b in buckets] if single is None else None,
+        "per_bucket": per_bucket if single is None else None,
+        "tolerance": tolerance,
+        "seed": seed,
+        "split": split,
+        "subnet": str(single) if single is not None else None,
+        "calib_n": calib_n,
+        "test_subset": test_subset if test_subset is not None else config.get("data", {}).get("test_subset"),
+        "checkpoint": ckpt.name,
+        "checkpoint_sha256": sha256_file(ckpt),
+    }
+    json_path = run_dir / EVAL_DIR / f"{name}.json"
+    if reuse and json_path.is_file():
+        try:
+            previous = json.loads(json_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = {}
+        if previous.get("params") == params:
+            return json_path, previous
+
+    device = resolve_device(device)
+    # sample before loading anything: an unreachable bucket fails in a second
+    population = [(round(_mflops(space, single), 2), single)] if single is not None else \
+        sample_population(space, buckets, per_bucket, tolerance, seed)
+    supernet, _ = run.load_supernet(run_dir, checkpoint, device=device)
+    calib, images, labels = load_eval_data(config, split=split, seed=seed, data_dir=data_dir,
+                                           test_subset=test_subset, download=download, device=device)
+    if images.shape[1] != space.in_channels:
+        raise OfaError(f"the data has {images.shape[1]} channels, the run's network expects {space.in_channels}")
+    with _Bar(progress, len(population), run_dir.name) as bar:
+        result = evaluate_population(
+            supernet, space, buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed,
+            calib_images=calib, test_images=images, test_labels=labels, calib_n=calib_n, batch_size=batch_size,
+            subnets=population, on_subnet=bar.update,
+        )
+    result["per_bucket"] = per_bucket if single is None else None
+    run_table = config.get("run", {})
+    result = {
+        "run": run_table.get("name", run_dir.name),
+        "run_dir": str(run_dir.resolve()),
+        "dataset": config.get("data", {}).get("dataset"),
+        "method": run_table.get("method"),
+        "name": name,
+        "split": split,
+        "device": device,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "params": params,
+        **result,
+    }
+    write_eval(run_dir, name, result)
+    return json_path, result
+
+
+def _mflops(space, subnet: Subnet) -> float:
+    from ..cost import macs
+
+    return macs(space, subnet) / 1e6
+
+
+def csv_text(result: dict) -> str:
+    """One row per subnet, columns ``CSV_COLUMNS`` (the same numbers as the JSON)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in result["subnets"]:
+        writer.writerow([r[c] for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def write_eval(run_dir: str | Path, name: str, result: dict) -> tuple[Path, Path]:
+    folder = Path(run_dir) / EVAL_DIR
+    csv_path = atomic_write_text(folder / f"{name}.csv", csv_text(result))
+    return atomic_write_json(folder / f"{name}.json", result), csv_path
+
+
+def list_evals(run_dir: str | Path) -> list[Path]:
+    """The run's population evaluations (JSON files with per-bucket statistics), newest first."""
+    folder = Path(run_dir) / EVAL_DIR
+    found = []
+    for path in folder.glob("*.json") if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("buckets") and data.get("params", {}).get("subnet") is None:
+            found.append(path)
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def read_eval(run_dir: str | Path, name: str | None = None) -> dict:
+    """``eval/<name>.json`` of a run, or with no name its newest population evaluation."""
+    run_dir = Path(run_dir)
+    if name is None:
+        found = list_evals(run_dir)
+        if not found:
+            raise OfaError(f"{run_dir} has no population evaluation; run `ofa-deploy eval {run_dir}` first")
+        path = found[0]
+    else:
+        path = run_dir / EVAL_DIR / f"{name}.json"
+        if not path.is_file():
+            raise OfaError(f"{run_dir} has no evaluation named {name!r} ({path} is missing)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OfaError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or "subnets" not in data or "buckets" not in data:
+        raise OfaError(f"{path} is not an evaluation result")
+    return data
+
+
+class _Bar:
+    """A rich progress bar on stderr (subnets, subnets/min, ETA); silent when disabled."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled, self.total, self.label = enabled, total, label
+        self._progress = None
+
+    def __enter__(self) -> "_Bar":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self._progress = Progress(
+                TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} subnets/min  last {task.fields[last]}"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                console=Console(file=sys.stderr), transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=self.total, rate="-", last="-")
+        return self
+
+    def update(self, done: int, total: int, result: dict) -> None:
+        if self._progress is None:
+            return
+        task = self._progress.tasks[0]
+        rate = 60 * done / task.elapsed if task.elapsed else 0.0
+        self._progress.update(self._task, completed=done, rate=f"{rate:.1f}",
+                              last=f"{result['mflops']:.2f} MFLOPs {100 * result['accuracy']:.2f}%")
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
