@@ -52,8 +52,8 @@ class TrainConfig:
     (a multi-phase schedule is split in the paper's proportions); ``ps_epochs``: PS's six
     phase epochs explicitly. ``preset``: ``paper`` (Table 1 epochs for the dataset and
     method; RSS-short with ``paper-short``). ``lr_schedule``: None = cosine, constant for the
-    paper's two-subnet sequences. ``warmup_epochs``: None = 5 for runs from scratch, at most
-    a fifth of the phase. ``batch_size`` is the global batch (split over DDP ranks and
+    paper's two-subnet sequences. ``warmup_epochs``: None = the reference's 5 with a preset,
+    otherwise 5 but at most a fifth of the first phase (none with a constant lr). ``batch_size`` is the global batch (split over DDP ranks and
     ``grad_accum`` micro-batches). ``device``: ``auto`` = CUDA when available.
     """
 
@@ -144,7 +144,12 @@ class TrainConfig:
                 else DEFAULT_EPOCHS
         if cfg.warmup_epochs is None:
             first = cfg.ps_epochs[0] if cfg.method == "ps" else cfg.epochs
-            cfg.warmup_epochs = 0 if cfg.lr_schedule == "constant" else min(WARMUP_EPOCHS, first // 5)
+            if cfg.lr_schedule == "constant":
+                cfg.warmup_epochs = 0
+            elif cfg.preset:
+                cfg.warmup_epochs = min(WARMUP_EPOCHS, first)
+            else:
+                cfg.warmup_epochs = min(WARMUP_EPOCHS, first // 5)
         if cfg.method == "sandwich" and cfg.per_batch is None:
             cfg.per_batch = 2
         return cfg
