@@ -1,15 +1,14 @@
 """Evaluating a run directory: its data, its checkpoint, and ``eval/<name>.json`` + ``.csv``.
 
-``evaluate_run`` is what ``ofa-deploy eval`` and ``reproduce`` call. The JSON holds the
+``evaluate_run`` is what ``ofa-deploy eval`` and ``reproduce`` call (the file format lives in
+the torch-free ``ofa_deploy.report.results``). The JSON holds the
 parameters that define the evaluation (``"params"``, including the checkpoint's SHA-256),
 so an existing file is reused only when it measured exactly the same thing.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import io
 import json
 import sys
 from pathlib import Path
@@ -17,11 +16,9 @@ from typing import Sequence
 
 from .. import run
 from ..errors import OfaError
-from ..io import atomic_write_json, atomic_write_text, sha256_file
+from ..io import sha256_file
+from ..report.results import EVAL_DIR, write_eval
 from ..space import PAPER_BUCKETS, Subnet
-
-EVAL_DIR = "eval"
-CSV_COLUMNS = ("bucket", "text", "macs", "mflops", "params", "accuracy", "loss")
 
 
 def default_name(split: str, seed: int, per_bucket: int | None, subnet: Subnet | None = None) -> str:
@@ -167,57 +164,6 @@ def _mflops(space, subnet: Subnet) -> float:
     from ..cost import macs
 
     return macs(space, subnet) / 1e6
-
-
-def csv_text(result: dict) -> str:
-    """One row per subnet, columns ``CSV_COLUMNS`` (the same numbers as the JSON)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in result["subnets"]:
-        writer.writerow([r[c] for c in CSV_COLUMNS])
-    return out.getvalue()
-
-
-def write_eval(run_dir: str | Path, name: str, result: dict) -> tuple[Path, Path]:
-    folder = Path(run_dir) / EVAL_DIR
-    csv_path = atomic_write_text(folder / f"{name}.csv", csv_text(result))
-    return atomic_write_json(folder / f"{name}.json", result), csv_path
-
-
-def list_evals(run_dir: str | Path) -> list[Path]:
-    """The run's population evaluations (JSON files with per-bucket statistics), newest first."""
-    folder = Path(run_dir) / EVAL_DIR
-    found = []
-    for path in folder.glob("*.json") if folder.is_dir() else []:
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(data, dict) and data.get("buckets") and data.get("params", {}).get("subnet") is None:
-            found.append(path)
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def read_eval(run_dir: str | Path, name: str | None = None) -> dict:
-    """``eval/<name>.json`` of a run, or with no name its newest population evaluation."""
-    run_dir = Path(run_dir)
-    if name is None:
-        found = list_evals(run_dir)
-        if not found:
-            raise OfaError(f"{run_dir} has no population evaluation; run `ofa-deploy eval {run_dir}` first")
-        path = found[0]
-    else:
-        path = run_dir / EVAL_DIR / f"{name}.json"
-        if not path.is_file():
-            raise OfaError(f"{run_dir} has no evaluation named {name!r} ({path} is missing)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OfaError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or "subnets" not in data or "buckets" not in data:
-        raise OfaError(f"{path} is not an evaluation result")
-    return data
 
 
 class _Bar:

@@ -1,0 +1,10 @@
+"""Paper-style reports of training runs: figures (matplotlib), Markdown and JSON (no torch).
+
+>>> from ofa_deploy.report import build_report
+>>> build_report(["runs/fmnist-rss", "runs/fmnist-ps"], "reports/fmnist")
+"""
+
+from .build import build_report
+from .results import RunFacts, list_evals, load_run, read_eval
+
+__all__ = ["RunFacts", "build_report", "list_evals", "load_run", "read_eval"]

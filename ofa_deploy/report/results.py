@@ -1,0 +1,158 @@
+"""Evaluation result files and the per-run facts a report shows, read without torch.
+
+``eval/<name>.json`` (written by ``ofa_deploy.evaluate.runs``) holds ``params``, ``subnets``
+and ``buckets``; ``eval/<name>.csv`` holds the same per-subnet numbers as rows. A report
+also reads the run's ``config.toml`` (labels), ``summary.json`` (wall time) and
+``histogram.json`` (what training sampled).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import run
+from ..errors import OfaError
+from ..io import atomic_write_json, atomic_write_text
+
+EVAL_DIR = "eval"
+SUMMARY = "summary.json"
+CSV_COLUMNS = ("bucket", "text", "macs", "mflops", "params", "accuracy", "loss")
+
+METHOD_LABELS = {"rss": "RSS", "ps": "OFA-PS", "sandwich": "sandwich", "max-then-min": "max then min",
+                 "min-then-max": "min then max", "alternating": "alternating"}
+
+
+def csv_text(result: dict) -> str:
+    """One row per subnet, columns ``CSV_COLUMNS`` (the same numbers as the JSON)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in result["subnets"]:
+        writer.writerow([r[c] for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def write_eval(run_dir: str | Path, name: str, result: dict) -> tuple[Path, Path]:
+    """Write ``eval/<name>.csv`` then ``eval/<name>.json``, each atomically."""
+    folder = Path(run_dir) / EVAL_DIR
+    csv_path = atomic_write_text(folder / f"{name}.csv", csv_text(result))
+    return atomic_write_json(folder / f"{name}.json", result), csv_path
+
+
+def list_evals(run_dir: str | Path) -> list[Path]:
+    """The run's population evaluations (not single-subnet ones), newest first."""
+    folder = Path(run_dir) / EVAL_DIR
+    found = []
+    for path in folder.glob("*.json") if folder.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("buckets") and (data.get("params") or {}).get("subnet") is None:
+            found.append(path)
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+
+
+def read_eval(run_dir: str | Path, name: str | None = None) -> dict:
+    """``eval/<name>.json`` of a run, or with no name its newest population evaluation."""
+    run_dir = Path(run_dir)
+    if name is None:
+        found = list_evals(run_dir)
+        if not found:
+            raise OfaError(f"{run_dir} has no population evaluation; run `ofa-deploy eval {run_dir}` first")
+        path = found[0]
+    else:
+        path = run_dir / EVAL_DIR / f"{name}.json"
+        if not path.is_file():
+            raise OfaError(f"{run_dir} has no evaluation named {name!r} ({path} is missing)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OfaError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or "subnets" not in data or "buckets" not in data:
+        raise OfaError(f"{path} is not an evaluation result")
+    return data
+
+
+@dataclass
+class RunFacts:
+    """What a report shows of one run. ``eval``/``histogram``/``wall_time_s`` are None when
+    the run has no such file (a report shows what exists)."""
+
+    run_dir: Path
+    name: str
+    dataset: str
+    method: str
+    epochs: int | None
+    label: str
+    wall_time_s: float | None
+    histogram: dict | None
+    eval: dict | None
+    config: dict
+
+
+def method_label(config: dict) -> str:
+    """The schedule in words: ``RSS``, ``RSS per-batch 2``, ``OFA-PS``, ``fixed middle``..."""
+    train = config.get("train", {})
+    method = train.get("method") or config.get("run", {}).get("method", "?")
+    label = METHOD_LABELS.get(method, method)
+    if method == "rss" and train.get("per_batch"):
+        label += f" per-batch {train['per_batch']}"
+    if method == "fixed":
+        label = f"fixed {train.get('subnet', '?')}"
+    if train.get("balance") not in (None, "none"):
+        label += f" ({train['balance']}-balanced)"
+    return label
+
+
+def load_run(run_dir: str | Path, eval_name: str | None = None, *, need_eval: bool = False) -> RunFacts:
+    """The facts of one run directory. ``eval_name`` picks ``eval/<name>.json`` (default: the
+    newest population evaluation); ``need_eval`` turns a missing one into an ``OfaError``."""
+    run_dir = Path(run_dir)
+    config = run.read_config(run_dir)
+    run_table, data = config.get("run", {}), config.get("data", {})
+    summary = _read_json(run_dir / SUMMARY)
+    histogram = _read_json(run_dir / run.HISTOGRAM)
+    try:
+        evaluation = read_eval(run_dir, eval_name)
+    except OfaError:
+        if need_eval or eval_name is not None:
+            raise
+        evaluation = None
+    epochs = config.get("train", {}).get("epochs")
+    return RunFacts(
+        run_dir=run_dir,
+        name=run_table.get("name", run_dir.name),
+        dataset=data.get("dataset", "?"),
+        method=config.get("train", {}).get("method") or run_table.get("method", "?"),
+        epochs=epochs,
+        label=f"{method_label(config)}, {epochs} ep" if epochs is not None else method_label(config),
+        wall_time_s=summary.get("train_wall_time_s") if summary else None,
+        histogram=histogram,
+        eval=evaluation,
+        config=config,
+    )
+
+
+def unique_labels(runs: list[RunFacts]) -> None:
+    """Append the run name to labels two runs share, so legends never merge runs."""
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r.label] = seen.get(r.label, 0) + 1
+    for r in runs:
+        if seen[r.label] > 1:
+            r.label = f"{r.label} [{r.name}]"
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OfaError(f"{path} is not valid JSON: {exc}") from None
+    return data if isinstance(data, dict) else None
