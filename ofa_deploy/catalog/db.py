@@ -7,7 +7,8 @@ when opened, one numbered step at a time, each in its own transaction)::
     meta(key PK, value)                      - the catalog's search space (JSON), creation date
     subnets(key PK, text, spec, macs, params, created)
     accuracy(subnet, run, run_sha256, dataset, split, recalibrated, calib_images,
-             images, top1, loss, date)       UNIQUE(subnet, run_sha256, dataset, split, recalibrated, calib_images)
+             images, top1, loss, date)       UNIQUE(subnet, run_sha256, dataset, split, recalibrated,
+                                                    calib_images, images)
     artifacts(subnet, target, kind, path, sha256, bytes, created)   UNIQUE(subnet, target, kind)
     latency(subnet, target, backend, precision, batch, latency_kind, artifact_sha256,
             p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment,
@@ -46,7 +47,7 @@ MIGRATIONS: dict[int, str] = {
             run TEXT NOT NULL, run_sha256 TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL,
             recalibrated INTEGER NOT NULL, calib_images INTEGER NOT NULL, images INTEGER NOT NULL,
             top1 REAL NOT NULL, loss REAL, date TEXT NOT NULL,
-            UNIQUE (subnet, run_sha256, dataset, split, recalibrated, calib_images));
+            UNIQUE (subnet, run_sha256, dataset, split, recalibrated, calib_images, images));
         CREATE TABLE artifacts (
             id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key), target TEXT NOT NULL,
             kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
@@ -193,11 +194,11 @@ class Catalog:
             return cur.rowcount == 1
 
     def find_accuracy(self, subnet: str, *, run_sha256: str, dataset: str, split: str, recalibrated: bool,
-                      calib_images: int) -> Optional[dict[str, Any]]:
+                      calib_images: int, images: int) -> Optional[dict[str, Any]]:
         row = self.conn.execute(
             "SELECT * FROM accuracy WHERE subnet = ? AND run_sha256 = ? AND dataset = ? AND split = ? "
-            "AND recalibrated = ? AND calib_images = ?",
-            (subnet, run_sha256, dataset, split, int(recalibrated), int(calib_images))).fetchone()
+            "AND recalibrated = ? AND calib_images = ? AND images = ?",
+            (subnet, run_sha256, dataset, split, int(recalibrated), int(calib_images), int(images))).fetchone()
         return dict(row) if row else None
 
     def add_artifact(self, subnet: str, target: str, kind: str, path: str | Path, sha256: str) -> None:

@@ -1,0 +1,11 @@
+"""Per-device model catalogs: one SQLite file joining subnets, their accuracy, their
+measured latency on each target and their exported artifacts. No torch needed to read,
+import into or select from a catalog; ``build_catalog`` (which trains nothing but
+evaluates and exports subnets) imports torch when called.
+"""
+
+from .db import SCHEMA_VERSION, Catalog
+from .entries import NothingFits, entries, pareto, select
+from .importer import import_results
+
+__all__ = ["SCHEMA_VERSION", "Catalog", "NothingFits", "entries", "import_results", "pareto", "select"]

@@ -1,0 +1,192 @@
+"""``catalog build``: search a run's subnets for the accuracy-vs-latency Pareto front on a
+target, then export and measure the finalists for real and store everything.
+
+Steps, each skipped for what the catalog already holds (content keys: the subnet's
+canonical text, the checkpoint's SHA-256, the ONNX file's SHA-256, this host), so a
+rerun does no work twice and an interrupted build resumes:
+
+1. draw ``n`` candidate subnets spread over the space (seeded);
+2. measure each candidate's BN-recalibrated test accuracy (all test images, or a seeded
+   subset of ``test_images``);
+3. rank candidates by a latency proxy - the target's predictor if given, else MACs -
+   and keep the Pareto front of (proxy, accuracy), plus the most accurate candidate
+   predicted under each ``--budget-ms``, at most ``finalists``;
+4. export each finalist (ONNX + sidecar) under ``<catalog dir>/artifacts/<target>/``;
+5. profile each export on this machine under the target's protocol.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..cost import cost
+from ..errors import OfaError
+from ..io import sha256_file
+from ..space import SearchSpace, Subnet
+from .db import Catalog
+
+Progress = Callable[[str, int, int], None]
+SPLIT = "test"
+
+
+def build_catalog(
+    run_dir: str | Path,
+    target: Any,
+    catalog_path: str | Path,
+    *,
+    n: int = 40,
+    finalists: int = 8,
+    budgets_ms: Sequence[float] = (),
+    predictor: Optional[str | Path] = None,
+    seed: int = 0,
+    calib_n: int = 2000,
+    test_images: Optional[int] = None,
+    data_dir: Optional[str] = None,
+    protocol: Any = None,
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
+    ``{"evaluated", "exported", "measured", "finalists": [...], ...}``."""
+    import torch
+
+    from ..data import load_dataset
+    from ..evaluate.bn import recalibrated_subnet
+    from ..evaluate.metrics import evaluate_accuracy
+    from ..export.pipeline import export_subnet, run_source
+    from ..profile import Protocol, profile_model
+    from ..profile.collect import design_subnets
+    from ..run import load_supernet
+    from ..targets import load_target
+
+    target = load_target(target) if isinstance(target, (str, Path)) else target
+    if n < 2 or finalists < 1:
+        raise OfaError("need --n of at least 2 candidates and at least 1 finalist")
+    say = progress or (lambda what, done, total: None)
+    lat_model = _load_predictor(predictor, target)
+    supernet, config = load_supernet(run_dir)
+    space: SearchSpace = supernet.space
+    if lat_model is not None and lat_model.space != space:
+        raise OfaError(f"predictor {predictor} was fitted for another search space than run {run_dir}")
+    dataset = (config.get("data") or {}).get("dataset")
+    if not dataset:
+        raise OfaError(f"run {run_dir} does not name its dataset in config.toml [data]")
+    data_dir = data_dir or (config.get("data") or {}).get("data_dir")
+    train = load_dataset(dataset, "train", data_dir=data_dir)
+    test = load_dataset(dataset, "test", data_dir=data_dir, subset=test_images)
+    if tuple(train.images.shape[1:]) != (space.in_channels, space.image_size, space.image_size):
+        raise OfaError(f"dataset {dataset} images are {tuple(train.images.shape[1:])}, run {run_dir} expects "
+                       f"{(space.in_channels, space.image_size, space.image_size)}")
+    source = run_source(run_dir)
+    run_sha = source["checkpoint_sha256"]
+    protocol = protocol or Protocol.from_target(target)
+    catalog_path = Path(catalog_path)
+    artifacts = catalog_path.resolve().parent / "artifacts" / target.name
+    host = socket.gethostname()
+    done = {"evaluated": 0, "exported": 0, "measured": 0}
+
+    with Catalog(catalog_path) as cat:
+        cat.set_space(space.to_dict())
+        candidates = design_subnets(space, n, seed)
+        accuracy: dict[Subnet, float] = {}
+        for i, sub in enumerate(candidates):
+            say("accuracy", i, len(candidates))
+            key = str(sub)
+            m, p = cost(space, sub)
+            cat.add_subnet(key, sub.to_dict(), m, p)
+            found = cat.find_accuracy(key, run_sha256=run_sha, dataset=dataset, split=SPLIT, recalibrated=True,
+                                      calib_images=min(calib_n, len(train)), images=len(test))
+            if found is None:
+                net = recalibrated_subnet(supernet, sub, train.images, n=calib_n, seed=0)
+                top1, loss = evaluate_accuracy(net, test.images, test.labels)
+                cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=SPLIT,
+                                 recalibrated=True, calib_images=min(calib_n, len(train)), images=len(test),
+                                 top1=top1, loss=loss)
+                done["evaluated"] += 1
+                accuracy[sub] = top1
+            else:
+                accuracy[sub] = found["top1"]
+        say("accuracy", len(candidates), len(candidates))
+
+        proxy = (lat_model.predict(candidates) if lat_model is not None
+                 else np.array([cost(space, s)[0] / 1e6 for s in candidates]))
+        chosen = choose_finalists(candidates, proxy, [accuracy[s] for s in candidates], finalists,
+                                  budgets_ms if lat_model is not None else ())
+
+        for i, sub in enumerate(chosen):
+            say("export + measure", i, len(chosen))
+            key = str(sub)
+            out = artifacts / key
+            art = cat.artifact(key, target.name, "onnx")
+            if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"]:
+                export_subnet(supernet, sub, target, out, calib_images=train.images, parity_images=test.images[:256],
+                              recalibrate=True, run_dir=run_dir, bn_images=calib_n,
+                              accuracy={"top1": accuracy[sub], "split": SPLIT, "images": len(test),
+                                        "dataset": dataset}, overwrite=True)
+                cat.add_artifact(key, target.name, "onnx", out / "model.onnx", sha256_file(out / "model.onnx"))
+                cat.add_artifact(key, target.name, "sidecar", out / "model.json", sha256_file(out / "model.json"))
+                done["exported"] += 1
+                art = cat.artifact(key, target.name, "onnx")
+            if cat.find_latency(key, target.name, artifact_sha256=art["sha256"], host=host,
+                                batch=target.batch) is None:
+                result = profile_model(Path(art["path"]).parent, target, protocol=protocol)
+                cat.add_latency(key, result, target=target.name)
+                done["measured"] += 1
+        say("export + measure", len(chosen), len(chosen))
+
+    return {
+        "catalog": str(catalog_path),
+        "target": target.name,
+        "run": source["run_dir"],
+        "dataset": dataset,
+        "candidates": len(candidates),
+        "proxy": "predictor" if lat_model is not None else "macs",
+        **done,
+        "finalists": [{"text": str(s), "accuracy": accuracy[s],
+                       "proxy": float(proxy[candidates.index(s)])} for s in chosen],
+    }
+
+
+def choose_finalists(candidates: Sequence[Subnet], proxy: np.ndarray, accuracy: Sequence[float], limit: int,
+                     budgets_ms: Sequence[float] = ()) -> list[Subnet]:
+    """Pareto front of (proxy lower, accuracy higher), thinned evenly to ``limit`` (its
+    fastest and most accurate ends kept), plus per budget the most accurate candidate
+    whose proxy is within it."""
+    order = sorted(range(len(candidates)), key=lambda i: (proxy[i], -accuracy[i]))
+    front, best = [], float("-inf")
+    for i in order:
+        if accuracy[i] > best:
+            front.append(i)
+            best = accuracy[i]
+    if len(front) > limit:
+        picks = np.unique(np.round(np.linspace(0, len(front) - 1, limit)).astype(int))
+        front = [front[j] for j in picks]
+    chosen = list(front)
+    for budget in budgets_ms:
+        within = [i for i in range(len(candidates)) if proxy[i] <= budget]
+        if within:
+            chosen.append(max(within, key=lambda i: (accuracy[i], -proxy[i])))
+    return [candidates[i] for i in dict.fromkeys(chosen)]
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_predictor(path: str):
+    from ..profile.predictor import LatencyPredictor
+
+    return LatencyPredictor.load(path)
+
+
+def _load_predictor(path: Optional[str | Path], target: Any):
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        path = path / "predictor.json"
+    model = _cached_predictor(str(path))
+    if model.target != target.name:
+        raise OfaError(f"predictor {path} was fitted for target {model.target}, not {target.name}")
+    return model

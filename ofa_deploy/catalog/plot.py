@@ -1,0 +1,53 @@
+"""``catalog plot``: accuracy against measured latency and against MFLOPs, Pareto front
+highlighted. matplotlib is imported only here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import OfaError
+from ..io import atomic_write
+from .entries import pareto
+
+
+def plot_catalog(items: list[dict[str, Any]], out: str | Path, *, target: str, latency: str = "p90") -> Path:
+    """Write a two-panel PNG of ``items`` (entries of one target) to ``out``."""
+    with_acc = [e for e in items if e["accuracy"] is not None]
+    if not with_acc:
+        raise OfaError(f"no catalog entry for target {target} has an accuracy to plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front_lat = pareto(with_acc, latency=latency)
+    front_keys = {e["key"] for e in front_lat}
+    by_mflops = sorted(with_acc, key=lambda e: (e["mflops"], -e["accuracy"]))
+    front_mf, best = [], float("-inf")
+    for e in by_mflops:
+        if e["accuracy"] > best:
+            front_mf.append(e)
+            best = e["accuracy"]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    panels = ((axes[0], lambda e: e["latency_ms"][latency], f"measured {latency} latency (ms)", front_lat),
+              (axes[1], lambda e: e["mflops"], "MFLOPs (MACs / 1e6)", front_mf))
+    for ax, x, label, front in panels:
+        others = [e for e in with_acc if e["key"] not in {f["key"] for f in front}]
+        unstable = [e for e in with_acc if e["unstable"]]
+        ax.scatter([x(e) for e in others], [e["accuracy"] for e in others], s=18, color="0.6", label="entries")
+        ax.plot([x(e) for e in front], [e["accuracy"] for e in front], "-o", color="C3", ms=5, label="Pareto front")
+        if unstable:
+            ax.scatter([x(e) for e in unstable], [e["accuracy"] for e in unstable], s=60, facecolors="none",
+                       edgecolors="C1", label="unstable latency")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].set_ylabel("top-1 accuracy")
+    axes[0].set_title(f"{target}: accuracy vs latency ({len(front_keys)} on the front)", fontsize=10)
+    axes[1].set_title(f"{target}: accuracy vs MFLOPs", fontsize=10)
+    fig.tight_layout()
+    path = atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return path

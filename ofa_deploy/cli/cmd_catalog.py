@@ -1,0 +1,247 @@
+"""``ofa-deploy catalog build|import|list|show|pareto|select|plot``: per-device model catalogs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import emit_json
+
+CATALOG_OPTION = click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path),
+                              default=Path("catalog.db"), show_default=True, help="Catalog database file.")
+
+
+class NoSelection(click.ClickException):
+    """A budget nothing meets: a negative answer (exit 1), not bad input."""
+
+    exit_code = 1
+
+
+@click.group("catalog")
+def command() -> None:
+    """Build, fill and query per-device catalogs (accuracy, MFLOPs, measured latency, ONNX)."""
+
+
+def _open(path: Path, create: bool = False):
+    from ..catalog import Catalog
+
+    return Catalog(path, create=create)
+
+
+def _entries(catalog_path: Path, target: str, batch: int):
+    from ..catalog import entries
+
+    with _open(catalog_path) as cat:
+        items = entries(cat, target, batch=batch)
+        known = cat.targets()
+    if not items:
+        hint = f"targets in it: {', '.join(known)}" if known else "it has no measurements yet"
+        from ..errors import OfaError
+
+        raise OfaError(f"catalog {catalog_path} has no entries for target {target} at batch {batch} ({hint})")
+    return items
+
+
+def _target_options(func):
+    func = click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+                        help="Batch size of the latency measurements.")(func)
+    func = click.option("--target", required=True, help="Target name.")(func)
+    return func
+
+
+def _row(e: dict) -> str:
+    acc = f"{e['accuracy']:.4f}" if e["accuracy"] is not None else "  -   "
+    flag = "  UNSTABLE" if e["unstable"] else ""
+    return (f"{e['text']:<60} {e['mflops']:6.2f} MFLOPs  acc {acc}  p50 {e['latency_ms']['p50']:.4f}  "
+            f"p90 {e['latency_ms']['p90']:.4f} ms{flag}")
+
+
+@command.command("build")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--target", required=True, help="Target name or profile .toml (measured on this machine).")
+@CATALOG_OPTION
+@click.option("--n", "count", type=click.IntRange(min=2), default=40, show_default=True,
+              help="Candidate subnets to evaluate.")
+@click.option("--finalists", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Pareto finalists to export and measure.")
+@click.option("--budget-ms", "budgets", type=click.FloatRange(min=0, min_open=True), multiple=True,
+              help="Latency budget to add a finalist for (repeatable; needs --predictor).")
+@click.option("--predictor", "predictor_path", type=click.Path(path_type=Path), default=None,
+              help="Latency predictor of the target [default: rank candidates by MACs].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the candidate draw.")
+@click.option("--calib-images", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Training images for BN recalibration.")
+@click.option("--test-images", type=click.IntRange(min=1), default=None,
+              help="Evaluate accuracy on a seeded subset of this many test images [default: all].")
+@click.option("--data-dir", type=click.Path(path_type=str), default=None, help="Dataset folder [default: the run's].")
+@click.option("--warmup-s", type=click.FloatRange(min=0), default=None, help="Override the target's warm-up.")
+@click.option("--min-iterations", type=click.IntRange(min=2), default=None, help="Override minimum iterations.")
+@click.option("--min-time-s", type=click.FloatRange(min=0), default=None, help="Override minimum seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
+          data_dir, warmup_s, min_iterations, min_time_s, as_json) -> None:
+    """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
+    measure the finalists, and store everything. Rerunning does no work twice."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..catalog.build import build_catalog
+    from ..errors import OfaError
+    from ..profile import Protocol
+    from ..targets import load_target
+
+    if budgets and predictor_path is None:
+        raise OfaError("--budget-ms needs --predictor (budgets are matched against predicted latency)")
+    tgt = load_target(target)
+    protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("catalog", total=count)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        summary = build_catalog(run_dir, tgt, catalog_path, n=count, finalists=finalists, budgets_ms=budgets,
+                                predictor=predictor_path, seed=seed, calib_n=calib_images, test_images=test_images,
+                                data_dir=data_dir,
+                                protocol=protocol, progress=progress)
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"{summary['catalog']}: {summary['candidates']} candidates ({summary['evaluated']} evaluated now), "
+               f"{len(summary['finalists'])} finalists ({summary['exported']} exported, {summary['measured']} "
+               f"measured now), ranked by {summary['proxy']}")
+
+
+@command.command("import")
+@click.argument("results", type=click.Path(path_type=Path))
+@CATALOG_OPTION
+@click.option("--target", default=None, help="Target the results belong to [default: the one each names].")
+@click.option("--subnet", "spec", default=None, help="Subnet the results measured, if they do not say.")
+@click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
+def import_(results, catalog_path, target, spec, as_json) -> None:
+    """Merge latency measured elsewhere (``profile --json`` output, one object or a list)."""
+    from ..catalog import import_results
+
+    with _open(catalog_path, create=True) as cat:
+        counts = import_results(cat, results, target=target, subnet=spec)
+    if as_json:
+        emit_json(counts)
+        return
+    click.echo(f"{counts['added']} of {counts['results']} results added to {catalog_path} "
+               f"({counts['duplicates']} already there); targets: {', '.join(counts['targets'])}")
+
+
+
+@command.command("list")
+@CATALOG_OPTION
+@_target_options
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as a JSON list.")
+def list_(catalog_path, target, batch, as_json) -> None:
+    """Every entry measured on TARGET, fastest (p90) first."""
+    items = _entries(catalog_path, target, batch)
+    if as_json:
+        emit_json(items)
+        return
+    for e in items:
+        click.echo(_row(e))
+
+
+
+@command.command("show")
+@click.argument("spec")
+@CATALOG_OPTION
+@_target_options
+@click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
+def show(spec, catalog_path, target, batch, as_json) -> None:
+    """One entry (SPEC: subnet text, JSON or file), with its ONNX hash checked."""
+    import json
+
+    from ..catalog import Catalog, entries
+    from ..errors import OfaError
+    from ..io import sha256_file
+    from ..space import SearchSpace
+    from .common import load_subnet
+
+    with Catalog(catalog_path, create=False) as cat:
+        space_dict = cat.space_dict()
+        if space_dict is None:
+            raise OfaError(f"catalog {catalog_path} is empty")
+        key = str(load_subnet(spec, SearchSpace.from_dict(space_dict)))
+        found = [e for e in entries(cat, target, batch=batch) if e["key"] == key]
+        if not found:
+            raise OfaError(f"{key} has no entry for target {target} in {catalog_path}")
+        entry = found[0]
+        row = cat.find_latency(key, target, batch=batch)
+        entry["environment"] = json.loads(row["environment"]) if row else None
+        entry["accuracy_history"] = cat.accuracy_rows(key)
+    path = entry["onnx"]
+    entry["onnx_verified"] = bool(path and Path(path).is_file() and sha256_file(path) == entry["onnx_sha256"])
+    if as_json:
+        emit_json(entry)
+        return
+    click.echo(_row(entry))
+    click.echo(f"onnx: {path} ({'hash verified' if entry['onnx_verified'] else 'MISSING OR CHANGED'})")
+    click.echo(f"measured {entry['measured_at']} on {entry['host']} ({entry['backend']}, {entry['precision']}, "
+               f"batch {entry['batch']}, n={entry['n']}, CoV {entry['cov']:.2%}, {entry['source']})")
+
+
+@command.command("pareto")
+@CATALOG_OPTION
+@_target_options
+@click.option("--json", "as_json", is_flag=True, help="Print the front as a JSON list.")
+def pareto_(catalog_path, target, batch, as_json) -> None:
+    """Entries on the accuracy vs measured p90 latency Pareto front, fastest first."""
+    from ..catalog import pareto
+
+    front = pareto(_entries(catalog_path, target, batch))
+    if as_json:
+        emit_json(front)
+        return
+    for e in front:
+        click.echo(_row(e))
+
+
+
+@command.command("select")
+@CATALOG_OPTION
+@_target_options
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Budget on measured p90 latency.")
+@click.option("--max-mflops", type=click.FloatRange(min=0, min_open=True), default=None, help="Budget on MFLOPs.")
+@click.option("--min-accuracy", type=click.FloatRange(min=0, max=1), default=None, help="Accuracy floor (0-1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the chosen entry as JSON.")
+def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accuracy, as_json) -> None:
+    """The most accurate entry within the budget; exit 1 naming the fastest if none fits."""
+    from ..catalog import NothingFits, select
+    from ..errors import OfaError
+
+    if max_latency_ms is None and max_mflops is None:
+        raise OfaError("give a budget: --max-latency-ms or --max-mflops")
+    items = _entries(catalog_path, target, batch)
+    try:
+        entry = select(items, max_latency_ms=max_latency_ms, max_mflops=max_mflops, min_accuracy=min_accuracy)
+    except NothingFits as exc:
+        if as_json:
+            emit_json({"selected": None, "reason": str(exc), "fastest": exc.fastest})
+        raise NoSelection(str(exc)) from None
+    if as_json:
+        emit_json(entry)
+        return
+    click.echo(_row(entry))
+    click.echo(f"onnx: {entry['onnx']}")
+
+
+
+@command.command("plot")
+@CATALOG_OPTION
+@_target_options
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG file [default: catalog-<target>.png beside the catalog].")
+def plot(catalog_path, target, batch, out) -> None:
+    """PNG of accuracy vs measured p90 latency and vs MFLOPs, Pareto front highlighted."""
+    from ..catalog.plot import plot_catalog
+
+    out = out or catalog_path.resolve().parent / f"catalog-{target}.png"
+    path = plot_catalog(_entries(catalog_path, target, batch), out, target=target)
+    click.echo(str(path))
