@@ -1,0 +1,54 @@
+"""``ofa-deploy reproduce``: the paper's PS vs RSS vs RSS-short comparison in one command
+(thin layer over ``ofa_deploy.reproduce``)."""
+
+from __future__ import annotations
+
+import click
+
+from .cmd_eval import parse_buckets
+from .common import emit_json
+
+DATASETS = ("digits", "mnist", "fmnist", "cifar10", "cifar100")
+
+
+@click.command("reproduce")
+@click.option("--dataset", type=click.Choice(DATASETS), default="fmnist", show_default=True)
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Multiply Table 1's epochs (each PS phase keeps at least one epoch); 0.1 for a quick version.")
+@click.option("--ablations", is_flag=True, help="Also the runs of the paper's Figs. 5, 6 and 7 (8 more runs).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="torchvision root, or a folder of the original MNIST/F-MNIST IDX .gz files.")
+@click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
+@click.option("--train-subset", type=click.IntRange(min=1), default=None, help="Train on N images only.")
+@click.option("--test-subset", type=click.IntRange(min=1), default=None, help="Evaluate on N test images only.")
+@click.option("--per-bucket", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Subnets per MFLOPs bucket (the same ones for every run).")
+@click.option("--buckets", default="4,6,8,10,12,14", show_default=True, callback=parse_buckets)
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--calib-n", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Training images for each subnet's BN recalibration.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training and evaluation seed.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default reproduce/DATASET-xSCALE). Run again to resume.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def command(dataset, scale, ablations, data_dir, download, train_subset, test_subset, per_bucket, buckets,
+            tolerance, calib_n, seed, device, out, quiet, as_json) -> None:
+    """Train OFA-PS, RSS and RSS-short with Table 1's epochs x --scale, evaluate them on the same
+    subnets and write the report with a verdict (RSS vs PS per bucket, spread, time ratios vs
+    the paper's 1.9x and 6.1x). Interrupted? Run the same command again: it continues."""
+    from ..reproduce import ReproduceOptions, reproduce
+
+    options = ReproduceOptions(
+        dataset=dataset, scale=scale, seed=seed, data_dir=data_dir, download=download, train_subset=train_subset,
+        test_subset=test_subset, per_bucket=per_bucket, buckets=tuple(buckets), tolerance=tolerance,
+        calib_n=calib_n, ablations=ablations,
+    )
+    out = out or f"reproduce/{dataset}-x{scale:g}"
+    verdict = reproduce(options, out, device=device, progress=not quiet)
+    if as_json:
+        emit_json(verdict)
+        return
+    click.echo(f"RSS beats OFA-PS in {verdict['rss_beats_ps']}/{verdict['n_buckets']} buckets, narrower spread in "
+               f"{verdict['rss_narrower']}/{verdict['n_buckets']}; report: {out}/report/report.md")
