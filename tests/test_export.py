@@ -143,6 +143,7 @@ def test_dynamo_exporter(setup, tmp_path):
     sidecar = export_subnet(supernet, subnet, "cpu", tmp_path / "d", calib_images=None, parity_images=test[:16],
                             recalibrate=False, exporter="dynamo")
     assert sidecar["onnx"]["exporter"] == "dynamo" and sidecar["onnx"]["requested_exporter"] == "dynamo"
+    assert sidecar["onnx"]["requested_opset"] == 17 and sidecar["onnx"]["opset"] in (17, 18)  # the file's own
     with torch.no_grad():
         expected = supernet(test[:5], subnet).numpy()
     assert np.abs(_ort(tmp_path / "d" / "model.onnx", test[:5].numpy()) - expected).max() <= 1e-4

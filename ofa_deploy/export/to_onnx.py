@@ -3,20 +3,23 @@
 Exporter choice. ``torch.onnx.export`` has two exporters: the TorchScript tracer
 (``dynamo=False``) and the ``torch.export``-based one (``dynamo=True``, the default since
 torch 2.9). For these networks (plain convolutions, BN, h-swish, SE, no control flow) both
-produce a correct graph (parity ~1e-7 either way, see ``benchmarks/bench_export.py``), but
-the tracer is several times faster per subnet (~1.5 s against ~7 s for the middle subnet
-on a 2-core CPU, measured there), which matters when a catalog exports hundreds of subnets,
-and it writes exactly the requested opset, whereas the dynamo exporter works at opset 18
-and converts down (TensorRT 8.5 on JetPack 5 parses opset 17). So ``exporter="auto"`` uses
-the tracer and falls back to dynamo only where the tracer fails or is gone (it is
-deprecated upstream); ``"torchscript"`` and ``"dynamo"`` force one. The sidecar records
-which exporter produced the file.
+produce the same function (identical parity), but ``benchmarks/bench_export.py`` measured
+the tracer at 0.48 s per subnet against 10.5 s for dynamo (mean of 5 subnets, 3.9-15.1
+MFLOPs, one run on a shared 2-core CPU, torch 2.14.1): 22x, which decides catalog build
+time. And the tracer writes the requested opset, while dynamo works at opset 18 and here
+fails to convert down to 17 (onnx's version converter rejects a Reduce node's axes input),
+so its files stay at opset 18, which TensorRT 8.5 (JetPack 5, Xavier) may not parse. So
+``exporter="auto"`` uses the tracer and falls back to dynamo only where the tracer fails
+or is gone (it is deprecated upstream); ``"torchscript"`` and ``"dynamo"`` force one. The
+sidecar records the exporter used and the opset actually in the file.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,9 @@ def export_onnx(
     ``dynamic_batch``, else fixed at ``batch``. The file passes ``onnx.checker`` (full
     check, with shape inference). ``metadata`` is stored in the model's metadata_props.
 
-    Returns ``{"exporter": used, "opset": opset in the file, "seconds": export time}``.
+    Returns ``{"exporter": used, "opset": opset in the file, "requested_opset": opset,
+    "seconds": export time}``; the dynamo exporter may keep opset 18 when it cannot convert
+    down, and the file's real opset is what is reported.
     """
     if exporter not in EXPORTERS:
         raise OfaError(f"exporter must be one of {', '.join(EXPORTERS)}, not {exporter!r}")
@@ -61,7 +66,7 @@ def export_onnx(
     for name in order:
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings(), torch.no_grad():
+            with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter_logs():
                 warnings.simplefilter("ignore")
                 _EXPORT[name](net, example, path, opset=opset, dynamic_batch=dynamic_batch)
         except Exception as exc:  # noqa: BLE001 - any exporter failure is reported or falls back
@@ -78,8 +83,24 @@ def export_onnx(
         except onnx.checker.ValidationError as exc:
             raise OfaError(f"the {name} exporter wrote an invalid ONNX model: {str(exc).splitlines()[0]}") from None
         opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
-        return {"exporter": name, "opset": int(opset_used), "seconds": round(seconds, 4)}
+        return {"exporter": name, "opset": int(opset_used), "requested_opset": opset, "seconds": round(seconds, 4)}
     raise OfaError(f"ONNX export failed ({'; '.join(errors)})")
+
+
+@contextmanager
+def _quiet_exporter_logs():
+    """The dynamo exporter logs warnings and whole tracebacks (e.g. a failed opset
+    down-conversion it recovers from) that would bury the CLI's output; the outcome is
+    checked and recorded instead."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _export_torchscript(net: nn.Module, example: torch.Tensor, path: Path, *, opset: int, dynamic_batch: bool) -> None:
