@@ -162,6 +162,10 @@ def test_output_directory_is_all_or_nothing(setup, tmp_path, monkeypatch):
         export_subnet(supernet, supernet.space.smallest(), "cpu", out, calib_images=None, parity_images=test,
                       recalibrate=False)
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OfaError, match="exploded"):  # parents it had to create go too
+        export_subnet(supernet, supernet.space.smallest(), "cpu", tmp_path / "a" / "b" / "out", calib_images=None,
+                      parity_images=test, recalibrate=False)
+    assert list(tmp_path.iterdir()) == []
 
     def disagreeing(*args, **kwargs):
         return {"max_abs_diff": 1.0, "tolerance": 1e-4, "passed": False, "top1_agreement": 0.5}

@@ -16,12 +16,14 @@ from ..errors import OfaError
 def staged_directory(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``final``; when the block ends normally it
     is renamed to ``final`` (replacing an existing one only with ``overwrite``), and on any
-    error it is removed, so ``final`` is either absent, the old directory, or complete."""
+    error it is removed (with the parent directories it had to create), so ``final`` is
+    either absent, the old directory, or complete."""
     final = Path(final)
     if final.exists() and not overwrite:
         raise OfaError(f"{final} already exists; choose another --out or pass --overwrite")
     if final.exists() and not final.is_dir():
         raise OfaError(f"{final} exists and is not a directory")
+    created = [p for p in reversed(final.absolute().parents) if not p.exists()]
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
@@ -38,4 +40,9 @@ def staged_directory(final: str | os.PathLike, *, overwrite: bool = False) -> It
             os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(created):  # the parents this call made, deepest first
+            try:
+                parent.rmdir()
+            except OSError:
+                break
         raise
