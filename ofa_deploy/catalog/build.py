@@ -59,7 +59,7 @@ def build_catalog(
     from ..evaluate.metrics import evaluate_accuracy
     from ..export.pipeline import export_subnet, run_source
     from ..profile import Protocol, profile_model
-    from ..profile.collect import design_subnets
+    from ..profile.collect import design_subnets, quiet_torch
     from ..run import load_supernet
     from ..targets import load_target
 
@@ -117,25 +117,27 @@ def build_catalog(
         chosen = choose_finalists(candidates, proxy, [accuracy[s] for s in candidates], finalists,
                                   budgets_ms if lat_model is not None else ())
 
-        for i, sub in enumerate(chosen):
-            say("export + measure", i, len(chosen))
-            key = str(sub)
-            out = artifacts / key
-            art = cat.artifact(key, target.name, "onnx")
-            if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"]:
-                export_subnet(supernet, sub, target, out, calib_images=train.images, parity_images=test.images[:256],
-                              recalibrate=True, run_dir=run_dir, bn_images=calib_n,
-                              accuracy={"top1": accuracy[sub], "split": SPLIT, "images": len(test),
-                                        "dataset": dataset}, overwrite=True)
-                cat.add_artifact(key, target.name, "onnx", out / "model.onnx", sha256_file(out / "model.onnx"))
-                cat.add_artifact(key, target.name, "sidecar", out / "model.json", sha256_file(out / "model.json"))
-                done["exported"] += 1
+        with quiet_torch():
+            for i, sub in enumerate(chosen):
+                say("export + measure", i, len(chosen))
+                key = str(sub)
+                out = artifacts / key
                 art = cat.artifact(key, target.name, "onnx")
-            if cat.find_latency(key, target.name, artifact_sha256=art["sha256"], host=host,
-                                batch=target.batch) is None:
-                result = profile_model(Path(art["path"]).parent, target, protocol=protocol)
-                cat.add_latency(key, result, target=target.name)
-                done["measured"] += 1
+                if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"]:
+                    export_subnet(supernet, sub, target, out, calib_images=train.images,
+                                  parity_images=test.images[:256], recalibrate=True, run_dir=run_dir,
+                                  bn_images=calib_n, overwrite=True,
+                                  accuracy={"top1": accuracy[sub], "split": SPLIT, "images": len(test),
+                                            "dataset": dataset})
+                    cat.add_artifact(key, target.name, "onnx", out / "model.onnx", sha256_file(out / "model.onnx"))
+                    cat.add_artifact(key, target.name, "sidecar", out / "model.json", sha256_file(out / "model.json"))
+                    done["exported"] += 1
+                    art = cat.artifact(key, target.name, "onnx")
+                if cat.find_latency(key, target.name, artifact_sha256=art["sha256"], host=host,
+                                    batch=target.batch) is None:
+                    result = profile_model(Path(art["path"]).parent, target, protocol=protocol)
+                    cat.add_latency(key, result, target=target.name)
+                    done["measured"] += 1
         say("export + measure", len(chosen), len(chosen))
 
     return {

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..cost import macs
 from ..errors import OfaError
@@ -42,16 +43,24 @@ def design_subnets(space: SearchSpace, n: int, seed: int = 0) -> list[Subnet]:
         elif kind == 1:
             level = (lo + (hi - lo) * ((i // 3) % strata + rng.random()) / strata) / 1e6
             width = max(0.25, (hi - lo) / 1e6 / strata)
-            try:
-                sub = space.sample_in_bucket(level, width, rng, lock_width="none", max_tries=2000)
-            except OfaError:
-                sub = space.sample(rng)
+            sub = _in_bucket(space, level, width, rng, high=level * 1e6 > (lo + hi) / 2)
         else:
             sub = space.sample(rng, kernel_choices=[rng.choice(space.kernel_choices)],
                                expand_choices=[rng.choice(space.expand_choices)])
         out.setdefault(sub)
         i += 1
     return list(out)[:n]
+
+
+def _in_bucket(space: SearchSpace, level: float, width: float, rng: random.Random, *, high: bool) -> Subnet:
+    """A subnet near ``level`` MFLOPs: free expand ratios first; the ends of the range
+    are reachable only with expand ratios locked to their extreme, so then those."""
+    for lock, tries in (("none", 300), ("max" if high else "min", 3000)):
+        try:
+            return space.sample_in_bucket(level, width, rng, lock_width=lock, max_tries=tries)
+        except OfaError:
+            continue
+    return space.sample(rng)
 
 
 def holdout_subnets(space: SearchSpace, n: int, seed: int, exclude: Iterable[Subnet] = ()) -> list[Subnet]:
@@ -104,6 +113,21 @@ class LatencyDataset:
         rows = [r for (s, _), r in self.rows.items() if s == split]
         return ([Subnet.from_dict(r["subnet"], self.space) for r in rows],
                 [r["latency_ms"][statistic] for r in rows])
+
+
+@contextmanager
+def quiet_torch() -> Iterator[None]:
+    """One torch thread while exporting and timing: idle torch worker threads keep
+    spinning after each export and steal the CPU from the runtime being timed (and on a
+    busy machine two spinning threads made each export ~5x slower, measured on 2 cores)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def export_for_timing(supernet: Any, subnet: Subnet, target: Any, out_dir: Path) -> Path:
@@ -179,7 +203,7 @@ def collect(
     done = 0
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
-        with tempfile.TemporaryDirectory(prefix="ofa-latency-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="ofa-latency-") as tmp, quiet_torch():
             paths = []
             for sub in part:
                 if progress:

@@ -266,8 +266,8 @@ def fit(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Sequence[floa
     y = np.asarray(latency_ms, dtype=float)
     if len(subnets) != len(y):
         raise OfaError("one latency per subnet is needed")
-    if len(y) < 10:
-        raise OfaError(f"a predictor needs at least 10 measured subnets, got {len(y)}")
+    if len(y) < 6:
+        raise OfaError(f"a predictor needs at least 6 measured subnets, got {len(y)}")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise OfaError("measured latencies must be positive numbers")
     feat = Featurizer(space)

@@ -1,0 +1,168 @@
+"""Latency predictor: OFA-keyed features, fitting against a known additive latency
+(oracle), persistence, the designed set, the resumable dataset, and build/check end to
+end on a (random-weight) run with a short protocol."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ofa_deploy.cli import cli
+from ofa_deploy.cost import macs
+from ofa_deploy.errors import OfaError
+from ofa_deploy.profile.collect import LatencyDataset, design_subnets, holdout_subnets
+from ofa_deploy.profile.predictor import (
+    Featurizer,
+    LatencyPredictor,
+    MacsBaseline,
+    accuracy_report,
+    block_key,
+    cross_validate,
+    fit,
+)
+from ofa_deploy.space import SearchSpace
+
+SPACE = SearchSpace(in_channels=1)
+
+
+def test_keys_follow_ofa_tables_and_counts_match_blocks():
+    feat = Featurizer(SPACE)
+    assert len(feat.keys) == 90 and len(set(feat.keys)) == 90
+    spec = SPACE.block_specs(SPACE.largest())[0]
+    assert block_key(spec) == ("expanded_conv-input:16x16x16-output:8x8x24-expand:96-kernel:7-stride:2"
+                               "-idskip:0-se:0-hs:0")
+    subs = [SPACE.sample(random.Random(i)) for i in range(20)]
+    counts = feat.counts(subs)
+    assert list(counts.sum(axis=1)) == [sum(s.d) for s in subs]
+    # each subnet's blocks land on their own keys
+    for sub, row in zip(subs, counts):
+        keys = [block_key(spec) for spec in SPACE.block_specs(sub)]
+        assert {feat.keys[i]: c for i, c in enumerate(row) if c} == {k: keys.count(k) for k in set(keys)}
+
+
+def _oracle(subs, noise=0.0, seed=0):
+    """A made-up device: per-key costs, a fixed part, a mild non-additive term, noise."""
+    feat = Featurizer(SPACE)
+    rng = np.random.default_rng(seed)
+    table = rng.uniform(0.005, 0.05, len(feat.keys)) + feat.phi[:, 2] * 0.3
+    base = 0.1 + feat.counts(subs) @ table
+    return base * (1 + 0.02 * np.tanh(base - base.mean())) * (1 + noise * rng.standard_normal(len(subs)))
+
+
+def test_fit_recovers_a_known_additive_device():
+    train = design_subnets(SPACE, 200, seed=0)
+    test = holdout_subnets(SPACE, 100, seed=1, exclude=train)
+    model = fit(SPACE, train, _oracle(train), target="cpu")
+    report = accuracy_report(_oracle(test), model.predict(test))
+    assert report["within_5pct"] >= 0.95 and report["spearman"] > 0.99
+    baseline = MacsBaseline(SPACE, train, _oracle(train))
+    assert accuracy_report(_oracle(test), baseline.predict(test))["spearman"] < report["spearman"]
+
+
+def test_noisy_measurements_still_rank_well():
+    train = design_subnets(SPACE, 120, seed=0)
+    test = holdout_subnets(SPACE, 60, seed=1, exclude=train)
+    model = fit(SPACE, train, _oracle(train, noise=0.03), target="cpu")
+    report = accuracy_report(_oracle(test), model.predict(test))
+    assert report["within_10pct"] >= 0.95 and report["spearman"] > 0.95
+    cv = cross_validate(SPACE, train[:60], _oracle(train[:60], noise=0.03))
+    assert cv["n"] == 60 and cv["within_10pct"] > 0.9
+
+
+def test_save_load_round_trip(tmp_path: Path):
+    train = design_subnets(SPACE, 40, seed=3)
+    model = fit(SPACE, train, _oracle(train), target="cpu", info={"note": "x"})
+    path = model.save(tmp_path / "p.json")
+    again = LatencyPredictor.load(path)
+    subs = holdout_subnets(SPACE, 30, seed=4)
+    assert np.allclose(model.predict(subs), again.predict(subs), rtol=0, atol=1e-12)
+    assert isinstance(again.predict(subs[0]), float) and again.info["note"] == "x"
+    with pytest.raises(OfaError, match="another space"):
+        LatencyPredictor.from_dict({**model.to_dict(), "space": SearchSpace(in_channels=1, stem_width=24).to_dict()})
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(OfaError, match="not a latency predictor"):
+        LatencyPredictor.load(tmp_path / "bad.json")
+    with pytest.raises(OfaError, match="at least 6"):
+        fit(SPACE, train[:5], _oracle(train[:5]), target="cpu")
+
+
+def test_design_spans_the_space():
+    subs = design_subnets(SPACE, 60, seed=0)
+    assert len(set(subs)) == 60 and subs[:3] == [SPACE.smallest(), SPACE.middle(), SPACE.largest()]
+    assert subs == design_subnets(SPACE, 60, seed=0)
+    m = sorted(macs(SPACE, s) for s in subs)
+    lo, hi = SPACE.macs_range()
+    assert m[0] == lo and m[-1] == hi
+    assert np.histogram(m, bins=4, range=(lo, hi))[0].min() >= 4  # every quarter of the MACs range is covered
+    held = holdout_subnets(SPACE, 20, seed=1, exclude=subs)
+    assert not set(held) & set(subs)
+
+
+def test_dataset_resumes_and_rejects_damage(tmp_path: Path):
+    path = tmp_path / "latency.jsonl"
+    ds = LatencyDataset(path, SPACE)
+    sub = SPACE.middle()
+    ds.add({"split": "train", "key": str(sub), "subnet": sub.to_dict(), "latency_ms": {"p50": 1.0}})
+    with open(path, "a") as f:
+        f.write('{"split": "train", "key": "torn')  # a crash mid-append
+    again = LatencyDataset(path, SPACE)
+    assert again.has("train", sub) and again.split("train")[1] == [1.0]
+    path.write_text('garbage\n' + path.read_text())
+    with pytest.raises(OfaError, match="line 1 is damaged"):
+        LatencyDataset(path, SPACE)
+
+
+def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
+    out = tmp_path / "pred"
+    args = ["predictor", "build", "--target", "cpu", "--run", str(fake_run), "--n", "12", "--out", str(out),
+            "--rounds", "2", "--warmup-s", "0.02", "--min-iterations", "10", "--min-time-s", "0.04", "--json"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output[res.output.index("{"):])
+    assert summary["measured_now"] == 12 and summary["train_subnets"] == 12
+    for key in ("within_5pct", "within_10pct", "spearman"):
+        assert key in summary["validation"] and key in summary["macs_validation"]
+    saved = json.loads((out / "predictor.json").read_text())
+    assert saved["validation"]["n"] == 12 and saved["target"] == "cpu" and len(saved["table_ms"]) == 90
+    res = CliRunner().invoke(cli, args)  # everything measured already: no new work
+    assert json.loads(res.output[res.output.index("{"):])["measured_now"] == 0
+
+    res = CliRunner().invoke(cli, ["predictor", "check", "--predictor", str(out), "--run", str(fake_run),
+                                   "--n", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{"):])
+    assert report["holdout"]["n"] == 4 and report["predictions_per_second"] > 0
+    assert {"within_5pct", "within_10pct", "spearman"} <= set(report["predictor_accuracy"])
+    assert "macs_spearman" in report and (out / "check.png").read_bytes()[:4] == b"\x89PNG"
+    rows = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
+    assert sum(r["split"] == "holdout" for r in rows) == 4 and all(r["latency_ms"]["p50"] > 0 for r in rows)
+
+    res = CliRunner().invoke(cli, ["predictor", "predict", "--predictor", str(out), str(SPACE.middle()), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["predictions"][0]["predicted_p50_ms"] > 0
+
+
+def test_build_refuses_bad_input(fake_run: Path, tmp_path: Path):
+    from ofa_deploy.profile.predictor_build import build_predictor
+
+    with pytest.raises(OfaError, match="too few"):
+        build_predictor(fake_run, "cpu", tmp_path / "p", n=5)
+    with pytest.raises(OfaError, match="tensorrt"):
+        build_predictor(fake_run, "jetson-orin", tmp_path / "p", n=20)
+    with pytest.raises(OfaError, match="does not exist"):
+        build_predictor(tmp_path / "nope", "cpu", tmp_path / "p", n=20)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Exports in these tests run beside ONNX Runtime timing on a shared 2-core machine."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
