@@ -1,0 +1,101 @@
+"""``catalog build`` end to end on a (random-weight) run: every entry complete and its
+ONNX hash intact, a rerun does no new work, select honours budgets, and results
+profiled elsewhere (an export directory profiled "on a Jetson") import into it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ofa_deploy.catalog import Catalog, entries, select
+from ofa_deploy.cli import cli
+from ofa_deploy.io import sha256_file
+
+FAST = ["--warmup-s", "0.02", "--min-iterations", "20", "--min-time-s", "0.05"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Exports here run beside ONNX Runtime timing on a shared 2-core machine."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _build(run: Path, db: Path, *extra: str) -> dict:
+    res = CliRunner().invoke(cli, ["catalog", "build", str(run), "--target", "cpu", "--catalog", str(db), "--n", "5",
+                                   "--finalists", "3", "--calib-images", "64", "--test-images", "100", *FAST,
+                                   "--json", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output[res.output.index("{"):])
+
+
+def test_build_is_complete_idempotent_and_selectable(fake_run: Path, tmp_path: Path):
+    db = tmp_path / "cat" / "catalog.db"
+    first = _build(fake_run, db)
+    assert first["evaluated"] == 5 and first["exported"] == len(first["finalists"]) == first["measured"] >= 1
+    with Catalog(db) as cat:
+        items = entries(cat, "cpu")
+        counts = {t: cat.count(t) for t in ("subnets", "accuracy", "artifacts", "latency")}
+    assert len(items) == len(first["finalists"])
+    for e in items:
+        assert e["accuracy"] is not None and 0 <= e["accuracy"] <= 1 and e["macs"] > 0
+        assert e["latency_ms"]["p90"] > 0 and e["n"] >= 20
+        assert Path(e["onnx"]).is_file() and sha256_file(e["onnx"]) == e["onnx_sha256"]
+        sidecar = json.loads((Path(e["onnx"]).parent / "model.json").read_text())
+        assert sidecar["subnet"] == e["subnet"] and sidecar["files"]["model.onnx"]["sha256"] == e["onnx_sha256"]
+
+    again = _build(fake_run, db)
+    assert (again["evaluated"], again["exported"], again["measured"]) == (0, 0, 0)
+    assert again["finalists"] == first["finalists"]
+    with Catalog(db) as cat:
+        assert {t: cat.count(t) for t in counts} == counts
+
+    stable = [e for e in items if not e["unstable"]]
+    if stable:  # measured latency on a busy machine may be flagged; flagged entries are never selected
+        budget = max(e["latency_ms"]["p90"] for e in stable)
+        chosen = select(items, max_latency_ms=budget)
+        assert chosen["latency_ms"]["p90"] <= budget
+    res = CliRunner().invoke(cli, ["catalog", "select", "--catalog", str(db), "--target", "cpu",
+                                   "--max-latency-ms", "0.000001"])
+    assert res.exit_code == 1 and "nothing meets that budget" in res.output
+
+
+def test_jetson_results_import_into_workstation_catalog(fake_run: Path, tmp_path: Path):
+    """An export directory profiled elsewhere (here: profiled with torch blocked, then
+    relabelled as a Jetson measurement) merges into a catalog built on this machine."""
+    db = tmp_path / "catalog.db"
+    _build(fake_run, db)
+    with Catalog(db) as cat:
+        entry = entries(cat, "cpu")[0]
+    export_dir = Path(entry["onnx"]).parent
+    block_torch = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['ofa-deploy'] + sys.argv[1:]; "
+                   "runpy.run_module('ofa_deploy', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", block_torch, "profile", str(export_dir), "--json",
+                           "--cov-threshold", "100", *FAST], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["model"]["subnet"] == entry["subnet"] and result["model"]["sha256"] == entry["onnx_sha256"]
+    result["target"] = "jetson-orin"
+    result["environment"]["hostname"] = "orin-nano"
+    results = tmp_path / "jetson.json"
+    results.write_text(json.dumps([result]))
+    res = CliRunner().invoke(cli, ["catalog", "import", str(results), "--catalog", str(db), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["added"] == 1
+    res = CliRunner().invoke(cli, ["catalog", "list", "--catalog", str(db), "--target", "jetson-orin", "--json"])
+    (imported,) = json.loads(res.output)
+    assert imported["subnet"] == entry["subnet"] and imported["host"] == "orin-nano"
+    assert imported["accuracy"] == pytest.approx(entry["accuracy"]) and imported["onnx"] == entry["onnx"]
+    res = CliRunner().invoke(cli, ["catalog", "import", str(results), "--catalog", str(db), "--json"])
+    assert json.loads(res.output)["added"] == 0
