@@ -198,13 +198,21 @@ def test_tensorrt_target_falls_back_and_says_so(onnx_path: Path):
 @pytest.mark.skipif(
     __import__("importlib").util.find_spec("tensorrt") is None, reason="TensorRT is not installed on this machine"
 )
-def test_tensorrt_engine_profiles(tmp_path: Path, onnx_path: Path):  # pragma: no cover - needs a GPU
-    from ofa_deploy.export.tensorrt import build_engine
+def test_tensorrt_engine_profiles(fake_run: Path, tmp_path: Path):  # pragma: no cover - needs a GPU
+    import torch
 
-    engine = build_engine(onnx_path, tmp_path / "model.engine", load_target("cuda"))
-    r = profile_model(engine, "cuda", protocol=Protocol(**FAST, cov_threshold=100.0))
-    assert r["backend"] == "tensorrt" and r["latency_kind"] == "device_compute"
+    from ofa_deploy.export import export_subnet
+    from ofa_deploy.export.tensorrt import build_engine
+    from ofa_deploy.run import load_supernet
+
+    net, _ = load_supernet(fake_run)
+    images = torch.randn(64, 1, 32, 32)
+    export_subnet(net, net.space.middle(), "cuda", tmp_path / "exp", calib_images=images, parity_images=images[:8])
+    build_engine(tmp_path / "exp", "cuda")
+    r = profile_model(tmp_path / "exp", "cuda", protocol=Protocol(**FAST, cov_threshold=100.0))
+    assert r["backend"] == "tensorrt" and r["latency_kind"] == "device_compute" and r["fallback"] is None
     assert r["device_latency_ms"]["p50"] <= r["host_latency_ms"]["p50"]
+    assert r["environment"]["gpu"] or r["environment"].get("jetson")
 
 
 BLOCK_TORCH = (

@@ -141,7 +141,8 @@ def _concrete_shape(dims: Sequence[Any], batch: Optional[int], path: Any) -> tup
 
 
 def tensorrt_runner(engine_path: str | Path, *, batch: Optional[int] = None) -> Runner:
-    """A serialized TensorRT engine timed with CUDA events around each execution."""
+    """A serialized TensorRT engine: host timing of ``step()`` is end to end (copies in and
+    out included); CUDA events around the execution give the device compute time."""
     try:
         import tensorrt  # noqa: F401  - checked first so the error names what is missing
     except ImportError:
@@ -156,7 +157,7 @@ def tensorrt_runner(engine_path: str | Path, *, batch: Optional[int] = None) -> 
         backend="tensorrt",
         step=trt.step,
         input_shape=tuple(trt.input_shape),
-        latency_kind="host",
+        latency_kind="host_with_transfers",
         precision=getattr(trt, "precision", None),
         device_ms=trt.device_ms,
         info=dict(getattr(trt, "info", {}) or {}),
