@@ -38,6 +38,7 @@ def test_run_directory_contract(tmp_path):
     out = train(tiny(tmp_path / "rss", method="rss", epochs=2, val_size=40, seed=1))
     config = run.read_config(out)
     assert config["run"]["method"] == "rss" and config["run"]["seed"] == 1 and config["run"]["completed"] is True
+    assert config["run"]["device"] == "cpu" and config["run"]["name"] == "rss"
     assert set(config["run"]["versions"]) == {"ofa_deploy", "torch", "python"} and "created" in config["run"]
     assert config["data"] == {"dataset": "digits", "train_subset": 16, "val_size": 40}
     assert config["space"] == SPACE.to_dict()
@@ -128,6 +129,14 @@ def test_bad_input_leaves_nothing(tmp_path):
     with pytest.raises(OfaError, match="CUDA"):
         train(tiny(tmp_path / "c", amp=True))
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_choices_match_the_library():
+    from ofa_deploy.cli import cmd_train
+    from ofa_deploy.data import DATASETS
+    from ofa_deploy.train import METHODS
+
+    assert cmd_train.METHODS == METHODS and cmd_train.DATASETS == tuple(DATASETS)
 
 
 def test_cli_json_and_errors(tmp_path, capsys):

@@ -51,7 +51,7 @@ def _ps_epochs(ctx, param, value):
 @click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
               help="Micro-batches per step (gradients summed; BatchNorm sees each micro-batch).")
 @click.option("--warmup-epochs", type=click.IntRange(min=0), default=None,
-              help="Linear warm-up epochs (default 5, at most a fifth of the first phase).")
+              help="Linear warm-up epochs (default 5 with --preset, else at most a fifth of the first phase).")
 @click.option("--kd-ratio", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="PS distillation weight (0 turns it off).")
 @click.option("--augment", type=click.Choice(["default", "ofa", "fmnist", "digits", "none"]), default="default",
@@ -67,7 +67,7 @@ def _ps_epochs(ctx, param, value):
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default runs/DATASET-METHOD-sSEED).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
-              help="Continue the run in this directory (other options are read from it).")
+              help="Continue the run in this directory (its options are read from it; --device may change).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def command(dataset, data_dir, download, method, per_batch, balance, subnet, epochs, ps_epochs, preset, lr_schedule,
@@ -78,7 +78,8 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
     from ..train import TrainConfig, read_summary, resume, train
 
     if resume_dir is not None:
-        run_dir = resume(resume_dir, quiet=quiet)
+        explicit = click.get_current_context().get_parameter_source("device") == click.core.ParameterSource.COMMANDLINE
+        run_dir = resume(resume_dir, quiet=quiet, device=device if explicit else None)
     else:
         if method == "sandwich" and per_batch is None:
             per_batch = 2

@@ -69,13 +69,17 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     return _Trainer(out, cfg, progress, tables=tables).fit()
 
 
-def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = None) -> Path:
+def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = None,
+           device: str | None = None) -> Path:
     """Continue the run in ``run_dir`` from its last epoch-end checkpoint (or from the start
-    if it was stopped during its first epoch); a finished run is returned as is."""
+    if it was stopped during its first epoch); a finished run is returned as is. ``device``
+    overrides the one the run was started on (bit-identity is promised on the same device)."""
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_tables(run.read_config(run_dir))
     if quiet is not None:
         cfg.quiet = quiet
+    if device is not None:
+        cfg.device = device
     return _Trainer(run_dir, cfg, progress).fit()
 
 
@@ -244,7 +248,9 @@ class _Trainer:
                 created = True
                 self.out.mkdir(parents=True)
             if not (self.out / run.CONFIG).is_file():
-                run.write_config(self.out, self.tables or _config_tables(self.cfg, self.space, self.out))
+                tables = self.tables or _config_tables(self.cfg, self.space, self.out)
+                tables["run"]["device"] = str(self.device)
+                run.write_config(self.out, tables)
         dist.barrier(self.ctx)
         return created
 
