@@ -159,8 +159,8 @@ def check_parity(
 ) -> dict[str, Any]:
     """ONNX Runtime (CPU) against ``reference`` (eval mode) on ``images`` (N, C, H, W).
 
-    Returns max and mean absolute logit difference, top-1 agreement (fraction of images
-    whose argmax is the same), the tolerance ``atol * max(1, max |reference logit|)`` (fp32
+    Returns max and mean absolute logit difference, the largest reference logit magnitude,
+    top-1 agreement (fraction of images whose argmax is the same), the tolerance ``atol * max(1, max |reference logit|)`` (fp32
     rounding grows with the logits' magnitude) and whether the max difference is within it.
     """
     if images.shape[0] == 0:
@@ -170,12 +170,14 @@ def check_parity(
     expected = torch.cat([reference(x[i : i + 256]) for i in range(0, x.shape[0], 256)]).numpy()
     got = run_onnx(ort_session(onnx_path), x.numpy(), batch=batch)
     diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    tolerance = atol * max(1.0, float(np.abs(expected).max()))
+    scale = float(np.abs(expected).max())
+    tolerance = atol * max(1.0, scale)
     return {
         "images": int(x.shape[0]),
         "provider": "CPUExecutionProvider",
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
+        "max_abs_logit": scale,
         "top1_agreement": float((got.argmax(1) == expected.argmax(1)).mean()),
         "tolerance": tolerance,
         "passed": bool(diff.max() <= tolerance),
