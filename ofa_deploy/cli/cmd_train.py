@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import click
 
-from ..errors import OfaError
 from .common import emit_json
 
 METHODS = ("rss", "ps", "fixed", "max-then-min", "min-then-max", "alternating", "sandwich")
@@ -81,10 +80,6 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
         explicit = click.get_current_context().get_parameter_source("device") == click.core.ParameterSource.COMMANDLINE
         run_dir = resume(resume_dir, quiet=quiet, device=device if explicit else None)
     else:
-        if method == "sandwich" and per_batch is None:
-            per_batch = 2
-        if per_batch == 0 and method == "rss":
-            raise OfaError("--per-batch must be at least 1 for rss")
         config = TrainConfig(
             dataset=dataset, data_dir=data_dir, download=download, method=method, per_batch=per_batch,
             balance=balance, subnet=subnet, epochs=epochs, ps_epochs=ps_epochs, preset=preset, seed=seed,

@@ -185,8 +185,7 @@ class TrainConfig:
     @classmethod
     def from_tables(cls, config: dict) -> "TrainConfig":
         """Rebuild the config of a run directory (for ``resume``)."""
-        run, data, train = config.get("run", {}), config.get("data", {}), dict(config.get("train", {}))
-        train.pop("phases", None)
+        run, data, train = config.get("run", {}), config.get("data", {}), config.get("train", {})
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in {**train, **data}.items() if k in known}
         kwargs.update(seed=run.get("seed", 0), device=run.get("device", "auto"), name=run.get("name"))

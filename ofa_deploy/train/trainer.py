@@ -16,6 +16,7 @@ import copy
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import random
 import shutil
@@ -215,12 +216,12 @@ class _Trainer:
 
     # -- the run ----------------------------------------------------------------------------
     def fit(self) -> Path:
+        if self._completed():
+            if self.show and int(os.environ.get("RANK", "0")) == 0:
+                EpochProgress(True).end(f"{self.out} is already complete")
+            return self.out
         self._setup()
         try:
-            if self._completed():
-                if self.show and self.ctx.is_main:
-                    EpochProgress(True).end(f"{self.out} is already complete")
-                return self.out
             created = self._prepare_dir()
             try:
                 self._loop()
