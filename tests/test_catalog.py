@@ -168,7 +168,8 @@ def test_unstable_and_newer_measurements(tmp_path: Path):
         items = entries(cat, "cpu")
     flagged = [x for x in items if x["key"] == str(sub)][0]
     assert flagged["unstable"] and flagged["onnx"] is None
-    assert select(items, max_latency_ms=1e9)["key"] != str(sub)  # never selected
+    assert select(items, max_latency_ms=1e9)["key"] != str(sub)  # never selected unless allowed
+    assert select(items, max_latency_ms=1e9, allow_unstable=False)["unstable"] is False
 
 
 def test_import_results_from_another_machine(tmp_path: Path):

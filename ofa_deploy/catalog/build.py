@@ -12,7 +12,8 @@ rerun does no work twice and an interrupted build resumes:
    and keep the Pareto front of (proxy, accuracy), plus the most accurate candidate
    predicted under each ``--budget-ms``, at most ``finalists``;
 4. export each finalist (ONNX + sidecar) under ``<catalog dir>/artifacts/<target>/``;
-5. profile each export on this machine under the target's protocol.
+5. profile each export on this machine under the target's protocol (again, with
+   ``remeasure_unstable``, where the stored measurement is flagged unstable).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def build_catalog(
     calib_n: int = 2000,
     test_images: Optional[int] = None,
     data_dir: Optional[str] = None,
+    remeasure_unstable: bool = False,
     protocol: Any = None,
     progress: Optional[Progress] = None,
 ) -> dict[str, Any]:
@@ -133,8 +135,9 @@ def build_catalog(
                     cat.add_artifact(key, target.name, "sidecar", out / "model.json", sha256_file(out / "model.json"))
                     done["exported"] += 1
                     art = cat.artifact(key, target.name, "onnx")
-                if cat.find_latency(key, target.name, artifact_sha256=art["sha256"], host=host,
-                                    batch=target.batch) is None:
+                found = cat.find_latency(key, target.name, artifact_sha256=art["sha256"], host=host,
+                                         batch=target.batch)
+                if found is None or (remeasure_unstable and found["unstable"]):
                     result = profile_model(Path(art["path"]).parent, target, protocol=protocol)
                     cat.add_latency(key, result, target=target.name)
                     done["measured"] += 1

@@ -107,16 +107,23 @@ def pareto(items: list[dict[str, Any]], *, latency: str = "p90") -> list[dict[st
 
 
 def select(items: list[dict[str, Any]], *, max_latency_ms: Optional[float] = None,
-           max_mflops: Optional[float] = None, min_accuracy: Optional[float] = None) -> dict[str, Any]:
-    """The most accurate stable entry with an ONNX file whose measured p90 is within
+           max_mflops: Optional[float] = None, min_accuracy: Optional[float] = None,
+           allow_unstable: bool = False) -> dict[str, Any]:
+    """The most accurate entry with an ONNX file whose measured p90 is within
     ``max_latency_ms`` and/or whose MFLOPs are within ``max_mflops`` (and accuracy at least
-    ``min_accuracy``); ties go to the faster. ``NothingFits`` names the fastest entry."""
+    ``min_accuracy``); ties go to the faster. Entries whose latency is flagged unstable
+    take part only with ``allow_unstable`` (and still say so). ``NothingFits`` names the
+    fastest entry."""
     if max_latency_ms is None and max_mflops is None:
         raise OfaError("give a budget: --max-latency-ms or --max-mflops")
-    usable = [e for e in items if e["accuracy"] is not None and not e["unstable"]
+    usable = [e for e in items if e["accuracy"] is not None and (allow_unstable or not e["unstable"])
               and e["onnx"] and Path(e["onnx"]).is_file()]
     if not usable:
-        raise NothingFits("the catalog has no stable entry with accuracy and an ONNX file for this target", None)
+        flagged = sum(1 for e in items if e["unstable"])
+        hint = (f"; {flagged} entries have unstable latency (re-measure with `catalog build --remeasure-unstable` "
+                "on a quiet machine, or pass --allow-unstable)") if flagged else ""
+        raise NothingFits(f"the catalog has no usable entry (accuracy, stable latency, ONNX file) for this "
+                          f"target{hint}", None)
     fits = [e for e in usable
             if (max_latency_ms is None or e["latency_ms"]["p90"] <= max_latency_ms)
             and (max_mflops is None or e["mflops"] <= max_mflops)

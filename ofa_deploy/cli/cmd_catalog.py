@@ -75,12 +75,14 @@ def _row(e: dict) -> str:
 @click.option("--test-images", type=click.IntRange(min=1), default=None,
               help="Evaluate accuracy on a seeded subset of this many test images [default: all].")
 @click.option("--data-dir", type=click.Path(path_type=str), default=None, help="Dataset folder [default: the run's].")
+@click.option("--remeasure-unstable", is_flag=True,
+              help="Measure again finalists whose stored latency is flagged unstable.")
 @click.option("--warmup-s", type=click.FloatRange(min=0), default=None, help="Override the target's warm-up.")
 @click.option("--min-iterations", type=click.IntRange(min=2), default=None, help="Override minimum iterations.")
 @click.option("--min-time-s", type=click.FloatRange(min=0), default=None, help="Override minimum seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
-          data_dir, warmup_s, min_iterations, min_time_s, as_json) -> None:
+          data_dir, remeasure_unstable, warmup_s, min_iterations, min_time_s, as_json) -> None:
     """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
     measure the finalists, and store everything. Rerunning does no work twice."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -103,7 +105,7 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
 
         summary = build_catalog(run_dir, tgt, catalog_path, n=count, finalists=finalists, budgets_ms=budgets,
                                 predictor=predictor_path, seed=seed, calib_n=calib_images, test_images=test_images,
-                                data_dir=data_dir,
+                                data_dir=data_dir, remeasure_unstable=remeasure_unstable,
                                 protocol=protocol, progress=progress)
     if as_json:
         emit_json(summary)
@@ -210,8 +212,9 @@ def pareto_(catalog_path, target, batch, as_json) -> None:
               help="Budget on measured p90 latency.")
 @click.option("--max-mflops", type=click.FloatRange(min=0, min_open=True), default=None, help="Budget on MFLOPs.")
 @click.option("--min-accuracy", type=click.FloatRange(min=0, max=1), default=None, help="Accuracy floor (0-1).")
+@click.option("--allow-unstable", is_flag=True, help="Also consider entries whose latency is flagged unstable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the chosen entry as JSON.")
-def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accuracy, as_json) -> None:
+def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accuracy, allow_unstable, as_json) -> None:
     """The most accurate entry within the budget; exit 1 naming the fastest if none fits."""
     from ..catalog import NothingFits, select
     from ..errors import OfaError
@@ -220,7 +223,8 @@ def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accurac
         raise OfaError("give a budget: --max-latency-ms or --max-mflops")
     items = _entries(catalog_path, target, batch)
     try:
-        entry = select(items, max_latency_ms=max_latency_ms, max_mflops=max_mflops, min_accuracy=min_accuracy)
+        entry = select(items, max_latency_ms=max_latency_ms, max_mflops=max_mflops, min_accuracy=min_accuracy,
+                       allow_unstable=allow_unstable)
     except NothingFits as exc:
         if as_json:
             emit_json({"selected": None, "reason": str(exc), "fastest": exc.fastest})
@@ -230,6 +234,8 @@ def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accurac
         return
     click.echo(_row(entry))
     click.echo(f"onnx: {entry['onnx']}")
+    if entry["unstable"]:
+        click.echo("warning: this entry's latency was flagged unstable", err=True)
 
 
 
