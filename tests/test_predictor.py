@@ -120,11 +120,14 @@ def test_dataset_resumes_and_rejects_damage(tmp_path: Path):
 def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     out = tmp_path / "pred"
     args = ["predictor", "build", "--target", "cpu", "--run", str(fake_run), "--n", "12", "--out", str(out),
-            "--rounds", "2", "--warmup-s", "0.02", "--min-iterations", "10", "--min-time-s", "0.04", "--json"]
+            "--rounds", "2", "--warmup-s", "0.02", "--min-iterations", "10", "--min-time-s", "0.04", "--json",
+            "--onnx-dir", str(tmp_path / "onnx")]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index("{"):])
     assert summary["measured_now"] == 12 and summary["train_subnets"] == 12
+    kept = sorted((tmp_path / "onnx").glob("*/model.onnx"))
+    assert len(kept) == 12
     for key in ("within_5pct", "within_10pct", "spearman"):
         assert key in summary["validation"] and key in summary["macs_validation"]
     saved = json.loads((out / "predictor.json").read_text())

@@ -15,6 +15,8 @@ def command() -> None:
 
 
 def _protocol_options(func):
+    func = click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Keep the exported ONNX files here and reuse them [default: temporary].")(func)
     func = click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
                         help="Interleaved measuring rounds per subnet.")(func)
     func = click.option("--min-time-s", type=click.FloatRange(min=0), default=None,
@@ -45,7 +47,7 @@ def _progress():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the designed set.")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def build(target, run_dir, count, out, statistic, seed, rounds, min_time_s, min_iterations, warmup_s,
+def build(target, run_dir, count, out, statistic, seed, onnx_dir, rounds, min_time_s, min_iterations, warmup_s,
           as_json) -> None:
     """Measure a designed set of subnets of RUN on this machine and fit the predictor.
 
@@ -66,7 +68,7 @@ def build(target, run_dir, count, out, statistic, seed, rounds, min_time_s, min_
             bar.update(task, description=what, completed=done, total=total)
 
         summary = build_predictor(run_dir, tgt, out, n=count, seed=seed, statistic=statistic, protocol=protocol,
-                                  rounds=rounds, progress=progress)
+                                  rounds=rounds, onnx_dir=onnx_dir, progress=progress)
     if as_json:
         emit_json(summary)
         return
@@ -88,7 +90,8 @@ def build(target, run_dir, count, out, statistic, seed, rounds, min_time_s, min_
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the held-out draw.")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(predictor_path, run_dir, count, seed, rounds, min_time_s, min_iterations, warmup_s, as_json) -> None:
+def check(predictor_path, run_dir, count, seed, onnx_dir, rounds, min_time_s, min_iterations, warmup_s,
+          as_json) -> None:
     """Measure held-out subnets and report the predictor's accuracy next to MACs'.
 
     Writes check.json and check.png beside the predictor. Without protocol flags the
@@ -112,7 +115,7 @@ def check(predictor_path, run_dir, count, seed, rounds, min_time_s, min_iteratio
             bar.update(task, description=what, completed=done, total=total)
 
         report = check_predictor(predictor_path, run_dir, n=count, seed=seed, protocol=protocol, rounds=rounds,
-                                 progress=progress)
+                                 onnx_dir=onnx_dir, progress=progress)
     if as_json:
         emit_json(report)
         return

@@ -132,7 +132,16 @@ def quiet_torch() -> Iterator[None]:
 
 def export_for_timing(supernet: Any, subnet: Subnet, target: Any, out_dir: Path) -> Path:
     """``out_dir/model.onnx`` of ``subnet``, exported as the target wants it, with the
-    supernet's BN statistics (latency does not depend on weight values)."""
+    supernet's BN statistics (latency does not depend on weight values). An intact
+    earlier export in ``out_dir`` (files matching its sidecar) is reused."""
+    from ..export import verify_files
+
+    if (out_dir / "model.json").is_file():
+        try:
+            verify_files(out_dir)
+            return out_dir / "model.onnx"
+        except OfaError:
+            pass
     import torch
 
     from ..export import export_subnet
@@ -190,12 +199,14 @@ def collect(
     protocol: Protocol,
     rounds: int = 5,
     chunk: int = 40,
+    onnx_dir: Optional[Path] = None,
     progress: Optional[Progress] = None,
 ) -> int:
     """Export and measure every subnet of ``subnets`` not yet in ``dataset`` under
     ``split``; returns how many were measured now. Work happens in chunks of ``chunk``
-    subnets (one ONNX Runtime session each, interleaved), each chunk saved when done; the
-    ONNX files live in a temporary directory and go with it."""
+    subnets (one ONNX Runtime session each, interleaved), each chunk saved when done.
+    The ONNX files go to ``onnx_dir/<subnet>/`` and are reused from there by later
+    builds; without ``onnx_dir`` they live in a temporary directory and go with it."""
     import tempfile
 
     todo = [s for s in subnets if not dataset.has(split, s)]
@@ -204,11 +215,12 @@ def collect(
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
         with tempfile.TemporaryDirectory(prefix="ofa-latency-") as tmp, quiet_torch():
+            base = Path(onnx_dir) if onnx_dir is not None else Path(tmp)
             paths = []
             for sub in part:
                 if progress:
                     progress(f"exporting {split}", done + len(paths), len(todo))
-                paths.append(export_for_timing(supernet, sub, target, Path(tmp) / str(sub)))
+                paths.append(export_for_timing(supernet, sub, target, base / str(sub)))
             if progress:
                 progress(f"measuring {split}", done, len(todo))
             results = measure_interleaved(paths, target, rounds=rounds, protocol=protocol)

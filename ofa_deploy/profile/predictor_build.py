@@ -50,6 +50,7 @@ def build_predictor(
     statistic: str = "p50",
     protocol: Optional[Protocol] = None,
     rounds: int = 5,
+    onnx_dir: Optional[str | Path] = None,
     progress: Optional[Progress] = None,
 ) -> dict[str, Any]:
     """Measure ``n`` designed subnets of the run's space on this machine (resuming any
@@ -71,7 +72,7 @@ def build_predictor(
     design = design_subnets(space, n, seed)
     started = time.perf_counter()
     measured = collect(supernet, design, target, dataset, split="train", protocol=protocol, rounds=rounds,
-                       progress=progress)
+                       onnx_dir=Path(onnx_dir) if onnx_dir else None, progress=progress)
     measure_s = time.perf_counter() - started
     wanted = {str(s) for s in design}
     subs, lat = dataset.split("train", statistic)
@@ -117,6 +118,7 @@ def check_predictor(
     protocol: Optional[Protocol] = None,
     rounds: int = 5,
     figure: bool = True,
+    onnx_dir: Optional[str | Path] = None,
     progress: Optional[Progress] = None,
 ) -> dict[str, Any]:
     """Measure ``n`` held-out uniform subnets (drawn with ``seed``, none from the training
@@ -141,7 +143,8 @@ def check_predictor(
     if len(train_subs) < 2:
         raise OfaError(f"{out_dir / DATASET_FILE} has no training measurements for the MACs baseline")
     held = holdout_subnets(space, n, seed, exclude=train_subs)
-    collect(supernet, held, target, dataset, split="holdout", protocol=protocol, rounds=rounds, progress=progress)
+    collect(supernet, held, target, dataset, split="holdout", protocol=protocol, rounds=rounds,
+            onnx_dir=Path(onnx_dir) if onnx_dir else None, progress=progress)
     wanted = {str(s) for s in held}
     subs, lat = dataset.split("holdout", model.statistic)
     keep = [i for i, s in enumerate(subs) if str(s) in wanted]
