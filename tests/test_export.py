@@ -61,8 +61,7 @@ def test_random_subnets_match_the_supernet(setup, tmp_path):
     for i, subnet in enumerate(subnets):
         out = tmp_path / f"s{i}"
         sidecar = export_subnet(supernet, subnet, "cpu", out, calib_images=None, parity_images=x,
-                                recalibrate=False)
-        onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
+                                recalibrate=False)  # runs onnx.checker (full check) itself
         with torch.no_grad():
             expected = supernet(x, subnet).numpy()
         diff = float(np.abs(_ort(out / "model.onnx", x.numpy()) - expected).max())
@@ -139,7 +138,7 @@ def test_static_batch_target(setup, tmp_path):
 
 def test_dynamo_exporter(setup, tmp_path):
     run_dir, supernet, train, test = setup
-    subnet = supernet.space.sample(11)
+    subnet = supernet.space.smallest()  # dynamo is slow: the fewest layers to trace
     sidecar = export_subnet(supernet, subnet, "cpu", tmp_path / "d", calib_images=None, parity_images=test[:16],
                             recalibrate=False, exporter="dynamo")
     assert sidecar["onnx"]["exporter"] == "dynamo" and sidecar["onnx"]["requested_exporter"] == "dynamo"
