@@ -212,6 +212,13 @@ def test_import_errors(tmp_path: Path):
             import_results(cat, anonymous)
         counts = import_results(cat, anonymous, subnet=str(SPACE.smallest()))
         assert counts["added"] == 1
+        sidecar = tmp_path / "model.json"
+        sidecar.write_text(json.dumps({"format": "ofa-deploy/model", "subnet": SPACE.largest().to_dict(),
+                                       "space": SPACE.to_dict()}))
+        engine_result = fake_result(2.0, target="jetson-orin")
+        (tmp_path / "engine.json").write_text(json.dumps(engine_result))
+        assert import_results(cat, tmp_path / "engine.json", model_json=sidecar)["added"] == 1
+        assert [e["key"] for e in entries(cat, "jetson-orin")] == [str(SPACE.largest())]
 
 
 def _invoke(*args: str):

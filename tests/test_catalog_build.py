@@ -100,3 +100,16 @@ def test_jetson_results_import_into_workstation_catalog(fake_run: Path, tmp_path
     assert imported["accuracy"] == pytest.approx(entry["accuracy"]) and imported["onnx"] == entry["onnx"]
     res = CliRunner().invoke(cli, ["catalog", "import", str(results), "--catalog", str(db), "--json"])
     assert json.loads(res.output)["added"] == 0
+
+    # what is profiled is what was exported: a changed file is refused
+    import shutil
+
+    from ofa_deploy.errors import OfaError
+    from ofa_deploy.profile import profile_model
+
+    copy = tmp_path / "copy"
+    shutil.copytree(export_dir, copy)
+    with open(copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(OfaError, match="does not match"):
+        profile_model(copy, "cpu")

@@ -38,16 +38,29 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
 
 
 def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] = None,
-                   subnet: Optional[str] = None) -> dict[str, Any]:
+                   subnet: Optional[str] = None, model_json: Optional[str | Path] = None) -> dict[str, Any]:
     """Add every result in ``path`` to ``catalog``; returns counts.
 
     Each result names its subnet through ``model.subnet`` (present when an export
-    directory was profiled), or ``subnet`` (text/JSON) applies to all; the target is
-    the result's unless ``target`` is given. The search space is the catalog's, else the
-    result's ``model.space``. Accuracy recorded in the export sidecar comes along.
-    Importing the same results twice adds nothing.
+    directory was profiled). For results that do not (a bare engine or ONNX file was
+    profiled), ``model_json`` - the export's ``model.json`` - supplies the identity
+    (subnet, space, accuracy, source), or ``subnet`` (text/JSON) names the subnet. The
+    target is the result's unless ``target`` is given; the search space is the
+    catalog's, else the result's ``model.space``. Accuracy recorded in the export sidecar
+    comes along. Importing the same results twice adds nothing.
     """
     results = load_results(path)
+    if model_json is not None:
+        from ..profile.model import read_sidecar
+
+        sidecar = read_sidecar(Path(model_json)) if Path(model_json).is_file() else None
+        if sidecar is None:
+            raise OfaError(f"{model_json} does not exist")
+        identity = {k: sidecar[k] for k in ("subnet", "space", "accuracy", "bn", "source", "macs", "params")
+                    if k in sidecar}
+        if "subnet" not in identity:
+            raise OfaError(f"{model_json} names no subnet; give the export directory's model.json")
+        results = [{**r, "model": {**identity, **(r.get("model") or {})}} for r in results]
     added = duplicates = 0
     targets: set[str] = set()
     for i, r in enumerate(results):

@@ -119,14 +119,16 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
 @click.argument("results", type=click.Path(path_type=Path))
 @CATALOG_OPTION
 @click.option("--target", default=None, help="Target the results belong to [default: the one each names].")
+@click.option("--model-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The export's model.json, for results that do not say which subnet they measured.")
 @click.option("--subnet", "spec", default=None, help="Subnet the results measured, if they do not say.")
 @click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
-def import_(results, catalog_path, target, spec, as_json) -> None:
+def import_(results, catalog_path, target, model_json, spec, as_json) -> None:
     """Merge latency measured elsewhere (``profile --json`` output, one object or a list)."""
     from ..catalog import import_results
 
     with _open(catalog_path, create=True) as cat:
-        counts = import_results(cat, results, target=target, subnet=spec)
+        counts = import_results(cat, results, target=target, subnet=spec, model_json=model_json)
     if as_json:
         emit_json(counts)
         return
