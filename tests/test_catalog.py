@@ -274,3 +274,20 @@ def test_cli_nothing_fits_message(tmp_path: Path, capfd):
     assert main(["catalog", "select", "--catalog", str(db), "--target", "cpu", "--max-mflops", "0.5"]) == 1
     err = capfd.readouterr().err
     assert "nothing meets that budget" in err and fastest["text"] in err
+
+
+def test_catalog_and_predictor_work_without_torch(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    db = tmp_path / "c.db"
+    with Catalog(db) as cat:
+        fill(cat, tmp_path)
+    block = ("import sys, runpy; sys.modules['torch'] = None; sys.argv = ['ofa-deploy'] + sys.argv[1:]; "
+             "runpy.run_module('ofa_deploy', run_name='__main__')")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", block, "catalog", "list", "--catalog", str(db), "--target", "cpu",
+                           "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) >= 10
