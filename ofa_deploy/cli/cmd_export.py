@@ -93,7 +93,7 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
 
         supernet, _ = load_supernet(run_dir, checkpoint)
         data = export_images(config, data_dir=data_dir, seed=seed, parity_images=parity_images,
-                           accuracy=measure_accuracy)
+                             train_images=max(bn_images, calibration_images), accuracy=measure_accuracy)
         if data.in_channels != space.in_channels or data.num_classes != space.num_classes:
             raise OfaError(f"dataset {data.name} has {data.in_channels} channels and {data.num_classes} classes, "
                            f"the run's network {space.in_channels} and {space.num_classes}")

@@ -32,22 +32,28 @@ def export_images(
     *,
     data_dir: str | Path | None = None,
     seed: int = 0,
+    train_images: int = 2000,
     parity_images: int = 512,
     accuracy: bool = True,
 ) -> ExportImages:
     """Load the dataset named in a run's ``config`` ([data] dataset, data_dir); ``data_dir``
-    overrides the run's. ``parity_images`` test images are drawn by ``seed``."""
-    from ..data import load_dataset
+    overrides the run's. ``train_images`` training images (all if fewer) and
+    ``parity_images`` test images are drawn by ``seed``; only those are decoded, so a
+    large training split is never held in memory whole. The whole test split is loaded
+    when ``accuracy`` is wanted."""
+    from ..data import dataset_info, load_dataset
 
     data_cfg = config.get("data", {})
     name = data_cfg.get("dataset")
     if not name:
         raise OfaError("the run's config.toml names no [data] dataset")
     directory = data_dir if data_dir is not None else data_cfg.get("data_dir")
-    train = load_dataset(name, "train", data_dir=directory)
-    test = load_dataset(name, "test", data_dir=directory)
+    info = dataset_info(name)
+    train = load_dataset(name, "train", data_dir=directory, seed=seed, subset=min(train_images, info.train_size))
+    n_parity = min(parity_images, info.test_size)
+    test = load_dataset(name, "test", data_dir=directory, seed=seed, subset=None if accuracy else n_parity)
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
-    parity = test.images[order[: min(parity_images, len(test))]]
+    parity = test.images[order[:n_parity]]
     return ExportImages(
         name=train.name,
         in_channels=train.in_channels,
