@@ -212,7 +212,8 @@ def parse_target(data: dict[str, Any], *, source: str, default_name: str) -> Tar
     where = f"target profile {source}"
     f = _flatten(data, where)
     name = default_name if f["name"] is _ABSENT else f["name"]
-    _check(bool(name.strip()) and name == name.strip(), where, "name", "must be a non-empty name without surrounding spaces")
+    _check(bool(name.strip()) and name == name.strip(), where, "name",
+           "must be a non-empty name without surrounding spaces")
     _check(f["backend"] in BACKENDS, where, "backend", f"must be one of {', '.join(BACKENDS)}, got {f['backend']!r}")
     _check(f["precision"] in PRECISIONS, where, "precision",
            f"must be one of {', '.join(PRECISIONS)}, got {f['precision']!r}")

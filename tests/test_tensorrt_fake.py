@@ -348,7 +348,8 @@ def test_fp16_build_runner_and_timing_cache(fake, exported, tmp_path, monkeypatc
     assert cache_file.read_bytes() == b"layer timings;" and not sidecar["timing_cache"]["reused"]
     on_disk = json.loads((out / T.ENGINE_SIDECAR).read_text())
     assert on_disk == sidecar
-    assert (sidecar["gpu_name"], sidecar["compute_capability"], sidecar["tensorrt_version"]) == ("Orin", "8.7", "10.3.0")
+    device = (sidecar["gpu_name"], sidecar["compute_capability"], sidecar["tensorrt_version"])
+    assert device == ("Orin", "8.7", "10.3.0")
     assert sidecar["jetson_l4t"].startswith("# R36") and sidecar["precision"] == "fp16"
     assert sidecar["engine_sha256"] == T.sha256_file(out / T.ENGINE_FILE)
     assert sidecar["onnx_sha256"] == T.sha256_file(root / "jetson" / "model.onnx")

@@ -46,5 +46,6 @@ def command(export_dir, target_name, out_dir, timing_cache, no_timing_cache, ver
     for sc in sidecars:
         cache = sc["timing_cache"]
         reuse = "" if cache is None else (" (timing cache reused)" if cache["reused"] else " (timing cache created)")
-        click.echo(f"{sc['subnet_text']}: {sc['precision']} engine for {sc['gpu_name']} (sm {sc['compute_capability']}, "
-                   f"TensorRT {sc['tensorrt_version']}) built in {sc['build_seconds']:.1f} s{reuse}")
+        click.echo(f"{sc['subnet_text']}: {sc['precision']} engine for {sc['gpu_name']} "
+                   f"(sm {sc['compute_capability']}, TensorRT {sc['tensorrt_version']}) "
+                   f"built in {sc['build_seconds']:.1f} s{reuse}")

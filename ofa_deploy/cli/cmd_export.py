@@ -82,14 +82,16 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
     if out is None:
         leaf = f"buckets-seed{seed}" if all_buckets else _subnet_id(space, picks[0][2])
         out = run_dir / "exports" / target.name / leaf
+    if out.exists() and not overwrite:
+        raise OfaError(f"{out} already exists; choose another --out or pass --overwrite")
     console = Console(stderr=True)
 
     with console.status("loading the supernet and data", spinner="dots") as status:
         from ..export import export_subnet
+        from ..export.images import export_images
         from ..export.staging import staged_directory
         from ..io import atomic_write_json
         from ..run import load_supernet
-        from ..export.images import export_images
 
         supernet, _ = load_supernet(run_dir, checkpoint)
         data = export_images(config, data_dir=data_dir, seed=seed, parity_images=parity_images,
@@ -98,7 +100,7 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
             raise OfaError(f"dataset {data.name} has {data.in_channels} channels and {data.num_classes} classes, "
                            f"the run's network {space.in_channels} and {space.num_classes}")
 
-        def export_one(subnet, where: Path) -> dict:
+        def export_one(subnet, where: Path, label: str) -> dict:
             return export_subnet(
                 supernet, subnet, target, where, calib_images=data.train, parity_images=data.parity,
                 recalibrate=recalibrate, run_dir=run_dir, exporter=exporter,
@@ -111,15 +113,13 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
             results = []
             with staged_directory(out, overwrite=overwrite) as tmp:
                 for i, (name, bucket, subnet) in enumerate(picks):
-                    label = f"[{i + 1}/{len(picks)}] {name}"
-                    results.append((name, bucket, export_one(subnet, tmp / name)))
+                    results.append((name, bucket, export_one(subnet, tmp / name, f"[{i + 1}/{len(picks)}] {name}")))
                 atomic_write_json(tmp / INDEX_FILE, {
                     "target": target.name, "seed": seed, "tolerance": tolerance,
                     "exports": [_row(name, bucket, sc) for name, bucket, sc in results],
                 })
         else:
-            label = str(picks[0][2])
-            results = [(None, picks[0][1], export_one(picks[0][2], out))]
+            results = [(None, picks[0][1], export_one(picks[0][2], out, str(picks[0][2])))]
 
     device_command = _device_command(out, target, target_name)
     if as_json:

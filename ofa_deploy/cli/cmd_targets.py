@@ -30,7 +30,6 @@ def command(name, as_json) -> None:
     if as_json:
         emit_json({"profile_dirs": [str(d) for d in profile_dirs()], "targets": [t.to_dict() for t in targets]})
         return
-    from rich.console import Console
     rows = [("name", "backend", "fallback", "precision", "batch", "threads", "DLA", "on device", "aliases")]
     for t in targets:
         rows.append((t.name, t.backend, t.fallback_backend or "-", t.precision, ",".join(map(str, t.batch_sizes)),

@@ -160,8 +160,9 @@ def check_parity(
     """ONNX Runtime (CPU) against ``reference`` (eval mode) on ``images`` (N, C, H, W).
 
     Returns max and mean absolute logit difference, the largest reference logit magnitude,
-    top-1 agreement (fraction of images whose argmax is the same), the tolerance ``atol * max(1, max |reference logit|)`` (fp32
-    rounding grows with the logits' magnitude) and whether the max difference is within it.
+    top-1 agreement (fraction of images whose argmax is the same), the tolerance
+    ``atol * max(1, max |reference logit|)`` (fp32 rounding grows with the logits'
+    magnitude) and whether the max difference is within it.
     """
     if images.shape[0] == 0:
         raise OfaError("parity needs at least one image")
