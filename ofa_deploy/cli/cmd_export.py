@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import random
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
     if len(chosen) != 1:
         raise click.UsageError("choose exactly one of --subnet, --mflops, --smallest, --largest, --all-buckets"
                                + (f" (got {', '.join(chosen)})" if chosen else ""))
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
+        raise OfaError("export needs torch and onnx on this machine: pip install 'ofa-deploy[torch]'")
     target = load_target(target_name)
     config = read_config(run_dir)
     space = space_from_config(config)
