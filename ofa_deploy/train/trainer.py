@@ -8,6 +8,10 @@ cross-entropy (+ ``kd_ratio`` x soft cross-entropy against the teacher for PS) s
 schedule's learning rate. Dropout is reseeded from (seed, epoch, step, subnet,
 micro-batch) before every forward, so every random draw of the run is a pure function of
 the seed: a run resumed from its last epoch-end checkpoint replays exactly.
+
+Each ``metrics.jsonl`` line lists the distinct subnets the epoch trained with their MACs
+(the first 32 for per-step schedules, with ``distinct_subnets`` and ``subnet_steps``
+counting all); ``lr`` is the learning rate of the epoch's last step.
 """
 
 from __future__ import annotations
