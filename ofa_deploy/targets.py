@@ -319,9 +319,10 @@ def load_target(name_or_path: str | os.PathLike) -> Target:
         path = directory / f"{text}.toml"
         if path.is_file():
             return read_target(path)
-    targets = list_targets()
-    for target in targets:
-        if text in target.aliases:
-            return target
-    known = ", ".join(t.name for t in targets) or "none found"
+    for directory in profile_dirs():  # aliases too: an earlier directory overrides a later one
+        for path in sorted(directory.glob("*.toml")):
+            target = read_target(path)
+            if text in target.aliases:
+                return target
+    known = ", ".join(t.name for t in list_targets()) or "none found"
     raise OfaError(f"unknown target {text!r} (known targets: {known}; or give the path of a .toml profile)")

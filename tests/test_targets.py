@@ -62,6 +62,8 @@ def test_env_dirs_searched_first(tmp_path, monkeypatch):
     monkeypatch.setenv("OFA_DEPLOY_PROFILES", str(tmp_path))
     assert profile_dirs()[0] == tmp_path
     assert load_target("cpu").threads == 4
+    (tmp_path / "my-orin.toml").write_text('aliases = ["jetson"]\nbackend = "tensorrt"\nprecision = "int8"\n')
+    assert load_target("jetson").name == "my-orin"
 
 
 @pytest.mark.parametrize(
