@@ -110,6 +110,12 @@ def test_missing_files_say_where_and_how(tmp_path):
     with pytest.raises(OfaError, match="gzip"):
         load_dataset("mnist", "train", data_dir=bad)
     assert not list((tmp_path / "cache").rglob("train-images-idx3-ubyte"))
+    truncated = tmp_path / "truncated"
+    _write_idx(truncated, gz=False)
+    data = (truncated / "train-images-idx3-ubyte").read_bytes()
+    (truncated / "train-images-idx3-ubyte").write_bytes(data[: len(data) // 2])
+    with pytest.raises(OfaError, match="complete"):
+        load_dataset("mnist", "train", data_dir=truncated)
 
 
 @pytest.mark.skipif(not FMNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,12 +194,11 @@ def _torchvision_split(info: DatasetInfo, root: Path, train: bool, download: boo
     cls = getattr(tvd, info.torchvision)
     try:
         ds = cls(str(root), train=train, download=download)
-    except RuntimeError as exc:
-        if "not found" not in str(exc).lower() and "corrupted" not in str(exc).lower():
-            raise OfaError(f"could not load {info.name} from {root}: {exc}") from None
-        raise OfaError(_missing_message(info, root)) from None
-    except OSError as exc:
-        raise OfaError(f"could not load {info.name} from {root}: {exc}") from None
+    except (RuntimeError, OSError, AssertionError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        if isinstance(exc, RuntimeError) and ("not found" in str(exc).lower() or "corrupted" in str(exc).lower()):
+            raise OfaError(_missing_message(info, root)) from None
+        raise OfaError(f"could not read {info.name} from {root}; are its files complete? "
+                       f"({type(exc).__name__}: {exc})") from None
     data = ds.data
     if isinstance(data, np.ndarray):  # CIFAR: (N, H, W, C) uint8
         images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
