@@ -18,7 +18,6 @@ rerun does no work twice and an interrupted build resumes:
 
 from __future__ import annotations
 
-import functools
 import socket
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -54,8 +53,6 @@ def build_catalog(
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``."""
-    import torch
-
     from ..data import load_dataset
     from ..evaluate.bn import recalibrated_subnet
     from ..evaluate.metrics import evaluate_accuracy
@@ -178,20 +175,15 @@ def choose_finalists(candidates: Sequence[Subnet], proxy: np.ndarray, accuracy: 
     return [candidates[i] for i in dict.fromkeys(chosen)]
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_predictor(path: str):
-    from ..profile.predictor import LatencyPredictor
-
-    return LatencyPredictor.load(path)
-
-
 def _load_predictor(path: Optional[str | Path], target: Any):
     if path is None:
         return None
     path = Path(path)
     if path.is_dir():
         path = path / "predictor.json"
-    model = _cached_predictor(str(path))
+    from ..profile.predictor import LatencyPredictor
+
+    model = LatencyPredictor.load(path)
     if model.target != target.name:
         raise OfaError(f"predictor {path} was fitted for target {model.target}, not {target.name}")
     return model
