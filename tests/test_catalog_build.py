@@ -39,9 +39,23 @@ def _build(run: Path, db: Path, *extra: str) -> dict:
     return json.loads(res.output[res.output.index("{"):])
 
 
+def _predictor(tmp_path: Path) -> Path:
+    """A predictor fitted to made-up latencies proportional to MACs (no measuring)."""
+    from ofa_deploy.cost import macs
+    from ofa_deploy.profile.collect import design_subnets
+    from ofa_deploy.profile.predictor import fit
+    from ofa_deploy.space import SearchSpace
+
+    space = SearchSpace(in_channels=1)
+    subs = design_subnets(space, 30, seed=5)
+    return fit(space, subs, [macs(space, s) / 1e7 for s in subs], target="cpu").save(tmp_path / "pred.json")
+
+
 def test_build_is_complete_idempotent_and_selectable(fake_run: Path, tmp_path: Path):
     db = tmp_path / "cat" / "catalog.db"
-    first = _build(fake_run, db)
+    predictor = _predictor(tmp_path)
+    first = _build(fake_run, db, "--predictor", str(predictor), "--budget-ms", "0.5")
+    assert first["proxy"] == "predictor"
     assert first["evaluated"] == 5 and first["exported"] == len(first["finalists"]) == first["measured"] >= 1
     with Catalog(db) as cat:
         items = entries(cat, "cpu")
@@ -54,7 +68,7 @@ def test_build_is_complete_idempotent_and_selectable(fake_run: Path, tmp_path: P
         sidecar = json.loads((Path(e["onnx"]).parent / "model.json").read_text())
         assert sidecar["subnet"] == e["subnet"] and sidecar["files"]["model.onnx"]["sha256"] == e["onnx_sha256"]
 
-    again = _build(fake_run, db)
+    again = _build(fake_run, db, "--predictor", str(predictor), "--budget-ms", "0.5")
     assert (again["evaluated"], again["exported"], again["measured"]) == (0, 0, 0)
     assert again["finalists"] == first["finalists"]
     with Catalog(db) as cat:
@@ -69,6 +83,17 @@ def test_build_is_complete_idempotent_and_selectable(fake_run: Path, tmp_path: P
     assert res.exit_code == 1 and "nothing meets that budget" in res.output
     fastest = min(items, key=lambda e: e["latency_ms"]["p90"])
     assert fastest["text"] in res.output
+
+
+def test_build_refuses_bad_input(fake_run: Path, tmp_path: Path):
+    from ofa_deploy.cli import main
+
+    db = str(tmp_path / "c.db")
+    assert main(["catalog", "build", str(fake_run), "--target", "cpu", "--catalog", db, "--budget-ms", "1"]) == 2
+    assert main(["catalog", "build", str(tmp_path / "nope"), "--target", "cpu", "--catalog", db]) == 2
+    assert main(["catalog", "build", str(fake_run), "--target", "cpu", "--catalog", db, "--predictor",
+                 str(tmp_path / "missing.json")]) == 2
+    assert not (tmp_path / "artifacts").exists()
 
 
 def test_jetson_results_import_into_workstation_catalog(fake_run: Path, tmp_path: Path):
