@@ -123,9 +123,11 @@ def reproduce(
     *,
     device: str = "auto",
     progress: bool = True,
+    command: Sequence[str] | None = None,
 ) -> dict:
     """Train, evaluate and report every planned run into ``out`` (see the module docstring);
-    returns the verdict (also in ``out/verdict.json``)."""
+    returns the verdict (also in ``out/verdict.json``). ``command`` (the CLI's argv) is
+    recorded in the manifest, one entry per session."""
     from .evaluate.runs import evaluate_run, resolve_device
     from .report import build_report
     from .train import TrainConfig, train
@@ -133,7 +135,7 @@ def reproduce(
     out = Path(out)
     device = resolve_device(device)
     runs = plan(options.dataset, options.scale, options.ablations)
-    manifest = _open_manifest(out, options, runs)
+    manifest = _open_manifest(out, options, runs, command)
     log = _Log(progress)
     session_start = time.perf_counter()
     wall_before = float(manifest.get("wall_time_s", 0.0))
@@ -167,13 +169,14 @@ def reproduce(
     log("writing the reports")
     main_dirs = [out / "runs" / r.key for r in runs if r.figure == "main"]
     verdict = compare(main_dirs[0], main_dirs[1], main_dirs[2])
+    labels = {r.key: r.label for r in runs}
     build_report(main_dirs, out / "report", title=f"{options.dataset}: OFA-PS vs RSS vs RSS-short "
-                 f"(Table 1 epochs x {options.scale:g})", sections=[verdict_markdown(verdict)])
+                 f"(Table 1 epochs x {options.scale:g})", sections=[verdict_markdown(verdict)], labels=labels)
     for key, (folder, title, extra) in FIGURES.items():
         members = [r.key for r in runs if r.figure == key]
         if members:
             build_report([out / "runs" / k for k in (*extra, *members)], out / folder,
-                         title=f"{options.dataset}: {title}")
+                         title=f"{options.dataset}: {title}", labels=labels)
     manifest["finished"] = _now()
     save()
     verdict["wall_time_s"] = manifest["wall_time_s"]
@@ -249,7 +252,8 @@ def verdict_markdown(v: dict) -> str:
     return "\n".join(lines)
 
 
-def _open_manifest(out: Path, options: ReproduceOptions, runs: Sequence[PlannedRun]) -> dict:
+def _open_manifest(out: Path, options: ReproduceOptions, runs: Sequence[PlannedRun],
+                   command: Sequence[str] | None) -> dict:
     path = out / MANIFEST
     if path.is_file():
         try:
@@ -264,8 +268,8 @@ def _open_manifest(out: Path, options: ReproduceOptions, runs: Sequence[PlannedR
         raise OfaError(f"{out} exists, is not empty and holds no {MANIFEST}; choose another --out")
     else:
         manifest = {"options": options.defining(), "started": _now(), "runs": {}, "wall_time_s": 0.0}
-    if sys.argv and Path(sys.argv[0]).name == "ofa-deploy":
-        manifest.setdefault("commands", []).append({"at": _now(), "argv": ["ofa-deploy", *sys.argv[1:]]})
+    if command:
+        manifest.setdefault("commands", []).append({"at": _now(), "argv": list(command)})
     manifest["plan"] = [asdict(r) for r in runs]
     manifest.pop("finished", None)
     out.mkdir(parents=True, exist_ok=True)

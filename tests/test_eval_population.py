@@ -144,7 +144,7 @@ def test_eval_cli_single_subnet_and_errors(tmp_path_factory, tmp_path):
     for args, message in [
         (("eval", str(run_dir), "--buckets", "40"), "no subnet has 40"),
         (("eval", str(tmp_path / "nope")), "does not exist"),
-        (("eval", str(run_dir), "--subnet", "99-99"), "malformed"),
+        (("eval", str(run_dir), "--subnet", "99"), "stages"),
         (("eval", str(run_dir), "--split", "val"), "no validation images"),
         (("eval", str(run_dir), "--buckets", "a,b"), "comma-separated"),
     ]:

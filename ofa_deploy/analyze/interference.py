@@ -167,7 +167,7 @@ def summarize(results: Sequence[dict]) -> dict:
         "min_cosine": min(cosines, default=None),
         "max_cosine": max(cosines, default=None),
         "negative_cosine_fraction": mean([1.0 if c < 0 else 0.0 for c in cosines]),
-        "per_layer_mean_cosine": {layer: mean(cs) for layer, cs in sorted(layers.items())},
+        "per_layer_mean_cosine": {layer: mean(cs) for layer, cs in layers.items()},
         "mean_shared_fraction": mean([r["shared_fraction"] for r in results]),
         "mean_delta_loss_from_other": mean(cross),
         "mean_delta_loss_from_own": mean(own),

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .cmd_eval import parse_buckets
@@ -46,7 +48,7 @@ def command(dataset, scale, ablations, data_dir, download, train_subset, test_su
         calib_n=calib_n, ablations=ablations,
     )
     out = out or f"reproduce/{dataset}-x{scale:g}"
-    verdict = reproduce(options, out, device=device, progress=not quiet)
+    verdict = reproduce(options, out, device=device, progress=not quiet, command=["ofa-deploy", *sys.argv[1:]])
     if as_json:
         emit_json(verdict)
         return

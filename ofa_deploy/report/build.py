@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from .. import __version__
 from ..errors import OfaError
@@ -66,14 +66,19 @@ def build_report(
     title: str = "Subnet population report",
     sections: Sequence[str] = (),
     require_eval: bool = True,
+    labels: Mapping[str, str] | None = None,
 ) -> dict:
     """Write ``accuracy``, ``train_time`` and ``histograms`` (.png and .svg), ``report.md`` and
     ``report.json`` into ``out``. ``eval_name`` picks each run's ``eval/<name>.json`` (default:
-    its newest); ``sections`` are Markdown blocks placed after the run table. Returns the
+    its newest); ``sections`` are Markdown blocks placed after the run table; ``labels`` maps
+    run names to schedule names replacing the config-derived ones (epochs are kept). Returns the
     ``report.json`` object (runs, per-bucket statistics, file names)."""
     if not run_dirs:
         raise OfaError("report needs at least one run directory")
     runs = [load_run(d, eval_name, need_eval=require_eval) for d in run_dirs]
+    for r in runs:
+        if labels and r.name in labels:
+            r.label = f"{labels[r.name]}, {r.epochs} ep" if r.epochs is not None else labels[r.name]
     names = [r.run_dir.resolve() for r in runs]
     if len(set(names)) != len(names):
         raise OfaError("the same run directory is given twice")
