@@ -119,15 +119,16 @@ def test_dataset_resumes_and_rejects_damage(tmp_path: Path):
 
 def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     out = tmp_path / "pred"
-    args = ["predictor", "build", "--target", "cpu", "--run", str(fake_run), "--n", "12", "--out", str(out),
+    args = ["predictor", "build", "--target", "cpu", "--run", str(fake_run), "--n", "12", "--holdout", "3",
+            "--out", str(out),
             "--rounds", "2", "--warmup-s", "0.02", "--min-iterations", "10", "--min-time-s", "0.04", "--json",
             "--onnx-dir", str(tmp_path / "onnx")]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index("{"):])
-    assert summary["measured_now"] == 12 and summary["train_subnets"] == 12
+    assert summary["measured_now"] == 15 and summary["train_subnets"] == 12 and summary["holdout_subnets"] == 3
     kept = sorted((tmp_path / "onnx").glob("*/model.onnx"))
-    assert len(kept) == 12
+    assert len(kept) == 15
     for key in ("within_5pct", "within_10pct", "spearman"):
         assert key in summary["validation"] and key in summary["macs_validation"]
     saved = json.loads((out / "predictor.json").read_text())
@@ -140,6 +141,7 @@ def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     assert res.exit_code == 0, res.output
     report = json.loads(res.output[res.output.index("{"):])
     assert report["holdout"]["n"] == 4 and report["predictions_per_second"] > 0
+    assert report["holdout"]["measured_with_training_set"] is False  # 3 of the 4 were; one measured now
     assert {"within_5pct", "within_10pct", "spearman"} <= set(report["predictor_accuracy"])
     assert "macs_spearman" in report and (out / "check.png").read_bytes()[:4] == b"\x89PNG"
     rows = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]

@@ -44,15 +44,19 @@ def _progress():
               help="Predictor directory [default: predictors/<target>].")
 @click.option("--statistic", type=click.Choice(["p50", "mean", "min", "p90"]), default="p50", show_default=True,
               help="Which latency statistic to predict.")
+@click.option("--holdout", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Held-out subnets measured alongside (never fitted on) for `predictor check`.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the designed set.")
+@click.option("--holdout-seed", type=int, default=1, show_default=True, help="Seed of the held-out draw.")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def build(target, run_dir, count, out, statistic, seed, onnx_dir, rounds, min_time_s, min_iterations, warmup_s,
-          as_json) -> None:
+def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, onnx_dir, rounds, min_time_s,
+          min_iterations, warmup_s, as_json) -> None:
     """Measure a designed set of subnets of RUN on this machine and fit the predictor.
 
     Measurements are appended to latency.jsonl as they finish, so an interrupted build
     resumes; the predictor is saved with its cross-validated error and a MACs-only fit's.
+    The held-out subnets `predictor check` uses are measured in the same session.
     """
     from ..profile import Protocol
     from ..profile.predictor_build import build_predictor
@@ -62,13 +66,14 @@ def build(target, run_dir, count, out, statistic, seed, onnx_dir, rounds, min_ti
     out = out or Path("predictors") / tgt.name
     protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s)
     with _progress() as bar:
-        task = bar.add_task("measuring", total=count)
+        task = bar.add_task("measuring", total=count + holdout)
 
         def progress(what: str, done: int, total: int) -> None:
             bar.update(task, description=what, completed=done, total=total)
 
-        summary = build_predictor(run_dir, tgt, out, n=count, seed=seed, statistic=statistic, protocol=protocol,
-                                  rounds=rounds, onnx_dir=onnx_dir, progress=progress)
+        summary = build_predictor(run_dir, tgt, out, n=count, holdout=holdout, seed=seed, holdout_seed=holdout_seed,
+                                  statistic=statistic, protocol=protocol, rounds=rounds, onnx_dir=onnx_dir,
+                                  progress=progress)
     if as_json:
         emit_json(summary)
         return
@@ -87,7 +92,8 @@ def build(target, run_dir, count, out, statistic, seed, onnx_dir, rounds, min_ti
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Training run directory.")
 @click.option("--n", "count", type=click.IntRange(min=3), default=100, show_default=True,
               help="Held-out subnets to measure.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the held-out draw.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of the held-out draw (build's --holdout-seed: reuse what build measured).")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def check(predictor_path, run_dir, count, seed, onnx_dir, rounds, min_time_s, min_iterations, warmup_s,

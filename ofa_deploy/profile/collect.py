@@ -191,25 +191,29 @@ def measure_interleaved(
 
 def collect(
     supernet: Any,
-    subnets: Sequence[Subnet],
+    items: Sequence[tuple[str, Subnet]],
     target: Any,
     dataset: LatencyDataset,
     *,
-    split: str,
     protocol: Protocol,
     rounds: int = 5,
     chunk: int = 40,
     onnx_dir: Optional[Path] = None,
+    seed: int = 0,
     progress: Optional[Progress] = None,
 ) -> int:
-    """Export and measure every subnet of ``subnets`` not yet in ``dataset`` under
-    ``split``; returns how many were measured now. Work happens in chunks of ``chunk``
-    subnets (one ONNX Runtime session each, interleaved), each chunk saved when done.
-    The ONNX files go to ``onnx_dir/<subnet>/`` and are reused from there by later
-    builds; without ``onnx_dir`` they live in a temporary directory and go with it."""
+    """Export and measure every (split, subnet) of ``items`` not yet in ``dataset``;
+    returns how many were measured now.
+
+    The work is shuffled (by ``seed``) so that splits measured together - training and
+    held-out subnets - share the machine's slow and fast phases alike, then done in
+    chunks of ``chunk`` subnets (one ONNX Runtime session each, interleaved), each chunk
+    saved when done. The ONNX files go to ``onnx_dir/<subnet>/`` and are reused from
+    there by later builds; without ``onnx_dir`` they live in a temporary directory."""
     import tempfile
 
-    todo = [s for s in subnets if not dataset.has(split, s)]
+    todo = [(split, sub) for split, sub in dict.fromkeys(items) if not dataset.has(split, sub)]
+    random.Random(seed).shuffle(todo)
     space = supernet.space
     done = 0
     for start in range(0, len(todo), chunk):
@@ -217,17 +221,17 @@ def collect(
         with tempfile.TemporaryDirectory(prefix="ofa-latency-") as tmp, quiet_torch():
             base = Path(onnx_dir) if onnx_dir is not None else Path(tmp)
             paths = []
-            for sub in part:
+            for _, sub in part:
                 if progress:
-                    progress(f"exporting {split}", done + len(paths), len(todo))
+                    progress("exporting", done + len(paths), len(todo))
                 paths.append(export_for_timing(supernet, sub, target, base / str(sub)))
             if progress:
-                progress(f"measuring {split}", done, len(todo))
+                progress("measuring", done, len(todo))
             results = measure_interleaved(paths, target, rounds=rounds, protocol=protocol)
-        for sub, res in zip(part, results):
+        for (split, sub), res in zip(part, results):
             dataset.add({"split": split, "key": str(sub), "subnet": sub.to_dict(), "macs": macs(space, sub),
                          "target": target.name, **res})
         done += len(part)
         if progress:
-            progress(f"measured {split}", done, len(todo))
+            progress("measured", done, len(todo))
     return done

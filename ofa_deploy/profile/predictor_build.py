@@ -46,7 +46,9 @@ def build_predictor(
     out_dir: str | Path,
     *,
     n: int = 300,
+    holdout: int = 100,
     seed: int = 0,
+    holdout_seed: int = 1,
     statistic: str = "p50",
     protocol: Optional[Protocol] = None,
     rounds: int = 5,
@@ -55,7 +57,12 @@ def build_predictor(
 ) -> dict[str, Any]:
     """Measure ``n`` designed subnets of the run's space on this machine (resuming any
     earlier measurements in ``out_dir``), fit the predictor and save it with its 5-fold
-    cross-validated error and that of a MACs-only fit. Returns the summary."""
+    cross-validated error and that of a MACs-only fit. Returns the summary.
+
+    ``holdout`` uniform subnets (drawn with ``holdout_seed``, disjoint from the design;
+    what ``check_predictor`` evaluates on by default) are measured in the same shuffled,
+    interleaved session, never fitted on: measured hours apart, two sets of subnets would
+    differ by the machine's drift as much as by anything the predictor could know."""
     from ..targets import load_target
 
     target = load_target(target) if isinstance(target, (str, Path)) else target
@@ -70,9 +77,11 @@ def build_predictor(
     protocol = protocol or Protocol.from_target(target)
     dataset = LatencyDataset(out_dir / DATASET_FILE, space)
     design = design_subnets(space, n, seed)
+    held = holdout_subnets(space, holdout, holdout_seed, exclude=design) if holdout else []
     started = time.perf_counter()
-    measured = collect(supernet, design, target, dataset, split="train", protocol=protocol, rounds=rounds,
-                       onnx_dir=Path(onnx_dir) if onnx_dir else None, progress=progress)
+    measured = collect(supernet, [("train", s) for s in design] + [("holdout", s) for s in held], target, dataset,
+                       protocol=protocol, rounds=rounds, onnx_dir=Path(onnx_dir) if onnx_dir else None, seed=seed,
+                       progress=progress)
     measure_s = time.perf_counter() - started
     wanted = {str(s) for s in design}
     subs, lat = dataset.split("train", statistic)
@@ -92,6 +101,7 @@ def build_predictor(
         "validation": {"method": "5-fold cross-validation on the measured design", **validation},
         "macs_validation": {"method": "5-fold, latency = a * MACs + b", **macs_validation},
         "design": {"n": len(subs), "seed": seed, "unstable_measurements": unstable},
+        "holdout_measured": {"n": len(held), "seed": holdout_seed},
         "protocol": {**protocol.to_dict(), "rounds": rounds, "interleaved": True},
         "environment": _environment(target),
         "run": str(Path(run_dir).resolve()),
@@ -103,6 +113,7 @@ def build_predictor(
         "measured_now": measured,
         "measure_seconds": round(measure_s, 1),
         "train_subnets": len(subs),
+        "holdout_subnets": len(held),
         "unstable_measurements": unstable,
         "validation": validation,
         "macs_validation": macs_validation,
@@ -121,9 +132,10 @@ def check_predictor(
     onnx_dir: Optional[str | Path] = None,
     progress: Optional[Progress] = None,
 ) -> dict[str, Any]:
-    """Measure ``n`` held-out uniform subnets (drawn with ``seed``, none from the training
-    design), and report the predictor's and the MACs fit's accuracy on them. Writes
-    ``check.json`` (and ``check.png``) beside the predictor."""
+    """Report the predictor's and the MACs fit's accuracy on ``n`` held-out uniform
+    subnets (drawn with ``seed``, none from the training design), measuring those that
+    ``build_predictor`` has not measured already. Writes ``check.json`` (and
+    ``check.png``) beside the predictor."""
     from ..targets import load_target
 
     predictor_path = Path(predictor_path)
@@ -143,8 +155,9 @@ def check_predictor(
     if len(train_subs) < 2:
         raise OfaError(f"{out_dir / DATASET_FILE} has no training measurements for the MACs baseline")
     held = holdout_subnets(space, n, seed, exclude=train_subs)
-    collect(supernet, held, target, dataset, split="holdout", protocol=protocol, rounds=rounds,
-            onnx_dir=Path(onnx_dir) if onnx_dir else None, progress=progress)
+    measured_now = collect(supernet, [("holdout", s) for s in held], target, dataset, protocol=protocol,
+                           rounds=rounds, onnx_dir=Path(onnx_dir) if onnx_dir else None, seed=seed,
+                           progress=progress)
     wanted = {str(s) for s in held}
     subs, lat = dataset.split("holdout", model.statistic)
     keep = [i for i, s in enumerate(subs) if str(s) in wanted]
@@ -165,7 +178,8 @@ def check_predictor(
         "predictor": str(predictor_path),
         "target": model.target,
         "statistic": model.statistic,
-        "holdout": {"n": len(subs), "seed": seed, "sampling": "uniform, disjoint from the training design"},
+        "holdout": {"n": len(subs), "seed": seed, "sampling": "uniform, disjoint from the training design",
+                    "measured_with_training_set": measured_now == 0},
         "predictor_accuracy": accuracy_report(measured, predicted),
         "macs_linear_fit": accuracy_report(measured, macs_pred),
         "macs_spearman": float(spearmanr(mm, measured).statistic),
