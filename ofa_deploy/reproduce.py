@@ -169,6 +169,7 @@ def reproduce(
     log("writing the reports")
     main_dirs = [out / "runs" / r.key for r in runs if r.figure == "main"]
     verdict = compare(main_dirs[0], main_dirs[1], main_dirs[2])
+    verdict["device"] = describe_device(device)
     labels = {r.key: r.label for r in runs}
     build_report(main_dirs, out / "report", title=f"{options.dataset}: OFA-PS vs RSS vs RSS-short "
                  f"(Table 1 epochs x {options.scale:g})", sections=[verdict_markdown(verdict)], labels=labels)
@@ -218,6 +219,17 @@ def compare(ps_dir: Path, rss_dir: Path, short_dir: Path) -> dict:
     }
 
 
+def describe_device(device: str) -> str:
+    """``cpu (2 threads, x86_64)`` or the CUDA device's name: what the wall times mean."""
+    import platform
+
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
 def verdict_markdown(v: dict) -> str:
     """The verdict as a Markdown section (accuracies in %, spreads in percentage points)."""
 
@@ -249,6 +261,8 @@ def verdict_markdown(v: dict) -> str:
         speed = "1.00x" if key == "ps" else (f"{ratio[key]:.2f}x" if ratio.get(key) else "-")
         paper = "1.0x" if key == "ps" else f"{PAPER_TIME_RATIOS[key]}x"
         lines.append(f"| {label} | {measured} | {speed} | {paper} |")
+    if v.get("device"):
+        lines += ["", f"Wall times measured on {v['device']}; the paper's on an RTX 3080 GPU."]
     return "\n".join(lines)
 
 
