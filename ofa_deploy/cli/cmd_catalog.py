@@ -75,6 +75,8 @@ def _row(e: dict) -> str:
 @click.option("--test-images", type=click.IntRange(min=1), default=None,
               help="Evaluate accuracy on a seeded subset of this many test images [default: all].")
 @click.option("--data-dir", type=click.Path(path_type=str), default=None, help="Dataset folder [default: the run's].")
+@click.option("--torch-threads", type=click.IntRange(min=1), default=None,
+              help="Threads for evaluating accuracy [default: torch's]; 1 on a busy shared machine.")
 @click.option("--remeasure-unstable", is_flag=True,
               help="Measure again finalists whose stored latency is flagged unstable.")
 @click.option("--warmup-s", type=click.FloatRange(min=0), default=None, help="Override the target's warm-up.")
@@ -82,9 +84,13 @@ def _row(e: dict) -> str:
 @click.option("--min-time-s", type=click.FloatRange(min=0), default=None, help="Override minimum seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
-          data_dir, remeasure_unstable, warmup_s, min_iterations, min_time_s, as_json) -> None:
+          data_dir, torch_threads, remeasure_unstable, warmup_s, min_iterations, min_time_s, as_json) -> None:
     """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
     measure the finalists, and store everything. Rerunning does no work twice."""
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..catalog.build import build_catalog
