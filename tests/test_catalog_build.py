@@ -93,6 +93,7 @@ def test_build_refuses_bad_input(fake_run: Path, tmp_path: Path):
     assert main(["catalog", "build", str(tmp_path / "nope"), "--target", "cpu", "--catalog", db]) == 2
     assert main(["catalog", "build", str(fake_run), "--target", "cpu", "--catalog", db, "--predictor",
                  str(tmp_path / "missing.json")]) == 2
+    assert main(["catalog", "build", str(fake_run), "--target", "jetson-orin", "--catalog", db]) == 2
     assert not (tmp_path / "artifacts").exists()
 
 

@@ -66,6 +66,7 @@ def build_catalog(
     if n < 2 or finalists < 1:
         raise OfaError("need --n of at least 2 candidates and at least 1 finalist")
     say = progress or (lambda what, done, total: None)
+    check_measurable(target)
     lat_model = _load_predictor(predictor, target)
     supernet, config = load_supernet(run_dir)
     space: SearchSpace = supernet.space
@@ -151,6 +152,20 @@ def build_catalog(
         "finalists": [{"text": str(s), "accuracy": accuracy[s],
                        "proxy": float(proxy[candidates.index(s)])} for s in chosen],
     }
+
+
+def check_measurable(target: Any) -> None:
+    """Refuse, before any work, a target this machine cannot measure as that target:
+    latency stored under a target's name must come from that target's runtime."""
+    if target.backend != "onnxruntime":
+        raise OfaError(f"target {target.name} runs {target.backend} engines, which catalog build does not build; "
+                       "build the catalog for a target measurable here, export the finalists for "
+                       f"{target.name}, profile them on the device and `catalog import` the results")
+    import onnxruntime
+
+    if target.providers and target.providers[0] not in onnxruntime.get_available_providers():
+        raise OfaError(f"target {target.name} runs on {target.providers[0]}, which this onnxruntime lacks; "
+                       "measure on a machine that has it and `catalog import` the results")
 
 
 def choose_finalists(candidates: Sequence[Subnet], proxy: np.ndarray, accuracy: Sequence[float], limit: int,
