@@ -120,7 +120,7 @@ def test_jetson_results_import_into_workstation_catalog(fake_run: Path, tmp_path
     res = CliRunner().invoke(cli, ["catalog", "import", str(results), "--catalog", str(db), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["added"] == 1
-    res = CliRunner().invoke(cli, ["catalog", "list", "--catalog", str(db), "--target", "jetson-orin", "--json"])
+    res = CliRunner().invoke(cli, ["catalog", "list", "--catalog", str(db), "--target", "jetson", "--json"])
     (imported,) = json.loads(res.output)
     assert imported["subnet"] == entry["subnet"] and imported["host"] == "orin-nano"
     assert imported["accuracy"] == pytest.approx(entry["accuracy"]) and imported["onnx"] == entry["onnx"]

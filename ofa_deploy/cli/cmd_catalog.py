@@ -29,9 +29,22 @@ def _open(path: Path, create: bool = False):
     return Catalog(path, create=create)
 
 
+def _target_name(target: str) -> str:
+    """A known target's canonical name (aliases such as ``jetson`` resolve); any other
+    name as given - catalogs may hold results for targets without a profile here."""
+    from ..errors import OfaError
+    from ..targets import load_target
+
+    try:
+        return load_target(target).name
+    except OfaError:
+        return target
+
+
 def _entries(catalog_path: Path, target: str, batch: int):
     from ..catalog import entries
 
+    target = _target_name(target)
     with _open(catalog_path) as cat:
         items = entries(cat, target, batch=batch)
         known = cat.targets()
@@ -178,6 +191,7 @@ def show(spec, catalog_path, target, batch, as_json) -> None:
         if space_dict is None:
             raise OfaError(f"catalog {catalog_path} is empty")
         key = str(load_subnet(spec, SearchSpace.from_dict(space_dict)))
+        target = _target_name(target)
         found = [e for e in entries(cat, target, batch=batch) if e["key"] == key]
         if not found:
             raise OfaError(f"{key} has no entry for target {target} in {catalog_path}")
@@ -256,6 +270,7 @@ def plot(catalog_path, target, batch, out) -> None:
     """PNG of accuracy vs measured p90 latency and vs MFLOPs, Pareto front highlighted."""
     from ..catalog.plot import plot_catalog
 
+    target = _target_name(target)
     out = out or catalog_path.resolve().parent / f"catalog-{target}.png"
     path = plot_catalog(_entries(catalog_path, target, batch), out, target=target)
     click.echo(str(path))
