@@ -97,6 +97,21 @@ def test_build_refuses_bad_input(fake_run: Path, tmp_path: Path):
     assert not (tmp_path / "artifacts").exists()
 
 
+def test_build_for_a_device_exports_without_measuring(fake_run: Path, tmp_path: Path):
+    db = tmp_path / "catalog.db"
+    res = CliRunner().invoke(cli, ["catalog", "build", str(fake_run), "--target", "jetson-orin", "--catalog", str(db),
+                                   "--n", "3", "--finalists", "1", "--calib-images", "64", "--test-images", "50",
+                                   "--no-measure", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output[res.output.index("{"):])
+    assert summary["measured"] == 0 and len(summary["to_measure"]) == len(summary["finalists"]) >= 1
+    export_dir = Path(summary["to_measure"][0])
+    sidecar = json.loads((export_dir / "model.json").read_text())
+    assert sidecar["target"]["name"] == "jetson-orin" and (export_dir / "calibration.npy").is_file()
+    with Catalog(db) as cat:
+        assert cat.count("latency") == 0 and cat.artifact(sidecar["subnet_text"], "jetson-orin") is not None
+
+
 def test_jetson_results_import_into_workstation_catalog(fake_run: Path, tmp_path: Path):
     """An export directory profiled elsewhere (here: profiled with torch blocked, then
     relabelled as a Jetson measurement) merges into a catalog built on this machine."""

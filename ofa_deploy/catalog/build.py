@@ -48,11 +48,17 @@ def build_catalog(
     test_images: Optional[int] = None,
     data_dir: Optional[str] = None,
     remeasure_unstable: bool = False,
+    measure: bool = True,
     protocol: Any = None,
     progress: Optional[Progress] = None,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
-    ``{"evaluated", "exported", "measured", "finalists": [...], ...}``."""
+    ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
+
+    With ``measure=False`` the finalists are exported for ``target`` but not profiled:
+    the way to catalog a device this machine is not (a Jetson): copy the export
+    directories listed under ``"to_measure"`` to the device, build engines and
+    ``profile --json`` there, and ``catalog import`` the results."""
     from ..data import load_dataset
     from ..evaluate.bn import recalibrated_subnet
     from ..evaluate.metrics import evaluate_accuracy
@@ -66,7 +72,8 @@ def build_catalog(
     if n < 2 or finalists < 1:
         raise OfaError("need --n of at least 2 candidates and at least 1 finalist")
     say = progress or (lambda what, done, total: None)
-    check_measurable(target)
+    if measure:
+        check_measurable(target)
     lat_model = _load_predictor(predictor, target)
     supernet, config = load_supernet(run_dir)
     space: SearchSpace = supernet.space
@@ -117,6 +124,7 @@ def build_catalog(
         chosen = choose_finalists(candidates, proxy, [accuracy[s] for s in candidates], finalists,
                                   budgets_ms if lat_model is not None else ())
 
+        to_measure: list[str] = []
         with quiet_torch():
             for i, sub in enumerate(chosen):
                 say("export + measure", i, len(chosen))
@@ -133,9 +141,10 @@ def build_catalog(
                     cat.add_artifact(key, target.name, "sidecar", out / "model.json", sha256_file(out / "model.json"))
                     done["exported"] += 1
                     art = cat.artifact(key, target.name, "onnx")
+                to_measure.append(str(Path(art["path"]).parent))
                 found = cat.find_latency(key, target.name, artifact_sha256=art["sha256"], host=host,
                                          batch=target.batch)
-                if found is None or (remeasure_unstable and found["unstable"]):
+                if measure and (found is None or (remeasure_unstable and found["unstable"])):
                     result = profile_model(Path(art["path"]).parent, target, protocol=protocol)
                     cat.add_latency(key, result, target=target.name)
                     done["measured"] += 1
@@ -151,6 +160,7 @@ def build_catalog(
         **done,
         "finalists": [{"text": str(s), "accuracy": accuracy[s],
                        "proxy": float(proxy[candidates.index(s)])} for s in chosen],
+        **({} if measure else {"to_measure": to_measure}),
     }
 
 

@@ -90,6 +90,9 @@ def _row(e: dict) -> str:
 @click.option("--data-dir", type=click.Path(path_type=str), default=None, help="Dataset folder [default: the run's].")
 @click.option("--torch-threads", type=click.IntRange(min=1), default=None,
               help="Threads for evaluating accuracy [default: torch's]; 1 on a busy shared machine.")
+@click.option("--no-measure", is_flag=True,
+              help="Export the finalists for TARGET but do not profile them here (profile on the device, then "
+                   "`catalog import`).")
 @click.option("--remeasure-unstable", is_flag=True,
               help="Measure again finalists whose stored latency is flagged unstable.")
 @click.option("--warmup-s", type=click.FloatRange(min=0), default=None, help="Override the target's warm-up.")
@@ -97,7 +100,8 @@ def _row(e: dict) -> str:
 @click.option("--min-time-s", type=click.FloatRange(min=0), default=None, help="Override minimum seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
-          data_dir, torch_threads, remeasure_unstable, warmup_s, min_iterations, min_time_s, as_json) -> None:
+          data_dir, torch_threads, no_measure, remeasure_unstable, warmup_s, min_iterations, min_time_s,
+          as_json) -> None:
     """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
     measure the finalists, and store everything. Rerunning does no work twice."""
     if torch_threads is not None:
@@ -124,7 +128,7 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
 
         summary = build_catalog(run_dir, tgt, catalog_path, n=count, finalists=finalists, budgets_ms=budgets,
                                 predictor=predictor_path, seed=seed, calib_n=calib_images, test_images=test_images,
-                                data_dir=data_dir, remeasure_unstable=remeasure_unstable,
+                                data_dir=data_dir, remeasure_unstable=remeasure_unstable, measure=not no_measure,
                                 protocol=protocol, progress=progress)
     if as_json:
         emit_json(summary)
@@ -132,6 +136,11 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
     click.echo(f"{summary['catalog']}: {summary['candidates']} candidates ({summary['evaluated']} evaluated now), "
                f"{len(summary['finalists'])} finalists ({summary['exported']} exported, {summary['measured']} "
                f"measured now), ranked by {summary['proxy']}")
+    if "to_measure" in summary:
+        click.echo("profile these on the device (`ofa-deploy build-engine DIR` where needed, then "
+                   "`ofa-deploy profile DIR --json`) and `ofa-deploy catalog import` the results:")
+        for path in summary["to_measure"]:
+            click.echo(f"  {path}")
 
 
 @command.command("import")
