@@ -244,3 +244,25 @@ def test_cli_profile_bad_model_is_one_line(tmp_path: Path):
     done = _cli("profile", str(bad), "--json")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("ofa-deploy: error:")
+
+
+def test_jetson_environment_is_read_when_present(monkeypatch, tmp_path: Path):
+    import importlib
+
+    env_mod = importlib.import_module("ofa_deploy.profile.environment")
+
+    devfreq = tmp_path / "devfreq" / "17000000.gpu"
+    devfreq.mkdir(parents=True)
+    for name, value in (("cur_freq", "1020000000"), ("min_freq", "1020000000"), ("max_freq", "1020000000")):
+        (devfreq / name).write_text(value)
+    files = {"/etc/nv_tegra_release": "# R36 (release), REVISION: 4.0", "/proc/device-tree/model":
+             "NVIDIA Jetson Orin Nano Developer Kit\x00"}
+    real_read = env_mod._read
+    monkeypatch.setattr(env_mod, "_read", lambda p: files.get(str(p), real_read(p)))
+    monkeypatch.setattr(env_mod, "DEVFREQ", tmp_path / "devfreq")
+    monkeypatch.setattr(env_mod.shutil, "which", lambda name: "/usr/bin/nvpmodel" if name == "nvpmodel" else None)
+    monkeypatch.setattr(env_mod, "_command", lambda argv: "NV Power Mode: MAXN_SUPER\n2\n")
+    info = env_mod.environment(threads=0)["jetson"]
+    assert info["model"] == "NVIDIA Jetson Orin Nano Developer Kit" and info["l4t"].startswith("# R36")
+    assert info["nvpmodel"] == "NV Power Mode: MAXN_SUPER 2" and info["jetson_clocks"] == "on"
+    assert info["gpu_freq"]["cur_hz"] == 1020000000

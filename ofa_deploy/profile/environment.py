@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+DEVFREQ = Path("/sys/class/devfreq")
 LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "tensorrt", "pycuda", "cuda-python", "torch")
 
 
@@ -112,7 +113,7 @@ def jetson_info() -> Optional[dict[str, Any]]:
 
 
 def _gpu_devfreq() -> Optional[dict[str, Optional[int]]]:
-    for base in sorted(Path("/sys/class/devfreq").glob("*")):
+    for base in sorted(DEVFREQ.glob("*")):
         name = (_read(base / "device/of_node/name") or base.name).lower()
         if "gpu" in name or "gv11b" in name or "ga10b" in name or "gp10b" in name:
             def num(f: str) -> Optional[int]:
