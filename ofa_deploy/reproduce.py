@@ -227,7 +227,8 @@ def describe_device(device: str) -> str:
 
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads != 1 else ''}, {platform.machine()})"
 
 
 def verdict_markdown(v: dict) -> str:

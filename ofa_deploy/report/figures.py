@@ -74,7 +74,7 @@ def accuracy_figure(runs: Sequence[RunFacts], title: str | None = None):
         ax.set_title(title or f"{dataset}: subnet population accuracy\nline = mean, band = min to max, dots = subnets")
         ax.grid(alpha=0.3)
         if members:
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8, loc="best", framealpha=0.85)
     fig.tight_layout()
     return fig
 
