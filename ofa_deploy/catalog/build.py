@@ -51,9 +51,14 @@ def build_catalog(
     measure: bool = True,
     protocol: Any = None,
     progress: Optional[Progress] = None,
+    candidates: Optional[Sequence[Subnet]] = None,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
+
+    ``candidates`` replaces the ``n`` designed subnets and the finalist search: every one
+    of them is exported and measured (``quickstart`` passes the best subnet of each MFLOPs
+    bucket it evaluated).
 
     With ``measure=False`` the finalists are exported for ``target`` but not profiled:
     the way to catalog a device this machine is not (a Jetson): copy the export
@@ -98,7 +103,8 @@ def build_catalog(
 
     with Catalog(catalog_path) as cat:
         cat.set_space(space.to_dict())
-        candidates = design_subnets(space, n, seed)
+        chosen_by_caller = candidates is not None
+        candidates = list(candidates) if chosen_by_caller else design_subnets(space, n, seed)
         accuracy: dict[Subnet, float] = {}
         for i, sub in enumerate(candidates):
             say("accuracy", i, len(candidates))
@@ -121,8 +127,8 @@ def build_catalog(
 
         proxy = (lat_model.predict(candidates) if lat_model is not None
                  else np.array([cost(space, s)[0] / 1e6 for s in candidates]))
-        chosen = choose_finalists(candidates, proxy, [accuracy[s] for s in candidates], finalists,
-                                  budgets_ms if lat_model is not None else ())
+        chosen = list(dict.fromkeys(candidates)) if chosen_by_caller else choose_finalists(
+            candidates, proxy, [accuracy[s] for s in candidates], finalists, budgets_ms if lat_model is not None else ())
 
         to_measure: list[str] = []
         with quiet_torch():

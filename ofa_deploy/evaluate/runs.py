@@ -12,7 +12,7 @@ import datetime as _dt
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .. import run
 from ..errors import OfaError
@@ -91,6 +91,7 @@ def evaluate_run(
     name: str | None = None,
     reuse: bool = False,
     progress: bool = True,
+    on_subnet: Callable[[int, int, dict], None] | None = None,
 ) -> tuple[Path, dict]:
     """Evaluate the run's population (or one ``subnet``) and write ``eval/<name>.json`` and
     ``.csv`` atomically; returns (json path, result). With ``reuse``, an existing result
@@ -137,10 +138,15 @@ def evaluate_run(
     if images.shape[1] != space.in_channels:
         raise OfaError(f"the data has {images.shape[1]} channels, the run's network expects {space.in_channels}")
     with _Bar(progress, len(population), run_dir.name) as bar:
+        def measured(done: int, total: int, result: dict) -> None:
+            bar.update(done, total, result)
+            if on_subnet is not None:
+                on_subnet(done, total, result)
+
         result = evaluate_population(
             supernet, space, buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed,
             calib_images=calib, test_images=images, test_labels=labels, calib_n=calib_n, batch_size=batch_size,
-            subnets=population, on_subnet=bar.update,
+            subnets=population, on_subnet=measured,
         )
     result["per_bucket"] = per_bucket if single is None else None
     run_table = config.get("run", {})

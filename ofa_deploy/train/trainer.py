@@ -27,7 +27,7 @@ import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +46,15 @@ from .histogram import SamplingHistogram
 from .progress import EpochProgress
 from .schedules import Phase, Schedule
 
+OnEpoch = Callable[[int, int], None]
+"""Called on the main rank after each epoch with (epochs done, total epochs) - for callers
+that show their own progress (``ofa-deploy quickstart``)."""
+
 SUMMARY = "summary.json"
 MAX_LISTED_SUBNETS = 32
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> Path:
+def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | None = None) -> Path:
     """Train ``config`` into its run directory and return the directory.
 
     A directory already holding the same run (same data, space and hyper-parameters) is
@@ -68,14 +72,14 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
             if not _same_run(existing, tables):
                 raise OfaError(f"{out} holds a different run; choose another --out, or --resume {out} to "
                                f"continue that one")
-            return _Trainer(out, _config_from_dir(out, cfg), progress).fit()
+            return _Trainer(out, _config_from_dir(out, cfg), progress, on_epoch=on_epoch).fit()
         if any(out.iterdir()):
             raise OfaError(f"{out} exists, is not empty and is not a run directory; choose another --out")
-    return _Trainer(out, cfg, progress, tables=tables).fit()
+    return _Trainer(out, cfg, progress, tables=tables, on_epoch=on_epoch).fit()
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = None,
-           device: str | None = None) -> Path:
+           device: str | None = None, on_epoch: OnEpoch | None = None) -> Path:
     """Continue the run in ``run_dir`` from its last epoch-end checkpoint (or from the start
     if it was stopped during its first epoch); a finished run is returned as is. ``device``
     overrides the one the run was started on (bit-identity is promised on the same device)."""
@@ -85,7 +89,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = N
         cfg.quiet = quiet
     if device is not None:
         cfg.device = device
-    return _Trainer(run_dir, cfg, progress).fit()
+    return _Trainer(run_dir, cfg, progress, on_epoch=on_epoch).fit()
 
 
 def _config_from_dir(run_dir: Path, requested: TrainConfig) -> TrainConfig:
@@ -155,7 +159,9 @@ def _step_seed(seed: int, *parts: int) -> int:
 class _Trainer:
     """One training session of a run directory (fresh or resumed)."""
 
-    def __init__(self, out: Path, cfg: TrainConfig, progress: bool, tables: dict | None = None) -> None:
+    def __init__(self, out: Path, cfg: TrainConfig, progress: bool, tables: dict | None = None,
+                 on_epoch: OnEpoch | None = None) -> None:
+        self.on_epoch = on_epoch
         self.out, self.cfg = out, cfg.resolved()
         self.tables = tables
         self.show = progress and not cfg.quiet
@@ -280,6 +286,8 @@ class _Trainer:
                 self._save(run.LAST)
                 self._write_logs()
             dist.barrier(self.ctx)
+            if self.on_epoch is not None and self.ctx.is_main:
+                self.on_epoch(self.epoch, sched.total_epochs)
             val = f"  val {row['val_acc']:.4f}" if "val_acc" in row else ""
             bar.end(f"epoch {epoch + 1}/{sched.total_epochs} [{phase.name}] loss {row['loss']:.4f}  "
                     f"acc {row['train_acc']:.4f}{val}  lr {row['lr']:.2e}  {row['images_per_s']:,.0f} img/s  "

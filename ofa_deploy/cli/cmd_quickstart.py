@@ -1,0 +1,50 @@
+"""``ofa-deploy quickstart``: the whole pipeline on bundled data, in minutes on a CPU."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .common import emit_json
+
+
+@click.command("quickstart")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("quickstart"),
+              show_default=True, help="Where the run, exports, catalog and report go (rerun to resume).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--fast", is_flag=True, help="A sub-minute smoke version (tiny training, 1 subnet per bucket).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def command(out: Path, device: str, fast: bool, seed: int, quiet: bool, as_json: bool) -> None:
+    """Train a supernet with RSS on the bundled digits data, evaluate its population per
+    MFLOPs bucket, export the best subnet of each bucket to ONNX, measure them on this CPU,
+    build a catalog and write a report. Interrupted, run it again: it resumes."""
+    from ..quickstart import next_steps, progress_display, quickstart
+
+    show = not quiet and not as_json and sys.stderr.isatty()
+    with progress_display(show) as on_stage:
+        summary = quickstart(out, device=device, fast=fast, seed=seed, on_stage=on_stage)
+    if as_json:
+        emit_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    buckets = Table("MFLOPs bucket", "subnets", "mean acc", "min", "max", title="Population accuracy (test)")
+    for b in summary["buckets"]:
+        if b["n"]:
+            buckets.add_row(f"{b['mflops']:g}", str(b["n"]), f"{100 * b['mean']:.1f}%", f"{100 * b['min']:.1f}%",
+                            f"{100 * b['max']:.1f}%")
+    console.print(buckets)
+    front = Table("subnet", "MFLOPs", "accuracy", "p90 ms", title="Pareto front on this CPU (catalog)")
+    for e in summary["pareto"]:
+        front.add_row(e["subnet"], f"{e['mflops']:.2f}", f"{100 * e['accuracy']:.1f}%", f"{e['p90_ms']:.3f}")
+    console.print(front)
+    steps = Table("next", "command", title=f"Done in {summary['wall_time_s']:.0f} s - what to do next")
+    for what, cmd in next_steps(Path(summary["out"])):
+        steps.add_row(what, cmd)
+    console.print(steps)

@@ -1,0 +1,240 @@
+"""``ofa-deploy quickstart``: the whole pipeline on the bundled ``digits`` data, on a CPU.
+
+train (RSS) -> evaluate the population per MFLOPs bucket -> export the best subnet of each
+bucket to ONNX (parity-checked) -> measure each on ``cpu`` -> catalog -> report.
+
+Every stage is idempotent, so an interrupted quickstart run again continues where it
+stopped: training resumes from its last epoch, an evaluation with the same parameters is
+reused, the catalog does no work twice, and the report is rewritten.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import OfaError
+from .io import atomic_write, atomic_write_json
+from .space import PAPER_BUCKETS, Subnet
+
+# The two sizes, in one place. "full" is meant to take at most 5 minutes on 2 CPU cores;
+# "fast" is the sub-minute smoke version the tests run.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "full": {
+        "epochs": 30,
+        "train_subset": None,
+        "test_subset": None,
+        "per_bucket": 5,
+        "calib_n": 1000,
+        "measure": {"warmup_s": 0.3, "min_iterations": 100, "min_time_s": 1.0},
+    },
+    "fast": {
+        "epochs": 1,
+        "train_subset": 192,
+        "test_subset": 100,
+        "per_bucket": 1,
+        "calib_n": 128,
+        "measure": {"warmup_s": 0.02, "min_iterations": 10, "min_time_s": 0.05},
+    },
+}
+DATASET = "digits"
+TARGET = "cpu"
+STAGES = ("train", "evaluate", "catalog", "report")
+EVAL_NAME = "quickstart"
+
+
+@dataclass
+class Paths:
+    out: Path
+
+    @property
+    def run(self) -> Path:
+        return self.out / "run"
+
+    @property
+    def catalog(self) -> Path:
+        return self.out / "catalog.db"
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report"
+
+    @property
+    def summary(self) -> Path:
+        return self.out / "summary.json"
+
+
+def quickstart(
+    out: str | Path = "quickstart",
+    *,
+    device: str = "auto",
+    fast: bool = False,
+    seed: int = 0,
+    on_stage: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run the pipeline into ``out`` and return its summary (also ``out/summary.json``).
+
+    ``on_stage(stage, done, total)`` reports progress inside a stage (one of ``STAGES``).
+    """
+    from .catalog import Catalog
+    from .catalog.build import build_catalog
+    from .catalog.entries import entries, pareto
+    from .catalog.plot import plot_catalog
+    from .evaluate.runs import evaluate_run, resolve_device
+    from .profile import Protocol
+    from .report.build import build_report
+    from .targets import load_target
+    from .train import TrainConfig, read_summary, train
+
+    settings = SETTINGS["fast" if fast else "full"]
+    paths = Paths(Path(out))
+    say = on_stage or (lambda stage, done, total: None)
+    device = resolve_device(device)
+    started = time.perf_counter()
+
+    say("train", 0, settings["epochs"])
+    train(
+        TrainConfig(dataset=DATASET, method="rss", epochs=settings["epochs"], seed=seed, device=device,
+                    out=str(paths.run), train_subset=settings["train_subset"], test_subset=settings["test_subset"],
+                    quiet=True),
+        progress=False,
+        on_epoch=lambda epoch, total: say("train", epoch, total),
+    )
+    trained = read_summary(paths.run)
+
+    say("evaluate", 0, len(PAPER_BUCKETS) * settings["per_bucket"])
+    _, evaluation = evaluate_run(
+        paths.run, per_bucket=settings["per_bucket"], seed=seed, calib_n=settings["calib_n"], device=device,
+        name=EVAL_NAME, reuse=True, progress=False,
+        on_subnet=lambda done, total, _: say("evaluate", done, total),
+    )
+    representatives = best_per_bucket(evaluation)
+
+    target = load_target(TARGET)
+    built = build_catalog(
+        paths.run, target, paths.catalog, candidates=representatives,
+        seed=seed, calib_n=settings["calib_n"], protocol=Protocol.from_target(target, **settings["measure"]),
+        progress=lambda what, done, total: say("catalog", done, total),
+    )
+    with Catalog(paths.catalog) as cat:
+        items = entries(cat, target.name, dataset=DATASET)
+    if not items:
+        raise OfaError(f"the catalog {paths.catalog} has no measured entry for {target.name}")
+
+    say("report", 0, 1)
+    report = build_report([paths.run], paths.report, eval_name=EVAL_NAME,
+                          title="ofa-deploy quickstart: RSS on digits", sections=[_catalog_section(items)])
+    plot_catalog(items, paths.report / "pareto.png", target=target.name)
+    latency_vs_mflops(items, paths.report / "latency_vs_mflops.png", target=target.name)
+    say("report", 1, 1)
+
+    front = pareto(items)
+    summary = {
+        "out": str(paths.out),
+        "run": str(paths.run),
+        "catalog": str(paths.catalog),
+        "report": str(paths.report / "report.md"),
+        "figures": sorted(str(p) for p in paths.report.glob("*.png")),
+        "train_wall_time_s": trained.get("train_wall_time_s"),
+        "buckets": evaluation["buckets"],
+        "catalog_entries": len(items),
+        "pareto": [{"subnet": e["key"], "mflops": e["mflops"], "accuracy": e["accuracy"],
+                    "p90_ms": e["latency_ms"]["p90"], "onnx": e["onnx"]} for e in front],
+        "catalog_work": {k: built.get(k) for k in ("evaluated", "exported", "measured")},
+        "report_files": report.get("files", []),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "fast": fast,
+    }
+    atomic_write_json(paths.summary, summary)
+    return summary
+
+
+def best_per_bucket(evaluation: dict[str, Any]) -> list[Subnet]:
+    """The most accurate evaluated subnet of each MFLOPs bucket, smallest bucket first."""
+    best: dict[float, dict[str, Any]] = {}
+    for row in evaluation["subnets"]:
+        bucket = row["bucket"]
+        if bucket not in best or row["accuracy"] > best[bucket]["accuracy"]:
+            best[bucket] = row
+    return [Subnet.from_dict(best[b]["subnet"]) for b in sorted(best)]
+
+
+def latency_vs_mflops(items: list[dict[str, Any]], out: Path, *, target: str) -> Path:
+    """Measured p50 latency (with p10-p90 whiskers: p50 to p90 here) against MFLOPs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = sorted(items, key=lambda e: e["mflops"])
+    x = [e["mflops"] for e in items]
+    p50 = [e["latency_ms"]["p50"] for e in items]
+    p90 = [e["latency_ms"]["p90"] for e in items]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(x, p50, yerr=[[0] * len(x), [b - a for a, b in zip(p50, p90)]], fmt="o-", capsize=3,
+                label="p50 (bar up to p90)")
+    ax.set_xlabel("MFLOPs (MACs / 1e6)")
+    ax.set_ylabel(f"latency on {target} (ms, batch 1)")
+    ax.set_title(f"Measured latency vs MFLOPs on {target}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def _catalog_section(items: list[dict[str, Any]]) -> str:
+    lines = ["## Catalog (target cpu)", "",
+             "| subnet | MFLOPs | accuracy | p50 ms | p90 ms | ONNX |", "|---|---:|---:|---:|---:|---|"]
+    for e in sorted(items, key=lambda e: e["mflops"]):
+        acc = "-" if e["accuracy"] is None else f"{100 * e['accuracy']:.1f}%"
+        lines.append(f"| `{e['key']}` | {e['mflops']:.2f} | {acc} | {e['latency_ms']['p50']:.3f} | "
+                     f"{e['latency_ms']['p90']:.3f} | {Path(e['onnx']).name if e['onnx'] else '-'} |")
+    lines += ["", "Figures: `pareto.png` (accuracy vs latency and vs MFLOPs, Pareto front), "
+              "`latency_vs_mflops.png`."]
+    return "\n".join(lines)
+
+
+def next_steps(out: Path) -> list[tuple[str, str]]:
+    """What a user types next, for the final summary table."""
+    return [
+        ("Look at the report", f"open {out / 'report' / 'report.md'}"),
+        ("Pick a subnet by latency", f"ofa-deploy catalog select --catalog {out / 'catalog.db'} --target cpu "
+                                     f"--max-latency-ms 5"),
+        ("Train on your dataset", "ofa-deploy train --dataset fmnist --data-dir DIR --method rss --out runs/fmnist"),
+        ("Train on a GPU (paper)", "ofa-deploy train --dataset cifar10 --download --preset paper --device cuda "
+                                   "--out runs/c10-rss"),
+        ("Export for a Jetson", "ofa-deploy export runs/c10-rss --mflops 8 --target jetson --out export-j"),
+        ("...then on the Jetson", "ofa-deploy build-engine export-j --target jetson && "
+                                  "ofa-deploy profile export-j --target jetson --json --out lat.json"),
+    ]
+
+
+def progress_display(enabled: bool):
+    """One rich progress display for the whole pipeline: a bar per stage."""
+    if not enabled:
+        return nullcontext(lambda stage, done, total: None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class _Display:
+        def __enter__(self):
+            self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), transient=False)
+            self.progress.__enter__()
+            self.tasks = {s: self.progress.add_task(s, total=None, start=False) for s in STAGES}
+            return self.update
+
+        def update(self, stage: str, done: int, total: int) -> None:
+            task = self.tasks[stage]
+            self.progress.start_task(task)
+            self.progress.update(task, completed=done, total=max(total, 1))
+
+        def __exit__(self, *exc):
+            return self.progress.__exit__(*exc)
+
+    return _Display()
+
