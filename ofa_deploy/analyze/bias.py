@@ -99,9 +99,10 @@ def sampling_bias(space: SearchSpace, histogram: dict, evaluation: dict | None =
     rows = []
     for key in bucket_keys:
         share = counts[key] / total
+        # a ratio against an estimate from fewer than 20 uniform hits would be noise
+        reliable = uniform[key] * samples >= 20
         row = {"mflops": float(key), "subnet_steps": counts[key], "share": share,
-               "uniform_share": uniform[key],
-               "vs_uniform": share / uniform[key] if uniform[key] > 0 else None}
+               "uniform_share": uniform[key], "vs_uniform": share / uniform[key] if reliable else None}
         if key in acc:
             b = acc[key]
             row.update({"mean_accuracy": b["mean"], "spread": b["max"] - b["min"], "n_evaluated": b["n"]})

@@ -37,6 +37,11 @@ def layer_of(name: str) -> str:
     return parts[0]
 
 
+def _layer_order(layer: str) -> tuple[int, str]:
+    fixed = {"stem": 0, "first_block": 1, "head": 1000}
+    return (fixed[layer] if layer in fixed else 1 + int(layer[5:]) if layer.startswith("block") else 999, layer)
+
+
 def gradients(net: nn.Module, subnet: Subnet, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Cross-entropy gradient of ``subnet`` on (images (N, C, H, W), labels (N,)), per parameter
     name; parameters the subnet does not reach are absent."""
@@ -54,7 +59,7 @@ def shared_cosines(ga: dict[str, torch.Tensor], gb: dict[str, torch.Tensor]) -> 
     na: dict[str, float] = {}
     nb: dict[str, float] = {}
     shared_n, union_n = 0, 0
-    for name in list(ga) + [n for n in gb if n not in ga]:  # network order
+    for name in list(ga) + [n for n in gb if n not in ga]:
         a, b = ga.get(name), gb.get(name)
         reach_a = a != 0 if a is not None else None
         reach_b = b != 0 if b is not None else None
@@ -73,7 +78,7 @@ def shared_cosines(ga: dict[str, torch.Tensor], gb: dict[str, torch.Tensor]) -> 
     def cos(d: float, x: float, y: float) -> float | None:
         return d / math.sqrt(x * y) if x > 0 and y > 0 else None
 
-    per_layer = {layer: cos(dot[layer], na[layer], nb[layer]) for layer in dot}
+    per_layer = {layer: cos(dot[layer], na[layer], nb[layer]) for layer in sorted(dot, key=_layer_order)}
     return {
         "cosine": cos(sum(dot.values()), sum(na.values()), sum(nb.values())),
         "per_layer": per_layer,
@@ -167,7 +172,7 @@ def summarize(results: Sequence[dict]) -> dict:
         "min_cosine": min(cosines, default=None),
         "max_cosine": max(cosines, default=None),
         "negative_cosine_fraction": mean([1.0 if c < 0 else 0.0 for c in cosines]),
-        "per_layer_mean_cosine": {layer: mean(cs) for layer, cs in layers.items()},
+        "per_layer_mean_cosine": {layer: mean(layers[layer]) for layer in sorted(layers, key=_layer_order)},
         "mean_shared_fraction": mean([r["shared_fraction"] for r in results]),
         "mean_delta_loss_from_other": mean(cross),
         "mean_delta_loss_from_own": mean(own),
