@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     that reports a negative answer itself, 130 on Ctrl-C.
     """
     try:
-        cli.main(args=argv, prog_name="ofa-deploy", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit(code)'s code instead of exiting.
+        code = cli.main(args=argv, prog_name="ofa-deploy", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("ofa-deploy: interrupted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def run() -> None:
