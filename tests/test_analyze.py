@@ -45,7 +45,9 @@ def test_cosine_matches_flattened_oracle(net_and_batch):
 def test_loss_changes_match_first_order_prediction(net_and_batch):
     net, x, y = net_and_batch
     lr = 1e-6  # gradients of a random network are large: keep the step in the linear regime
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     result = analyze_interference(net, x, y, pairs=2, batch_size=24, lr=lr, seed=3)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # works on a copy
     probe = Supernet(SPACE).double()
     probe.load_state_dict(net.state_dict())
     probe.train()
@@ -60,10 +62,11 @@ def test_loss_changes_match_first_order_prediction(net_and_batch):
         ga, gb = gradients(probe, a, xb, yb), gradients(probe, b, xb, yb)
         dot = sum(float((ga[n] * gb[n]).sum()) for n in ga if n in gb)
         own = sum(float((g**2).sum()) for g in ga.values())
-        assert pair["delta_loss_b_from_a"] == pytest.approx(-lr * dot, rel=0.1, abs=1e-9)
+        other = sum(float((g**2).sum()) for g in gb.values())
+        # second-order terms are bounded relative to the step sizes, not to the (small) dot product
+        assert pair["delta_loss_b_from_a"] == pytest.approx(-lr * dot, abs=1e-3 * lr * (own * other) ** 0.5)
         assert pair["delta_loss_a_from_a"] == pytest.approx(-lr * own, rel=0.1, abs=1e-9)
         assert pair["delta_loss_a_from_a"] < 0
-    assert all(torch.equal(v, net.state_dict()[k]) for k, v in probe.state_dict().items())  # net untouched
     s = result["summary"]
     assert s["pairs"] == 2 and s["min_cosine"] <= s["mean_cosine"] <= s["max_cosine"]
 
