@@ -24,12 +24,12 @@ from .space import PAPER_BUCKETS, Subnet
 # "fast" is the sub-minute smoke version the tests run.
 SETTINGS: dict[str, dict[str, Any]] = {
     "full": {
-        "epochs": 30,
+        "epochs": 15,
         "train_subset": None,
         "test_subset": None,
-        "per_bucket": 5,
-        "calib_n": 1000,
-        "measure": {"warmup_s": 0.3, "min_iterations": 100, "min_time_s": 1.0},
+        "per_bucket": 3,
+        "calib_n": 500,
+        "measure": {"warmup_s": 0.2, "min_iterations": 50, "min_time_s": 0.5},
     },
     "fast": {
         "epochs": 1,
