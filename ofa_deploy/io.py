@@ -52,6 +52,24 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """The parsed JSON in ``path``; ``OfaError`` naming ``what`` (e.g. "results file") if it
+    cannot be read or is not JSON."""
+    label = f"{what} {path}".strip()
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise OfaError(f"{label} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise OfaError(f"{label} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise OfaError(f"cannot read {label}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OfaError(f"{label} is not valid JSON: {exc}") from None
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -14,7 +14,7 @@ from eval_fixtures import trained_run
 from ofa_deploy.cost import macs
 from ofa_deploy.errors import OfaError
 from ofa_deploy.evaluate import evaluate_accuracy, recalibrated_subnet
-from ofa_deploy.evaluate.population import bucket_statistics, evaluate_population, evaluate_subnet, sample_population
+from ofa_deploy.evaluate.population import bucket_statistics, evaluate_subnet, sample_population
 from ofa_deploy.nn import Supernet
 from ofa_deploy.space import SearchSpace
 

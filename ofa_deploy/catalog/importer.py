@@ -3,12 +3,12 @@ catalog subnets by the identity the export sidecar put in them."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 from ..cost import cost
 from ..errors import OfaError
+from ..io import read_json
 from ..space import SearchSpace, Subnet
 from .db import Catalog
 
@@ -20,10 +20,7 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise OfaError(f"results file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OfaError(f"results file {path} is not valid JSON: {exc}") from None
+    data = read_json(path, "results file")
     if isinstance(data, dict) and isinstance(data.get("results"), list):
         data = data["results"]
     results = data if isinstance(data, list) else [data]

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..errors import OfaError
+from ..io import read_json
 from ..space import SearchSpace, Subnet
 
 
@@ -26,10 +27,7 @@ def load_subnet(spec: str, space: SearchSpace) -> Subnet:
         path = Path(spec)
         if not path.is_file():
             raise OfaError(f"subnet file {path} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise OfaError(f"subnet file {path} is not valid JSON: {exc}") from None
+        data = read_json(path, "subnet file")
         if isinstance(data, dict) and "subnet" in data:
             data = data["subnet"]
         return Subnet.from_dict(data, space)

@@ -6,7 +6,6 @@ files it was handed are the ones that were exported.
 
 from __future__ import annotations
 
-import json
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import OfaError
-from ..io import sha256_file
+from ..io import read_json, sha256_file
 
 ONNX_FILE = "model.onnx"
 SIDECAR_FILE = "model.json"
@@ -49,10 +48,7 @@ def read_sidecar(directory: str | Path) -> dict[str, Any]:
         raise OfaError(f"export directory {directory} does not exist")
     if not path.is_file():
         raise OfaError(f"{directory} is not an export directory: no {SIDECAR_FILE} in it")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OfaError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise OfaError(f"{path} is not an ofa-deploy model sidecar (format {SIDECAR_FORMAT!r})")
     return data

@@ -48,7 +48,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import OfaError
-from ..io import atomic_write_bytes, atomic_write_json, sha256_file
+from ..io import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from ..targets import Target, load_target
 from .sidecar import CALIBRATION_FILE, INDEX_FILE, ONNX_FILE, read_sidecar, verify_files
 
@@ -223,10 +223,7 @@ def read_engine_sidecar(engine_path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise OfaError(f"engine {engine_path} has no {ENGINE_SIDECAR} beside it, so it cannot be checked against "
                        f"this device; rebuild it with `ofa-deploy build-engine {engine_path.parent}`")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OfaError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != ENGINE_FORMAT:
         raise OfaError(f"{path} is not an ofa-deploy engine sidecar")
     return data

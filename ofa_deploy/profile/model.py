@@ -4,13 +4,12 @@ against the sidecar's SHA-256 before anything is measured)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import OfaError
-from ..io import sha256_file
+from ..io import read_json, sha256_file
 
 SIDECAR = "model.json"
 ONNX_NAMES = ("model.onnx",)
@@ -70,10 +69,7 @@ def resolve_model(path: str | Path) -> ModelFiles:
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OfaError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise OfaError(f"{path} must hold a JSON object")
     return data

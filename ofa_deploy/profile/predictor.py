@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -37,7 +36,7 @@ import numpy as np
 
 from ..cost import cost
 from ..errors import OfaError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json
 from ..space import BlockSpec, SearchSpace, Subnet
 
 FORMAT = "ofa-deploy/latency-predictor"
@@ -208,10 +207,7 @@ class LatencyPredictor:
         path = Path(path)
         if not path.is_file():
             raise OfaError(f"latency predictor {path} does not exist; build one with `ofa-deploy predictor build`")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise OfaError(f"{path} is not valid JSON: {exc}") from None
+        data = read_json(path)
         try:
             return cls.from_dict(data)
         except OfaError as exc:

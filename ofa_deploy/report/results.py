@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import run
 from ..errors import OfaError
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, read_json
 
 EVAL_DIR = "eval"
 SUMMARY = "summary.json"
@@ -69,10 +69,7 @@ def read_eval(run_dir: str | Path, name: str | None = None) -> dict:
         path = run_dir / EVAL_DIR / f"{name}.json"
         if not path.is_file():
             raise OfaError(f"{run_dir} has no evaluation named {name!r} ({path} is missing)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OfaError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     if not isinstance(data, dict) or "subnets" not in data or "buckets" not in data:
         raise OfaError(f"{path} is not an evaluation result")
     return data
@@ -151,8 +148,5 @@ def unique_labels(runs: list[RunFacts]) -> None:
 def _read_json(path: Path) -> dict | None:
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OfaError(f"{path} is not valid JSON: {exc}") from None
+    data = read_json(path)
     return data if isinstance(data, dict) else None

@@ -16,7 +16,6 @@ counting all); ``lr`` is the learning rate of the epoch's last step.
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 import math
@@ -266,7 +265,7 @@ class _Trainer:
         return created
 
     def _loop(self) -> None:
-        cfg, sched = self.cfg, self.schedule
+        sched = self.schedule
         bar = EpochProgress(self.show and self.ctx.is_main)
         session_start = None
         wall_before = self.wall_time
