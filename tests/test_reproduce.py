@@ -40,9 +40,19 @@ def _cli_args(out):
             "--calib-n", "32", "--device", "cpu", "--quiet", "--out", str(out)]
 
 
-def test_interrupted_reproduce_resumes(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Bit-identity holds for one thread count: the killed subprocess and this process use 1
+    (other tests may have left torch at another count)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield {**os.environ, "OMP_NUM_THREADS": "1"}
+    torch.set_num_threads(saved)
+
+
+def test_interrupted_reproduce_resumes(tmp_path, one_thread):
     out = tmp_path / "repro"
-    proc = subprocess.Popen(_cli_args(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cli_args(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=one_thread)
     rss_last = out / "runs" / "rss" / "last.pt"
     deadline = time.monotonic() + 600
     while not rss_last.exists() and proc.poll() is None and time.monotonic() < deadline:
