@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,22 @@ def _few_threads():
         return
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@contextmanager
+def one_torch_thread():
+    """Torch at one intra-op thread inside the block, the previous count restored after.
+
+    Tiny networks gain nothing from a second thread, spinning OpenMP workers slow each step
+    several times on a shared 2-core machine, and bit-identity checks need one fixed count."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def make_fake_run(run_dir: Path, *, dataset: str = "digits", in_channels: int = 1, num_classes: int = 10,

@@ -16,6 +16,8 @@ from ofa_deploy.catalog import Catalog, entries, select
 from ofa_deploy.cli import cli
 from ofa_deploy.io import sha256_file
 
+from conftest import one_torch_thread
+
 FAST = ["--warmup-s", "0.02", "--min-iterations", "20", "--min-time-s", "0.05"]
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,12 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Exports here run beside ONNX Runtime timing on a shared 2-core machine."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+    with one_torch_thread():
+        yield
 
 
 def _build(run: Path, db: Path, *extra: str) -> dict:

@@ -20,16 +20,14 @@ from ofa_deploy.io import sha256_file
 from ofa_deploy.run import load_supernet
 from ofa_deploy.targets import load_target
 
-from conftest import make_fake_run
+from conftest import make_fake_run, one_torch_thread
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """These networks are tiny: one thread is faster than two fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

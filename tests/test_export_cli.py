@@ -8,24 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ofa_deploy.cli import main
 from ofa_deploy.export import read_sidecar, verify_files
 from ofa_deploy.export.tensorrt import tensorrt_available
 from ofa_deploy.space import PAPER_BUCKETS
 
-from conftest import make_fake_run
+from conftest import make_fake_run, one_torch_thread
 
 FAST = ["--bn-images", "100", "--no-accuracy", "--parity-images", "32", "--calibration-images", "16"]
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,8 @@ from ofa_deploy.profile.predictor import (
 )
 from ofa_deploy.space import SearchSpace
 
+from conftest import one_torch_thread
+
 SPACE = SearchSpace(in_channels=1)
 
 
@@ -165,9 +167,5 @@ def test_build_refuses_bad_input(fake_run: Path, tmp_path: Path):
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Exports in these tests run beside ONNX Runtime timing on a shared 2-core machine."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+    with one_torch_thread():
+        yield

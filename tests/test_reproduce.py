@@ -12,6 +12,8 @@ import time
 import pytest
 import torch
 
+from conftest import one_torch_thread
+
 from ofa_deploy.errors import OfaError
 from ofa_deploy.reproduce import ReproduceOptions, plan, reproduce, scaled_epochs
 
@@ -44,10 +46,8 @@ def _cli_args(out):
 def one_thread():
     """Bit-identity holds for one thread count: the killed subprocess and this process use 1
     (other tests may have left torch at another count)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield {**os.environ, "OMP_NUM_THREADS": "1"}
-    torch.set_num_threads(saved)
+    with one_torch_thread():
+        yield {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def test_interrupted_reproduce_resumes(tmp_path, one_thread):

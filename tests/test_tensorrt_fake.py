@@ -19,7 +19,6 @@ import types
 
 import numpy as np
 import pytest
-import torch
 
 from ofa_deploy.errors import OfaError
 from ofa_deploy.export import export_subnet
@@ -27,7 +26,7 @@ from ofa_deploy.export import tensorrt as T
 from ofa_deploy.export.to_onnx import ort_session, run_onnx
 from ofa_deploy.run import load_supernet
 
-from conftest import make_fake_run
+from conftest import make_fake_run, one_torch_thread
 
 
 class FakeTRT:
@@ -320,16 +319,14 @@ def fake(monkeypatch, tmp_path):
 def exported(tmp_path_factory):
     from ofa_deploy.data import load_dataset
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("fake-trt")
     supernet, _ = load_supernet(make_fake_run(root / "run"))
     train = load_dataset("digits", "train").images
     test = load_dataset("digits", "test").images[:40]
-    for name in ("jetson", "jetson-xavier"):
-        export_subnet(supernet, supernet.space.smallest(), name, root / name, calib_images=train,
-                      parity_images=test[:8], recalibrate=False, calibration_count=100)
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        for name in ("jetson", "jetson-xavier"):
+            export_subnet(supernet, supernet.space.smallest(), name, root / name, calib_images=train,
+                          parity_images=test[:8], recalibrate=False, calibration_count=100)
     return root, test.numpy()
 
 

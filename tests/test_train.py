@@ -16,6 +16,8 @@ from ofa_deploy.nn import Supernet
 from ofa_deploy.space import SearchSpace, Subnet
 from ofa_deploy.train import TrainConfig, read_summary, train
 
+from conftest import one_torch_thread
+
 SPACE = SearchSpace(in_channels=1, num_classes=10)
 TINY = dict(dataset="digits", train_subset=16, batch_size=8, device="cpu", quiet=True)
 
@@ -24,10 +26,8 @@ TINY = dict(dataset="digits", train_subset=16, batch_size=8, device="cpu", quiet
 def _one_thread():
     """Tiny batches gain nothing from a second thread, and on a shared 2-core machine the
     spinning OpenMP workers make each step several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def tiny(out: Path, **kw) -> TrainConfig:
