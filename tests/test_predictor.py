@@ -56,14 +56,39 @@ def _oracle(subs, noise=0.0, seed=0):
     return base * (1 + 0.02 * np.tanh(base - base.mean())) * (1 + noise * rng.standard_normal(len(subs)))
 
 
+def _cache_bound(subs):
+    """A made-up device whose blocks slow down as the whole network grows (caches):
+    per-key costs times (MACs / smallest MACs) ** 0.8 - no sum of fixed costs fits it."""
+    feat = Featurizer(SPACE)
+    table = np.random.default_rng(5).uniform(0.005, 0.05, len(feat.keys))
+    size = np.array([macs(SPACE, s) for s in subs]) / macs(SPACE, SPACE.smallest())
+    return (0.05 + feat.counts(subs) @ table) * size**0.8
+
+
 def test_fit_recovers_a_known_additive_device():
     train = design_subnets(SPACE, 200, seed=0)
     test = holdout_subnets(SPACE, 100, seed=1, exclude=train)
     model = fit(SPACE, train, _oracle(train), target="cpu")
     report = accuracy_report(_oracle(test), model.predict(test))
     assert report["within_5pct"] >= 0.95 and report["spearman"] > 0.99
+    assert set(model.info["forms"]) == {"additive", "multiplicative"}
     baseline = MacsBaseline(SPACE, train, _oracle(train))
     assert accuracy_report(_oracle(test), baseline.predict(test))["spearman"] < report["spearman"]
+
+
+def test_a_device_where_blocks_do_not_add_up_gets_the_multiplicative_form():
+    train = design_subnets(SPACE, 200, seed=0)
+    test = holdout_subnets(SPACE, 100, seed=1, exclude=train)
+    model = fit(SPACE, train, _cache_bound(train), target="cpu")
+    additive = fit(SPACE, train, _cache_bound(train), target="cpu", forms=["additive"])
+    truth = _cache_bound(test)
+    best, add = accuracy_report(truth, model.predict(test)), accuracy_report(truth, additive.predict(test))
+    assert model.form == "multiplicative" and additive.form == "additive"
+    assert best["within_5pct"] >= 0.95 and best["mean_abs_rel_error"] < add["mean_abs_rel_error"] / 2
+    forms = model.info["forms"]
+    assert forms["multiplicative"]["cv_mean_abs_rel_error"] < forms["additive"]["cv_mean_abs_rel_error"]
+    with pytest.raises(OfaError, match="unknown predictor form"):
+        fit(SPACE, train, _cache_bound(train), target="cpu", forms=["cubic"])
 
 
 def test_noisy_measurements_still_rank_well():
@@ -78,17 +103,21 @@ def test_noisy_measurements_still_rank_well():
 
 def test_save_load_round_trip(tmp_path: Path):
     train = design_subnets(SPACE, 40, seed=3)
-    model = fit(SPACE, train, _oracle(train), target="cpu", info={"note": "x"})
-    path = model.save(tmp_path / "p.json")
-    again = LatencyPredictor.load(path)
     subs = holdout_subnets(SPACE, 30, seed=4)
-    assert np.allclose(model.predict(subs), again.predict(subs), rtol=0, atol=1e-12)
-    assert isinstance(again.predict(subs[0]), float) and again.info["note"] == "x"
+    for form in ("additive", "multiplicative"):
+        model = fit(SPACE, train, _oracle(train), target="cpu", forms=[form], info={"note": "x"})
+        again = LatencyPredictor.load(model.save(tmp_path / f"{form}.json"))
+        assert again.form == form and np.allclose(model.predict(subs), again.predict(subs), rtol=0, atol=1e-12)
+        assert isinstance(again.predict(subs[0]), float) and again.info["note"] == "x"
     with pytest.raises(OfaError, match="another space"):
         LatencyPredictor.from_dict({**model.to_dict(), "space": SearchSpace(in_channels=1, stem_width=24).to_dict()})
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(OfaError, match="not a latency predictor"):
         LatencyPredictor.load(tmp_path / "bad.json")
+    with pytest.raises(OfaError, match="refit it from its latency.jsonl"):
+        LatencyPredictor.from_dict({**model.to_dict(), "format_version": 1})
+    with pytest.raises(OfaError, match="malformed"):
+        LatencyPredictor.from_dict({**model.to_dict(), "size": None})
     with pytest.raises(OfaError, match="at least 6"):
         fit(SPACE, train[:5], _oracle(train[:5]), target="cpu")
 
@@ -134,7 +163,8 @@ def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     for key in ("within_5pct", "within_10pct", "spearman"):
         assert key in summary["validation"] and key in summary["macs_validation"]
     saved = json.loads((out / "predictor.json").read_text())
-    assert saved["validation"]["n"] == 12 and saved["target"] == "cpu" and len(saved["table_ms"]) == 90
+    assert saved["validation"]["n"] == 12 and saved["target"] == "cpu" and len(saved["table"]) == 90
+    assert saved["form"] in ("additive", "multiplicative")
     res = CliRunner().invoke(cli, args)  # everything measured already: no new work
     assert json.loads(res.output[res.output.index("{"):])["measured_now"] == 0
 

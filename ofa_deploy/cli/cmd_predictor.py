@@ -11,7 +11,7 @@ from .common import emit_json
 
 @click.group("predictor")
 def command() -> None:
-    """Fit, check and query a per-target latency predictor (lookup table + learned correction)."""
+    """Fit, check and query a per-target latency predictor (an OFA-keyed per-block table fitted to measured subnets)."""
 
 
 def _protocol_options(func):
