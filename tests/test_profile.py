@@ -161,8 +161,17 @@ def test_torch_backend_compares_eager(tmp_path: Path):
     tiny_onnx(export / "model.onnx")
     (export / "model.json").write_text(json.dumps({"format": "ofa-deploy/model", "space": space.to_dict(),
                                                    "subnet": space.smallest().to_dict()}))
-    r = profile_model(export, "cpu", backend="torch", protocol=Protocol(**FAST, cov_threshold=100.0))
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r = profile_model(export, "cpu", backend="torch", protocol=Protocol(**FAST, cov_threshold=100.0))
+        assert torch.get_num_threads() == 2  # the caller's thread count afterwards
+    finally:
+        torch.set_num_threads(before)
     assert r["backend"] == "torch" and r["input_shape"] == [1, 1, 32, 32] and r["latency_ms"]["p50"] > 0
+    assert r["runner"]["torch_threads"] == 1  # the cpu target's one thread while timing
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path: Path, onnx_path: Path):

@@ -179,6 +179,7 @@ def torch_runner(sidecar: dict[str, Any], *, threads: int = 0, batch: Optional[i
         raise OfaError("the torch backend needs an export directory whose model.json has space and subnet")
     space = SearchSpace.from_dict(sidecar["space"])
     subnet = Subnet.from_dict(sidecar["subnet"], space)
+    saved_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     net = StaticSubnet(space, subnet).eval()
@@ -190,4 +191,5 @@ def torch_runner(sidecar: dict[str, Any], *, threads: int = 0, batch: Optional[i
             net(x)
 
     return Runner(backend="torch", step=step, input_shape=shape, latency_kind="host", provider="eager",
-                  precision="fp32", info={"torch_threads": torch.get_num_threads()})
+                  precision="fp32", info={"torch_threads": torch.get_num_threads()},
+                  close=lambda: torch.set_num_threads(saved_threads))  # the caller's torch, as it was
