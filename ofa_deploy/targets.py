@@ -39,18 +39,23 @@ MIN_OPSET, MAX_OPSET = 13, 21
 ENV_PROFILE_DIRS = "OFA_DEPLOY_PROFILES"
 
 
+PREDICTOR_STATISTICS = ("min", "p50", "mean", "p90")
+
+
 @dataclass(frozen=True)
 class MeasureProtocol:
     """How ``profile`` times a model: run for ``warmup_s`` seconds untimed, then time at
     least ``min_iterations`` runs and at least ``min_time_s`` seconds; if the coefficient
     of variation (std / mean) of the timings exceeds ``cov_threshold``, measure again, at
-    most ``max_retries`` more times."""
+    most ``max_retries`` more times. ``predictor_statistic`` is the statistic a latency
+    predictor for the target fits by default: the one that is steadiest there."""
 
     warmup_s: float = 1.0
     min_iterations: int = 200
     min_time_s: float = 2.0
     cov_threshold: float = 0.05
     max_retries: int = 2
+    predictor_statistic: str = "p50"
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ _SCHEMA: dict[str | None, dict[str, tuple[str, Any]]] = {
         "min_time_s": ("float", MeasureProtocol.min_time_s),
         "cov_threshold": ("float", MeasureProtocol.cov_threshold),
         "max_retries": ("int", MeasureProtocol.max_retries),
+        "predictor_statistic": ("str", MeasureProtocol.predictor_statistic),
     },
     "tensorrt": {
         "builder_optimization_level": ("int", 3),
@@ -242,6 +248,8 @@ def parse_target(data: dict[str, Any], *, source: str, default_name: str) -> Tar
     _check(f["measure.min_time_s"] >= 0, where, "measure.min_time_s", "must be >= 0")
     _check(f["measure.cov_threshold"] > 0, where, "measure.cov_threshold", "must be > 0 (a fraction, 0.05 = 5%)")
     _check(f["measure.max_retries"] >= 0, where, "measure.max_retries", "must be >= 0")
+    _check(f["measure.predictor_statistic"] in PREDICTOR_STATISTICS, where, "measure.predictor_statistic",
+           f"must be one of {', '.join(PREDICTOR_STATISTICS)}, got {f['measure.predictor_statistic']!r}")
     _check(0 <= f["tensorrt.builder_optimization_level"] <= 5, where, "tensorrt.builder_optimization_level",
            f"must be between 0 and 5, got {f['tensorrt.builder_optimization_level']}")
     _check(f["tensorrt.workspace_mb"] >= 1, where, "tensorrt.workspace_mb", "must be >= 1")
@@ -264,6 +272,7 @@ def parse_target(data: dict[str, Any], *, source: str, default_name: str) -> Tar
             min_time_s=f["measure.min_time_s"],
             cov_threshold=f["measure.cov_threshold"],
             max_retries=f["measure.max_retries"],
+            predictor_statistic=f["measure.predictor_statistic"],
         ),
         builder_optimization_level=f["tensorrt.builder_optimization_level"],
         workspace_mb=f["tensorrt.workspace_mb"],

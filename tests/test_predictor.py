@@ -109,6 +109,11 @@ def test_save_load_round_trip(tmp_path: Path):
         again = LatencyPredictor.load(model.save(tmp_path / f"{form}.json"))
         assert again.form == form and np.allclose(model.predict(subs), again.predict(subs), rtol=0, atol=1e-12)
         assert isinstance(again.predict(subs[0]), float) and again.info["note"] == "x"
+    scaled = fit(SPACE, train, _oracle(train), target="cpu", statistic="min", statistic_ratios={"p90": 1.2})
+    again = LatencyPredictor.load(scaled.save(tmp_path / "scaled.json"))
+    assert np.allclose(again.predict(subs, "p90"), 1.2 * again.predict(subs)) and again.statistic_ratios["min"] == 1
+    with pytest.raises(OfaError, match="knows no p99 ratio"):
+        again.predict(subs, "p99")
     with pytest.raises(OfaError, match="another space"):
         LatencyPredictor.from_dict({**model.to_dict(), "space": SearchSpace(in_channels=1, stem_width=24).to_dict()})
     (tmp_path / "bad.json").write_text("{}")
@@ -162,7 +167,11 @@ def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     assert len(kept) == 15
     for key in ("within_5pct", "within_10pct", "spearman"):
         assert key in summary["validation"] and key in summary["macs_validation"]
+    assert summary["statistic"] == "min"  # the cpu target's predictor_statistic
     saved = json.loads((out / "predictor.json").read_text())
+    rows = [json.loads(line)["latency_ms"] for line in (out / "latency.jsonl").read_text().splitlines()]
+    assert saved["statistic_ratios"]["min"] == 1.0 and saved["statistic_ratios"]["p90"] >= 1.0
+    assert saved["statistic_ratios"]["p90"] <= max(r["p90"] / r["min"] for r in rows)
     assert saved["validation"]["n"] == 12 and saved["target"] == "cpu" and len(saved["table"]) == 90
     assert saved["form"] in ("additive", "multiplicative")
     res = CliRunner().invoke(cli, args)  # everything measured already: no new work
@@ -177,10 +186,10 @@ def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     assert {"within_5pct", "within_10pct", "spearman"} <= set(report["predictor_accuracy"])
     assert "macs_spearman" in report and (out / "check.png").read_bytes()[:4] == b"\x89PNG"
     rows = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
-    assert sum(r["split"] == "holdout" for r in rows) == 4 and all(r["latency_ms"]["p50"] > 0 for r in rows)
+    assert sum(r["split"] == "holdout" for r in rows) == 4 and all(r["latency_ms"]["min"] > 0 for r in rows)
 
     res = CliRunner().invoke(cli, ["predictor", "predict", "--predictor", str(out), str(SPACE.middle()), "--json"])
-    assert res.exit_code == 0 and json.loads(res.output)["predictions"][0]["predicted_p50_ms"] > 0
+    assert res.exit_code == 0 and json.loads(res.output)["predictions"][0]["predicted_min_ms"] > 0
 
 
 def test_build_refuses_bad_input(fake_run: Path, tmp_path: Path):
@@ -199,3 +208,23 @@ def _one_torch_thread():
     """Exports in these tests run beside ONNX Runtime timing on a shared 2-core machine."""
     with one_torch_thread():
         yield
+
+
+def test_timing_exports_record_parity_but_do_not_enforce_it(tmp_path: Path, monkeypatch):
+    """Without BN recalibration a trained supernet can give a subnet logits in the
+    hundreds, where fp32 rounding fails the parity tolerance (seen on the F-MNIST run);
+    latency does not depend on the values, so timing must go on - with parity recorded."""
+    import ofa_deploy.export.pipeline as pipeline
+    from ofa_deploy.nn.supernet import Supernet
+    from ofa_deploy.profile.collect import export_for_timing
+    from ofa_deploy.targets import load_target
+
+    real = pipeline.check_parity
+
+    def failing(*args, **kwargs):
+        return {**real(*args, **kwargs), "passed": False, "max_abs_diff": 0.0516, "tolerance": 0.0272}
+
+    monkeypatch.setattr(pipeline, "check_parity", failing)
+    path = export_for_timing(Supernet(SPACE), SPACE.smallest(), load_target("cpu"), tmp_path / "t")
+    assert path.is_file()
+    assert json.loads((tmp_path / "t" / "model.json").read_text())["parity"]["passed"] is False

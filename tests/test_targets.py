@@ -25,6 +25,7 @@ def test_cpu_profile_values():
     assert (t.backend, t.precision, t.threads, t.providers) == ("onnxruntime", "fp32", 1, ("CPUExecutionProvider",))
     assert t.measure.warmup_s == 1.0 and t.measure.min_iterations >= 200 and t.measure.min_time_s >= 2.0
     assert t.measure.cov_threshold == 0.05 and t.measure.max_retries == 2
+    assert t.measure.predictor_statistic == "min" and load_target("jetson-orin").measure.predictor_statistic == "p50"
     assert t.input_layout == "NCHW" and t.batch == t.batch_sizes[0] == 1
     assert not t.build_on_device and t.dla_core is None and not t.needs_calibration
     assert Path(t.source).name == "cpu.toml"
@@ -75,6 +76,8 @@ def test_env_dirs_searched_first(tmp_path, monkeypatch):
         ('backend = "onnxruntime"\nprecision = "fp32"\nthreads = true\n', "'threads'"),
         ('backend = "onnxruntime"\nprecision = "fp32"\n[measure]\nmin_time_s = "2s"\n', "'measure.min_time_s'"),
         ('backend = "onnxruntime"\nprecision = "fp32"\n[measure]\ncov_threshold = 0\n', "'measure.cov_threshold'"),
+        ('backend = "onnxruntime"\nprecision = "fp32"\n[measure]\npredictor_statistic = "p75"\n',
+         "'measure.predictor_statistic'"),
         ('backend = "openvino"\nprecision = "fp32"\n', "'backend'"),
         ('backend = "tensorrt"\nprecision = "fp8"\n', "'precision'"),
         ('backend = "onnxruntime"\nprecision = "fp16"\n', "'precision'"),

@@ -125,7 +125,9 @@ def build_catalog(
                 accuracy[sub] = found["top1"]
         say("accuracy", len(candidates), len(candidates))
 
-        proxy = (lat_model.predict(candidates) if lat_model is not None
+        # p90, the statistic ``select`` holds budgets to, where the predictor knows its ratio
+        proxy = (lat_model.predict(candidates, "p90" if "p90" in lat_model.statistic_ratios else None)
+                 if lat_model is not None
                  else np.array([cost(space, s)[0] / 1e6 for s in candidates]))
         chosen = list(dict.fromkeys(candidates)) if chosen_by_caller else choose_finalists(
             candidates, proxy, [accuracy[s] for s in candidates], finalists, budgets_ms if lat_model is not None else ())

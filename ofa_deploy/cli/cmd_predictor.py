@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..targets import PREDICTOR_STATISTICS
 from .common import emit_json
 
 
@@ -42,8 +43,8 @@ def _progress():
               help="Designed subnets to measure.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Predictor directory [default: predictors/<target>].")
-@click.option("--statistic", type=click.Choice(["p50", "mean", "min", "p90"]), default="p50", show_default=True,
-              help="Which latency statistic to predict.")
+@click.option("--statistic", type=click.Choice(PREDICTOR_STATISTICS), default=None,
+              help="Which latency statistic to fit [default: the target's predictor_statistic].")
 @click.option("--holdout", type=click.IntRange(min=0), default=100, show_default=True,
               help="Held-out subnets measured alongside (never fitted on) for `predictor check`.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the designed set.")
@@ -78,7 +79,8 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
         emit_json(summary)
         return
     v, m = summary["validation"], summary["macs_validation"]
-    click.echo(f"predictor: {summary['predictor']} ({summary['train_subnets']} subnets, "
+    click.echo(f"predictor: {summary['predictor']} ({summary['form']} model of the {summary['statistic']} latency, "
+               f"{summary['train_subnets']} subnets, "
                f"{summary['measured_now']} measured now, {summary['unstable_measurements']} flagged unstable)")
     click.echo(f"5-fold validation: {v['within_10pct']:.1%} within ±10%, {v['within_5pct']:.1%} within ±5%, "
                f"Spearman {v['spearman']:.3f}")

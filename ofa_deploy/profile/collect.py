@@ -149,8 +149,11 @@ def export_for_timing(supernet: Any, subnet: Subnet, target: Any, out_dir: Path)
     space = supernet.space
     images = torch.randn((8, space.in_channels, space.image_size, space.image_size),
                          generator=torch.Generator().manual_seed(0))
+    # Parity is recorded, not enforced: without BN recalibration a trained supernet's
+    # statistics can blow a subnet's logits up to hundreds, where fp32 rounding alone
+    # exceeds the relative tolerance - and latency does not depend on the values.
     export_subnet(supernet, subnet, target, out_dir, calib_images=images if target.needs_calibration else None,
-                  parity_images=images, recalibrate=False, overwrite=True)
+                  parity_images=images, recalibrate=False, overwrite=True, strict_parity=False)
     return out_dir / "model.onnx"
 
 

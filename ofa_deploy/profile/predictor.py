@@ -18,9 +18,9 @@ subnets in one of two forms, whichever has the lower 5-fold relative error:
 - *multiplicative* (``T`` = log): each key multiplies latency by ``exp(table[key])``, and
   ``z`` = standardised logs of the network's summed ``phi`` (expand, depthwise, project,
   SE MACs, activations) carry the size of the whole network. On this project's 2-core CPU
-  (ONNX Runtime, one thread, batch 1) the additive form could not fit its own training
-  set (87 % within +-10 %) while this one reached 97 % on held-out subnets: a block costs
-  more inside a larger network (weights and activations leave the caches), which a sum of
+  (ONNX Runtime, one thread, batch 1) the additive form put 79 % of held-out subnets
+  within +-10 % and this one 98 % (``results/predictor-cpu-full``): a block costs more
+  inside a larger network (weights and activations leave the caches), which a sum of
   fixed per-block costs cannot express and a product of factors roughly does.
 
 Ridge strengths are chosen by the same cross-validation. Prediction is a sparse dot
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -120,7 +120,9 @@ class Featurizer:
 @dataclass
 class LatencyPredictor:
     """A fitted predictor: ``predict(subnets)`` -> latency in ms (the ``statistic`` of
-    the target's measured latency, p50 by default)."""
+    the target's measured latency it was fitted to). ``statistic_ratios`` hold, per other
+    statistic, its median ratio to that one over the measurements, so that
+    ``predict(subnets, "p90")`` can answer for a p90 budget."""
 
     space: SearchSpace
     target: str
@@ -132,8 +134,10 @@ class LatencyPredictor:
     size_scale: np.ndarray
     size_coef: np.ndarray
     info: dict[str, Any]
+    statistic_ratios: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.statistic_ratios = {**self.statistic_ratios, self.statistic: 1.0}
         if self.form not in FORMS:
             raise OfaError(f"unknown predictor form {self.form!r}; expected one of {', '.join(FORMS)}")
         self._feat = Featurizer(self.space)
@@ -144,13 +148,18 @@ class LatencyPredictor:
         self._model = _Model(self.form, self.intercept, np.array([self.table[k] for k in self._feat.keys]),
                              self.size_mean, self.size_scale, self.size_coef)
 
-    def predict(self, subnets: Sequence[Subnet] | Subnet) -> np.ndarray | float:
-        """Predicted latency (ms) of one subnet (a float) or of many (an array)."""
+    def predict(self, subnets: Sequence[Subnet] | Subnet, statistic: Optional[str] = None) -> np.ndarray | float:
+        """Predicted latency (ms) of one subnet (a float) or of many (an array), as the
+        fitted statistic or, scaled by its measured ratio, as ``statistic``."""
+        statistic = statistic or self.statistic
+        if statistic not in self.statistic_ratios:
+            raise OfaError(f"this predictor was fitted to {self.statistic} and knows no {statistic} ratio; "
+                           f"it knows {', '.join(sorted(self.statistic_ratios))}")
         single = isinstance(subnets, Subnet)
         subs = [subnets] if single else list(subnets)
         for sub in subs[:1]:
             self.space.check(sub)
-        pred = self._model.predict(self._feat, self._feat.counts(subs))
+        pred = self._model.predict(self._feat, self._feat.counts(subs)) * self.statistic_ratios[statistic]
         return float(pred[0]) if single else pred
 
     # -- persistence ------------------------------------------------------------------
@@ -160,6 +169,7 @@ class LatencyPredictor:
             "format_version": FORMAT_VERSION,
             "target": self.target,
             "statistic": self.statistic,
+            "statistic_ratios": self.statistic_ratios,
             "form": self.form,
             "space": self.space.to_dict(),
             "intercept": self.intercept,
@@ -186,7 +196,8 @@ class LatencyPredictor:
                            f"same --out to refit it from its latency.jsonl without measuring again")
         try:
             size = data["size"]
-            known = {"format", "format_version", "target", "statistic", "form", "space", "intercept", "table", "size"}
+            known = {"format", "format_version", "target", "statistic", "statistic_ratios", "form", "space",
+                     "intercept", "table", "size"}
             return cls(
                 space=SearchSpace.from_dict(data["space"]),
                 target=data["target"],
@@ -198,6 +209,7 @@ class LatencyPredictor:
                 size_scale=np.asarray(size["scale"], dtype=float),
                 size_coef=np.asarray(size["coef"], dtype=float),
                 info={k: v for k, v in data.items() if k not in known},
+                statistic_ratios={k: float(v) for k, v in data.get("statistic_ratios", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise OfaError(f"latency predictor is malformed: {exc}") from None
@@ -260,6 +272,7 @@ def _folds(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
 
 def fit(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Sequence[float], *, target: str,
         statistic: str = "p50", seed: int = 0, forms: Sequence[str] = FORMS,
+        statistic_ratios: Optional[dict[str, float]] = None,
         info: Optional[dict[str, Any]] = None) -> LatencyPredictor:
     """Fit the predictor to measured ``latency_ms`` of ``subnets``: the form and ridge
     strength with the lowest 5-fold mean relative error, refitted on all of them. The
@@ -296,6 +309,7 @@ def fit(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Sequence[floa
         space=space, target=target, statistic=statistic, form=form, intercept=model.intercept,
         table={k: float(c) for k, c in zip(feat.keys, model.table)}, size_mean=model.size_mean,
         size_scale=model.size_scale, size_coef=model.size_coef, info={**extra, **(info or {})},
+        statistic_ratios=dict(statistic_ratios or {}),
     )
 
 

@@ -31,6 +31,7 @@ CHECK_FILE = "check.json"
 FIGURE_FILE = "check.png"
 
 Progress = Callable[[str, int, int], None]
+RATIO_STATISTICS = ("min", "p50", "mean", "p90", "p99")
 
 
 def _supernet(run_dir: str | Path):
@@ -49,15 +50,17 @@ def build_predictor(
     holdout: int = 100,
     seed: int = 0,
     holdout_seed: int = 1,
-    statistic: str = "p50",
+    statistic: Optional[str] = None,
     protocol: Optional[Protocol] = None,
     rounds: int = 5,
     onnx_dir: Optional[str | Path] = None,
     progress: Optional[Progress] = None,
 ) -> dict[str, Any]:
     """Measure ``n`` designed subnets of the run's space on this machine (resuming any
-    earlier measurements in ``out_dir``), fit the predictor and save it with its 5-fold
-    cross-validated error and that of a MACs-only fit. Returns the summary.
+    earlier measurements in ``out_dir``), fit the predictor to ``statistic`` (default:
+    the target's ``predictor_statistic``) and save it with its 5-fold cross-validated
+    error, that of a MACs-only fit, and the measured ratios of the other statistics to
+    it. Returns the summary.
 
     ``holdout`` uniform subnets (drawn with ``holdout_seed``, disjoint from the design;
     what ``check_predictor`` evaluates on by default) are measured in the same shuffled,
@@ -66,6 +69,7 @@ def build_predictor(
     from ..targets import load_target
 
     target = load_target(target) if isinstance(target, (str, Path)) else target
+    statistic = statistic or target.measure.predictor_statistic
     if target.backend != "onnxruntime":
         raise OfaError(f"predictor build measures ONNX Runtime on this machine; target {target.name} runs "
                        f"{target.backend} (measure engines on the device and fit there)")
@@ -97,7 +101,10 @@ def build_predictor(
         macs_pred[test] = base.predict([subs[i] for i in test])
     macs_validation = accuracy_report(lat, macs_pred)
     unstable = sum(1 for r in dataset.rows.values() if r["split"] == "train" and r["key"] in wanted and r["unstable"])
-    model = fit(space, subs, lat, target=target.name, statistic=statistic, info={
+    rows = [r["latency_ms"] for r in dataset.rows.values() if r["split"] == "train" and r["key"] in wanted]
+    ratios = {name: float(np.median([r[name] / r[statistic] for r in rows]))
+              for name in RATIO_STATISTICS if all(name in r for r in rows)}
+    model = fit(space, subs, lat, target=target.name, statistic=statistic, statistic_ratios=ratios, info={
         "validation": {"method": "5-fold cross-validation on the measured design", **validation},
         "macs_validation": {"method": "5-fold, latency = a * MACs + b", **macs_validation},
         "design": {"n": len(subs), "seed": seed, "unstable_measurements": unstable},
@@ -110,6 +117,8 @@ def build_predictor(
     return {
         "predictor": str(out_dir / PREDICTOR_FILE),
         "target": target.name,
+        "statistic": statistic,
+        "form": model.form,
         "measured_now": measured,
         "measure_seconds": round(measure_s, 1),
         "train_subnets": len(subs),
