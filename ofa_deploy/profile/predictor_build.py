@@ -100,10 +100,10 @@ def build_predictor(
         base = MacsBaseline(space, [subs[i] for i in train], [lat[i] for i in train])
         macs_pred[test] = base.predict([subs[i] for i in test])
     macs_validation = accuracy_report(lat, macs_pred)
-    unstable = sum(1 for r in dataset.rows.values() if r["split"] == "train" and r["key"] in wanted and r["unstable"])
-    rows = [r["latency_ms"] for r in dataset.rows.values() if r["split"] == "train" and r["key"] in wanted]
-    ratios = {name: float(np.median([r[name] / r[statistic] for r in rows]))
-              for name in RATIO_STATISTICS if all(name in r for r in rows)}
+    rows = [r for r in dataset.rows.values() if r["split"] == "train" and r["key"] in wanted]
+    unstable = sum(1 for r in rows if r["unstable"])
+    ratios = {name: float(np.median([r["latency_ms"][name] / r["latency_ms"][statistic] for r in rows]))
+              for name in RATIO_STATISTICS if all(name in r["latency_ms"] for r in rows)}
     model = fit(space, subs, lat, target=target.name, statistic=statistic, statistic_ratios=ratios, info={
         "validation": {"method": "5-fold cross-validation on the measured design", **validation},
         "macs_validation": {"method": "5-fold, latency = a * MACs + b", **macs_validation},
