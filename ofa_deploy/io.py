@@ -54,20 +54,26 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def read_json(path: str | os.PathLike, what: str = "") -> Any:
     """The parsed JSON in ``path``; ``OfaError`` naming ``what`` (e.g. "results file") if it
-    cannot be read or is not JSON."""
+    cannot be read, is not JSON, is larger than ``validate.MAX_JSON_BYTES`` or nested deeper
+    than ``validate.MAX_JSON_DEPTH``."""
+    from .validate import MAX_JSON_BYTES, loads_json, path_text
+
     label = f"{what} {path}".strip()
+    path_text(os.fspath(path), label)
     try:
-        text = Path(path).read_text()
+        size = Path(path).stat().st_size
+        if Path(path).is_dir():
+            raise OfaError(f"{label} is a directory, not a JSON file")
+        if size > MAX_JSON_BYTES:
+            raise OfaError(f"{label} is {size:,} bytes; the limit for a JSON file is {MAX_JSON_BYTES:,}")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OfaError(f"{label} does not exist") from None
     except UnicodeDecodeError as exc:
         raise OfaError(f"{label} is not valid JSON: {exc}") from None
     except OSError as exc:
         raise OfaError(f"cannot read {label}: {exc.strerror or exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise OfaError(f"{label} is not valid JSON: {exc}") from None
+    return loads_json(text, label)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -17,7 +17,6 @@ with the same active architecture are equal and hash alike.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -349,21 +348,43 @@ class SearchSpace:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SearchSpace":
-        """Inverse of ``to_dict`` (the form stored in run configs and export sidecars)."""
+    def from_dict(cls, data: dict, where: str = "search space") -> "SearchSpace":
+        """Inverse of ``to_dict`` (the form stored in run configs and export sidecars);
+        ``OfaError`` naming ``where`` and the key for anything of the wrong shape."""
+        from .validate import finite, integer
+
+        if not isinstance(data, dict):
+            raise OfaError(f"{where} must be an object/table of settings, got {type(data).__name__}")
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
-            raise OfaError(f"unknown search-space keys: {', '.join(sorted(unknown))}")
+            raise OfaError(f"{where} has unknown search-space keys: {', '.join(sorted(map(str, unknown)))}")
         kwargs = dict(data)
+        for key in ("in_channels", "num_classes", "image_size", "stem_width", "final_expand", "feature_mix"):
+            if key in kwargs:
+                kwargs[key] = integer(kwargs[key], f"{where}: {key}", lo=1, hi=100_000)
+        if "dropout" in kwargs:
+            kwargs["dropout"] = finite(kwargs["dropout"], f"{where}: dropout", lo=0.0, hi=1.0, hi_open=True)
         for key in ("kernel_choices", "expand_choices", "depth_choices"):
             if key in kwargs:
-                kwargs[key] = tuple(int(v) for v in kwargs[key])
+                values = kwargs[key]
+                if not isinstance(values, (list, tuple)) or len(values) > 16:
+                    raise OfaError(f"{where}: {key} must be a list of at most 16 integers")
+                kwargs[key] = tuple(integer(v, f"{where}: {key}[{i}]", lo=1, hi=64) for i, v in enumerate(values))
         if "stages" in kwargs:
-            try:
-                kwargs["stages"] = tuple(StageSpec(**st) for st in kwargs["stages"])
-            except TypeError as exc:
-                raise OfaError(f"malformed search-space stages: {exc}") from None
+            stages = kwargs["stages"]
+            if not isinstance(stages, (list, tuple)) or not 1 <= len(stages) <= 16:
+                raise OfaError(f"{where}: stages must be a list of 1 to 16 tables")
+            out = []
+            for i, st in enumerate(stages):
+                label = f"{where}: stages[{i}]"
+                if not isinstance(st, dict) or set(st) != {"width", "stride", "act", "se"}:
+                    raise OfaError(f"{label} must have exactly the keys width, stride, act, se")
+                if st["act"] not in ("relu", "hswish") or not isinstance(st["se"], bool):
+                    raise OfaError(f"{label}: act must be relu or hswish and se true or false")
+                out.append(StageSpec(integer(st["width"], f"{label}.width", lo=1, hi=100_000),
+                                     integer(st["stride"], f"{label}.stride", lo=1, hi=2), st["act"], st["se"]))
+            kwargs["stages"] = tuple(out)
         return cls(**kwargs)
 
 
@@ -379,7 +400,9 @@ def as_rng(rng: random.Random | int) -> random.Random:
     return random.Random(rng)
 
 
-_TEXT_RE = re.compile(r"^\d\d(-\d\d)*(_\d\d(-\d\d)*)*$")
+# ASCII digits only: int() would read other scripts' digits, and no one types those on purpose.
+_TEXT_RE = re.compile(r"^[0-9][0-9](-[0-9][0-9])*(_[0-9][0-9](-[0-9][0-9])*)*$")
+MAX_TEXT_CHARS = 1024
 
 
 @dataclass(frozen=True, init=False)
@@ -459,17 +482,22 @@ class Subnet:
     @classmethod
     def parse(cls, text: str, space: SearchSpace | None = None) -> "Subnet":
         """Read the text form (see the class docstring) or a JSON object ``{"ks","e","d"}``."""
+        from .validate import MAX_INLINE_SPEC_CHARS, loads_json
+
         space = space or DEFAULT_SPACE
+        if not isinstance(text, str):
+            raise OfaError(f"a subnet spec must be text or an object with ks, e and d, got {type(text).__name__}")
         text = text.strip()
         if text.startswith("{"):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise OfaError(f"subnet JSON does not parse: {exc.msg} at character {exc.pos}") from None
-            return cls.from_dict(data, space)
+            if len(text) > MAX_INLINE_SPEC_CHARS:
+                raise OfaError(f"subnet JSON is {len(text):,} characters long; the limit is {MAX_INLINE_SPEC_CHARS:,}")
+            return cls.from_dict(loads_json(text, "subnet JSON"), space)
+        if len(text) > MAX_TEXT_CHARS:
+            raise OfaError(f"subnet text is {len(text):,} characters long; a subnet of this space has at most "
+                           f"{len(str(space.largest()))}")
         if not _TEXT_RE.match(text):
             raise OfaError(
-                f"subnet text {text!r} is malformed: expected stages separated by '_', blocks by '-', "
+                f"subnet text {text[:80]!r}{'...' if len(text) > 80 else ''} is malformed: expected stages separated by '_', blocks by '-', "
                 f"each block two digits <kernel><expand>, e.g. {space.middle()}"
             )
         stages = text.split("_")

@@ -31,11 +31,13 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 from .errors import OfaError
+from .validate import limited
 
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 LAYOUTS = ("NCHW",)
 MIN_OPSET, MAX_OPSET = 13, 21
+MAX_BATCH = 65536
 ENV_PROFILE_DIRS = "OFA_DEPLOY_PROFILES"
 
 
@@ -236,23 +238,23 @@ def parse_target(data: dict[str, Any], *, source: str, default_name: str) -> Tar
            "lists several sizes but export.dynamic_batch is false (a static-batch model runs one size)")
     _check(f["input_layout"] in LAYOUTS, where, "input_layout",
            f"must be one of {', '.join(LAYOUTS)}, got {f['input_layout']!r}")
-    _check(f["threads"] >= 0, where, "threads", f"must be >= 0 (0 = library default), got {f['threads']}")
+    limited("threads", f["threads"], f"{where}: key 'threads' (0 = library default)")
+    _check(all(b <= MAX_BATCH for b in f["batch_sizes"]) and len(f["batch_sizes"]) <= 64, where, "batch_sizes",
+           f"must list at most 64 sizes of at most {MAX_BATCH}")
     if f["dla_core"] is not None:
-        _check(f["dla_core"] >= 0, where, "dla_core", f"must be >= 0, got {f['dla_core']}")
+        _check(0 <= f["dla_core"] <= 15, where, "dla_core", f"must be between 0 and 15, got {f['dla_core']}")
         _check(f["backend"] == "tensorrt", where, "dla_core", "needs backend = \"tensorrt\"")
         _check(f["precision"] in ("fp16", "int8"), where, "dla_core", "needs precision fp16 or int8 (DLA has no fp32)")
     _check(MIN_OPSET <= f["export.opset"] <= MAX_OPSET, where, "export.opset",
            f"must be between {MIN_OPSET} and {MAX_OPSET}, got {f['export.opset']}")
-    _check(f["measure.warmup_s"] >= 0, where, "measure.warmup_s", "must be >= 0")
-    _check(f["measure.min_iterations"] >= 1, where, "measure.min_iterations", "must be >= 1")
-    _check(f["measure.min_time_s"] >= 0, where, "measure.min_time_s", "must be >= 0")
-    _check(f["measure.cov_threshold"] > 0, where, "measure.cov_threshold", "must be > 0 (a fraction, 0.05 = 5%)")
-    _check(f["measure.max_retries"] >= 0, where, "measure.max_retries", "must be >= 0")
+    for key in ("warmup_s", "min_time_s", "min_iterations", "max_retries", "cov_threshold"):
+        # finite and bounded: TOML allows inf and nan, and a huge count would never finish
+        limited(key, f[f"measure.{key}"], f"{where}: key 'measure.{key}'", lo_open=key == "cov_threshold")
     _check(f["measure.predictor_statistic"] in PREDICTOR_STATISTICS, where, "measure.predictor_statistic",
            f"must be one of {', '.join(PREDICTOR_STATISTICS)}, got {f['measure.predictor_statistic']!r}")
     _check(0 <= f["tensorrt.builder_optimization_level"] <= 5, where, "tensorrt.builder_optimization_level",
            f"must be between 0 and 5, got {f['tensorrt.builder_optimization_level']}")
-    _check(f["tensorrt.workspace_mb"] >= 1, where, "tensorrt.workspace_mb", "must be >= 1")
+    _check(1 <= f["tensorrt.workspace_mb"] <= 2**20, where, "tensorrt.workspace_mb", "must be between 1 and 1048576")
     return Target(
         name=name,
         description=f["description"],
@@ -285,13 +287,22 @@ def parse_target(data: dict[str, Any], *, source: str, default_name: str) -> Tar
 
 def read_target(path: str | os.PathLike) -> Target:
     """Read and validate one profile file."""
-    path = Path(path)
-    if not path.is_file():
-        raise OfaError(f"target profile {path} does not exist")
+    from .validate import kind_of, path_text
+
+    path = Path(path_text(os.fspath(path), "target profile"))
+    kind = kind_of(path)
+    if kind != "file":
+        raise OfaError(f"target profile {path} {'is a directory' if kind == 'dir' else 'does not exist'}")
     try:
+        if path.stat().st_size > 1 << 20:
+            raise OfaError(f"target profile {path} is larger than 1 MiB; it is not a profile")
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise OfaError(f"target profile {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise OfaError(f"cannot read target profile {path}: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise OfaError(f"target profile {path} is nested too deeply") from None
     return parse_target(data, source=str(path), default_name=path.stem)
 
 
@@ -324,6 +335,9 @@ def load_target(name_or_path: str | os.PathLike) -> Target:
     text = os.fspath(name_or_path)
     if _is_path(text):
         return read_target(text)
+    if len(text) > 200 or not text.strip() or "\x00" in text:
+        raise OfaError(f"unknown target {text[:40]!r}{'...' if len(text) > 40 else ''} (a target is a profile "
+                       "name such as cpu, or the path of a .toml profile)")
     for directory in profile_dirs():
         path = directory / f"{text}.toml"
         if path.is_file():

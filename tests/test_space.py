@@ -106,7 +106,7 @@ def test_validation_names_field_and_value(data, message):
         ("33-33_33-33", "2 stages, the space has 5"),
         ("33_33-33_33-33_33-33_33-33", "stage 0 has 1 blocks"),
         ("93-33_33-33_33-33_33-33_33-33", r"ks\[0\]=9 not in"),
-        ('{"ks": [3]', "does not parse"),
+        ('{"ks": [3]', "not valid JSON"),
     ],
 )
 def test_parse_errors(text, message):

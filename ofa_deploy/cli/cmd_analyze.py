@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import emit_json
+from .common import MAX_COUNT, SEED, emit_json, limit_float
 
 ANALYSIS_DIR = "analysis"
 
@@ -25,15 +25,15 @@ def _fmt(x, pct: bool = False, digits: int = 3) -> str:
 
 @command.command("interference")
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
-@click.option("--pairs", type=click.IntRange(min=0), default=8, show_default=True,
+@click.option("--pairs", type=click.IntRange(0, MAX_COUNT), default=8, show_default=True,
               help="Uniformly drawn subnet pairs (after the --pair ones).")
 @click.option("--pair", "pair_specs", multiple=True, default=("smallest,largest",), show_default=True,
               help="A named pair A,B (smallest, middle, largest or specs); repeatable.")
-@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True,
+@click.option("--batch-size", type=click.IntRange(2, MAX_COUNT), default=128, show_default=True,
               help="Training images the gradients and loss changes are measured on.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=limit_float("lr", lo_open=True), default=None,
               help="Step size for the loss-change probe (default: the run's learning rate).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--checkpoint", type=click.Choice(["auto", "final", "last"]), default="auto", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
@@ -78,7 +78,7 @@ def interference(run_dir, pairs, pair_specs, batch_size, lr, seed, device, check
 @command.command("bias")
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @click.option("--eval", "eval_name", default=None, help="Evaluation to set beside the histogram (default newest).")
-@click.option("--samples", type=click.IntRange(min=100), default=20000, show_default=True,
+@click.option("--samples", type=click.IntRange(100, MAX_COUNT), default=20000, show_default=True,
               help="Uniform draws estimating each bucket's share under unbiased (RSS) sampling.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bias(run_dir, eval_name, samples, as_json) -> None:

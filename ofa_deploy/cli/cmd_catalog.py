@@ -1,4 +1,4 @@
-"""``ofa-deploy catalog build|import|list|show|pareto|select|plot``: per-device model catalogs."""
+"""``ofa-deploy catalog build|import|list|show|pareto|select|plot|html``: per-device model catalogs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import emit_json
+from .common import MAX_COUNT, SEED, emit_json, limit_float, limit_int
 
 CATALOG_OPTION = click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path),
                               default=Path("catalog.db"), show_default=True, help="Catalog database file.")
@@ -57,7 +57,7 @@ def _entries(catalog_path: Path, target: str, batch: int):
 
 
 def _target_options(func):
-    func = click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+    func = click.option("--batch", type=click.IntRange(1, 65536), default=1, show_default=True,
                         help="Batch size of the latency measurements.")(func)
     func = click.option("--target", required=True, help="Target name.")(func)
     return func
@@ -74,30 +74,30 @@ def _row(e: dict) -> str:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--target", required=True, help="Target name or profile .toml (measured on this machine).")
 @CATALOG_OPTION
-@click.option("--n", "count", type=click.IntRange(min=2), default=40, show_default=True,
+@click.option("--n", "count", type=click.IntRange(2, MAX_COUNT), default=40, show_default=True,
               help="Candidate subnets to evaluate.")
-@click.option("--finalists", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--finalists", type=click.IntRange(1, MAX_COUNT), default=8, show_default=True,
               help="Pareto finalists to export and measure.")
-@click.option("--budget-ms", "budgets", type=click.FloatRange(min=0, min_open=True), multiple=True,
+@click.option("--budget-ms", "budgets", type=limit_float("latency_ms", lo_open=True), multiple=True,
               help="Latency budget to add a finalist for (repeatable; needs --predictor).")
 @click.option("--predictor", "predictor_path", type=click.Path(path_type=Path), default=None,
               help="Latency predictor of the target [default: rank candidates by MACs].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the candidate draw.")
-@click.option("--calib-images", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the candidate draw.")
+@click.option("--calib-images", type=click.IntRange(1, MAX_COUNT), default=2000, show_default=True,
               help="Training images for BN recalibration.")
-@click.option("--test-images", type=click.IntRange(min=1), default=None,
+@click.option("--test-images", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Evaluate accuracy on a seeded subset of this many test images [default: all].")
 @click.option("--data-dir", type=click.Path(path_type=str), default=None, help="Dataset folder [default: the run's].")
-@click.option("--torch-threads", type=click.IntRange(min=1), default=None,
+@click.option("--torch-threads", type=click.IntRange(1, 1024), default=None,
               help="Threads for evaluating accuracy [default: torch's]; 1 on a busy shared machine.")
 @click.option("--no-measure", is_flag=True,
               help="Export the finalists for TARGET but do not profile them here (profile on the device, then "
                    "`catalog import`).")
 @click.option("--remeasure-unstable", is_flag=True,
               help="Measure again finalists whose stored latency is flagged unstable.")
-@click.option("--warmup-s", type=click.FloatRange(min=0), default=None, help="Override the target's warm-up.")
-@click.option("--min-iterations", type=click.IntRange(min=2), default=None, help="Override minimum iterations.")
-@click.option("--min-time-s", type=click.FloatRange(min=0), default=None, help="Override minimum seconds.")
+@click.option("--warmup-s", type=limit_float("warmup_s"), default=None, help="Override the target's warm-up.")
+@click.option("--min-iterations", type=limit_int("min_iterations"), default=None, help="Override minimum iterations.")
+@click.option("--min-time-s", type=limit_float("min_time_s"), default=None, help="Override minimum seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
           data_dir, torch_threads, no_measure, remeasure_unstable, warmup_s, min_iterations, min_time_s,
@@ -239,10 +239,10 @@ def pareto_(catalog_path, target, batch, as_json) -> None:
 @command.command("select")
 @CATALOG_OPTION
 @_target_options
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--max-latency-ms", type=limit_float("latency_ms", lo_open=True), default=None,
               help="Budget on measured p90 latency.")
-@click.option("--max-mflops", type=click.FloatRange(min=0, min_open=True), default=None, help="Budget on MFLOPs.")
-@click.option("--min-accuracy", type=click.FloatRange(min=0, max=1), default=None, help="Accuracy floor (0-1).")
+@click.option("--max-mflops", type=limit_float("mflops", lo_open=True), default=None, help="Budget on MFLOPs.")
+@click.option("--min-accuracy", type=limit_float("accuracy"), default=None, help="Accuracy floor (0-1).")
 @click.option("--allow-unstable", is_flag=True, help="Also consider entries whose latency is flagged unstable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the chosen entry as JSON.")
 def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accuracy, allow_unstable, as_json) -> None:
@@ -283,3 +283,25 @@ def plot(catalog_path, target, batch, out) -> None:
     out = out or catalog_path.resolve().parent / f"catalog-{target}.png"
     path = plot_catalog(_entries(catalog_path, target, batch), out, target=target)
     click.echo(str(path))
+
+
+@command.command("html")
+@CATALOG_OPTION
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder for index.html (created if missing), or an .html file to write.")
+@click.option("--target", "targets", multiple=True,
+              help="Show only this target (repeatable) [default: every target in the catalog].")
+@click.option("--batch", type=click.IntRange(1, 65536), default=1, show_default=True,
+              help="Batch size of the latency measurements.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def html(catalog_path, out, targets, batch, as_json) -> None:
+    """One self-contained HTML page (no network needed to view it): Pareto plots per target,
+    a budget slider with device/precision filters showing the selected model per device, a
+    sortable table of every entry and rank flips between targets. Reads the catalog only."""
+    from ..catalog.html import write_catalog_html
+
+    page = write_catalog_html(catalog_path, out, batch=batch, targets=[_target_name(t) for t in targets] or None)
+    if as_json:
+        emit_json({"page": str(page), "bytes": page.stat().st_size})
+        return
+    click.echo(str(page))

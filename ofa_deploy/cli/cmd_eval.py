@@ -5,37 +5,40 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json
+from .common import MAX_COUNT, SEED, emit_json, limit_float
 
 
 def parse_buckets(ctx, param, value: str) -> list[float]:
+    from ..errors import OfaError
+    from ..validate import LIMITS, finite
+
+    parts = [v for v in value.split(",") if v.strip()]
+    if not parts or len(parts) > 100:
+        raise click.BadParameter(f"expected 1 to 100 comma-separated MFLOPs, e.g. 4,6,8,10,12,14; got {value[:80]!r}")
     try:
-        buckets = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated MFLOPs, e.g. 4,6,8,10,12,14; got {value!r}") from None
-    if not buckets or any(b <= 0 for b in buckets):
-        raise click.BadParameter("expected at least one positive MFLOPs value")
-    return buckets
+        return [finite(v, f"bucket {v.strip()[:20]!r}", lo=0.0, hi=LIMITS["mflops"][1], lo_open=True) for v in parts]
+    except OfaError as exc:
+        raise click.BadParameter(f"{exc} (expected comma-separated MFLOPs, e.g. 4,6,8,10,12,14)") from None
 
 
 @click.command("eval")
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @click.option("--buckets", default="4,6,8,10,12,14", show_default=True, callback=parse_buckets,
               help="MFLOPs bucket centres (the paper's by default).")
-@click.option("--per-bucket", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--per-bucket", type=click.IntRange(1, MAX_COUNT), default=100, show_default=True,
               help="Subnets sampled per bucket (paper: 100).")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--tolerance", type=limit_float("tolerance"), default=0.5, show_default=True,
               help="A subnet belongs to a bucket when its MFLOPs are within this of the centre.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Same seed, same subnets (and test subset): compare runs with one seed.")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
 @click.option("--subnet", default=None, help="Evaluate one subnet: smallest, middle, largest or a SPEC.")
-@click.option("--calib-n", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--calib-n", type=click.IntRange(1, MAX_COUNT), default=2000, show_default=True,
               help="Training images used to recompute each subnet's BN statistics.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, MAX_COUNT), default=1000, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Dataset folder (default: the one the run was trained with).")
-@click.option("--test-subset", type=click.IntRange(min=1), default=None,
+@click.option("--test-subset", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Measure on N test images (default: the run's --test-subset, else all).")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import click
 
-from .common import emit_json, load_subnet
+from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet
 
 
 @click.command("export")
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
 @click.option("--subnet", "spec", default=None, help="Subnet SPEC: text form, JSON object, or JSON file.")
-@click.option("--mflops", type=float, default=None, help="A random subnet within --tolerance of this many MFLOPs.")
+@click.option("--mflops", type=limit_float("mflops", lo_open=True), default=None, help="A random subnet within --tolerance of this many MFLOPs.")
 @click.option("--smallest", is_flag=True, help="The smallest subnet (k3 e3 d2 everywhere).")
 @click.option("--largest", is_flag=True, help="The largest subnet (k7 e6 d4 everywhere).")
 @click.option("--all-buckets", is_flag=True, help="One random subnet per paper MFLOPs bucket, in OUT/bucket-NN/.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subnet draw and image choice.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subnet draw and image choice.")
+@click.option("--tolerance", type=limit_float("tolerance"), default=0.5, show_default=True,
               help="Half-width of the MFLOPs bucket.")
 @click.option("--target", "target_name", default="cpu", show_default=True, help="Target name or profile .toml.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -31,11 +31,11 @@ from .common import emit_json, load_subnet
 @click.option("--recalibrate/--no-recalibrate", default=True, show_default=True,
               help="Recompute BN statistics on training images (off: the ONNX computes exactly what the "
                    "supernet computes with the subnet active).")
-@click.option("--bn-images", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--bn-images", type=click.IntRange(1, MAX_COUNT), default=2000, show_default=True,
               help="Training images for BN recalibration.")
-@click.option("--calibration-images", type=click.IntRange(min=1), default=512, show_default=True,
+@click.option("--calibration-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
               help="Training images saved as calibration.npy (TensorRT / int8 targets).")
-@click.option("--parity-images", type=click.IntRange(min=1), default=512, show_default=True,
+@click.option("--parity-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
               help="Test images for the ONNX Runtime vs PyTorch check.")
 @click.option("--accuracy/--no-accuracy", "measure_accuracy", default=True, show_default=True,
               help="Measure the exported network's top-1 accuracy on the test split.")

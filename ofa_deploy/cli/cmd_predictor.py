@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..targets import PREDICTOR_STATISTICS
-from .common import emit_json
+from .common import MAX_COUNT, SEED, emit_json, limit_float, limit_int
 
 
 @click.group("predictor")
@@ -18,13 +18,13 @@ def command() -> None:
 def _protocol_options(func):
     func = click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                         help="Keep the exported ONNX files here and reuse them [default: temporary].")(func)
-    func = click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+    func = click.option("--rounds", type=click.IntRange(1, MAX_COUNT), default=5, show_default=True,
                         help="Interleaved measuring rounds per subnet.")(func)
-    func = click.option("--min-time-s", type=click.FloatRange(min=0), default=None,
+    func = click.option("--min-time-s", type=limit_float("min_time_s"), default=None,
                         help="Measuring seconds per subnet, over all rounds [default: the target's].")(func)
-    func = click.option("--min-iterations", type=click.IntRange(min=2), default=None,
+    func = click.option("--min-iterations", type=limit_int("min_iterations"), default=None,
                         help="Timed iterations per subnet, over all rounds [default: the target's].")(func)
-    func = click.option("--warmup-s", type=click.FloatRange(min=0), default=None,
+    func = click.option("--warmup-s", type=limit_float("warmup_s"), default=None,
                         help="Warm-up seconds per subnet, over all rounds [default: the target's].")(func)
     return func
 
@@ -39,16 +39,16 @@ def _progress():
 @command.command("build")
 @click.option("--target", required=True, help="Target name or profile .toml (an onnxruntime target).")
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Training run directory.")
-@click.option("--n", "count", type=click.IntRange(min=10), default=300, show_default=True,
+@click.option("--n", "count", type=click.IntRange(10, MAX_COUNT), default=300, show_default=True,
               help="Designed subnets to measure.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Predictor directory [default: predictors/<target>].")
 @click.option("--statistic", type=click.Choice(PREDICTOR_STATISTICS), default=None,
               help="Which latency statistic to fit [default: the target's predictor_statistic].")
-@click.option("--holdout", type=click.IntRange(min=0), default=100, show_default=True,
+@click.option("--holdout", type=click.IntRange(0, MAX_COUNT), default=100, show_default=True,
               help="Held-out subnets measured alongside (never fitted on) for `predictor check`.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the designed set.")
-@click.option("--holdout-seed", type=int, default=1, show_default=True, help="Seed of the held-out draw.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the designed set.")
+@click.option("--holdout-seed", type=SEED, default=1, show_default=True, help="Seed of the held-out draw.")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, onnx_dir, rounds, min_time_s,
@@ -92,9 +92,9 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
 @click.option("--predictor", "predictor_path", required=True, type=click.Path(path_type=Path),
               help="predictor.json (or its directory).")
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Training run directory.")
-@click.option("--n", "count", type=click.IntRange(min=3), default=100, show_default=True,
+@click.option("--n", "count", type=click.IntRange(3, MAX_COUNT), default=100, show_default=True,
               help="Held-out subnets to measure.")
-@click.option("--seed", type=int, default=1, show_default=True,
+@click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the held-out draw (build's --holdout-seed: reuse what build measured).")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

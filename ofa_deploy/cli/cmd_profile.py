@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json
+from .common import emit_json, limit_float, limit_int
 
 
 @click.command("profile")
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--target", default="cpu", show_default=True, help="Target name or profile .toml.")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: the target's first].")
+@click.option("--batch", type=click.IntRange(1, 65536), default=None, help="Batch size [default: the target's first].")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]), default=None,
               help="Override the target's backend (torch: eager comparison, needs an export directory).")
-@click.option("--threads", type=click.IntRange(min=0), default=None,
+@click.option("--threads", type=limit_int("threads"), default=None,
               help="Intra-op threads, 0 = library default [default: the target's].")
-@click.option("--warmup-s", type=click.FloatRange(min=0), default=None, help="Warm-up seconds.")
-@click.option("--min-iterations", type=click.IntRange(min=2), default=None, help="Minimum timed iterations.")
-@click.option("--min-time-s", type=click.FloatRange(min=0), default=None, help="Minimum timed seconds.")
-@click.option("--cov-threshold", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--warmup-s", type=limit_float("warmup_s"), default=None, help="Warm-up seconds.")
+@click.option("--min-iterations", type=limit_int("min_iterations"), default=None, help="Minimum timed iterations.")
+@click.option("--min-time-s", type=limit_float("min_time_s"), default=None, help="Minimum timed seconds.")
+@click.option("--cov-threshold", type=limit_float("cov_threshold", lo_open=True), default=None,
               help="CoV (std/mean, fraction) above which a measurement is repeated and then flagged.")
-@click.option("--max-retries", type=click.IntRange(min=0), default=None, help="Repeats of an unstable measurement.")
+@click.option("--max-retries", type=limit_int("max_retries"), default=None, help="Repeats of an unstable measurement.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Also write the JSON result to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

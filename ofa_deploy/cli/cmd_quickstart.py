@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import emit_json
+from .common import SEED, emit_json
 
 
 @click.command("quickstart")
@@ -15,7 +15,7 @@ from .common import emit_json
               show_default=True, help="Where the run, exports, catalog and report go (rerun to resume).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--fast", is_flag=True, help="A sub-minute smoke version (tiny training, 1 subnet per bucket).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def command(out: Path, device: str, fast: bool, seed: int, quiet: bool, as_json: bool) -> None:

@@ -8,28 +8,28 @@ import sys
 import click
 
 from .cmd_eval import parse_buckets
-from .common import emit_json
+from .common import MAX_COUNT, SEED, emit_json, limit_float
 
 DATASETS = ("digits", "mnist", "fmnist", "cifar10", "cifar100")
 
 
 @click.command("reproduce")
 @click.option("--dataset", type=click.Choice(DATASETS), default="fmnist", show_default=True)
-@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--scale", type=limit_float("scale", lo_open=True), default=1.0, show_default=True,
               help="Multiply Table 1's epochs (each PS phase keeps at least one epoch); 0.1 for a quick version.")
 @click.option("--ablations", is_flag=True, help="Also the runs of the paper's Figs. 5, 6 and 7 (8 more runs).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="torchvision root, or a folder of the original MNIST/F-MNIST IDX .gz files.")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
-@click.option("--train-subset", type=click.IntRange(min=1), default=None, help="Train on N images only.")
-@click.option("--test-subset", type=click.IntRange(min=1), default=None, help="Evaluate on N test images only.")
-@click.option("--per-bucket", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--train-subset", type=click.IntRange(1, MAX_COUNT), default=None, help="Train on N images only.")
+@click.option("--test-subset", type=click.IntRange(1, MAX_COUNT), default=None, help="Evaluate on N test images only.")
+@click.option("--per-bucket", type=click.IntRange(1, MAX_COUNT), default=100, show_default=True,
               help="Subnets per MFLOPs bucket (the same ones for every run).")
 @click.option("--buckets", default="4,6,8,10,12,14", show_default=True, callback=parse_buckets)
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.5, show_default=True)
-@click.option("--calib-n", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--tolerance", type=limit_float("tolerance"), default=0.5, show_default=True)
+@click.option("--calib-n", type=click.IntRange(1, MAX_COUNT), default=2000, show_default=True,
               help="Training images for each subnet's BN recalibration.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Training and evaluation seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Training and evaluation seed.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default reproduce/DATASET-xSCALE). Run again to resume.")

@@ -7,7 +7,7 @@ import random
 import click
 
 from ..space import SearchSpace
-from .common import emit_json, load_subnet, space_options, subnet_summary
+from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet, space_options, subnet_summary
 
 
 @click.group("subnet")
@@ -16,11 +16,11 @@ def command() -> None:
 
 
 @command.command("sample")
-@click.option("--mflops", type=float, default=None, help="Only subnets within this many MFLOPs (MACs / 1e6).")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--mflops", type=limit_float("mflops", lo_open=True), default=None, help="Only subnets within this many MFLOPs (MACs / 1e6).")
+@click.option("--tolerance", type=limit_float("tolerance"), default=0.5, show_default=True,
               help="Half-width of the MFLOPs bucket.")
-@click.option("--n", "count", type=click.IntRange(min=1), default=1, show_default=True, help="How many subnets.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same subnets.")
+@click.option("--n", "count", type=click.IntRange(1, MAX_COUNT), default=1, show_default=True, help="How many subnets.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Same seed, same subnets.")
 @space_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def sample(mflops, tolerance, count, seed, in_channels, num_classes, as_json) -> None:

@@ -3,9 +3,11 @@ over ``ofa_deploy.train``). DDP: ``torchrun --nproc-per-node N -m ofa_deploy tra
 
 from __future__ import annotations
 
+import re
+
 import click
 
-from .common import emit_json
+from .common import MAX_COUNT, SEED, emit_json, limit_float, limit_int
 
 METHODS = ("rss", "ps", "fixed", "max-then-min", "min-then-max", "alternating", "sandwich")
 DATASETS = ("digits", "mnist", "fmnist", "cifar10", "cifar100")
@@ -14,11 +16,11 @@ DATASETS = ("digits", "mnist", "fmnist", "cifar10", "cifar100")
 def _ps_epochs(ctx, param, value):
     if value is None:
         return None
-    try:
-        epochs = [int(v) for v in value.split(",")]
-    except ValueError:
-        raise click.BadParameter("expected six comma-separated integers, e.g. 25,17,3,17,3,17") from None
-    if len(epochs) != 6:
+    parts = value.split(",")
+    if len(parts) != 6 or not all(re.fullmatch(r"\s*[0-9]{1,7}\s*", v, re.ASCII) for v in parts):
+        raise click.BadParameter("expected six comma-separated integers, e.g. 25,17,3,17,3,17")
+    epochs = [int(v) for v in parts]
+    if sum(epochs) < 1:
         raise click.BadParameter("expected six comma-separated integers, e.g. 25,17,3,17,3,17")
     return epochs
 
@@ -31,12 +33,12 @@ def _ps_epochs(ctx, param, value):
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset (needs internet).")
 @click.option("--method", type=click.Choice(METHODS), default="rss", show_default=True,
               help="Subnet schedule: the paper's RSS and PS, its ablations, or sandwich.")
-@click.option("--per-batch", type=click.IntRange(min=0), default=None,
+@click.option("--per-batch", type=limit_int("per_batch"), default=None,
               help="rss: K subnets per step instead of one per epoch; sandwich: random subnets per step (2).")
 @click.option("--balance", type=click.Choice(["none", "flops"]), default="none", show_default=True,
               help="flops: draw a 1-MFLOP bucket uniformly, then a subnet in it.")
 @click.option("--subnet", default=None, help="fixed: smallest, middle, largest or a SPEC (text, JSON, file).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Total epochs (PS splits them in the paper's phase proportions). Default 5, or the preset's.")
 @click.option("--ps-epochs", callback=_ps_epochs, default=None,
               help="PS phase epochs: largest,kernel,depth-1,depth-2,expand-1,expand-2.")
@@ -44,23 +46,23 @@ def _ps_epochs(ctx, param, value):
               help="The paper's Table 1 epochs for the dataset and method (paper-short: RSS-short).")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None,
               help="Default cosine; constant for max-then-min, min-then-max and alternating (as the paper).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
+@click.option("--lr", type=limit_float("lr", lo_open=True), default=0.01, show_default=True)
+@click.option("--batch-size", type=click.IntRange(2, MAX_COUNT), default=64, show_default=True,
               help="Global batch (split over DDP ranks and --grad-accum micro-batches).")
-@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--grad-accum", type=click.IntRange(1, MAX_COUNT), default=1, show_default=True,
               help="Micro-batches per step (gradients summed; BatchNorm sees each micro-batch).")
-@click.option("--warmup-epochs", type=click.IntRange(min=0), default=None,
+@click.option("--warmup-epochs", type=click.IntRange(0, MAX_COUNT), default=None,
               help="Linear warm-up epochs (default 5 with --preset, else at most a fifth of the first phase).")
-@click.option("--kd-ratio", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--kd-ratio", type=limit_float("kd_ratio"), default=1.0, show_default=True,
               help="PS distillation weight (0 turns it off).")
 @click.option("--augment", type=click.Choice(["default", "ofa", "fmnist", "digits", "none"]), default="default",
               show_default=True, help="Augmentation policy (default: chosen per dataset).")
-@click.option("--val-size", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--val-size", type=click.IntRange(0, MAX_COUNT), default=0, show_default=True,
               help="Hold out this many training images and report val_acc each epoch.")
-@click.option("--train-subset", type=click.IntRange(min=1), default=None, help="Train on N images only.")
-@click.option("--test-subset", type=click.IntRange(min=1), default=None,
+@click.option("--train-subset", type=click.IntRange(1, MAX_COUNT), default=None, help="Train on N images only.")
+@click.option("--test-subset", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Recorded for evaluation: test on N images only.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same run (bit-identical on CPU).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Same seed, same run (bit-identical on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -77,6 +79,7 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
     from ..train import TrainConfig, read_summary, resume, train
 
     if resume_dir is not None:
+        _refuse_changes_on_resume()
         explicit = click.get_current_context().get_parameter_source("device") == click.core.ParameterSource.COMMANDLINE
         run_dir = resume(resume_dir, quiet=quiet, device=device if explicit else None)
     else:
@@ -94,3 +97,17 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
     elif not quiet:
         click.echo(f"{run_dir}: {summary['epochs']} epochs in {summary['train_wall_time_s']:.1f} s, final train "
                    f"accuracy {summary['final_train_acc']:.4f}")
+
+
+# What --resume may change: where it runs and how it reports, never what it trains.
+_RESUME_MAY_CHANGE = {"resume_dir", "device", "quiet", "as_json"}
+
+
+def _refuse_changes_on_resume() -> None:
+    ctx = click.get_current_context()
+    given = [p for p in ctx.command.params if p.name not in _RESUME_MAY_CHANGE
+             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        flags = ", ".join(p.opts[0] for p in given)
+        raise click.UsageError(f"--resume continues a run with the options in its config.toml; {flags} cannot be "
+                               "changed (start a new run with --out to train differently)")

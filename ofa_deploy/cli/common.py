@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import click
 from ..errors import OfaError
 from ..io import read_json
 from ..space import SearchSpace, Subnet
+from ..validate import LIMITS, MAX_SEED, finite, kind_of, path_text
 
 
 def emit_json(obj: Any) -> None:
@@ -21,24 +23,82 @@ def emit_json(obj: Any) -> None:
 
 def load_subnet(spec: str, space: SearchSpace) -> Subnet:
     """A SPEC argument: the text form, a JSON object, or the path of a JSON file holding one
-    (an object ``{"ks","e","d"}`` or ``{"subnet": {...}}``, such as an export sidecar)."""
+    (an object ``{"ks","e","d"}`` or ``{"subnet": {...}}``, such as an export sidecar).
+
+    Text forms and JSON objects are recognised by their characters before anything touches
+    the filesystem, so a long or odd spec is never tried as a path."""
     spec = spec.strip()
-    if spec.endswith(".json") or (not spec.startswith("{") and Path(spec).is_file()):
-        path = Path(spec)
-        if not path.is_file():
-            raise OfaError(f"subnet file {path} does not exist")
+    if spec.startswith("{") or _TEXT_CHARS.fullmatch(spec):
+        return Subnet.parse(spec, space)
+    try:
+        path_text(spec, "subnet spec")
+    except OfaError:
+        return Subnet.parse(spec, space)  # not a usable path either: say what a spec looks like
+    path = Path(spec)
+    kind = kind_of(path)
+    if kind == "dir":
+        raise OfaError(f"subnet file {path} is a directory, not a JSON file")
+    if kind == "file":
         data = read_json(path, "subnet file")
         if isinstance(data, dict) and "subnet" in data:
             data = data["subnet"]
         return Subnet.from_dict(data, space)
+    if spec.endswith(".json"):
+        raise OfaError(f"subnet file {path} does not exist")
     return Subnet.parse(spec, space)
+
+
+_TEXT_CHARS = re.compile(r"[0-9_-]*")
+
+
+class FiniteFloat(click.ParamType):
+    """A float option that refuses NaN, infinities and values outside [lo, hi]."""
+
+    name = "float"
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                 hi_open: bool = False) -> None:
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            return finite(value, "value", lo=self.lo, hi=self.hi, lo_open=self.lo_open, hi_open=self.hi_open)
+        except OfaError as exc:
+            self.fail(str(exc).replace("value ", "", 1), param, ctx)
+
+    def get_metavar(self, param: Any, ctx: Any = None) -> str:
+        lo = "" if self.lo is None else f"{self.lo:g}{'<' if self.lo_open else '<='}"
+        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='}{self.hi:g}"
+        return f"FLOAT {lo}x{hi}" if lo or hi else "FLOAT"
+
+    def __repr__(self) -> str:
+        return f"FiniteFloat({self.lo}, {self.hi})"
+
+
+def limit_float(name: str, *, lo_open: bool = False) -> FiniteFloat:
+    """The click type of a float option bounded by ``validate.LIMITS[name]``."""
+    lo, hi = LIMITS[name]
+    return FiniteFloat(lo, hi, lo_open=lo_open)
+
+
+def limit_int(name: str, lo: int | None = None) -> click.IntRange:
+    """The click type of a count bounded by ``validate.LIMITS[name]`` (``lo`` overrides the floor)."""
+    low, hi = LIMITS[name]
+    return click.IntRange(low if lo is None else lo, hi)
+
+
+SEED = click.IntRange(0, MAX_SEED)
+"""Seeds: 64-bit unsigned, what numpy and torch take."""
+
+MAX_COUNT = 10_000_000
+"""Upper bound of image, subnet and epoch counts: more than any real use, less than a typo's days of work."""
 
 
 def space_options(func):
     """``--in-channels`` and ``--num-classes`` for commands that work on a bare space."""
-    func = click.option("--num-classes", type=click.IntRange(min=2), default=10, show_default=True,
+    func = click.option("--num-classes", type=click.IntRange(2, 100_000), default=10, show_default=True,
                         help="Classifier outputs.")(func)
-    func = click.option("--in-channels", type=click.IntRange(min=1), default=3, show_default=True,
+    func = click.option("--in-channels", type=click.IntRange(1, 1024), default=3, show_default=True,
                         help="Input image channels (1 for MNIST-like data).")(func)
     return func
 

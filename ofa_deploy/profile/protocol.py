@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Optional
 
 from ..errors import OfaError
+from ..validate import LIMITS, finite, limited
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,10 @@ class Protocol:
     max_time_s: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.warmup_s < 0 or self.min_time_s < 0:
-            raise OfaError("warm-up and measuring times must not be negative")
-        if self.min_iterations < 2:
-            raise OfaError(f"min_iterations={self.min_iterations} must be at least 2 (a spread needs two samples)")
-        if not self.cov_threshold > 0:
-            raise OfaError(f"cov_threshold={self.cov_threshold} must be positive")
-        if self.max_retries < 0:
-            raise OfaError(f"max_retries={self.max_retries} must not be negative")
+        # Bounded on every side: a NaN or infinite time would never end the timing loop.
+        for name in ("warmup_s", "min_time_s", "cov_threshold", "max_retries", "min_iterations"):
+            limited(name, getattr(self, name), f"measure.{name}", lo_open=name == "cov_threshold")
+        finite(self.max_time_s, "measure.max_time_s", lo=0.0, hi=4 * LIMITS["min_time_s"][1], lo_open=True)
         if self.max_time_s < self.min_time_s:
             raise OfaError(f"max_time_s={self.max_time_s} is below min_time_s={self.min_time_s}")
 
