@@ -15,11 +15,17 @@ from .errors import OfaError
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over
     ``path``. On any failure the temporary file is removed and ``path`` is untouched."""
+    from .outputs import remove_leftovers, temp_prefix, umask
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path)  # what a killed writer of this file left
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OfaError(f"could not write {path}: {exc.strerror or exc}") from None
+    try:
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; the result is an ordinary file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -32,12 +38,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -85,8 +85,11 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
     if out is None:
         leaf = f"buckets-seed{seed}" if all_buckets else _subnet_id(space, picks[0][2])
         out = run_dir / "exports" / target.name / leaf
-    if out.exists() and not overwrite:
-        raise OfaError(f"{out} already exists; choose another --out or pass --overwrite")
+    from ..outputs import EXPORT, check_not_input, check_replaceable
+
+    inputs = [("run directory", run_dir), ("--data-dir", data_dir)]
+    check_not_input(out, inputs)  # before any work; checked again when the export is renamed into place
+    check_replaceable(out, EXPORT, overwrite=overwrite)
     console = Console(stderr=True)
 
     with console.status("loading the supernet and data", spinner="dots") as status:
@@ -114,7 +117,7 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
 
         if all_buckets:
             results = []
-            with staged_directory(out, overwrite=overwrite) as tmp:
+            with staged_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
                 for i, (name, bucket, subnet) in enumerate(picks):
                     results.append((name, bucket, export_one(subnet, tmp / name, f"[{i + 1}/{len(picks)}] {name}")))
                 atomic_write_json(tmp / INDEX_FILE, {

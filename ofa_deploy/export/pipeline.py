@@ -113,7 +113,7 @@ def export_subnet(
 
     macs, params = cost(space, subnet)
     batch = target.batch
-    with staged_directory(out_dir, overwrite=overwrite) as tmp:
+    with staged_directory(out_dir, overwrite=overwrite, inputs=[("run directory", run_dir)]) as tmp:
         say(f"exporting ONNX (opset {target.opset})")
         onnx_info = export_onnx(
             net, tmp / ONNX_FILE, input_shape=expected_shape, opset=target.opset,

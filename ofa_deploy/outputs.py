@@ -1,0 +1,425 @@
+"""What a command may write and replace: the one place that decides.
+
+Every writing command names the kind of output it produces (an export directory, a
+report, a PNG, a profile result, ...). ``--overwrite`` (and the commands that update
+their own product on a rerun) may replace an existing path only when it is recognisably
+that kind - by the format tag of its sidecar, its marker file, its magic bytes - and, for
+directories, holds nothing but that kind's files. Anything else (a run directory, a
+catalog, a folder with the user's files) is refused with what was found. No output may
+equal or contain an input. A new directory is renamed into place with a primitive that
+fails if the target appeared meanwhile (``renameat2(RENAME_NOREPLACE)`` on Linux), so two
+writers racing for one path never both "succeed", and one never replaces the other.
+
+Temporary names embed the writer's pid (``.NAME.PID.RANDOM.partial`` / ``.tmp``): the
+next writer of the same output removes those whose process is gone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
+
+from .errors import OfaError
+
+# Files written under names of an older ofa-deploy (no pid in them) count as leftovers
+# only once this old: nothing could still be writing them.
+LEGACY_LEFTOVER_AGE_S = 3600.0
+_LISTED = 4  # names quoted in a refusal before "..."
+
+
+# -- recognising outputs -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of output. ``recognise(path)`` returns None if ``path`` is this kind's own
+    output, else a short description of what it is instead (quoted in the refusal)."""
+
+    name: str
+    recognise: Callable[[Path], Optional[str]]
+
+
+def _listing(names: Iterable[str]) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:_LISTED])
+    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
+
+
+def describe(path: Path) -> str:
+    """What a path that is not ours looks like, in a few words (for refusals)."""
+    if not path.is_dir():
+        if path.is_file():
+            with open(path, "rb") as f:
+                head = f.read(16)
+            if head.startswith(b"SQLite format 3"):
+                return "an SQLite database (a catalog?)"
+            return "a file"
+        return "not a regular file or directory"
+    names = {p.name for p in path.iterdir()}
+    if "config.toml" in names and names & {"last.pt", "final.pt", "metrics.jsonl", "summary.json"}:
+        return "a training run directory (" + _listing(names & {"config.toml", "last.pt", "final.pt",
+                                                               "summary.json"}) + ")"
+    if any(n.endswith(".db") for n in names):
+        return "a directory holding a catalog (" + _listing(n for n in names if n.endswith(".db")) + ")"
+    if not names:
+        return "an empty directory"
+    return "a directory holding " + _listing(names)
+
+
+def _read_json_dict(path: Path) -> Optional[dict]:
+    try:
+        if path.stat().st_size > 64 << 20:
+            return None
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+_TEMP_NAME = re.compile(r"^\..+\.(?:\d+\.[A-Za-z0-9_]+\.(?:tmp|partial)|\d+\.old|[A-Za-z0-9_]{8}\.(?:tmp|partial))$")
+
+
+def _is_leftover_name(name: str) -> bool:
+    """A temporary name of ours (an interrupted write inside the output)."""
+    return bool(_TEMP_NAME.match(name))
+
+
+def _only(path: Path, allowed: Callable[[Path], bool]) -> Optional[str]:
+    foreign = [p.name for p in path.iterdir() if not allowed(p) and not _is_leftover_name(p.name)]
+    return f"a directory holding files that are not ours ({_listing(foreign)})" if foreign else None
+
+
+EXPORT_FILES = {"model.json", "model.onnx", "calibration.npy", "model.engine", "engine.json"}
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def _export_dir(path: Path) -> Optional[str]:
+    from .export.sidecar import SIDECAR_FILE, SIDECAR_FORMAT
+
+    if not path.is_dir():
+        return describe(path)
+    sidecar = _read_json_dict(path / SIDECAR_FILE)
+    if sidecar is None or sidecar.get("format") != SIDECAR_FORMAT:
+        return describe(path)
+    listed = set((sidecar.get("files") or {}).keys()) if isinstance(sidecar.get("files"), dict) else set()
+    return _only(path, lambda p: p.is_file() and (p.name in EXPORT_FILES or p.name in listed
+                                                 or p.suffix in ENGINE_SUFFIXES))
+
+
+def _export_set(path: Path) -> Optional[str]:
+    from .export.sidecar import INDEX_FILE
+
+    if not path.is_dir():
+        return describe(path)
+    index = _read_json_dict(path / INDEX_FILE)
+    if index is None or not isinstance(index.get("exports"), list):
+        return describe(path)
+    for sub in path.iterdir():
+        if sub.name == INDEX_FILE or _is_leftover_name(sub.name):
+            continue
+        found = _export_dir(sub) if sub.is_dir() else "a file"
+        if found is not None:
+            return f"an export set whose {sub.name} is {found}"
+    return None
+
+
+def _export_any(path: Path) -> Optional[str]:
+    from .export.sidecar import INDEX_FILE
+
+    return _export_set(path) if (path / INDEX_FILE).is_file() else _export_dir(path)
+
+
+REPORT_FORMAT = "ofa-deploy/report"
+REPORT_SUFFIXES = (".png", ".svg", ".md", ".json")
+
+
+def _report_dir(path: Path) -> Optional[str]:
+    if not path.is_dir():
+        return describe(path)
+    summary = _read_json_dict(path / "report.json")
+    # reports written before the format tag existed are recognised by their keys
+    legacy = summary is not None and {"title", "runs", "ofa_deploy"} <= summary.keys()
+    if summary is None or not (summary.get("format") == REPORT_FORMAT or legacy):
+        return describe(path)
+    return _only(path, lambda p: p.is_file() and p.suffix in REPORT_SUFFIXES)
+
+
+def _png_file(path: Path) -> Optional[str]:
+    if not path.is_file():
+        return describe(path)
+    with open(path, "rb") as f:
+        return None if f.read(8) == b"\x89PNG\r\n\x1a\n" else describe(path) + " that is not a PNG"
+
+
+def _profile_result(path: Path) -> Optional[str]:
+    if not path.is_file():
+        return describe(path)
+    data = _read_json_dict(path)
+    if data is None or not {"latency_ms", "n", "cov"} <= data.keys():
+        return describe(path) + " that is not a profile result"
+    return None
+
+
+EXPORT = Kind("export directory", _export_any)
+REPORT = Kind("report directory", _report_dir)
+PNG = Kind("PNG image", _png_file)
+PROFILE_RESULT = Kind("profile result", _profile_result)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(os.path.realpath(os.fspath(path))))
+
+
+def check_not_input(out: str | os.PathLike, inputs: Sequence[Tuple[str, Optional[str | os.PathLike]]],
+                    flag: str = "--out") -> None:
+    """Refuse an output path that is, or contains, one of ``inputs`` ((label, path) pairs):
+    replacing it would destroy what the command reads. Being inside an input directory is
+    fine (exports go to RUN/exports/ by default); what is there is protected by ownership."""
+    target = _resolved(out)
+    for label, path in inputs:
+        if path is None:
+            continue
+        source = _resolved(path)
+        if source == target:
+            raise OfaError(f"{flag} {out} is the {label} itself; choose another {flag}")
+        if target in source.parents:
+            raise OfaError(f"{flag} {out} contains the {label} {path}; choose another {flag}")
+
+
+def check_replaceable(path: str | os.PathLike, kind: Kind, *, overwrite: bool, flag: str = "--out") -> None:
+    """``path`` may be written: it does not exist, or it is ``kind``'s own output and
+    ``overwrite`` allows replacing it."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink():
+        raise OfaError(f"{flag} {path} is a symbolic link; give the real path")
+    if not overwrite:
+        raise OfaError(f"{path} already exists; choose another {flag} or pass --overwrite")
+    found = kind.recognise(path)
+    if found is not None:
+        raise OfaError(f"{path} is {found}, not an ofa-deploy {kind.name}; --overwrite replaces only "
+                       f"that, choose another {flag}")
+
+
+def check_file_output(path: str | os.PathLike, kind: Kind, *,
+                      inputs: Sequence[Tuple[str, Optional[str | os.PathLike]]] = (), flag: str = "--out") -> Path:
+    """A file output (a PNG, a JSON result): not an input, not a directory, and if it exists
+    already, a file of ``kind`` (which a command replaces, as reruns are meant to)."""
+    path = Path(path)
+    check_not_input(path, inputs, flag)
+    if os.path.lexists(path):
+        found = kind.recognise(path)
+        if found is not None:
+            raise OfaError(f"{flag} {path} is {found}; only an ofa-deploy {kind.name} is replaced there, "
+                           f"choose another {flag}")
+    return path
+
+
+# -- leftovers ---------------------------------------------------------------------------------
+
+def temp_prefix(name: str) -> str:
+    """Prefix of the temporary names this process uses for output ``name``."""
+    return f".{name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's live process (or a pid we cannot judge): leave it
+    return True
+
+
+def remove_leftovers(final: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer of ``final`` left beside it: ``.NAME.PID.*.tmp`` files
+    and ``.NAME.PID.*.partial`` / ``.NAME.PID.old`` directories whose process is gone, and
+    the pid-less names of older versions once they are an hour old. Returns what went."""
+    final = Path(final)
+    parent = final.parent
+    if not parent.is_dir():
+        return []
+    name = re.escape(final.name)
+    ours = re.compile(rf"^\.{name}\.(\d+)\.(?:[A-Za-z0-9_]+\.(?:tmp|partial)|old)$")
+    legacy = re.compile(rf"^\.{name}\.(?:[A-Za-z0-9_]{{8}}\.(?:partial|tmp)|old-\d+)$")
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        match = ours.match(entry.name)
+        if match:
+            stale = not _pid_alive(int(match.group(1)))
+        elif legacy.match(entry.name):
+            try:
+                stale = time.time() - entry.lstat().st_mtime > LEGACY_LEFTOVER_AGE_S
+            except OSError:
+                continue
+        else:
+            continue
+        if not stale:
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass  # another writer's cleanup got there first, or it is not ours to remove
+    return removed
+
+
+# -- creating and publishing ---------------------------------------------------------------------
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(final: Path) -> Path:
+    """An empty directory beside ``final`` under this process's temporary name, with the
+    permissions a plain ``mkdir`` would give (mkdtemp's are 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=".partial", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~umask())
+    return tmp
+
+
+def _renameat2_noreplace(src: Path, dst: Path) -> Optional[bool]:
+    """True once renamed; None if the platform or filesystem has no no-replace rename;
+    ``FileExistsError`` if ``dst`` exists."""
+    libc_name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+    except OSError:
+        return None
+    if sys.platform.startswith("linux"):
+        fn = getattr(libc, "renameat2", None)
+        if fn is None:
+            return None
+        at_fdcwd, flags = -100, 1  # RENAME_NOREPLACE
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        rc = fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), flags)
+    elif sys.platform == "darwin":
+        fn = getattr(libc, "renamex_np", None)
+        if fn is None:
+            return None
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+        rc = fn(os.fsencode(src), os.fsencode(dst), 0x4)  # RENAME_EXCL
+    else:
+        return None
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), str(dst))
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return None
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; ``FileExistsError`` if anything is at ``dst`` - atomically
+    where the system allows it, else checked immediately before (a plain rename also
+    fails onto a non-empty directory)."""
+    if _renameat2_noreplace(src, dst):
+        return
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
+
+
+def _identity(path: Path) -> Optional[Tuple[int, int, int]]:
+    """Which directory this is: device, inode and change time (an inode number alone is
+    reused at once when a directory is deleted and another one made)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+@contextmanager
+def staged_output_dir(final: str | os.PathLike, kind: Kind, *, overwrite: bool = False,
+                      inputs: Sequence[Tuple[str, Optional[str | os.PathLike]]] = (),
+                      flag: str = "--out") -> Iterator[Path]:
+    """Yield an empty directory beside ``final``; when the block ends normally it becomes
+    ``final``. ``final`` must not exist, or (with ``overwrite``) be ``kind``'s own output,
+    which is then replaced - only if it is still the very directory checked at the start.
+    On any error the staging directory (and parents this call created) is removed, so
+    ``final`` is either what it was or complete."""
+    final = Path(final)
+    check_not_input(final, inputs, flag)
+    check_replaceable(final, kind, overwrite=overwrite, flag=flag)
+    replaced = _identity(final)
+    created = [p for p in reversed(final.absolute().parents) if not p.exists()]
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(final)
+        tmp = make_temp_dir(final)
+    except OSError as exc:
+        raise OfaError(f"cannot create {final}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        _publish(tmp, final, kind, replaced, flag)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(created):  # the parents this call made, deepest first
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _publish(tmp: Path, final: Path, kind: Kind, replaced: Optional[Tuple[int, int, int]], flag: str) -> None:
+    appeared = OfaError(f"{final} appeared while this command ran (another process wrote it?); nothing was "
+                        f"replaced - choose another {flag}")
+    if replaced is None:
+        try:
+            rename_noreplace(tmp, final)
+        except FileExistsError:
+            raise appeared from None
+        return
+    if _identity(final) != replaced:
+        raise appeared
+    old = final.with_name(f"{temp_prefix(final.name)}old")
+    try:
+        os.rename(final, old)  # renaming changes the change time: from here on compare device and inode
+    except FileNotFoundError:
+        raise OfaError(f"{final} was removed while this command ran; nothing was replaced") from None
+    if _identity(old)[:2] != replaced[:2] or kind.recognise(old) is not None:
+        _restore(old, final)
+        raise appeared
+    try:
+        rename_noreplace(tmp, final)
+    except FileExistsError:
+        _restore(old, final)
+        raise appeared from None
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore(old: Path, final: Path) -> None:
+    try:
+        rename_noreplace(old, final)
+    except OSError:
+        raise OfaError(f"{final} changed while this command ran; the previous content is kept in {old}") from None
