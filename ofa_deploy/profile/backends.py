@@ -143,16 +143,9 @@ def _concrete_shape(dims: Sequence[Any], batch: Optional[int], path: Any) -> tup
 def tensorrt_runner(engine_path: str | Path, *, batch: Optional[int] = None) -> Runner:
     """A serialized TensorRT engine: host timing of ``step()`` is end to end (copies in and
     out included); CUDA events around the execution give the device compute time."""
-    try:
-        import tensorrt  # noqa: F401  - checked first so the error names what is missing
-    except ImportError:
-        raise OfaError("the tensorrt backend needs TensorRT's Python bindings (pip install tensorrt) "
-                       "on the machine the engine was built for") from None
-    try:
-        from ..export.tensorrt import TrtRunner
-    except ImportError as exc:
-        raise OfaError(f"the tensorrt backend is unavailable: {exc}") from None
-    trt = TrtRunner(str(engine_path), batch=batch)
+    from ..export.trt_runtime import TrtRunner  # imports neither tensorrt nor pycuda until it runs
+
+    trt = TrtRunner(str(engine_path), batch=batch)  # OfaError naming what is missing or broken
     return Runner(
         backend="tensorrt",
         step=trt.step,
