@@ -1,0 +1,325 @@
+// The catalog page's own script: filters, budget, selection, plots, rank flips and the
+// entries table, all from the JSON in #catalog-data. The rules mirror ofa_deploy.catalog
+// (pareto() and select()), which the tests use as the oracle.
+"use strict";
+(function () {
+  const DATA = JSON.parse(document.getElementById("catalog-data").textContent);
+  const TARGETS = DATA.targets;
+  const ENVS = DATA.environments;
+  const PLOT_CONFIG = { displaylogo: false, responsive: true };
+  const STEPS = 1000;
+  const state = { kind: "latency", pos: STEPS, allowUnstable: false, devices: new Set(), precisions: new Set(),
+                  sortCol: null, sortDir: 1, budget: null };
+
+  const $ = (id) => document.getElementById(id);
+  const esc = (s) => String(s === null || s === undefined ? "" : s).replace(/[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  const fmt = (x, digits) => (x === null || x === undefined ? "-" : Number(x).toFixed(digits));
+  const metric = (e) => (state.kind === "latency" ? e.p90 : e.mflops);
+
+  function visibleEntries(target) {
+    return target.entries.filter((e) => state.precisions.has(e.precision));
+  }
+
+  // -- rules shared with the Python library ------------------------------------------------
+  function front(items, x) {
+    // entries no other beats on both accuracy (higher) and x (lower), smallest x first
+    const ranked = items.filter((e) => e.accuracy !== null)
+      .sort((a, b) => x(a) - x(b) || b.accuracy - a.accuracy);
+    const out = [];
+    let best = -Infinity;
+    for (const e of ranked) {
+      if (e.accuracy > best) { out.push(e); best = e.accuracy; }
+    }
+    return out;
+  }
+
+  function select(items, budget) {
+    const usable = items.filter((e) => e.accuracy !== null && (state.allowUnstable || !e.unstable) && e.onnx_found);
+    if (!usable.length) return { entry: null, fastest: null, usable: 0 };
+    let best = null;
+    for (const e of usable) {
+      if (metric(e) > budget) continue;
+      // the first entry of the highest (accuracy, -p90), as Python's max() keeps
+      if (best === null || e.accuracy > best.accuracy || (e.accuracy === best.accuracy && e.p90 < best.p90)) best = e;
+    }
+    let fastest = null;
+    for (const e of usable) {
+      if (fastest === null || e.p90 < fastest.p90 || (e.p90 === fastest.p90 && e.accuracy > fastest.accuracy)) fastest = e;
+    }
+    return { entry: best, fastest: fastest, usable: usable.length };
+  }
+
+  // -- budget ---------------------------------------------------------------------------
+  function budgetRange() {
+    let lo = Infinity, hi = -Infinity;
+    for (const t of TARGETS) {
+      if (!state.devices.has(t.name)) continue;
+      for (const e of visibleEntries(t)) { lo = Math.min(lo, metric(e)); hi = Math.max(hi, metric(e)); }
+    }
+    return lo <= hi ? [lo, hi] : null;
+  }
+
+  function budgetValue() {
+    const range = budgetRange();
+    if (range === null) return null;
+    const [lo, hi] = range;
+    if (state.pos >= STEPS) return hi;
+    if (state.pos <= 0 || lo <= 0) return lo + (hi - lo) * state.pos / STEPS;
+    return lo * Math.pow(hi / lo, state.pos / STEPS);  // log scale: latencies span decades
+  }
+
+  // -- drawing ----------------------------------------------------------------------------
+  function hover(e) {
+    return esc(e.text) + "<br>accuracy " + fmt(e.accuracy, 4) + " &middot; " + fmt(e.mflops, 2) + " MFLOPs" +
+      "<br>p50 " + fmt(e.p50, 4) + " &middot; p90 " + fmt(e.p90, 4) + " &middot; p99 " + fmt(e.p99, 4) + " ms" +
+      "<br>CoV " + fmt(100 * e.cov, 1) + "%" + (e.unstable ? " UNSTABLE" : "") + " &middot; " + esc(e.precision) +
+      " &middot; " + esc(e.source);
+  }
+
+  function panel(target, items, chosen, x, xTitle, isBudgetAxis) {
+    const withAcc = items.filter((e) => e.accuracy !== null);
+    const onFront = front(withAcc, x);
+    const frontKeys = new Set(onFront);
+    const trace = (list, name, marker, mode) => ({
+      type: "scatter", mode: mode || "markers", name: name, x: list.map(x), y: list.map((e) => e.accuracy),
+      text: list.map(hover), hoverinfo: "text", marker: marker,
+    });
+    const traces = [
+      trace(withAcc.filter((e) => !frontKeys.has(e) && !e.unstable), "entries", { color: "#999", size: 6 }),
+      trace(onFront, "Pareto front", { color: "#d62728", size: 8 }, "lines+markers"),
+      trace(withAcc.filter((e) => e.unstable), "unstable latency",
+        { color: "rgba(0,0,0,0)", size: 11, line: { color: "#ff7f0e", width: 2 } }),
+      trace(chosen ? [chosen] : [], "selected", { color: "#2ca02c", size: 16, symbol: "star",
+        line: { color: "#114411", width: 1 } }),
+    ];
+    const shapes = isBudgetAxis && state.budget !== null ? [{ type: "line", xref: "x", yref: "paper",
+      x0: state.budget, x1: state.budget, y0: 0, y1: 1, line: { color: "#2ca02c", dash: "dot", width: 2 } }] : [];
+    // a fixed x range (the data's, on a log axis) keeps the plot still while the budget line moves
+    const xs = items.map(x).filter((v) => v > 0);
+    const span = xs.length ? [Math.log10(Math.min(...xs)), Math.log10(Math.max(...xs))] : [0, 1];
+    const pad = Math.max(0.05, 0.06 * (span[1] - span[0]));
+    const layout = {
+      title: { text: esc(target.name) + ": accuracy vs " + xTitle + " (" + onFront.length + " on the front)",
+               font: { size: 13 }, x: 0.01, xanchor: "left" },
+      xaxis: { title: { text: xTitle }, type: "log", range: [span[0] - pad, span[1] + pad] },
+      yaxis: { title: { text: "top-1 accuracy" } },
+      margin: { l: 55, r: 10, t: 60, b: 45 }, height: 380, shapes: shapes,
+      legend: { orientation: "h", y: -0.22, font: { size: 10 } },
+    };
+    return { traces: traces, layout: layout };
+  }
+
+  function drawPlots(selections) {
+    TARGETS.forEach((t, i) => {
+      const box = $("target-" + i);
+      const shown = state.devices.has(t.name);
+      box.hidden = !shown;
+      if (!shown) return;
+      const items = visibleEntries(t);
+      const chosen = selections[t.name] ? selections[t.name].entry : null;
+      const lat = panel(t, items, chosen, (e) => e.p90, "measured p90 latency (ms)", state.kind === "latency");
+      const mf = panel(t, items, chosen, (e) => e.mflops, "MFLOPs", state.kind === "mflops");
+      Plotly.react("plot-lat-" + i, lat.traces, lat.layout, PLOT_CONFIG);
+      Plotly.react("plot-mf-" + i, mf.traces, mf.layout, PLOT_CONFIG);
+      const missing = items.length - items.filter((e) => e.accuracy !== null).length;
+      $("target-note-" + i).textContent = missing ? missing + " entries without an accuracy are not plotted" : "";
+    });
+  }
+
+  function drawSelection(selections) {
+    const rows = [];
+    for (const t of TARGETS) {
+      if (!state.devices.has(t.name)) continue;
+      const s = selections[t.name];
+      const e = s.entry;
+      if (e) {
+        const flag = state.kind === "latency" ? "--max-latency-ms " + state.budget : "--max-mflops " + state.budget;
+        const cmd = "ofa-deploy catalog select --catalog " + DATA.catalog + " --target " + t.name + " " + flag +
+          (state.allowUnstable ? " --allow-unstable" : "") + (DATA.batch !== 1 ? " --batch " + DATA.batch : "");
+        rows.push('<tr data-target="' + esc(t.name) + '" data-key="' + esc(e.key) + '" data-precision="' +
+          esc(e.precision) + '"><td>' + esc(t.name) + "</td><td>" + esc(e.text) + (e.unstable ? " (unstable)" : "") +
+          "</td><td>" + esc(e.precision) + '</td><td class="num">' + fmt(e.accuracy, 4) + '</td><td class="num">' +
+          fmt(e.p90, 4) + '</td><td class="num">' + fmt(e.mflops, 2) + "</td><td><code>" + esc(cmd) +
+          "</code></td></tr>");
+      } else {
+        const why = s.usable === 0 ? "no usable entry (accuracy, stable latency, ONNX file)"
+          : "nothing within the budget; the fastest is " + s.fastest.text + " (p90 " + fmt(s.fastest.p90, 4) +
+            " ms, " + fmt(s.fastest.mflops, 2) + " MFLOPs)";
+        rows.push('<tr data-target="' + esc(t.name) + '" data-key=""><td>' + esc(t.name) +
+          '</td><td class="none" colspan="6">' + esc(why) + "</td></tr>");
+      }
+    }
+    $("selected").tBodies[0].innerHTML = rows.join("");
+  }
+
+  // -- rank flips -------------------------------------------------------------------------
+  function drawFlips() {
+    const a = TARGETS.find((t) => t.name === $("flip-a").value);
+    const b = TARGETS.find((t) => t.name === $("flip-b").value);
+    const body = $("flip-table").tBodies[0];
+    if (!a || !b || a === b) {
+      $("flip-summary").textContent = TARGETS.length < 2
+        ? "Rank flips need measurements on two targets; this page has one (" + (TARGETS[0] || {}).name + ")."
+        : "Choose two different targets.";
+      Plotly.purge("flip-plot");
+      $("flip-plot").hidden = true;
+      body.innerHTML = "";
+      return;
+    }
+    const id = (e) => e.key + "\u0000" + e.precision;
+    const onB = new Map(visibleEntries(b).map((e) => [id(e), e]));
+    const common = visibleEntries(a).filter((e) => onB.has(id(e))).map((e) => ({ a: e, b: onB.get(id(e)) }));
+    const rankBy = (side) => {
+      common.slice().sort((p, q) => p[side].p90 - q[side].p90 || (p.a.key < q.a.key ? -1 : 1))
+        .forEach((p, i) => { p["rank_" + side] = i + 1; });
+    };
+    rankBy("a");
+    rankBy("b");
+    let discordant = 0;
+    for (let i = 0; i < common.length; i++) {
+      for (let j = i + 1; j < common.length; j++) {
+        if ((common[i].rank_a - common[j].rank_a) * (common[i].rank_b - common[j].rank_b) < 0) discordant++;
+      }
+    }
+    const pairs = common.length * (common.length - 1) / 2;
+    $("flip-summary").textContent = common.length + " subnets measured on both " + a.name + " and " + b.name +
+      "; " + discordant + " of " + pairs + " pairs change order" +
+      (pairs ? " (Kendall tau " + (1 - 2 * discordant / pairs).toFixed(3) + ")" : "") + ".";
+    $("flip-summary").dataset.common = common.length;
+    $("flip-summary").dataset.discordant = discordant;
+    const lines = (list) => {
+      const x = [], y = [], text = [];
+      for (const p of list) {
+        x.push(a.name, b.name, null);
+        y.push(p.rank_a, p.rank_b, null);
+        text.push(hover(p.a), hover(p.b), "");
+      }
+      return { x: x, y: y, text: text };
+    };
+    const moved = common.filter((p) => p.rank_a !== p.rank_b);
+    const kept = common.filter((p) => p.rank_a === p.rank_b);
+    const traces = [[kept, "same rank", "#999"], [moved, "rank changed", "#d62728"]].map(([list, name, color]) =>
+      Object.assign({ type: "scatter", mode: "lines+markers", name: name, hoverinfo: "text",
+                      line: { color: color, width: 1 }, marker: { color: color, size: 5 } }, lines(list)));
+    $("flip-plot").hidden = false;
+    Plotly.react("flip-plot", traces, {
+      height: 420, margin: { l: 55, r: 10, t: 10, b: 40 },
+      xaxis: { type: "category", categoryorder: "array", categoryarray: [a.name, b.name] },
+      yaxis: { title: { text: "rank by p90 latency (1 = fastest)" }, autorange: "reversed" },
+    }, PLOT_CONFIG);
+    const top = moved.slice().sort((p, q) => Math.abs(q.rank_a - q.rank_b) - Math.abs(p.rank_a - p.rank_b) ||
+      p.rank_a - q.rank_a).slice(0, 25);
+    body.innerHTML = top.map((p) => "<tr><td>" + esc(p.a.text) + "</td><td>" + esc(p.a.precision) +
+      '</td><td class="num">' + p.rank_a + '</td><td class="num">' + p.rank_b + '</td><td class="num">' +
+      (p.rank_a - p.rank_b > 0 ? "+" : "") + (p.rank_a - p.rank_b) + '</td><td class="num">' + fmt(p.a.p90, 4) +
+      '</td><td class="num">' + fmt(p.b.p90, 4) + "</td></tr>").join("");
+  }
+
+  // -- entries table ----------------------------------------------------------------------
+  const COLUMNS = [
+    ["target", "target", false], ["text", "subnet", false], ["precision", "precision", false],
+    ["mflops", "MFLOPs", true, 2], ["params", "params", true, 0], ["accuracy", "accuracy", true, 4],
+    ["p50", "p50 ms", true, 4], ["p90", "p90 ms", true, 4], ["p99", "p99 ms", true, 4],
+    ["cov", "CoV %", true, 2, 100], ["n", "n", true, 0], ["unstable", "unstable", false],
+    ["backend", "backend", false], ["latency_kind", "latency of", false], ["source", "source", false],
+    ["envText", "environment", false], ["measured_at", "measured", false], ["onnx", "ONNX", false],
+    ["onnx_sha256", "ONNX sha256", false],
+  ];
+  const ROWS = [];
+  for (const t of TARGETS) {
+    for (const e of t.entries) {
+      const env = ENVS[e.env] ? ENVS[e.env].summary : {};
+      ROWS.push(Object.assign({ target: t.name, envText: Object.keys(env).map((k) => k + "=" + env[k]).join(" "),
+                                envFull: JSON.stringify(ENVS[e.env] ? ENVS[e.env].full : {}) }, e));
+    }
+  }
+
+  function cell(row, col) {
+    const [key, , numeric, digits, scale] = col;
+    const v = row[key];
+    if (numeric) return '<td class="num">' + (v === null ? "-" : Number(v * (scale || 1)).toFixed(digits)) + "</td>";
+    if (key === "unstable") return "<td>" + (v ? "UNSTABLE" : "") + "</td>";
+    if (key === "envText") return '<td title="' + esc(row.envFull) + '">' + esc(v) + "</td>";
+    if (key === "onnx") return "<td>" + esc(v || "-") + (v && !row.onnx_found ? " (missing here)" : "") + "</td>";
+    if (key === "onnx_sha256") return '<td title="' + esc(v) + '"><code>' + esc(v ? v.slice(0, 16) : "-") + "</code></td>";
+    return "<td>" + esc(v) + "</td>";
+  }
+
+  function drawTable() {
+    const rows = ROWS.filter((r) => state.devices.has(r.target) && state.precisions.has(r.precision));
+    if (state.sortCol !== null) {
+      const [key, , numeric] = COLUMNS[state.sortCol];
+      const cmp = numeric
+        ? (p, q) => (p[key] === null) - (q[key] === null) || state.sortDir * (p[key] - q[key])
+        : (p, q) => state.sortDir * String(p[key]).localeCompare(String(q[key]));
+      rows.sort(cmp);  // stable: ties keep the catalog's order
+    }
+    $("entries").tBodies[0].innerHTML = rows.map((r) => '<tr data-key="' + esc(r.key) + '"' +
+      (r.unstable ? ' class="unstable"' : "") + ">" + COLUMNS.map((c) => cell(r, c)).join("") + "</tr>").join("");
+    $("entry-count").textContent = "Showing " + rows.length + " of " + ROWS.length + " entries (click a column to sort).";
+    $("entries").dataset.shown = rows.length;
+    Array.from($("entries").tHead.rows[0].cells).forEach((th, i) => {
+      th.className = i === state.sortCol ? (state.sortDir > 0 ? "sorted-asc" : "sorted-desc") : "";
+    });
+  }
+
+  // -- wiring -----------------------------------------------------------------------------
+  function update() {
+    state.budget = budgetValue();
+    const unit = state.kind === "latency" ? " ms (p90)" : " MFLOPs";
+    $("budget-value").textContent = state.budget === null ? "no entries shown" : "\u2264 " + state.budget.toPrecision(4) + unit;
+    $("budget-value").dataset.value = state.budget === null ? "" : String(state.budget);
+    const selections = {};
+    for (const t of TARGETS) {
+      if (state.devices.has(t.name)) selections[t.name] = select(visibleEntries(t), state.budget === null ? -Infinity : state.budget);
+    }
+    drawSelection(selections);
+    drawPlots(selections);
+  }
+
+  function checkboxes(holder, values, set, onChange) {
+    holder.innerHTML = values.map((v) => '<label><input type="checkbox" checked value="' + esc(v) + '"> ' + esc(v) +
+      "</label>").join("");
+    values.forEach((v) => set.add(v));
+    holder.addEventListener("change", (ev) => {
+      if (ev.target.checked) set.add(ev.target.value); else set.delete(ev.target.value);
+      onChange();
+    });
+  }
+
+  function init() {
+    const total = ROWS.length;
+    $("summary").textContent = total + " entries on " + TARGETS.length + " target(s) at batch " + DATA.batch + "; " +
+      DATA.counts.subnets + " subnets, " + DATA.counts.latency + " latency measurements";
+    $("plots").innerHTML = TARGETS.map((t, i) => '<div class="target-plots" id="target-' + i + '"><h3>' + esc(t.name) +
+      ' <small class="note" id="target-note-' + i + '"></small></h3><div class="plot" id="plot-lat-' + i +
+      '"></div><div class="plot" id="plot-mf-' + i + '"></div></div>').join("");
+    const precisions = Array.from(new Set(ROWS.map((r) => r.precision))).sort();
+    checkboxes($("device-filter"), TARGETS.map((t) => t.name), state.devices, () => { update(); drawTable(); });
+    checkboxes($("precision-filter"), precisions, state.precisions, () => { update(); drawTable(); drawFlips(); });
+    $("budget").addEventListener("input", (ev) => { state.pos = Number(ev.target.value); update(); });
+    $("budget-kind").addEventListener("change", (ev) => { state.kind = ev.target.value; update(); });
+    $("allow-unstable").addEventListener("change", (ev) => { state.allowUnstable = ev.target.checked; update(); });
+    const options = TARGETS.map((t) => '<option value="' + esc(t.name) + '">' + esc(t.name) + "</option>").join("");
+    $("flip-a").innerHTML = options;
+    $("flip-b").innerHTML = options;
+    if (TARGETS.length > 1) $("flip-b").selectedIndex = 1;
+    $("flip-a").addEventListener("change", drawFlips);
+    $("flip-b").addEventListener("change", drawFlips);
+    $("entries").tHead.rows[0].innerHTML = COLUMNS.map((c) => "<th>" + esc(c[1]) + "</th>").join("");
+    $("entries").tHead.addEventListener("click", (ev) => {
+      const i = Array.from(ev.target.parentNode.cells).indexOf(ev.target);
+      if (i < 0) return;
+      state.sortDir = state.sortCol === i ? -state.sortDir : 1;
+      state.sortCol = i;
+      drawTable();
+    });
+    update();
+    drawTable();
+    drawFlips();
+    document.body.dataset.ready = "1";
+  }
+
+  init();
+})();
