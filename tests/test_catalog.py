@@ -87,7 +87,7 @@ def test_migration_from_version_1_keeps_rows(tmp_path: Path):
 def test_not_a_database_is_a_clear_error(tmp_path: Path):
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(OfaError, match="not a usable catalog"):
+    with pytest.raises(OfaError, match="not an SQLite database"):
         Catalog(bad)
     with pytest.raises(OfaError, match="does not exist"):
         Catalog(tmp_path / "missing.db", create=False)

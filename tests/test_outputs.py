@@ -190,3 +190,180 @@ def test_new_out_that_appears_meanwhile_is_not_replaced(tmp_path):
             out.mkdir()  # an empty directory: a plain rename would silently replace it
     assert out.is_dir() and not any(out.iterdir())
     assert [p.name for p in tmp_path.iterdir()] == ["y"]
+
+
+# -- catalogs --------------------------------------------------------------------------------
+
+def _result(p50: float, subnet: str, **model) -> dict:
+    from ofa_deploy.space import SearchSpace
+
+    lat = {"min": p50 * 0.9, "mean": p50, "std": p50 / 30, "p50": p50, "p90": p50 * 1.1, "p99": p50 * 1.2}
+    return {"latency_ms": lat, "n": 100, "cov": 0.02, "unstable": False, "backend": "onnxruntime", "batch": 1,
+            "target": "cpu", "environment": {"hostname": "h", "date": "2026-01-01T00:00:00+00:00"},
+            "model": {"subnet": subnet, "space": SearchSpace(in_channels=1).to_dict(),
+                      "accuracy": {"top1": 0.5 + p50 / 10, "images": 360},
+                      "source": {"run_dir": "/runs/r", "checkpoint_sha256": "ab" * 32, "dataset": "digits"}, **model}}
+
+
+@pytest.fixture
+def catalog(tmp_path) -> Path:
+    from ofa_deploy.space import SearchSpace
+
+    space = SearchSpace(in_channels=1)
+    results = tmp_path / "good.json"
+    results.write_text(json.dumps([_result(1.0, str(space.smallest())), _result(2.0, str(space.largest()))]))
+    db = tmp_path / "c.db"
+    assert main(["catalog", "import", str(results), "--catalog", str(db)]) == 0
+    return db
+
+
+READERS = [["list"], ["pareto"], ["select", "--max-latency-ms", "5"], ["plot"]]
+
+
+@pytest.mark.parametrize("args", READERS, ids=lambda a: a[0])
+def test_read_only_commands_leave_the_catalog_alone(catalog, capsys, args):
+    before = sorted(p.name for p in catalog.parent.iterdir())
+    hashes = tree_hashes(catalog)
+    catalog.chmod(0o444)  # a read-only catalog can still be read
+    try:
+        code, out, err = run_cli(capsys, "catalog", *args, "--catalog", catalog, "--target", "cpu")
+    finally:
+        catalog.chmod(0o644)
+    assert code == 0 or (args[0] == "select" and code == 1 and "no usable entry" in err), err  # no ONNX files
+    assert tree_hashes(catalog) == hashes
+    after = sorted(p.name for p in catalog.parent.iterdir())
+    assert after == sorted(before + (["catalog-cpu.png"] if args[0] == "plot" else []))  # no -wal/-shm
+
+
+def test_show_is_read_only(catalog, capsys):
+    from ofa_deploy.space import SearchSpace
+
+    hashes = tree_hashes(catalog)
+    code, _, err = run_cli(capsys, "catalog", "show", str(SearchSpace(in_channels=1).smallest()), "--catalog",
+                           catalog, "--target", "cpu")
+    assert code == 0, err
+    assert tree_hashes(catalog) == hashes and sorted(p.name for p in catalog.parent.iterdir()) == ["c.db", "good.json"]
+
+
+@pytest.mark.parametrize("args", [*READERS, ["import", "RESULTS"]], ids=lambda a: a[0])
+def test_foreign_sqlite_file_is_refused_untouched(catalog, tmp_path, capsys, args):
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.execute("INSERT INTO users VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    before, names = tree_hashes(other), sorted(p.name for p in tmp_path.iterdir())
+    args = [str(tmp_path / "good.json") if a == "RESULTS" else a for a in args]
+    code, _, err = run_cli(capsys, "catalog", *args, "--catalog", other, *(["--target", "cpu"] if args[0] != "import"
+                                                                         else []))
+    assert_refused(code, err, "not an ofa-deploy catalog", "users")
+    assert tree_hashes(other) == before and sorted(p.name for p in tmp_path.iterdir()) == names
+    assert sqlite3.connect(other).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+@pytest.mark.parametrize("args", [*READERS, ["import", "RESULTS"]], ids=lambda a: a[0])
+def test_non_database_file_is_refused_untouched(tmp_path, capsys, args):
+    notes = tmp_path / "notes.db"
+    notes.write_text("my notes, not a database\n")
+    results = tmp_path / "good.json"
+    from ofa_deploy.space import SearchSpace
+
+    results.write_text(json.dumps(_result(1.0, str(SearchSpace(in_channels=1).smallest()))))
+    before = tree_hashes(tmp_path)
+    args = [str(results) if a == "RESULTS" else a for a in args]
+    code, _, err = run_cli(capsys, "catalog", *args, "--catalog", notes, *(["--target", "cpu"] if args[0] != "import"
+                                                                         else []))
+    assert_refused(code, err, "not an SQLite database")
+    assert tree_hashes(tmp_path) == before
+
+
+def test_plot_over_the_catalog_is_refused(catalog, capsys):
+    hashes = tree_hashes(catalog)
+    code, _, err = run_cli(capsys, "catalog", "plot", "--catalog", catalog, "--target", "cpu", "--out", catalog)
+    assert_refused(code, err, "catalog")
+    assert tree_hashes(catalog) == hashes
+
+
+def test_plot_over_a_foreign_file_is_refused(catalog, tmp_path, capsys):
+    mine = tmp_path / "holiday.png"
+    mine.write_text("not really a png\n")
+    hashes = tree_hashes(catalog, mine)
+    code, _, err = run_cli(capsys, "catalog", "plot", "--catalog", catalog, "--target", "cpu", "--out", mine)
+    assert_refused(code, err, "not a PNG")
+    assert tree_hashes(catalog, mine) == hashes
+
+
+@pytest.mark.parametrize("bad", ["nan", "negative", "zero", "inf"])
+def test_import_is_all_or_nothing_and_refuses_bad_latencies(catalog, tmp_path, capsys, bad):
+    from ofa_deploy.space import SearchSpace
+
+    space = SearchSpace(in_channels=1)
+    good, broken = _result(3.0, str(space.middle())), _result(1.0, str(space.middle()))
+    broken["latency_ms"]["p90"] = {"nan": float("nan"), "negative": -1.0, "zero": 0.0, "inf": float("inf")}[bad]
+    results = tmp_path / "mixed.json"
+    results.write_text(json.dumps([good, broken]))  # json writes NaN/Infinity as Python reads them
+    hashes = tree_hashes(catalog)
+    code, _, err = run_cli(capsys, "catalog", "import", results, "--catalog", catalog)
+    # NaN and Infinity may already be refused as JSON by the reader: either way, named
+    assert_refused(code, err, "mixed.json", *(("latency_ms.p90", "positive") if bad in ("negative", "zero") else ()))
+    assert tree_hashes(catalog) == hashes
+
+
+def test_import_failing_late_commits_nothing(catalog, tmp_path, capsys):
+    """The second result fails only once the first would have been written (unknown subnet)."""
+    from ofa_deploy.space import SearchSpace
+
+    results = tmp_path / "late.json"
+    results.write_text(json.dumps([_result(3.0, str(SearchSpace(in_channels=1).middle())),
+                                   _result(1.0, "not-a-subnet")]))
+    hashes = tree_hashes(catalog)
+    code, _, err = run_cli(capsys, "catalog", "import", results, "--catalog", catalog)
+    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert tree_hashes(catalog) == hashes
+    from ofa_deploy.catalog import Catalog
+
+    with Catalog(catalog, readonly=True) as cat:
+        assert cat.count("latency") == 2
+
+
+def test_failed_first_import_leaves_no_catalog(tmp_path, capsys):
+    results = tmp_path / "anon.json"
+    results.write_text(json.dumps({**_result(1.0, "x"), "model": {}}))  # names no subnet and no space
+    code, _, err = run_cli(capsys, "catalog", "import", results, "--catalog", tmp_path / "new" / "c.db")
+    assert_refused(code, err, "search space")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anon.json"]
+
+
+@pytest.fixture(scope="module")
+def large_export(run_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "large"
+    assert main(["export", str(run_dir), "--largest", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_profile_of_a_swapped_model_is_not_imported(export_dir, large_export, tmp_path, capsys):
+    import shutil
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(export_dir, swapped)
+    shutil.copy(large_export / "model.onnx", swapped / "model.onnx")  # model.json still says smallest
+    result = tmp_path / "r.json"
+    code, _, err = run_cli(capsys, "profile", swapped / "model.onnx", "--warmup-s", "0", "--min-time-s", "0.01",
+                           "--min-iterations", "5", "--out", result)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "catalog", "import", result, "--catalog", tmp_path / "c.db")
+    assert_refused(code, err, "not the file exported")
+    assert not (tmp_path / "c.db").exists()
+    # the same measurement named by the export's model.json from elsewhere is refused too
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(large_export / "model.onnx", bare)
+    code, _, err = run_cli(capsys, "profile", bare, "--warmup-s", "0", "--min-time-s", "0.01",
+                           "--min-iterations", "5", "--out", tmp_path / "b.json")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "catalog", "import", tmp_path / "b.json", "--catalog", tmp_path / "c.db",
+                           "--model-json", export_dir / "model.json")
+    assert_refused(code, err, "not the file exported")
+    assert not (tmp_path / "c.db").exists()

@@ -97,6 +97,9 @@ def build_catalog(
     run_sha = source["checkpoint_sha256"]
     protocol = protocol or Protocol.from_target(target)
     catalog_path = Path(catalog_path)
+    from ..outputs import check_not_input
+
+    check_not_input(catalog_path, [("run directory", run_dir), ("predictor", predictor)], "--catalog")
     artifacts = catalog_path.resolve().parent / "artifacts" / target.name
     host = socket.gethostname()
     done = {"evaluated": 0, "exported": 0, "measured": 0}

@@ -85,23 +85,77 @@ class Catalog:
     (re-adding the same subnet, accuracy or result changes nothing).
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
+        """Open ``path``; ``create`` lets a writer start a new catalog there. ``readonly``
+        (what list/show/select/pareto/plot use) opens with SQLite's ``mode=ro``: nothing is
+        created, migrated or journalled (an older schema is migrated in a private in-memory
+        copy). A file that is not an ofa-deploy catalog is refused untouched either way."""
         self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise OfaError(f"catalog {self.path} does not exist; build one with `ofa-deploy catalog build`")
+        self.readonly = readonly
+        create = create and not readonly
         if self.path.exists() and not self.path.is_file():
             raise OfaError(f"catalog {self.path} is not a file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            if not create:
+                raise OfaError(f"catalog {self.path} does not exist; build one with `ofa-deploy catalog build`")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OfaError(f"cannot create catalog {self.path}: {exc.strerror or exc}") from None
+        _check_header(self.path)
         try:
-            self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            if readonly:
+                self.conn = _connect_readonly(self.path)
+            else:
+                self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._retry(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            self._check_ours()
+            if readonly:
+                if self.version < SCHEMA_VERSION:
+                    self._migrate_copy()
+                self.conn.execute("PRAGMA query_only = ON")
+            else:
+                self._retry(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
+                self.conn.execute("PRAGMA foreign_keys = ON")
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                self._migrate()
         except sqlite3.DatabaseError as exc:
+            self._close_quietly()
             raise OfaError(f"{self.path} is not a usable catalog database: {exc}") from None
+        except BaseException:
+            self._close_quietly()
+            raise
+
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def _check_ours(self) -> None:
+        """Refuse an SQLite file that is not a catalog before anything is written to it."""
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables and self.version == 0:
+            if self.readonly:
+                raise OfaError(f"catalog {self.path} is empty; build one with `ofa-deploy catalog build`")
+            return  # a new catalog: ours to create
+        missing = CATALOG_TABLES - tables
+        if missing or self.version == 0:
+            raise OfaError(f"{self.path} is an SQLite database but not an ofa-deploy catalog (tables: "
+                           f"{', '.join(sorted(tables)) or 'none'}); it was left untouched, choose another --catalog")
+        if self.version > SCHEMA_VERSION:
+            raise OfaError(f"catalog {self.path} has schema version {self.version}, newer than this "
+                           f"ofa-deploy understands ({SCHEMA_VERSION}); upgrade ofa-deploy")
+
+    def _migrate_copy(self) -> None:
+        """Read an older catalog through an in-memory copy brought to the current schema:
+        the file itself stays as it is."""
+        memory = sqlite3.connect(":memory:", isolation_level=None)
+        self.conn.backup(memory)
+        self.conn.close()
+        self.conn = memory
+        self.conn.row_factory = sqlite3.Row
+        self._migrate()
 
     # -- plumbing ---------------------------------------------------------------------
     def close(self) -> None:
@@ -128,7 +182,13 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: taken with BEGIN IMMEDIATE, committed on success."""
+        """A write transaction: taken with BEGIN IMMEDIATE, committed on success. Inside
+        another one it joins it, so a caller can make several writes all-or-nothing."""
+        if self.readonly:
+            raise OfaError(f"catalog {self.path} was opened read-only")
+        if self.conn.in_transaction:
+            yield self.conn
+            return
         self._retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
         try:
             yield self.conn
@@ -270,6 +330,38 @@ class Catalog:
     def accuracy_rows(self, subnet: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute(
             "SELECT * FROM accuracy WHERE subnet = ? ORDER BY date, id", (subnet,))]
+
+
+CATALOG_TABLES = frozenset({"meta", "subnets", "accuracy", "artifacts", "latency"})
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_header(path: Path) -> None:
+    """An existing file must be empty (a catalog about to be made) or an SQLite database;
+    anything else is refused before SQLite opens it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OfaError(f"cannot read catalog {path}: {exc.strerror or exc}") from None
+    if head and head != _SQLITE_MAGIC:
+        raise OfaError(f"{path} is not an SQLite database (so not a catalog); it was left untouched, "
+                       "choose another --catalog")
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """``mode=ro``; a WAL catalog with no ``-wal`` file beside it (nobody writing, the usual
+    state) as ``immutable`` so that not even SQLite's ``-shm``/``-wal`` files are created -
+    which also lets a catalog in a read-only folder be read."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    with open(path, "rb") as f:
+        header = f.read(20)
+    if len(header) == 20 and header[18] == 2 and not wal.exists():
+        uri += "&immutable=1"
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
 
 
 def _statements(script: str) -> list[str]:

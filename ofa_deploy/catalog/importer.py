@@ -3,6 +3,8 @@ catalog subnets by the identity the export sidecar put in them."""
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +15,7 @@ from ..space import SearchSpace, Subnet
 from .db import Catalog
 
 REQUIRED = ("latency_ms", "n", "cov")
+LATENCY_STATS = ("min", "mean", "std", "p50", "p90", "p99")
 
 
 def load_results(path: str | Path) -> list[dict[str, Any]]:
@@ -28,10 +31,21 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
         if not isinstance(r, dict) or any(k not in r for k in REQUIRED):
             raise OfaError(f"{path}: result {i} is not a profile result (needs {', '.join(REQUIRED)})")
         lat = r["latency_ms"]
-        if not isinstance(lat, dict) or any(not isinstance(lat.get(k), (int, float)) for k in
-                                            ("min", "mean", "std", "p50", "p90", "p99")):
+        if not isinstance(lat, dict) or any(not _is_number(lat.get(k)) for k in LATENCY_STATS):
             raise OfaError(f"{path}: result {i} has no latency statistics min/mean/std/p50/p90/p99")
+        for k in LATENCY_STATS:  # std may be 0; a latency is a positive time
+            if not math.isfinite(lat[k]) or lat[k] < 0 or (lat[k] == 0 and k != "std"):
+                raise OfaError(f"{path}: result {i} has latency_ms.{k} = {lat[k]!r}; latencies must be positive "
+                               "and finite")
+        if not _is_number(r["cov"]) or not math.isfinite(r["cov"]) or r["cov"] < 0:
+            raise OfaError(f"{path}: result {i} has cov = {r['cov']!r}; it must be a finite number >= 0")
+        if isinstance(r["n"], bool) or not isinstance(r["n"], int) or r["n"] < 1:
+            raise OfaError(f"{path}: result {i} has n = {r['n']!r}; it must be a positive integer")
     return results
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] = None,
@@ -53,22 +67,24 @@ def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] 
         sidecar = read_sidecar(Path(model_json)) if Path(model_json).is_file() else None
         if sidecar is None:
             raise OfaError(f"{model_json} does not exist")
-        identity = {k: sidecar[k] for k in ("subnet", "space", "accuracy", "bn", "source", "macs", "params")
+        identity = {k: sidecar[k] for k in ("subnet", "space", "accuracy", "bn", "source", "macs", "params", "files")
                     if k in sidecar}
         if "subnet" not in identity:
             raise OfaError(f"{model_json} names no subnet; give the export directory's model.json")
         results = [{**r, "model": {**identity, **(r.get("model") or {})}} for r in results]
-    added = duplicates = 0
-    targets: set[str] = set()
+    # every result is checked before anything is written; then all go in one transaction
+    rows = []
+    space_dict = catalog.space_dict()
     for i, r in enumerate(results):
         model = r.get("model") or {}
-        space_dict = catalog.space_dict() or model.get("space")
-        if space_dict is None:
+        space_of = space_dict or model.get("space")
+        if space_of is None:
             raise OfaError(f"{path}: result {i} carries no search space and the catalog has none yet; "
                            "profile the export directory (its model.json has it)")
-        space = SearchSpace.from_dict(space_dict)
+        space = SearchSpace.from_dict(space_of)
         if model.get("space") and SearchSpace.from_dict(model["space"]) != space:
             raise OfaError(f"{path}: result {i} was measured on a subnet of another search space than the catalog's")
+        space_dict = space_dict or space.to_dict()
         spec = subnet if subnet is not None else model.get("subnet")
         if spec is None:
             raise OfaError(f"{path}: result {i} does not say which subnet it measured; profile the export "
@@ -77,16 +93,76 @@ def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] 
         tgt = target or r.get("target")
         if not tgt:
             raise OfaError(f"{path}: result {i} names no target; give --target")
-        catalog.set_space(space.to_dict())
-        m, p = cost(space, sub)
-        catalog.add_subnet(str(sub), sub.to_dict(), m, p)
-        _import_accuracy(catalog, str(sub), model)
-        if catalog.add_latency(str(sub), r, target=tgt, source=f"imported:{Path(path).name}"):
-            added += 1
-        else:
-            duplicates += 1
-        targets.add(tgt)
-    return {"results": len(results), "added": added, "duplicates": duplicates, "targets": sorted(targets)}
+        _check_model_hash(catalog, path, i, model, str(sub), tgt)
+        rows.append((space, sub, tgt, model, r))
+    added = duplicates = 0
+    with catalog.transaction():
+        for space, sub, tgt, model, r in rows:
+            catalog.set_space(space.to_dict())
+            m, p = cost(space, sub)
+            catalog.add_subnet(str(sub), sub.to_dict(), m, p)
+            _import_accuracy(catalog, str(sub), model)
+            if catalog.add_latency(str(sub), r, target=tgt, source=f"imported:{Path(path).name}"):
+                added += 1
+            else:
+                duplicates += 1
+    return {"results": len(results), "added": added, "duplicates": duplicates,
+            "targets": sorted({tgt for _, _, tgt, _, _ in rows})}
+
+
+def import_file(catalog_path: str | Path, path: str | Path, **options: Any) -> dict[str, Any]:
+    """``import_results`` into the catalog file ``catalog_path``, created if missing - and
+    removed again if the import fails, so a failed first import leaves nothing behind."""
+    catalog_path = Path(catalog_path)
+    load_results(path)  # a broken results file is refused before any catalog is opened
+    existed = os.path.lexists(catalog_path)
+    created = [p for p in catalog_path.absolute().parents if not p.exists()]  # deepest first
+    try:
+        with Catalog(catalog_path, create=True) as cat:
+            return import_results(cat, path, **options)
+    except BaseException:
+        if not existed and _remove_if_empty(catalog_path):
+            for parent in created:
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+        raise
+
+
+def _remove_if_empty(catalog_path: Path) -> bool:
+    """Remove a catalog this import created if nothing got into it; True if removed."""
+    try:
+        with Catalog(catalog_path, create=False) as cat:
+            empty = cat.count("subnets") == 0 and cat.space_dict() is None
+    except OfaError:
+        return False
+    if empty:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(catalog_path) + suffix).unlink(missing_ok=True)
+    return empty
+
+
+def _check_model_hash(catalog: Catalog, path: str | Path, i: int, model: dict[str, Any], key: str,
+                      target: str) -> None:
+    """The file a result measured must be the one exported for its subnet: the SHA-256 the
+    profiler took of it against the export sidecar's, and against the catalog's own ONNX
+    artifact of that subnet on that target."""
+    measured = model.get("sha256")
+    if not isinstance(measured, str):
+        return
+    used = Path(str(model.get("path") or ""))
+    files = model.get("files") if isinstance(model.get("files"), dict) else {}
+    entry = files.get(used.name) or (files.get("model.onnx") if model.get("format") == "onnx" else None)
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    where = "the export's model.json"
+    if expected is None and model.get("format") == "onnx":
+        art = catalog.artifact(key, target, "onnx")
+        expected, where = (art["sha256"], f"the catalog's ONNX of it for {target}") if art else (None, "")
+    if expected is not None and expected != measured:
+        raise OfaError(f"{path}: result {i} measured {used} (SHA-256 {measured[:12]}...), not the file exported "
+                       f"for subnet {key} ({where} says {str(expected)[:12]}...); profile the export directory "
+                       "itself")
 
 
 def _import_accuracy(catalog: Catalog, key: str, model: dict[str, Any]) -> None:

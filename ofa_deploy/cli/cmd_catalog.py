@@ -26,7 +26,7 @@ def command() -> None:
 def _open(path: Path, create: bool = False):
     from ..catalog import Catalog
 
-    return Catalog(path, create=create)
+    return Catalog(path, create=create, readonly=not create)
 
 
 def _target_name(target: str) -> str:
@@ -153,10 +153,9 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
 @click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
 def import_(results, catalog_path, target, model_json, spec, as_json) -> None:
     """Merge latency measured elsewhere (``profile --json`` output, one object or a list)."""
-    from ..catalog import import_results
+    from ..catalog.importer import import_file
 
-    with _open(catalog_path, create=True) as cat:
-        counts = import_results(cat, results, target=target, subnet=spec, model_json=model_json)
+    counts = import_file(catalog_path, results, target=target, subnet=spec, model_json=model_json)
     if as_json:
         emit_json(counts)
         return
@@ -195,7 +194,7 @@ def show(spec, catalog_path, target, batch, as_json) -> None:
     from ..space import SearchSpace
     from .common import load_subnet
 
-    with Catalog(catalog_path, create=False) as cat:
+    with Catalog(catalog_path, readonly=True) as cat:
         space_dict = cat.space_dict()
         if space_dict is None:
             raise OfaError(f"catalog {catalog_path} is empty")
@@ -278,9 +277,11 @@ def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accurac
 def plot(catalog_path, target, batch, out) -> None:
     """PNG of accuracy vs measured p90 latency and vs MFLOPs, Pareto front highlighted."""
     from ..catalog.plot import plot_catalog
+    from ..outputs import PNG, check_file_output
 
     target = _target_name(target)
     out = out or catalog_path.resolve().parent / f"catalog-{target}.png"
+    check_file_output(out, PNG, inputs=[("catalog", catalog_path)])
     path = plot_catalog(_entries(catalog_path, target, batch), out, target=target)
     click.echo(str(path))
 
