@@ -86,7 +86,7 @@ def integer(value: Any, what: str, *, lo: Optional[int] = None, hi: Optional[int
             raise OfaError(f"{what} must be an integer, got {_short(value)}")
         value = int(text)
     if isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
+        if not math.isfinite(value) or not value.is_integer():  # novermin: float.is_integer (int has it from 3.12)
             raise OfaError(f"{what} must be an integer, got {value!r}")
         value = int(value)
     if not isinstance(value, int):
