@@ -43,21 +43,32 @@ def write_config(run_dir: str | Path, config: dict[str, Any]) -> Path:
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / CONFIG
-    if not Path(run_dir).is_dir():
-        raise OfaError(f"run directory {run_dir} does not exist")
-    if not path.is_file():
+    from .schemas import check_config
+    from .validate import kind_of, path_text
+
+    path = Path(path_text(str(run_dir), "run directory")) / CONFIG
+    kind = kind_of(Path(run_dir))
+    if kind != "dir":
+        raise OfaError(f"run directory {run_dir} {'is a file' if kind == 'file' else 'does not exist'}")
+    if kind_of(path) != "file":
         raise OfaError(f"{run_dir} is not a run directory: no {CONFIG} in it")
     try:
-        return tomllib.loads(path.read_text())
+        if path.stat().st_size > 1 << 20:
+            raise OfaError(f"{path} is larger than 1 MiB; it is not a run configuration")
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise OfaError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise OfaError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise OfaError(f"{path} is nested too deeply to be a run configuration") from None
+    return check_config(config, str(path))
 
 
 def space_from_config(config: dict[str, Any]) -> SearchSpace:
     if "space" not in config:
         raise OfaError("run config has no [space] table")
-    return SearchSpace.from_dict(config["space"])
+    return SearchSpace.from_dict(config["space"], "run config [space]")
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "auto") -> Path:

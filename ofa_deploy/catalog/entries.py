@@ -42,7 +42,11 @@ def entries(catalog: Catalog, target: str, *, batch: int = 1, dataset: Optional[
     for key, lat in chosen.items():
         if lat["unstable"] and not include_unstable:
             continue
-        out.append(_entry(catalog, key, lat, target, dataset))
+        try:
+            out.append(_entry(catalog, key, lat, target, dataset))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # hand-edited or damaged columns
+            raise OfaError(f"catalog {catalog.path} is damaged: the stats or spec of {key} do not read back "
+                           f"({type(exc).__name__}: {str(exc)[:80]})") from None
     out.sort(key=lambda e: (e["latency_ms"]["p90"], e["key"]))
     return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sqlite3
 import sys
 
 import click
@@ -67,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("ofa-deploy: interrupted", err=True)
         return 130
+    except OSError as exc:
+        # the environment refused (permissions, a full disk, a file where a folder belongs):
+        # what the OS said and about which file is the whole message
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        click.echo(f"ofa-deploy: error: {exc.strerror or exc}{where}", err=True)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        click.echo(f"ofa-deploy: error: the catalog database is damaged or not a catalog ({exc})", err=True)
+        return 2
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 

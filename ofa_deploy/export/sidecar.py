@@ -14,6 +14,7 @@ from typing import Any
 from .. import __version__
 from ..errors import OfaError
 from ..io import read_json, sha256_file
+from ..schemas import check_sidecar
 
 ONNX_FILE = "model.onnx"
 SIDECAR_FILE = "model.json"
@@ -51,7 +52,7 @@ def read_sidecar(directory: str | Path) -> dict[str, Any]:
     data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise OfaError(f"{path} is not an ofa-deploy model sidecar (format {SIDECAR_FORMAT!r})")
-    return data
+    return check_sidecar(data, str(path))
 
 
 def verify_files(directory: str | Path, sidecar: dict[str, Any] | None = None) -> None:

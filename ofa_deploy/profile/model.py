@@ -46,7 +46,9 @@ class ModelFiles:
 
 def resolve_model(path: str | Path) -> ModelFiles:
     """Classify ``path`` by what it is; raises ``OfaError`` for anything else."""
-    path = Path(path)
+    from ..validate import path_text
+
+    path = Path(path_text(str(path), "model path"))
     if not path.exists():
         raise OfaError(f"{path} does not exist")
     if path.is_dir():
@@ -69,10 +71,13 @@ def resolve_model(path: str | Path) -> ModelFiles:
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
-    data = read_json(path)
+    from ..export.sidecar import SIDECAR_FORMAT
+    from ..schemas import check_sidecar
+
+    data = read_json(path, "model sidecar")
     if not isinstance(data, dict):
         raise OfaError(f"{path} must hold a JSON object")
-    return data
+    return check_sidecar(data, str(path)) if data.get("format") == SIDECAR_FORMAT else data
 
 
 def _sibling_sidecar(path: Path) -> Optional[dict[str, Any]]:

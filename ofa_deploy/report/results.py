@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import run
 from ..errors import OfaError
 from ..io import atomic_write_json, atomic_write_text, read_json
+from ..schemas import check_eval, check_summary
 
 EVAL_DIR = "eval"
 SUMMARY = "summary.json"
@@ -49,9 +49,9 @@ def list_evals(run_dir: str | Path) -> list[Path]:
     found = []
     for path in folder.glob("*.json") if folder.is_dir() else []:
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
+            data = read_json(path)
+        except OfaError:
+            continue  # not ours or damaged: never the newest evaluation
         if isinstance(data, dict) and data.get("buckets") and (data.get("params") or {}).get("subnet") is None:
             found.append(path)
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
@@ -72,7 +72,7 @@ def read_eval(run_dir: str | Path, name: str | None = None) -> dict:
     data = read_json(path)
     if not isinstance(data, dict) or "subnets" not in data or "buckets" not in data:
         raise OfaError(f"{path} is not an evaluation result")
-    return data
+    return check_eval(data, str(path))
 
 
 @dataclass
@@ -112,7 +112,8 @@ def load_run(run_dir: str | Path, eval_name: str | None = None, *, need_eval: bo
     run_dir = Path(run_dir)
     config = run.read_config(run_dir)
     run_table, data = config.get("run", {}), config.get("data", {})
-    summary = _read_json(run_dir / SUMMARY)
+    summary = check_summary(read_json(run_dir / SUMMARY), str(run_dir / SUMMARY)) \
+        if (run_dir / SUMMARY).exists() else None
     histogram = _read_json(run_dir / run.HISTOGRAM)
     try:
         evaluation = read_eval(run_dir, eval_name)

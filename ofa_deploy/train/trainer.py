@@ -278,6 +278,9 @@ class _Trainer:
                 session_start = time.perf_counter()
             bar.start(epoch + 1, sched.total_epochs, phase.name, self.steps)
             row = self._train_epoch(epoch, phase, in_phase, bar)
+            if not math.isfinite(row["loss"]):  # diverged: keep the last good checkpoint, write nothing
+                raise OfaError(f"training diverged in epoch {epoch + 1}: the loss is {row['loss']}; lower --lr "
+                               f"(now {phase.lr:g}) and start a new run")
             self.wall_time = wall_before + (time.perf_counter() - session_start)
             self.epoch += 1
             self.metrics.append(row)
@@ -498,7 +501,10 @@ def read_summary(run_dir: str | Path) -> dict:
     path = Path(run_dir) / SUMMARY
     if not path.is_file():
         raise OfaError(f"{run_dir} has no {SUMMARY}: the run has not finished")
-    return json.loads(path.read_text())
+    from ..io import read_json
+    from ..schemas import check_summary
+
+    return check_summary(read_json(path), str(path), complete=True)
 
 
 __all__ = ["train", "resume", "read_summary", "SUMMARY"]
