@@ -1,7 +1,7 @@
 """Deployment targets: one TOML profile per device kind (``profiles/NAME.toml``).
 
 A profile says how a subnet is exported for a device (opset, dynamic batch), how the
-device runs it (backend, execution providers, precision, batch sizes, threads, TensorRT
+device runs it (backend, execution providers, default and allowed precisions, batch sizes, threads, TensorRT
 builder settings, DLA core, whether the engine must be built on the device itself) and
 how ``profile`` measures its latency there (warm-up, minimum iterations and time, the
 coefficient of variation above which a measurement is retried).
@@ -89,6 +89,13 @@ class Target:
     fallback_backend: str | None
     source: str
     aliases: tuple[str, ...] = ()
+    precisions: tuple[str, ...] = ()
+
+    @property
+    def allowed_precisions(self) -> tuple[str, ...]:
+        """The precisions an export for this target may carry (``precisions``, else just
+        ``precision``, the default)."""
+        return self.precisions or (self.precision,)
 
     @property
     def batch(self) -> int:
@@ -125,6 +132,7 @@ _SCHEMA: dict[str | None, dict[str, tuple[str, Any]]] = {
         "backend": ("str", _REQUIRED),
         "providers": ("str_list", ["CPUExecutionProvider"]),
         "precision": ("str", _REQUIRED),
+        "precisions": ("str_list", None),
         "batch_sizes": ("int_list", [1]),
         "input_layout": ("str", "NCHW"),
         "threads": ("int", 0),
@@ -225,8 +233,11 @@ def parse_target(data: dict[str, Any], *, source: str, default_name: str) -> Tar
     _check(f["backend"] in BACKENDS, where, "backend", f"must be one of {', '.join(BACKENDS)}, got {f['backend']!r}")
     _check(f["precision"] in PRECISIONS, where, "precision",
            f"must be one of {', '.join(PRECISIONS)}, got {f['precision']!r}")
-    _check(f["backend"] != "onnxruntime" or f["precision"] == "fp32", where, "precision",
-           f"must be fp32 for the onnxruntime backend (fp16/int8 need backend = \"tensorrt\"), got {f['precision']!r}")
+    precisions = f["precisions"] if f["precisions"] is not None else [f["precision"]]
+    _check(len(precisions) > 0 and all(p in PRECISIONS for p in precisions) and len(set(precisions)) == len(precisions),
+           where, "precisions", f"must list distinct precisions among {', '.join(PRECISIONS)}, got {precisions!r}")
+    _check(f["precision"] in precisions, where, "precision",
+           f"({f['precision']!r}, the default) must be one of `precisions` {precisions!r}")
     _check(f["fallback_backend"] in (None, *BACKENDS) and f["fallback_backend"] != f["backend"], where,
            "fallback_backend", f"must be a backend other than {f['backend']!r}, got {f['fallback_backend']!r}")
     uses_ort = "onnxruntime" in (f["backend"], f["fallback_backend"])
@@ -244,7 +255,8 @@ def parse_target(data: dict[str, Any], *, source: str, default_name: str) -> Tar
     if f["dla_core"] is not None:
         _check(0 <= f["dla_core"] <= 15, where, "dla_core", f"must be between 0 and 15, got {f['dla_core']}")
         _check(f["backend"] == "tensorrt", where, "dla_core", "needs backend = \"tensorrt\"")
-        _check(f["precision"] in ("fp16", "int8"), where, "dla_core", "needs precision fp16 or int8 (DLA has no fp32)")
+        _check(all(p in ("fp16", "int8") for p in precisions), where, "dla_core",
+               "needs precision(s) fp16 or int8 (DLA has no fp32)")
     _check(MIN_OPSET <= f["export.opset"] <= MAX_OPSET, where, "export.opset",
            f"must be between {MIN_OPSET} and {MAX_OPSET}, got {f['export.opset']}")
     for key in ("warmup_s", "min_time_s", "min_iterations", "max_retries", "cov_threshold"):
@@ -282,6 +294,7 @@ def parse_target(data: dict[str, Any], *, source: str, default_name: str) -> Tar
         fallback_backend=f["fallback_backend"],
         source=source,
         aliases=tuple(f["aliases"]),
+        precisions=tuple(precisions),
     )
 
 

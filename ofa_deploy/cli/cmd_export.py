@@ -33,8 +33,14 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet
                    "supernet computes with the subnet active).")
 @click.option("--bn-images", type=click.IntRange(1, MAX_COUNT), default=2000, show_default=True,
               help="Training images for BN recalibration.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="What model.onnx carries: fp32, fp16 tensors, or int8 Q/DQ calibrated on training images "
+                   "[default: the target's precision].")
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="int8: how activation ranges are calibrated (ONNX Runtime's calibrators).")
 @click.option("--calibration-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
-              help="Training images saved as calibration.npy (TensorRT / int8 targets).")
+              help="Training images (seeded) that calibrate int8 ranges, saved as calibration.npy "
+                   "(TensorRT / int8).")
 @click.option("--parity-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
               help="Test images for the ONNX Runtime vs PyTorch check.")
 @click.option("--accuracy/--no-accuracy", "measure_accuracy", default=True, show_default=True,
@@ -45,7 +51,7 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet
               help="Dataset directory [default: the run's].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, tolerance, target_name, out, overwrite,
-            checkpoint, recalibrate, bn_images, calibration_images, parity_images, measure_accuracy, exporter,
+            checkpoint, recalibrate, bn_images, precision, calibration_method, calibration_images, parity_images, measure_accuracy, exporter,
             data_dir, as_json) -> None:
     """Export a subnet of the supernet trained in RUN for a deployment target.
 
@@ -71,6 +77,9 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
         raise OfaError("export needs torch and onnx on this machine: pip install 'ofa-deploy[torch]'")
     target = load_target(target_name)
+    from ..export.precision import check_precision
+
+    precision = check_precision(precision or target.precision, target.allowed_precisions, target=target.name)
     config = read_config(run_dir)
     space = space_from_config(config)
     rng = random.Random(seed)
@@ -84,6 +93,7 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
         picks = [(None, None, space.smallest() if smallest else space.largest())]
     if out is None:
         leaf = f"buckets-seed{seed}" if all_buckets else _subnet_id(space, picks[0][2])
+        leaf += "" if precision == target.precision else f"-{precision}"
         out = run_dir / "exports" / target.name / leaf
     from ..outputs import EXPORT, check_not_input, check_replaceable
 
@@ -112,6 +122,7 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
                 recalibrate=recalibrate, run_dir=run_dir, exporter=exporter,
                 eval_data=data.eval, normalization=data.normalization, bn_images=bn_images,
                 calibration_count=calibration_images, seed=seed, overwrite=overwrite and not all_buckets,
+                precision=precision, calibration_method=calibration_method,
                 progress=lambda message: status.update(f"{label}: {message}"),
             )
 
@@ -138,11 +149,16 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
         return
     for name, bucket, sc in results:
         where = out / name if name else out
-        acc = sc["accuracy"]["top1"] if sc.get("accuracy") else None
-        par = sc["parity"]
-        click.echo(f"{where}  {sc['subnet_text']}  {sc['mflops']:.2f} MFLOPs  {sc['params']:,} params"
-                   + (f"  top-1 {acc:.2%}" if acc is not None else "")
+        acc = sc["accuracy"] or {}
+        par, vs32 = sc["parity"], sc["precision_parity"]
+        drop = acc.get("drop_points")
+        click.echo(f"{where}  {sc['subnet_text']}  {sc['mflops']:.2f} MFLOPs  {sc['params']:,} params  {sc['precision']}"
+                   + (f"  top-1 {acc['top1']:.2%}" if acc.get("top1") is not None else "")
+                   + (f" (fp32 {acc['fp32_top1']:.2%}, drop {drop:+.2f} points)"
+                      if drop is not None and sc["precision"] != "fp32" else "")
                    + f"  parity max|diff| {par['max_abs_diff']:.1e} top-1 agree {par['top1_agreement']:.1%}"
+                   + (f"  vs fp32 max|diff| {vs32['max_abs_diff']:.1e} top-1 agree {vs32['top1_agreement']:.1%}"
+                      if sc["precision"] != "fp32" else "")
                    + f"  ({sc['onnx']['exporter']}, opset {sc['onnx']['opset']})")
     if device_command:
         where = "on the device" if target.build_on_device else "on a machine with TensorRT and the target GPU"
@@ -158,8 +174,11 @@ def _subnet_id(space, subnet) -> str:
 
 def _row(name, bucket, sidecar: dict) -> dict:
     return {"name": name, "bucket_mflops": bucket, "subnet": sidecar["subnet_text"], "mflops": sidecar["mflops"],
-            "params": sidecar["params"], "accuracy": (sidecar.get("accuracy") or {}).get("top1"),
-            "max_abs_diff": sidecar["parity"]["max_abs_diff"], "top1_agreement": sidecar["parity"]["top1_agreement"]}
+            "params": sidecar["params"], "precision": sidecar["precision"],
+            "accuracy": (sidecar.get("accuracy") or {}).get("top1"),
+            "accuracy_drop_points": (sidecar.get("accuracy") or {}).get("drop_points"),
+            "max_abs_diff": sidecar["parity"]["max_abs_diff"], "top1_agreement": sidecar["parity"]["top1_agreement"],
+            "vs_fp32": sidecar["precision_parity"]}
 
 
 def _device_command(out: Path, target, target_name: str) -> str | None:

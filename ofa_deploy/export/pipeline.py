@@ -31,8 +31,12 @@ from .sidecar import (
     file_entry,
     library_versions,
 )
+from .precision import (DEFAULT_CALIBRATION_METHOD, PRECISION_METADATA_KEY, check_precision, compare_logits,
+                        convert_precision)
 from .staging import staged_directory
-from .to_onnx import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx
+from .to_onnx import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx, ort_session, run_onnx
+
+FP32_WORK_FILE = ".fp32.onnx"  # the fp32 graph a conversion starts from; removed before the rename
 
 DEFAULT_BN_IMAGES = 2000
 DEFAULT_CALIBRATION_IMAGES = 512
@@ -58,6 +62,8 @@ def export_subnet(
     overwrite: bool = False,
     strict_parity: bool = True,
     progress: Callable[[str], None] | None = None,
+    precision: str | None = None,
+    calibration_method: str = DEFAULT_CALIBRATION_METHOD,
 ) -> dict[str, Any]:
     """Export ``subnet`` of ``supernet`` for ``target`` into the new directory ``out_dir``.
 
@@ -72,15 +78,26 @@ def export_subnet(
     ``accuracy`` records one measured elsewhere instead. ``normalization`` (dataset name,
     mean, std) and the source ``run_dir`` go into the sidecar.
 
+    ``precision`` (default: the target's ``precision``; one of its ``precisions``) is what
+    ``model.onnx`` carries: fp32, fp16 or int8 (``export.precision``; int8 ranges are
+    calibrated with ``calibration_method`` on the ``calibration_count`` training images
+    that ``calibration.npy`` holds). The PyTorch parity check is made on the fp32 graph;
+    the converted file is compared with it (``precision_parity``) and, with ``eval_data``,
+    its own ONNX Runtime accuracy is measured beside the fp32 one.
+
     Returns the sidecar, also written as ``out_dir/model.json``.
     """
     target = load_target(target) if isinstance(target, str) else target
+    precision = check_precision(precision or target.precision, target.allowed_precisions, target=target.name)
+    needs_calibration = target.backend == "tensorrt" or precision == "int8"
     space = supernet.space
     space.check(subnet)
     say = progress or (lambda message: None)
+    if precision == "int8" and calibration_count < 1:
+        raise OfaError("--calibration-images: int8 quantization needs at least one calibration image")
     if recalibrate and calib_images is None:
         raise OfaError("BN recalibration needs training images (calib_images), or pass recalibrate=False")
-    if target.needs_calibration and calib_images is None:
+    if needs_calibration and calib_images is None:
         raise OfaError(f"target {target.name} needs calibration images (calib_images) to write {CALIBRATION_FILE}")
     if parity_images is None:
         if calib_images is None:
@@ -103,37 +120,56 @@ def export_subnet(
 
     if isinstance(accuracy, (int, float)):
         accuracy = {"top1": float(accuracy)}
+    torch_accuracy = None
     if eval_data is not None:
         from ..evaluate.metrics import evaluate_accuracy
 
         say("evaluating accuracy")
         images, labels = eval_data
         top1, loss = evaluate_accuracy(net, images.to("cpu"), labels.to("cpu"))
-        accuracy = {"top1": top1, "loss": loss, "images": int(labels.shape[0]), "framework": "torch"}
+        torch_accuracy = {"top1": top1, "loss": loss}
+    elif accuracy is not None:
+        accuracy = {**accuracy, "precision": accuracy.get("precision", "fp32")}
 
     macs, params = cost(space, subnet)
     batch = target.batch
     with staged_directory(out_dir, overwrite=overwrite, inputs=[("run directory", run_dir)]) as tmp:
         say(f"exporting ONNX (opset {target.opset})")
+        fp32_path = tmp / (ONNX_FILE if precision == "fp32" else FP32_WORK_FILE)
         onnx_info = export_onnx(
-            net, tmp / ONNX_FILE, input_shape=expected_shape, opset=target.opset,
+            net, fp32_path, input_shape=expected_shape, opset=target.opset,
             dynamic_batch=target.dynamic_batch, batch=batch, exporter=exporter,
             metadata={"ofa_deploy.subnet": str(subnet), "ofa_deploy.num_classes": space.num_classes,
+                      PRECISION_METADATA_KEY: "fp32",
                       **({"ofa_deploy.normalization": normalization} if normalization else {})},
         )
+        static_batch = None if target.dynamic_batch else batch
         say("checking ONNX Runtime against PyTorch")
-        parity = check_parity(tmp / ONNX_FILE, net, parity_images, batch=None if target.dynamic_batch else batch)
+        parity = check_parity(fp32_path, net, parity_images, batch=static_batch)
         parity["source"] = parity_source
+        parity["precision"] = "fp32"
         if strict_parity and not parity["passed"]:
             raise OfaError(f"ONNX Runtime disagrees with PyTorch: max logit difference {parity['max_abs_diff']:.3g} "
                            f"exceeds {parity['tolerance']:.3g}; the export is not trustworthy")
-        calibration = None
-        if target.needs_calibration:
+        calibration = array = None
+        if needs_calibration:
             chosen = calibration_images(calib_images, calibration_count, seed + 1)
             array = np.ascontiguousarray(chosen.detach().to("cpu", torch.float32).numpy())
             atomic_write(tmp / CALIBRATION_FILE, lambda f: np.save(f, array))
             calibration = {"file": CALIBRATION_FILE, "images": int(array.shape[0]), "seed": seed + 1,
-                           "dtype": "float32", "shape": list(array.shape)}
+                           "dtype": "float32", "shape": list(array.shape), "split": "train"}
+        conversion = None
+        if precision != "fp32":
+            say(f"converting to {precision}" + (f" ({calibration_method} calibration)" if precision == "int8" else ""))
+            conversion = convert_precision(fp32_path, tmp / ONNX_FILE, precision, calibration=array,
+                                           method=calibration_method, static_batch=static_batch,
+                                           for_tensorrt=target.backend == "tensorrt")
+        say("checking the model against fp32")
+        precision_parity, accuracy = _precision_checks(
+            tmp / ONNX_FILE, fp32_path, precision, parity, parity_images, eval_data, static_batch,
+            accuracy, torch_accuracy)
+        if fp32_path.name == FP32_WORK_FILE:
+            fp32_path.unlink()
         files = {name: file_entry(tmp / name) for name in (ONNX_FILE, CALIBRATION_FILE) if (tmp / name).is_file()}
         sidecar = {
             "format": SIDECAR_FORMAT,
@@ -146,6 +182,7 @@ def export_subnet(
             "params": params,
             "space": space.to_dict(),
             "num_classes": space.num_classes,
+            "precision": precision,
             "accuracy": accuracy,
             "bn": {"recalibrated": recalibrate, "images": min(bn_images, len(calib_images)) if recalibrate else 0,
                    "seed": seed if recalibrate else None},
@@ -156,14 +193,55 @@ def export_subnet(
             "onnx": {"file": ONNX_FILE, **onnx_info, "requested_exporter": exporter,
                      "dynamic_batch": target.dynamic_batch},
             "parity": parity,
+            "precision_parity": precision_parity,
+            "conversion": conversion,
             "calibration": calibration,
             "target": target.to_dict(),
             "source": run_source(run_dir) if run_dir is not None else None,
-            "versions": library_versions("torch", "onnx", "onnxruntime"),
+            "versions": library_versions("torch", "onnx", "onnxruntime", "onnxconverter-common"),
             "files": files,
         }
         atomic_write_json(tmp / SIDECAR_FILE, sidecar)
     return sidecar
+
+
+def _precision_checks(path: Path, fp32_path: Path, precision: str, parity: dict[str, Any],
+                      parity_images: torch.Tensor, eval_data: tuple[torch.Tensor, torch.Tensor] | None,
+                      static_batch: int | None, accuracy: dict[str, Any] | None,
+                      torch_accuracy: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Parity of ``path`` against the fp32 graph (for fp32: the PyTorch check itself) and,
+    with ``eval_data``, the ONNX Runtime accuracy of both files on it."""
+    images = parity_images.detach().to("cpu", torch.float32).numpy()
+    if precision == "fp32":
+        precision_parity = {key: parity[key] for key in ("images", "top1_agreement", "max_abs_diff",
+                                                         "mean_abs_diff")}
+        precision_parity.update(reference="pytorch", metric="max_abs_diff")
+    else:
+        reference = run_onnx(ort_session(fp32_path), images, batch=static_batch)
+        got = run_onnx(ort_session(path), images, batch=static_batch)
+        precision_parity = compare_logits(reference, got)
+        precision_parity.update(reference="fp32 onnx", provider="CPUExecutionProvider",
+                                metric="top1_agreement" if precision == "int8" else "max_abs_diff")
+    precision_parity["value"] = precision_parity[precision_parity["metric"]]
+    if eval_data is None:
+        return precision_parity, accuracy
+    x, labels = (t.detach().to("cpu").numpy() for t in eval_data)
+    top1_of = {}
+    for name, file in (("this", path), ("fp32", fp32_path)):
+        if name == "fp32" and precision == "fp32":
+            top1_of["fp32"] = top1_of["this"]
+            continue
+        logits = run_onnx(ort_session(file), x.astype(np.float32), batch=static_batch)
+        top1_of[name] = float((logits.argmax(1) == labels).mean())
+        if name == "this":
+            shifted = logits.astype(np.float64) - logits.max(1, keepdims=True)
+            loss = float(np.mean(np.log(np.exp(shifted).sum(1)) - shifted[np.arange(len(labels)), labels]))
+    return precision_parity, {
+        "top1": top1_of["this"], "loss": loss, "images": int(labels.shape[0]), "framework": "onnxruntime",
+        "provider": "CPUExecutionProvider", "precision": precision, "fp32_top1": top1_of["fp32"],
+        "drop_points": round(100 * (top1_of["fp32"] - top1_of["this"]), 4),
+        "torch_top1": torch_accuracy["top1"] if torch_accuracy else None,
+    }
 
 
 def _device(net: nn.Module) -> torch.device:

@@ -1,0 +1,241 @@
+"""Precision lives in the ONNX: an fp32 export -> an fp16 or an int8 (explicit Q/DQ) model.
+
+* ``fp16``: weights and activations in float16, the graph's input and output kept float32
+  with a Cast at each end (``onnxconverter_common.float16``, the converter ONNX Runtime's
+  own transformer tools are a copy of). TensorRT builds it as a strongly typed network; in
+  ONNX Runtime's CPU provider, nodes without a float16 CPU kernel are run in float32 between
+  inserted Casts, so CPU accuracy reflects fp16 weights and stored activations, not fp16
+  accumulation everywhere.
+* ``int8``: static post-training quantization by ONNX Runtime's quantizer
+  (``onnxruntime.quantization.quantize_static``, ``QuantFormat.QDQ``): QuantizeLinear /
+  DequantizeLinear pairs in the graph, per-channel symmetric int8 weights, per-tensor
+  activations, ranges calibrated on training images the caller chose (BN-recalibrated
+  network, never test images). Two flavours of the same scheme, by the target's runtime:
+  for TensorRT, int8 activations with zero point 0 and float biases (TensorRT's explicit
+  quantization takes only that); for ONNX Runtime, uint8 asymmetric activations and int32
+  biases (U8S8, ONNX Runtime's x86 recommendation): there its CPU provider fuses every
+  Conv into an integer QLinearConv, while with symmetric int8 activations it left 39 of 89
+  Convs of the largest subnet in float between Q/DQ pairs and ran 3-7x slower than fp32
+  (measured on these machines). NVIDIA Model Optimizer (``nvidia-modelopt``) was the other
+  candidate and is not installable here: ``nvidia-modelopt[onnx]`` 0.47 resolves from PyPI
+  only by replacing onnxruntime 1.32 with onnxruntime-gpu ~=1.24, onnx 1.23 with 1.21 and
+  adding cupy-cuda12x (``pip install --dry-run``, 2026-11-30), which breaks the
+  environment the rest of the project runs in and tests against. So ONNX Runtime's
+  quantizer is the one measured and used; nothing was compared against Model Optimizer.
+
+Host side only (onnx, onnxruntime, onnxconverter-common; no torch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from ..errors import OfaError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Chosen by measurement on a trained F-MNIST supernet (results/precision-cpu/README.md).
+DEFAULT_CALIBRATION_METHOD = "minmax"
+PRECISION_METADATA_KEY = "ofa_deploy.precision"
+CALIBRATION_BATCH = 32
+
+
+def check_precision(precision: str, allowed: Optional[tuple[str, ...]] = None, *, target: str = "") -> str:
+    """``precision`` if it is known (and in ``allowed``, a target's precisions), else ``OfaError``."""
+    if precision not in PRECISIONS:
+        raise OfaError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if allowed is not None and precision not in allowed:
+        raise OfaError(f"--precision {precision}: target {target} allows only {', '.join(allowed)} "
+                       "(its profile's `precisions`)")
+    return precision
+
+
+def convert_precision(
+    fp32_onnx: str | Path,
+    out: str | Path,
+    precision: str,
+    *,
+    calibration: Optional[np.ndarray] = None,
+    method: str = DEFAULT_CALIBRATION_METHOD,
+    static_batch: Optional[int] = None,
+    for_tensorrt: bool = False,
+) -> dict[str, Any]:
+    """Write ``out``, the ``precision`` version of the fp32 model ``fp32_onnx``; returns what
+    was done (tool, settings, node counts) for the sidecar. ``calibration``: (N, C, H, W)
+    float32 training images for int8. ``static_batch``: the model's fixed batch, if any.
+    ``for_tensorrt``: the int8 flavour TensorRT builds (see the module docstring)."""
+    check_precision(precision)
+    if precision == "fp32":
+        raise OfaError("an fp32 model needs no conversion")
+    if precision == "fp16":
+        info = to_fp16(fp32_onnx, out)
+    else:
+        if calibration is None or len(calibration) == 0:
+            raise OfaError("--calibration-images: int8 quantization needs at least one calibration image")
+        info = to_int8(fp32_onnx, out, calibration, method=method, static_batch=static_batch,
+                       for_tensorrt=for_tensorrt)
+    _stamp(out, precision, fp32_onnx)
+    return info
+
+
+def to_fp16(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """fp16 weights and activations, fp32 input/output through Casts."""
+    import onnx
+
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise OfaError("fp16 export needs onnxconverter-common: pip install 'ofa-deploy[torch]'") from None
+    model = onnx.load(str(src))
+    with warnings.catch_warnings():
+        # it warns once per weight it clamps into fp16's range; the outcome is measured instead
+        warnings.simplefilter("ignore")
+        converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    _check_and_save(converted, dst)
+    return {"tool": "onnxconverter_common.float16", "keep_io_types": True, **_counts(converted)}
+
+
+class _Images:
+    """ONNX Runtime's CalibrationDataReader over an array, in batches of the model's size."""
+
+    def __init__(self, images: np.ndarray, input_name: str, batch: int, static: bool) -> None:
+        self._batches = self._split(np.ascontiguousarray(images, dtype=np.float32), batch, static)
+        self._name = input_name
+
+    @staticmethod
+    def _split(images: np.ndarray, batch: int, static: bool) -> Iterator[np.ndarray]:
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch]
+            if static and len(chunk) < batch:  # a fixed-batch model takes exactly ``batch``
+                chunk = np.resize(chunk, (batch, *chunk.shape[1:]))
+            yield chunk
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        chunk = next(self._batches, None)
+        return None if chunk is None else {self._name: chunk}
+
+    def rewind(self) -> None:  # pragma: no cover - part of ORT's reader protocol, unused by quantize_static
+        raise NotImplementedError
+
+
+def to_int8(
+    src: str | Path,
+    dst: str | Path,
+    calibration: np.ndarray,
+    *,
+    method: str = DEFAULT_CALIBRATION_METHOD,
+    static_batch: Optional[int] = None,
+    for_tensorrt: bool = False,
+) -> dict[str, Any]:
+    """Static QDQ int8 quantization of ``src`` calibrated on ``calibration`` images, in the
+    flavour TensorRT builds (``for_tensorrt``) or the one ONNX Runtime's CPU provider runs
+    fast (see the module docstring)."""
+    if method not in CALIBRATION_METHODS:
+        raise OfaError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, not {method!r}")
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile}[method]
+    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="ofa-int8-") as work, _quiet():
+        prepared = Path(work) / "prepared.onnx"
+        # shape inference + ORT's basic graph optimizations, as ORT's docs prescribe before quantizing
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        reader = _Images(calibration, input_name, static_batch or CALIBRATION_BATCH, static_batch is not None)
+        try:
+            quantize_static(
+                str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=calib_method,
+                extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True,
+                               "QuantizeBias": not for_tensorrt},
+            )
+        except Exception as exc:  # noqa: BLE001 - the quantizer raises bare Exceptions of many types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OfaError(f"int8 quantization failed: {first}") from None
+    model = onnx.load(str(dst))
+    _check_and_save(model, dst)
+    return {
+        "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+        "flavour": "tensorrt" if for_tensorrt else "onnxruntime",
+        "weights": "int8, per-channel, symmetric",
+        "activations": "int8, per-tensor, symmetric" if for_tensorrt else "uint8, per-tensor, asymmetric",
+        "bias": "float" if for_tensorrt else "int32 (DequantizeLinear)",
+        "calibration_method": method, "calibration_images": int(len(calibration)), **_counts(model),
+    }
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The quantizer logs and prints progress and advice; the outcome is checked instead."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _check_and_save(model: Any, dst: str | Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise OfaError(f"the converted model is not valid ONNX: {str(exc).splitlines()[0]}") from None
+    onnx.save(model, str(dst))
+
+
+def _stamp(path: str | Path, precision: str, source: str | Path) -> None:
+    """Carry the source model's metadata over (converters may drop it) and record the
+    precision in it, so a bare .onnx says what it holds."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
+    props.update({p.key: p.value for p in model.metadata_props})
+    props[PRECISION_METADATA_KEY] = precision
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+
+
+def _counts(model: Any) -> dict[str, Any]:
+    from onnx import TensorProto
+
+    ops = [n.op_type for n in model.graph.node]
+    dtypes = sorted({TensorProto.DataType.Name(t.data_type).lower() for t in model.graph.initializer})
+    return {"quantize_nodes": ops.count("QuantizeLinear"), "dequantize_nodes": ops.count("DequantizeLinear"),
+            "cast_nodes": ops.count("Cast"), "initializer_dtypes": dtypes}
+
+
+def model_precision(path: str | Path) -> str:
+    """The precision recorded in an ONNX file's metadata (``fp32`` if none: older exports)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == PRECISION_METADATA_KEY), "fp32")
+
+
+def compare_logits(reference: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """Parity of a converted model against the fp32 one: top-1 agreement and max/mean abs
+    logit difference (the headline for int8 is agreement, for fp16 the max difference)."""
+    diff = np.abs(got.astype(np.float64) - reference.astype(np.float64))
+    return {"images": int(reference.shape[0]), "top1_agreement": float((got.argmax(1) == reference.argmax(1)).mean()),
+            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
+
+
+def onnx_top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == np.asarray(labels)).mean())
