@@ -117,9 +117,18 @@ def onnxruntime_runner(
         input_shape=shape,
         latency_kind=kind,
         provider=provider,
-        precision="fp16" if dtype == np.float16 else "fp32",
+        precision=_onnx_precision(session, dtype),
         info={"intra_op_threads": opts.intra_op_num_threads, "providers": session.get_providers()},
     )
+
+
+def _onnx_precision(session: Any, input_dtype: Any) -> str:
+    """What the model carries: the precision ``export`` stamped in its metadata (an fp16 or
+    int8 export keeps a float32 input, so the input type alone says fp32), else by input type."""
+    stamped = session.get_modelmeta().custom_metadata_map.get("ofa_deploy.precision")
+    if stamped in ("fp32", "fp16", "int8"):
+        return stamped
+    return "fp16" if input_dtype == np.float16 else "fp32"
 
 
 def _concrete_shape(dims: Sequence[Any], batch: Optional[int], path: Any) -> tuple[int, ...]:
