@@ -171,7 +171,38 @@ def _profile_result(path: Path) -> Optional[str]:
     return None
 
 
+PREDICTOR_FILES = {"predictor.json", "latency.jsonl", "check.json", "check.png"}
+
+
+def _predictor_dir(path: Path) -> Optional[str]:
+    # a predictor directory grows over runs (measurements are appended), so an empty one is fine
+    if not path.is_dir():
+        return describe(path)
+    return _only(path, lambda p: p.is_file() and p.name in PREDICTOR_FILES)
+
+
+def _run_dir(path: Path) -> Optional[str]:
+    # a training run is recognised by its config.toml; an empty directory may become one
+    if not path.is_dir():
+        return describe(path)
+    if (path / "config.toml").is_file():
+        return None
+    return _only(path, lambda p: False)
+
+
+QUICKSTART_ENTRIES = {"run", "catalog.db", "catalog.db-wal", "catalog.db-shm", "report", "summary.json", "artifacts"}
+
+
+def _quickstart_dir(path: Path) -> Optional[str]:
+    if not path.is_dir():
+        return describe(path)
+    return _only(path, lambda p: p.name in QUICKSTART_ENTRIES)
+
+
 EXPORT = Kind("export directory", _export_any)
+RUN = Kind("training run directory", _run_dir)
+QUICKSTART = Kind("quickstart directory", _quickstart_dir)
+PREDICTOR = Kind("predictor directory", _predictor_dir)
 REPORT = Kind("report directory", _report_dir)
 PNG = Kind("PNG image", _png_file)
 PROFILE_RESULT = Kind("profile result", _profile_result)
@@ -213,6 +244,19 @@ def check_replaceable(path: str | os.PathLike, kind: Kind, *, overwrite: bool, f
     if found is not None:
         raise OfaError(f"{path} is {found}, not an ofa-deploy {kind.name}; --overwrite replaces only "
                        f"that, choose another {flag}")
+
+
+def check_own_dir(path: str | os.PathLike, kind: Kind, *,
+                  inputs: Sequence[Tuple[str, Optional[str | os.PathLike]]] = (), flag: str = "--out") -> Path:
+    """A directory a command fills and updates in place over reruns (a predictor, a run):
+    not an input, and if it exists, ``kind``'s own."""
+    path = Path(path)
+    check_not_input(path, inputs, flag)
+    if os.path.lexists(path):
+        found = kind.recognise(path)
+        if found is not None:
+            raise OfaError(f"{flag} {path} is {found}, not an ofa-deploy {kind.name}; choose another {flag}")
+    return path
 
 
 def check_file_output(path: str | os.PathLike, kind: Kind, *,

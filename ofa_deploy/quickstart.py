@@ -89,8 +89,10 @@ def quickstart(
     from .targets import load_target
     from .train import TrainConfig, read_summary, train
 
+    from .outputs import QUICKSTART, check_own_dir
+
     settings = SETTINGS["fast" if fast else "full"]
-    paths = Paths(Path(out))
+    paths = Paths(check_own_dir(out, QUICKSTART))  # its own folder (rerun to resume), never the user's
     say = on_stage or (lambda stage, done, total: None)
     device = resolve_device(device)
     started = time.perf_counter()

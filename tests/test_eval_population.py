@@ -123,9 +123,9 @@ def test_eval_cli_json_csv_buckets_and_seed(tmp_path_factory):
     for b in first["buckets"]:
         accs = [s["accuracy"] for s in first["subnets"] if s["bucket"] == b["mflops"]]
         assert b["n"] == 2 and b["min"] == min(accs) and b["max"] == max(accs)
-    stored = json.loads((run_dir / "eval" / "test-s7-n2.json").read_text())
+    stored = json.loads((run_dir / "eval" / "test-s7-n2-b4_9_14-c200-t150.json").read_text())
     assert stored["subnets"] == first["subnets"]
-    with open(run_dir / "eval" / "test-s7-n2.csv") as f:
+    with open(run_dir / "eval" / "test-s7-n2-b4_9_14-c200-t150.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["text"] for r in rows] == [s["text"] for s in first["subnets"]]
     for r, s in zip(rows, first["subnets"]):

@@ -367,3 +367,166 @@ def test_profile_of_a_swapped_model_is_not_imported(export_dir, large_export, tm
                            "--model-json", export_dir / "model.json")
     assert_refused(code, err, "not the file exported")
     assert not (tmp_path / "c.db").exists()
+
+
+# -- eval ------------------------------------------------------------------------------------
+
+EVAL = ["--per-bucket", "1", "--calib-n", "32", "--test-subset", "40", "--device", "cpu", "--quiet", "--json"]
+
+
+def test_second_eval_with_other_buckets_gets_its_own_name(tmp_path, capsys):
+    run = make_fake_run(tmp_path / "run")
+    assert run_cli(capsys, "eval", run, "--buckets", "8", *EVAL)[0] == 0
+    first = tree_hashes(run / "eval")
+    code, _, err = run_cli(capsys, "eval", run, "--buckets", "6", *EVAL)
+    assert code == 0, err
+    assert sorted(p.name for p in (run / "eval").glob("*.json")) == ["test-s0-n1-b6-c32-t40.json",
+                                                                     "test-s0-n1-b8-c32-t40.json"]
+    assert {k: v for k, v in tree_hashes(run / "eval").items() if k in first} == first
+
+
+def test_eval_name_holding_another_evaluation_is_refused(tmp_path, capsys):
+    run = make_fake_run(tmp_path / "run")
+    assert run_cli(capsys, "eval", run, "--buckets", "8", "--name", "mine", *EVAL)[0] == 0
+    first = tree_hashes(run)
+    code, _, err = run_cli(capsys, "eval", run, "--buckets", "6", "--name", "mine", *EVAL)
+    assert_refused(code, err, "mine.json", "different evaluation", "buckets")
+    assert tree_hashes(run) == first
+    (run / "eval" / "notes.json").write_text('["my own file"]\n')
+    code, _, err = run_cli(capsys, "eval", run, "--buckets", "6", "--name", "notes", "--overwrite", *EVAL)
+    assert_refused(code, err, "notes.json", "not an evaluation")
+    assert (run / "eval" / "notes.json").read_text() == '["my own file"]\n'
+    code, _, err = run_cli(capsys, "eval", run, "--buckets", "6", "--name", "mine", "--overwrite", *EVAL)
+    assert code == 0, err
+    assert json.loads((run / "eval" / "mine.json").read_text())["params"]["buckets"] == [6.0]
+
+
+# -- leftovers of killed writers ----------------------------------------------------------------
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_next_export_removes_what_a_killed_one_left(run_dir, tmp_path, capsys):
+    out = tmp_path / "exp"
+    dead = tmp_path / f".exp.{_dead_pid()}.abcd1234.partial"
+    dead.mkdir()
+    (dead / "model.onnx").write_bytes(b"half")
+    alive_proc = subprocess.Popen(["sleep", "60"])
+    try:
+        alive = tmp_path / f".exp.{alive_proc.pid}.efgh5678.partial"  # a writer still at work: kept
+        alive.mkdir()
+        legacy = tmp_path / ".exp.q1w2e3r4.partial"  # pid-less name of an older version, fresh: kept
+        legacy.mkdir()
+        code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--out", out, *FAST)
+        assert code == 0, err
+        assert not dead.exists() and alive.is_dir() and legacy.is_dir()
+        old = 2 * 3600
+        os.utime(legacy, (legacy.stat().st_atime - old, legacy.stat().st_mtime - old))
+        code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--out", out, "--overwrite", *FAST)
+        assert code == 0, err
+        assert not legacy.exists() and alive.is_dir()
+    finally:
+        alive_proc.kill()
+        alive_proc.wait()
+
+
+def test_next_write_of_a_file_removes_its_stale_temp_files(export_dir, tmp_path, capsys):
+    result = tmp_path / "r.json"
+    stale = tmp_path / f".r.json.{_dead_pid()}.zz9_ab12.tmp"
+    stale.write_bytes(b"{\"half\":")
+    other = tmp_path / f".other.json.{_dead_pid()}.zz9_ab12.tmp"  # another output's: not this command's to clean
+    other.write_bytes(b"x")
+    code, _, err = run_cli(capsys, "profile", export_dir, "--warmup-s", "0", "--min-time-s", "0.01",
+                           "--min-iterations", "5", "--out", result)
+    assert code == 0, err
+    assert not stale.exists() and other.exists() and json.loads(result.read_text())["n"] >= 5
+
+
+def test_killed_training_leaves_temp_that_the_resume_removes(tmp_path):
+    """SIGKILL while checkpoints are written, then --resume: no .tmp file of ours remains."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "ofa_deploy", "train", "--dataset", "digits", "--epochs", "3", "--train-subset",
+            "64", "--test-subset", "32", "--device", "cpu", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # what a kill in the middle of the checkpoint write leaves (the window is too short to hit reliably)
+    (out / f".last.pt.{proc.pid}.k1ll3d00.tmp").write_bytes(b"half a checkpoint")
+    done = subprocess.run([sys.executable, "-m", "ofa_deploy", "train", "--resume", str(out), "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (out / "final.pt").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_train_out_refuses_a_folder_of_user_files(tmp_path, capsys):
+    mine = tmp_path / "documents"
+    mine.mkdir()
+    (mine / "cv.pdf").write_bytes(b"%PDF")
+    before = tree_hashes(mine)
+    code, _, err = run_cli(capsys, "train", "--dataset", "digits", "--epochs", "1", "--train-subset", "32",
+                           "--device", "cpu", "--quiet", "--out", mine)
+    assert_refused(code, err, "cv.pdf")
+    assert tree_hashes(mine) == before and [p.name for p in mine.iterdir()] == ["cv.pdf"]
+
+
+# -- other writing commands --------------------------------------------------------------------
+
+def _user_dir(tmp_path: Path) -> Path:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("chapter 1\n")
+    return mine
+
+
+def test_report_replaces_only_a_report(tmp_path, capsys):
+    run = make_fake_run(tmp_path / "run")
+    assert run_cli(capsys, "eval", run, "--buckets", "8", *EVAL)[0] == 0
+    before = tree_hashes(run)
+    for out, needle in ((run, "run directory"), (tmp_path, "contains the run directory"),
+                        (_user_dir(tmp_path), "thesis.tex")):
+        mine = tree_hashes(out)
+        code, _, err = run_cli(capsys, "report", run, "--out", out)
+        assert_refused(code, err, needle)
+        assert tree_hashes(out) == mine
+    assert tree_hashes(run) == before
+    report = tmp_path / "report"
+    assert run_cli(capsys, "report", run, "--out", report)[0] == 0
+    assert json.loads((report / "report.json").read_text())["format"] == "ofa-deploy/report"
+    assert run_cli(capsys, "report", run, "--out", report)[0] == 0  # a rerun replaces its own report
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_profile_out_never_replaces_the_model_or_a_foreign_file(export_dir, tmp_path, capsys):
+    before = tree_hashes(export_dir)
+    code, _, err = run_cli(capsys, "profile", export_dir / "model.onnx", "--out", export_dir / "model.onnx")
+    assert_refused(code, err, "model")
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"my": "notes"}\n')
+    code, _, err = run_cli(capsys, "profile", export_dir, "--out", mine)
+    assert_refused(code, err, "not a profile result")
+    assert tree_hashes(export_dir) == before and mine.read_text() == '{"my": "notes"}\n'
+
+
+def test_quickstart_and_predictor_refuse_a_folder_of_user_files(run_dir, tmp_path, capsys):
+    mine = _user_dir(tmp_path)
+    before = tree_hashes(mine)
+    code, _, err = run_cli(capsys, "quickstart", "--out", mine, "--fast", "--quiet")
+    assert_refused(code, err, "thesis.tex")
+    code, _, err = run_cli(capsys, "predictor", "build", "--target", "cpu", "--run", run_dir, "--n", "10",
+                           "--out", mine)
+    assert_refused(code, err, "thesis.tex")
+    code, _, err = run_cli(capsys, "predictor", "build", "--target", "cpu", "--run", run_dir, "--n", "10",
+                           "--out", run_dir)
+    assert_refused(code, err, "run directory")
+    assert tree_hashes(mine) == before

@@ -17,6 +17,7 @@ from conftest import one_torch_thread
 from ofa_deploy.errors import OfaError
 from ofa_deploy.reproduce import ReproduceOptions, plan, reproduce, scaled_epochs
 
+EVAL_FILE = "test-s0-n1-b8-c32-t40.json"  # the default eval name: buckets, calib-n and test subset in it
 TINY = ReproduceOptions(dataset="digits", scale=0.2, train_subset=64, test_subset=40, per_bucket=1,
                         buckets=(8.0,), calib_n=32)
 
@@ -60,7 +61,7 @@ def test_interrupted_reproduce_resumes(tmp_path, one_thread):
     assert proc.poll() is None, "the reproduction ended before it could be interrupted"
     os.kill(proc.pid, signal.SIGKILL)  # a crash: no cleanup runs
     proc.wait()
-    ps_final, ps_eval = out / "runs" / "ps" / "final.pt", out / "runs" / "ps" / "eval" / "test-s0-n1.json"
+    ps_final, ps_eval = out / "runs" / "ps" / "final.pt", out / "runs" / "ps" / "eval" / EVAL_FILE
     stamps = {p: p.stat().st_mtime_ns for p in (ps_final, ps_eval)}
     assert not (out / "runs" / "rss" / "final.pt").exists()
 
@@ -88,7 +89,7 @@ def test_interrupted_reproduce_resumes(tmp_path, one_thread):
     assert "## Verdict" in md and "1.9x" in md and "6.1x" in md and "RSS-short, 1 ep" in md
     assert (out / "report" / "accuracy.png").is_file() and (out / "report" / "train_time.svg").is_file()
     # the same subnets were measured for every run
-    texts = {k: [s["text"] for s in json.loads((out / "runs" / k / "eval" / "test-s0-n1.json").read_text())["subnets"]]
+    texts = {k: [s["text"] for s in json.loads((out / "runs" / k / "eval" / EVAL_FILE).read_text())["subnets"]]
              for k in ("ps", "rss", "rss-short")}
     assert texts["ps"] == texts["rss"] == texts["rss-short"]
 

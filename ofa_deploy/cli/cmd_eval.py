@@ -43,12 +43,15 @@ def parse_buckets(ctx, param, value: str) -> list[float]:
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--checkpoint", type=click.Choice(["auto", "final", "last"]), default="auto", show_default=True)
-@click.option("--name", default=None, help="Result name: eval/NAME.json (default SPLIT-sSEED-nPER_BUCKET).")
+@click.option("--name", default=None,
+              help="Result name: eval/NAME.json [default: SPLIT-sSEED-nPER_BUCKET, plus any non-default "
+                   "buckets, tolerance, calib-n and test subset].")
 @click.option("--reuse", is_flag=True, help="Return an existing result with the same parameters instead.")
+@click.option("--overwrite", is_flag=True, help="Replace eval/NAME.json even if it holds a different evaluation.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def command(run_dir, buckets, per_bucket, tolerance, seed, split, subnet, calib_n, batch_size, data_dir,
-            test_subset, download, device, checkpoint, name, reuse, quiet, as_json) -> None:
+            test_subset, download, device, checkpoint, name, reuse, overwrite, quiet, as_json) -> None:
     """Sample subnets per MFLOPs bucket (same seed, same subnets), recalibrate each one's BN
     on training images, and measure it; writes eval/NAME.json and .csv in the run."""
     from ..evaluate.runs import evaluate_run
@@ -56,7 +59,8 @@ def command(run_dir, buckets, per_bucket, tolerance, seed, split, subnet, calib_
     path, result = evaluate_run(
         run_dir, buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed, split=split,
         subnet=subnet, calib_n=calib_n, batch_size=batch_size, data_dir=data_dir, test_subset=test_subset,
-        download=download, device=device, checkpoint=checkpoint, name=name, reuse=reuse, progress=not quiet,
+        download=download, device=device, checkpoint=checkpoint, name=name, reuse=reuse, overwrite=overwrite,
+        progress=not quiet,
     )
     if as_json:
         emit_json(result)

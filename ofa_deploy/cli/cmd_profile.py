@@ -39,6 +39,11 @@ def command(model, target, batch, backend, threads, warmup_s, min_iterations, mi
     from ..targets import load_target
 
     tgt = load_target(target)
+    if out:  # before measuring: never over the model or a file that is not a profile result
+        from ..outputs import PROFILE_RESULT, check_file_output
+
+        check_file_output(out, PROFILE_RESULT, inputs=[("model", model)] + (
+            [("--target profile", target)] if target.endswith(".toml") else []))
     protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s,
                                     cov_threshold=cov_threshold, max_retries=max_retries)
     console = Console(stderr=True)

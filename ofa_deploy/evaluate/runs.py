@@ -9,7 +9,9 @@ so an existing file is reused only when it measured exactly the same thing.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,12 +22,51 @@ from ..io import sha256_file
 from ..report.results import EVAL_DIR, write_eval
 from ..space import PAPER_BUCKETS, Subnet
 
+DEFAULT_TOLERANCE = 0.5
+DEFAULT_CALIB_N = 2000
 
-def default_name(split: str, seed: int, per_bucket: int | None, subnet: Subnet | None = None) -> str:
-    """``test-s0-n100`` for a population, ``test-subnet-<text>`` for a single subnet."""
-    if subnet is not None:
-        return f"{split}-subnet-{subnet}"
-    return f"{split}-s{seed}-n{per_bucket}"
+
+def default_name(split: str, seed: int, per_bucket: int | None, subnet: Subnet | None = None, *,
+                 buckets: Sequence[float] = PAPER_BUCKETS, tolerance: float = DEFAULT_TOLERANCE,
+                 calib_n: int = DEFAULT_CALIB_N, test_subset: int | None = None) -> str:
+    """``test-s0-n100`` for the paper's population, ``test-subnet-<text>`` for one subnet;
+    any other bucket set, tolerance, calibration count or test subset is part of the name
+    (``test-s0-n5-b4_8-t2000``), so two different evaluations never share a file."""
+    name = f"{split}-subnet-{subnet}" if subnet is not None else f"{split}-s{seed}-n{per_bucket}"
+    if subnet is None and [float(b) for b in buckets] != [float(b) for b in PAPER_BUCKETS]:
+        listed = "_".join(f"{b:g}" for b in buckets)
+        name += f"-b{listed}" if len(listed) <= 40 else f"-b{hashlib.sha1(listed.encode()).hexdigest()[:10]}"
+    if subnet is None and tolerance != DEFAULT_TOLERANCE:
+        name += f"-tol{tolerance:g}"
+    if calib_n != DEFAULT_CALIB_N:
+        name += f"-c{calib_n}"
+    if test_subset is not None:
+        name += f"-t{test_subset}"
+    return name
+
+
+DEFINING = ("buckets", "per_bucket", "tolerance", "seed", "split", "subnet", "calib_n", "test_subset")
+"""The parameters that define an evaluation; the checkpoint may change (a re-evaluation
+after more training replaces the result of the same evaluation)."""
+
+
+def check_name_free(json_path: Path, params: dict, *, overwrite: bool = False) -> None:
+    """Refuse to replace ``eval/NAME.json`` when it holds a different evaluation (or is not
+    an evaluation at all): a second ``eval`` must never silently replace the first."""
+    if not os.path.lexists(json_path):
+        return
+    try:
+        previous = json.loads(json_path.read_text())
+    except (OSError, ValueError, RecursionError):
+        previous = None
+    theirs = previous.get("params") if isinstance(previous, dict) else None
+    if not isinstance(theirs, dict):
+        raise OfaError(f"{json_path} exists and is not an evaluation result; give another --name")
+    differ = [k for k in DEFINING if theirs.get(k) != params.get(k)]
+    if differ and not overwrite:
+        shown = ", ".join(f"{k} {theirs.get(k)!r} there vs {params.get(k)!r}" for k in differ[:3])
+        raise OfaError(f"{json_path} holds a different evaluation ({shown}); give another --name, "
+                       "or --overwrite to replace it")
 
 
 def resolve_device(name: str) -> str:
@@ -77,11 +118,11 @@ def evaluate_run(
     *,
     buckets: Sequence[float] = PAPER_BUCKETS,
     per_bucket: int = 100,
-    tolerance: float = 0.5,
+    tolerance: float = DEFAULT_TOLERANCE,
     seed: int = 0,
     split: str = "test",
     subnet: str | Subnet | None = None,
-    calib_n: int = 2000,
+    calib_n: int = DEFAULT_CALIB_N,
     batch_size: int = 1000,
     data_dir: str | None = None,
     test_subset: int | None = None,
@@ -90,12 +131,14 @@ def evaluate_run(
     checkpoint: str = "auto",
     name: str | None = None,
     reuse: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     on_subnet: Callable[[int, int, dict], None] | None = None,
 ) -> tuple[Path, dict]:
     """Evaluate the run's population (or one ``subnet``) and write ``eval/<name>.json`` and
     ``.csv`` atomically; returns (json path, result). With ``reuse``, an existing result
-    with the same parameters and checkpoint is returned without measuring again."""
+    with the same parameters and checkpoint is returned without measuring again. An
+    existing ``NAME.json`` of a different evaluation is refused unless ``overwrite``."""
     from ..train.schedules import resolve_subnet
     from .population import evaluate_population, sample_population
 
@@ -104,7 +147,8 @@ def evaluate_run(
     space = run.space_from_config(config)
     ckpt = run.checkpoint_path(run_dir, checkpoint)
     single = resolve_subnet(space, subnet) if subnet is not None else None
-    name = name or default_name(split, seed, per_bucket, single)
+    name = name or default_name(split, seed, per_bucket, single, buckets=buckets, tolerance=tolerance,
+                                calib_n=calib_n, test_subset=test_subset)
     if "/" in name or name.startswith("."):
         raise OfaError(f"eval name {name!r} must be a plain file name")
     params = {
@@ -123,10 +167,11 @@ def evaluate_run(
     if reuse and json_path.is_file():
         try:
             previous = json.loads(json_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (OSError, ValueError, RecursionError):
             previous = {}
-        if previous.get("params") == params:
+        if isinstance(previous, dict) and previous.get("params") == params:
             return json_path, previous
+    check_name_free(json_path, params, overwrite=overwrite)
 
     device = resolve_device(device)
     # sample before loading anything: an unreachable bucket fails in a second
@@ -162,6 +207,7 @@ def evaluate_run(
         "params": params,
         **result,
     }
+    check_name_free(json_path, params, overwrite=overwrite)  # again: another eval may have written it meanwhile
     write_eval(run_dir, name, result)
     return json_path, result
 

@@ -75,7 +75,9 @@ def build_predictor(
                        f"{target.backend} (measure engines on the device and fit there)")
     if n < 10:
         raise OfaError(f"--n {n} is too few to fit a predictor (at least 10)")
-    out_dir = Path(out_dir)
+    from ..outputs import PREDICTOR, check_own_dir
+
+    out_dir = check_own_dir(out_dir, PREDICTOR, inputs=[("run directory", run_dir), ("--onnx-dir", onnx_dir)])
     supernet = _supernet(run_dir)
     space: SearchSpace = supernet.space
     protocol = protocol or Protocol.from_target(target)

@@ -1,21 +1,20 @@
 """``build_report``: the figures, ``report.md`` and ``report.json`` for one or more runs.
 
 The files are produced in a staging folder beside ``out`` and moved in only when all of
-them exist, so a failure never leaves a half-written report.
+them exist, so a failure never leaves a half-written report; an existing ``out`` is
+replaced only if it is an earlier report (``ofa_deploy.outputs``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from .. import __version__
 from ..errors import OfaError
 from ..io import atomic_write_json, atomic_write_text
+from ..outputs import REPORT, REPORT_FORMAT, staged_output_dir
 from . import figures
 from .results import RunFacts, load_run, unique_labels
 
@@ -84,12 +83,8 @@ def build_report(
         raise OfaError("the same run directory is given twice")
     unique_labels(runs)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OfaError(f"{out} exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the report is an ordinary folder
-    try:
+    # a report replaces only an earlier report (its own output, rewritten on every rerun)
+    with staged_output_dir(out, REPORT, overwrite=True, inputs=[("run directory", d) for d in run_dirs]) as staging:
         files = []
         files += figures.save(figures.accuracy_figure(runs), staging, "accuracy")
         files += figures.save(figures.time_figure(runs), staging, "train_time")
@@ -97,27 +92,14 @@ def build_report(
         summary = _summary(runs, title)
         atomic_write_text(staging / REPORT_MD, _markdown(runs, title, sections))
         atomic_write_json(staging / REPORT_JSON, summary)
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     summary["files"] = sorted(str(out / p.name) for p in files) + [str(out / REPORT_MD), str(out / REPORT_JSON)]
     return summary
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Move the finished files into ``out`` (the whole folder when ``out`` is new)."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    for path in staging.iterdir():
-        os.replace(path, out / path.name)
-    staging.rmdir()
 
 
 def _summary(runs: Sequence[RunFacts], title: str) -> dict:
     ref = figures.reference_run(runs)
     return {
+        "format": REPORT_FORMAT,
         "title": title,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "ofa_deploy": __version__,

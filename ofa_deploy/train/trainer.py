@@ -72,8 +72,9 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | Non
                 raise OfaError(f"{out} holds a different run; choose another --out, or --resume {out} to "
                                f"continue that one")
             return _Trainer(out, _config_from_dir(out, cfg), progress, on_epoch=on_epoch).fit()
-        if any(out.iterdir()):
-            raise OfaError(f"{out} exists, is not empty and is not a run directory; choose another --out")
+        from ..outputs import RUN, check_own_dir
+
+        check_own_dir(out, RUN)  # empty (leftovers of a killed start aside), else the user's: refused
     return _Trainer(out, cfg, progress, tables=tables, on_epoch=on_epoch).fit()
 
 
