@@ -159,4 +159,12 @@ def check_profile_result(data: Any, where: str) -> dict:
     model = data.get("model") or {}
     _fields(model, where, {}, {"subnet": lambda v: isinstance(v, (str, dict)), "space": DICT, "sha256": _opt(STR),
                                "accuracy": _opt(DICT), "source": _opt(DICT), "bn": _opt(DICT)}, "model.")
+    if model.get("accuracy"):
+        _fields(model["accuracy"], where, {"top1": FRACTION}, {"images": COUNT, "loss": _opt(NONNEG), "split": STR},
+                "model.accuracy.")
+    if model.get("bn"):
+        _fields(model["bn"], where, {}, {"images": COUNT, "recalibrated": BOOL}, "model.bn.")
+    if model.get("source"):
+        _fields(model["source"], where, {}, {k: STR for k in ("run_dir", "checkpoint_sha256", "dataset")},
+                "model.source.")
     return data

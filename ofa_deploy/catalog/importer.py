@@ -11,6 +11,7 @@ from typing import Any, Optional
 from ..cost import cost
 from ..errors import OfaError
 from ..io import read_json
+from ..schemas import check_profile_result
 from ..space import SearchSpace, Subnet
 from .db import Catalog
 
@@ -22,7 +23,7 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
     """A results file: one ``profile --json`` object, a list of them, or ``{"results": [...]}``."""
     path = Path(path)
     if not path.is_file():
-        raise OfaError(f"results file {path} does not exist")
+        raise OfaError(f"results file {path} {'is a directory' if path.is_dir() else 'does not exist'}")
     data = read_json(path, "results file")
     if isinstance(data, dict) and isinstance(data.get("results"), list):
         data = data["results"]
@@ -41,6 +42,7 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
             raise OfaError(f"{path}: result {i} has cov = {r['cov']!r}; it must be a finite number >= 0")
         if isinstance(r["n"], bool) or not isinstance(r["n"], int) or r["n"] < 1:
             raise OfaError(f"{path}: result {i} has n = {r['n']!r}; it must be a positive integer")
+        check_profile_result(r, f"{path}: result {i}")  # the identity's types too (model, accuracy, target)
     return results
 
 
