@@ -130,7 +130,8 @@ def test_dla_build_and_load_on_its_core(version, exported, tmp_path, monkeypatch
         expected = run_onnx(ort_session(root / f"dla-{precision}" / "model.onnx"), x[:1])
         with T.TrtRunner(out / T.ENGINE_FILE) as runner:  # deserialises only on DLA core 1
             np.testing.assert_allclose(runner.infer(x[:1]), expected, atol=1e-6)
-    with pytest.raises(OfaError, match="DLA, which has no fp32"):
+    # refused as the profile's precisions exclude fp32, or (without that key) as DLA has no fp32
+    with pytest.raises(OfaError, match="DLA, which has no fp32|does not run fp32 engines"):
         T.build_engine(root / "dla-fp32", str(root / "dla.toml"), out_dir=tmp_path / "x")
     fake.num_dla_cores = 1
     with pytest.raises(OfaError, match="asks for DLA core 1, this device has 1 DLA cores"):
@@ -244,3 +245,17 @@ def test_cli_build_engine(exported, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "could not start" in err
     assert "Traceback" not in err and not (tmp_path / "cli2").exists()
+
+
+def test_target_that_forbids_the_precision(exported, tmp_path, monkeypatch):
+    _fake(monkeypatch, tmp_path)
+    root, x = exported
+    from ofa_deploy.targets import Target
+
+    if "precisions" not in getattr(Target, "__dataclass_fields__", {}):
+        pytest.skip("this targets.py has no `precisions` key yet")
+    profile = tmp_path / "fp16only.toml"
+    profile.write_text(trt_fake._profile("fp16", '["fp16"]', "batch_sizes = [1, 8]\n"))
+    with pytest.raises(OfaError, match="target fp16only does not run int8 engines .*allows fp16"):
+        T.build_engine(root / "gpu-int8", str(profile), out_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -555,9 +555,17 @@ def install(monkeypatch, version: str = "10.3") -> FakeTRT:
 
 
 # -- exports in each precision, and a tour of the engine path ---------------------------
-GPU_FP32 = 'backend = "tensorrt"\nprecision = "fp32"\nbatch_sizes = [1, 8]\n[tensorrt]\nworkspace_mb = 256\n'
-DLA_FP16 = ('backend = "tensorrt"\nprecision = "fp16"\nbatch_sizes = [1]\ndla_core = 1\n'
-            '[export]\ndynamic_batch = false\n[tensorrt]\ntiming_cache = false\n')
+def _profile(precision: str, allowed: str, body: str) -> str:
+    from ofa_deploy.targets import Target
+
+    # profiles list the precisions a target allows once targets.py knows the key
+    listed = f"precisions = {allowed}\n" if "precisions" in getattr(Target, "__dataclass_fields__", {}) else ""
+    return f'backend = "tensorrt"\nprecision = "{precision}"\n{listed}{body}'
+
+
+GPU_FP32 = _profile("fp32", '["fp32", "fp16", "int8"]', "batch_sizes = [1, 8]\n[tensorrt]\nworkspace_mb = 256\n")
+STATIC = "batch_sizes = [1]\n[export]\ndynamic_batch = false\n[tensorrt]\ntiming_cache = false\n"
+DLA_FP16 = _profile("fp16", '["fp16", "int8"]', "dla_core = 1\n" + STATIC)
 
 
 def make_variant(src, dst, precision: str):
@@ -611,7 +619,7 @@ def make_exports(root):
     test = load_dataset("digits", "test").images[:40]
     (root / "gpu.toml").write_text(GPU_FP32)
     (root / "dla.toml").write_text(DLA_FP16)
-    (root / "dla-fp32.toml").write_text(DLA_FP16.replace('"fp16"', '"fp32"').replace("dla_core = 1\n", ""))
+    (root / "dla-fp32.toml").write_text(_profile("fp32", '["fp32", "fp16", "int8"]', STATIC))
     with one_torch_thread():
         for kind, profile in (("gpu", "gpu.toml"), ("dla", "dla-fp32.toml")):
             export_subnet(supernet, supernet.space.smallest(), str(root / profile), root / f"{kind}-fp32",
