@@ -555,6 +555,61 @@ def misc_cases() -> list[Case]:
     ]
 
 
+# -- outputs that exist (what --overwrite may replace; no output equals or holds an input) ----
+def _user_files(bad: Path, good: dict) -> None:
+    (bad / "mine").mkdir()
+    (bad / "mine" / "notes.txt").write_text("my notes")
+
+
+def _foreign_sqlite(bad: Path, good: dict) -> None:
+    con = sqlite3.connect(bad / "other.db")
+    con.execute("CREATE TABLE things (a TEXT)")
+    con.execute("INSERT INTO things VALUES ('precious')")
+    con.commit()
+    con.close()
+
+
+def output_cases() -> list[Case]:
+    export = ["export", "{run}", "--smallest", "--bn-images", "8", "--calibration-images", "4", "--parity-images", "4",
+              "--no-accuracy"]
+    return [
+        Case("export-out-is-run-overwrite", [*export, "--out", "{run}", "--overwrite"], ("{run}",)),
+        Case("export-out-in-run-parent", [*export, "--out", "{run}/..", "--overwrite"], ("run",)),
+        Case("export-out-user-dir-overwrite", [*export, "--out", "{bad}/mine", "--overwrite"], ("mine",),
+             _user_files),
+        Case("export-out-exists", [*export, "--out", "{exp}"], ("{exp}", "already exists")),
+        Case("export-out-catalog-overwrite", [*export, "--out", "{cat}", "--overwrite"], ("cat.db",)),
+        Case("export-out-results-overwrite", [*export, "--out", "{prof}", "--overwrite"], ("prof.json",)),
+        Case("plot-out-catalog", ["catalog", "plot", "--catalog", "{cat}", "--target", "cpu", "--out", "{cat}"],
+             ("cat.db",)),
+        Case("plot-out-results", ["catalog", "plot", "--catalog", "{cat}", "--target", "cpu", "--out", "{prof}"],
+             ("prof.json",)),
+        Case("list-foreign-sqlite", ["catalog", "list", "--catalog", "{bad}/other.db", "--target", "cpu"],
+             ("other.db",), _foreign_sqlite),
+        Case("show-foreign-sqlite", ["catalog", "show", GOOD_SPEC, "--catalog", "{bad}/other.db", "--target", "cpu"],
+             ("other.db",), _foreign_sqlite),
+        Case("import-into-foreign-sqlite", ["catalog", "import", "{prof}", "--catalog", "{bad}/other.db"],
+             ("other.db",), _foreign_sqlite),
+        Case("import-into-results-file", ["catalog", "import", "{prof}", "--catalog", "{prof}"], ("prof.json",)),
+        Case("list-json-file", ["catalog", "list", "--catalog", "{prof}", "--target", "cpu"], ("prof.json",)),
+        Case("train-out-export", ["train", "--out", "{exp}", "--quiet"], ("{exp}",)),
+        Case("train-out-user-dir", ["train", "--out", "{bad}/mine", "--quiet"], ("mine",), _user_files),
+        Case("report-out-run", ["report", "{run}", "--out", "{run}", "--allow-missing-eval"], ("{run}",)),
+        Case("report-out-user-dir", ["report", "{run}", "--out", "{bad}/mine", "--allow-missing-eval"], ("mine",),
+             _user_files),
+        Case("profile-out-sidecar", ["profile", "{exp}", "--out", "{exp}/model.json", "--warmup-s", "0",
+                                     "--min-iterations", "2", "--min-time-s", "0"], ("model.json",)),
+        Case("profile-out-catalog", ["profile", "{exp}", "--out", "{cat}", "--warmup-s", "0", "--min-iterations", "2",
+                                     "--min-time-s", "0"], ("cat.db",)),
+        Case("predictor-out-run", ["predictor", "build", "--target", "cpu", "--run", "{run}", "--out", "{run}",
+                                   "--n", "10", "--holdout", "0"], ("{run}",)),
+        Case("predictor-out-user-dir", ["predictor", "build", "--target", "cpu", "--run", "{run}", "--out",
+                                        "{bad}/mine", "--n", "10", "--holdout", "0"], ("mine",), _user_files),
+        Case("quickstart-out-run", ["quickstart", "--out", "{run}", "--quiet"], ("{run}",)),
+        Case("quickstart-out-user-dir", ["quickstart", "--out", "{bad}/mine", "--quiet"], ("mine",), _user_files),
+    ]
+
+
 def all_cases() -> list[Case]:
     return [*number_cases(), *spec_cases(), *run_cases(), *summary_and_eval_cases(), *toml_cases(),
-            *model_cases(), *catalog_cases(), *import_cases(), *misc_cases()]
+            *model_cases(), *catalog_cases(), *import_cases(), *misc_cases(), *output_cases()]
