@@ -530,3 +530,25 @@ def test_quickstart_and_predictor_refuse_a_folder_of_user_files(run_dir, tmp_pat
                            "--out", run_dir)
     assert_refused(code, err, "run directory")
     assert tree_hashes(mine) == before
+
+
+def test_catalog_build_never_clears_user_files_in_artifacts(run_dir, tmp_path, capsys):
+    db = tmp_path / "c.db"
+    build = ["catalog", "build", run_dir, "--target", "cpu", "--catalog", db, "--n", "2", "--finalists", "1",
+             "--calib-images", "32", "--test-images", "40", "--warmup-s", "0", "--min-iterations", "5",
+             "--min-time-s", "0.01", "--json"]
+    code, _, err = run_cli(capsys, *build)
+    assert code == 0, err
+    (tmp_path / "artifacts" / "readme.txt").write_text("my notes about these models\n")
+    (export,) = [p for p in (tmp_path / "artifacts" / "cpu").iterdir()]
+    (export / "notes.txt").write_text("measured by hand: 1.2 ms\n")
+    (export / "model.onnx").write_bytes(b"damaged")  # the catalog's hash no longer matches: re-export wanted
+    before = tree_hashes(tmp_path / "artifacts")
+    code, _, err = run_cli(capsys, *build)
+    assert_refused(code, err, "notes.txt")
+    assert tree_hashes(tmp_path / "artifacts") == before
+    (export / "notes.txt").unlink()
+    code, _, err = run_cli(capsys, *build)  # an export of its own (damaged) is replaced
+    assert code == 0, err
+    assert (tmp_path / "artifacts" / "readme.txt").read_text() == "my notes about these models\n"
+    assert (export / "model.onnx").read_bytes() != b"damaged"
