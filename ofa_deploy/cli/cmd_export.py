@@ -25,7 +25,9 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet
 @click.option("--target", "target_name", default="cpu", show_default=True, help="Target name or profile .toml.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output directory (must not exist) [default: RUN/exports/TARGET/SUBNET-ID].")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (only once the new export succeeded).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace --out if it is an earlier ofa-deploy export holding nothing else (only once the new "
+                   "export succeeded).")
 @click.option("--checkpoint", type=click.Choice(["auto", "final", "last"]), default="auto", show_default=True,
               help="Which checkpoint of RUN.")
 @click.option("--recalibrate/--no-recalibrate", default=True, show_default=True,
