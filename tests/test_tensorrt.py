@@ -1,5 +1,6 @@
-"""Real TensorRT engines: build, check, run, against ONNX Runtime. Runs only where TensorRT,
-pycuda and an NVIDIA GPU are present (a desktop GPU or a Jetson); skipped elsewhere."""
+"""Real TensorRT engines: build, check, run, against ONNX Runtime, in each precision the ONNX
+can carry. Runs only where TensorRT, pycuda and an NVIDIA GPU are present (a desktop GPU or
+a Jetson); skipped elsewhere - it has not run on the project's CPU machines."""
 
 from __future__ import annotations
 
@@ -31,51 +32,53 @@ pytestmark = pytest.mark.skipif(not HAS_GPU, reason="no CUDA GPU visible")
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from ofa_deploy.data import load_dataset
+    from trt_fake import _profile, make_variant
 
     root = tmp_path_factory.mktemp("trt")
     supernet, _ = load_supernet(make_fake_run(root / "run"))
     train = load_dataset("digits", "train").images
     test = load_dataset("digits", "test").images[:64]
     profile = root / "gpu.toml"
-    profile.write_text('backend = "tensorrt"\nprecision = "fp32"\nbatch_sizes = [1, 8, 64]\n')
+    profile.write_text(_profile("fp32", '["fp32", "fp16", "int8"]', "batch_sizes = [1, 8, 64]\n"))
     target = load_target(str(profile))
-    export_subnet(supernet, supernet.space.middle(), target, root / "m", calib_images=train, parity_images=test,
+    export_subnet(supernet, supernet.space.middle(), target, root / "fp32", calib_images=train, parity_images=test,
                   calibration_count=128)
+    for precision in ("fp16", "int8"):  # the precision is carried by the ONNX
+        make_variant(root / "fp32", root / precision, precision)
     return root, target, test.numpy()
 
 
 def test_fp32_engine_matches_onnxruntime(exported, tmp_path):
     root, target, x = exported
     cache = tmp_path / "timing.cache"
-    sidecar = build_engine(root / "m", target, out_dir=tmp_path / "fp32", timing_cache=cache)
+    sidecar = build_engine(root / "fp32", target, out_dir=tmp_path / "fp32", timing_cache=cache)
     assert sidecar["precision"] == "fp32" and sidecar["input"]["profile"]["max"][0] == 64
-    assert cache.is_file() and not sidecar["timing_cache"]["reused"]
-    expected = run_onnx(ort_session(root / "m" / "model.onnx"), x)
+    assert cache.is_file() and sidecar["timing_cache"]["status"] == "created"
+    expected = run_onnx(ort_session(root / "fp32" / "model.onnx"), x)
     with TrtRunner(tmp_path / "fp32" / ENGINE_FILE) as runner:
         got = runner.infer(x)
         assert np.abs(got - expected).max() <= 1e-3
         runner.step()
         assert runner.device_ms() is not None and runner.device_ms() > 0
-    again = build_engine(root / "m", target, out_dir=tmp_path / "again", timing_cache=cache)
+    again = build_engine(root / "fp32", target, out_dir=tmp_path / "again", timing_cache=cache)
     assert again["timing_cache"]["reused"]
 
 
-def test_fp16_and_int8_engines(exported, tmp_path):
+def test_fp16_and_int8_engines_from_their_onnx(exported, tmp_path):
     root, target, x = exported
-    expected = run_onnx(ort_session(root / "m" / "model.onnx"), x).argmax(1)
     for precision in ("fp16", "int8"):
-        profile = tmp_path / f"{precision}.toml"
-        profile.write_text(f'backend = "tensorrt"\nprecision = "{precision}"\nbatch_sizes = [1, 8, 64]\n')
-        build_engine(root / "m", str(profile), out_dir=tmp_path / precision, timing_cache=tmp_path / "t.cache")
+        expected = run_onnx(ort_session(root / precision / "model.onnx"), x).argmax(1)
+        sidecar = build_engine(root / precision, target, out_dir=tmp_path / precision,
+                               timing_cache=tmp_path / "t.cache")
+        assert sidecar["precision"] == precision
         with TrtRunner(tmp_path / precision / ENGINE_FILE) as runner:
             agreement = float((runner.infer(x).argmax(1) == expected).mean())
         assert agreement >= (0.95 if precision == "fp16" else 0.8), (precision, agreement)
-    assert (tmp_path / "int8" / "calibration.cache").is_file()
 
 
 def test_mismatched_engine_is_refused(exported, tmp_path):
     root, target, x = exported
-    build_engine(root / "m", target, out_dir=tmp_path / "e", use_timing_cache=False)
+    build_engine(root / "fp32", target, out_dir=tmp_path / "e", use_timing_cache=False)
     sidecar_path = tmp_path / "e" / ENGINE_SIDECAR
     data = json.loads(sidecar_path.read_text())
     data["tensorrt_version"] = "0.0.1"

@@ -67,6 +67,7 @@ def test_build_and_run_each_precision(version, precision, exported, tmp_path, mo
         assert runner.input_shape == (1, 1, 32, 32) and runner.precision == precision
         np.testing.assert_allclose(runner.infer(x[:8]), expected[:8], atol=1e-6)
         np.testing.assert_allclose(runner.infer(x[:3]), expected[:3], atol=1e-6)
+        assert runner.device_ms() == 0.75  # the GPU's time for the last call, batch 3
         runner.step()
         assert runner.device_ms() == 0.25 and runner.info["gpu_name"] == "Orin"
         with pytest.raises(OfaError, match="does not fit the engine"):
@@ -192,6 +193,11 @@ def test_device_index_is_used(exported, tmp_path, monkeypatch):
 def test_cuda_start_failure_and_unsupported_version(exported, tmp_path, monkeypatch):
     fake = _fake(monkeypatch, tmp_path)
     root, x = exported
+    monkeypatch.setattr(trt_fake.FakeCuda, "init_error", "cuInit failed: no CUDA-capable device is detected")
+    monkeypatch.setitem(__import__("sys").modules, "pycuda.driver", trt_fake.FakeCuda.module())
+    with pytest.raises(OfaError, match="CUDA is not usable on this machine: cuInit failed"):
+        T.build_engine(root / "gpu-fp32", str(root / "gpu.toml"), out_dir=tmp_path / "o")
+    monkeypatch.setitem(__import__("sys").modules, "pycuda.driver", fake.driver)
     fake.cuda_starts = False
     with pytest.raises(OfaError, match="TensorRT could not start on this GPU"):
         T.build_engine(root / "gpu-fp32", str(root / "gpu.toml"), out_dir=tmp_path / "o")
@@ -259,3 +265,20 @@ def test_target_that_forbids_the_precision(exported, tmp_path, monkeypatch):
     with pytest.raises(OfaError, match="target fp16only does not run int8 engines .*allows fp16"):
         T.build_engine(root / "gpu-int8", str(profile), out_dir=tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_build_replaces_only_its_own_engine(exported, tmp_path, monkeypatch):
+    _fake(monkeypatch, tmp_path)
+    root, x = exported
+    build = lambda out: T.build_engine(root / "gpu-fp32", str(root / "gpu.toml"), out_dir=out)  # noqa: E731
+    build(tmp_path / "ours")
+    build(tmp_path / "ours")  # a rebuild replaces our own engine
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.engine").write_bytes(b"someone's engine")
+    with pytest.raises(OfaError, match="has no engine.json of ofa-deploy beside it; not replacing it"):
+        build(foreign)
+    (foreign / "engine.json").write_text("{}")
+    with pytest.raises(OfaError, match="is not an ofa-deploy engine sidecar; not replacing it"):
+        build(foreign)
+    assert (foreign / "model.engine").read_bytes() == b"someone's engine"

@@ -13,7 +13,8 @@ ERROR) for a strongly typed network with precision flags, an 8.x Q/DQ network wi
 a dynamic input without a profile, a DLA core the device lacks or fp32 layers on DLA without
 GPU fallback, ``Builder``/``Runtime`` raise ``TypeError`` when CUDA cannot start, an engine
 built for a DLA core deserialises only on a runtime set to that core, and an execution
-context reports -1 output dimensions until the input shape is set.
+context reports -1 output dimensions until the input shape is set; pycuda's init can fail,
+and copies, executions and events happen only when the stream is synchronised.
 
 Its "engine" computes with ONNX Runtime, so the runner's plumbing is checked against real
 logits. Every TensorRT attribute that ``ofa_deploy`` code reads or sets on the stand-in is
@@ -390,6 +391,12 @@ class FakeTRT:
                 meta = self.engine.meta
                 if self.batch is None or set(self.addresses) != {meta["input"], meta["output"]}:
                     return False
+                FakeCuda.streams[stream_handle].pending.append(self._execute)
+                return True
+
+            def _execute(self):
+                meta = self.engine.meta
+                FakeCuda.clock_ms += 0.25 * self.batch
                 x = FakeCuda.memory[self.addresses[meta["input"]]]
                 chw = meta["shape"][1:]
                 count = self.batch * int(np.prod(chw))
@@ -399,7 +406,6 @@ class FakeTRT:
                 y = self.engine.session.run(None, {meta["input"]: batch.astype(want)})[0]
                 out = FakeCuda.memory[self.addresses[meta["output"]]].view(self.engine.out_dtype)
                 out[: y.size] = y.reshape(-1)
-                return True
 
         class ICudaEngine(_Recorded):
             _trt_name = "ICudaEngine"
@@ -465,8 +471,11 @@ class FakeCuda:
     """pycuda.driver: device memory is numpy byte arrays addressed by integer handles."""
 
     memory: dict = {}
+    streams: dict = {}
     gpu = ("Orin", (8, 7))
     devices = 1
+    clock_ms = 0.0  # the GPU's clock: an execution of batch n takes 0.25 * n ms
+    init_error = None  # what cuInit reports, e.g. "cuInit failed: no CUDA-capable device is detected"
 
     class Error(Exception):
         pass
@@ -529,11 +538,43 @@ class FakeCuda:
 
         m.Device = Device
         m.mem_alloc = cls._Alloc
-        m.memcpy_htod_async = lambda dev, host, stream: htod(dev, host)
-        m.memcpy_dtoh_async = lambda host, dev, stream: dtoh(host, dev)
+        class Stream:
+            """Work is queued and happens only at ``synchronize()``, as on a GPU: a caller
+            that reads results without synchronising reads stale memory."""
+
+            def __init__(self):
+                self.handle = 7000 + len(cls.streams)
+                self.pending = []
+                cls.streams[self.handle] = self
+
+            def synchronize(self):
+                while self.pending:
+                    self.pending.pop(0)()
+
+        class Event:
+            def __init__(self):
+                self.at = None
+
+            def record(self, stream):
+                stream.pending.append(lambda: setattr(self, "at", cls.clock_ms))
+
+            def time_till(self, other):
+                if self.at is None or other.at is None:
+                    raise cls.Error("cuEventElapsedTime failed: the events have not been recorded yet")
+                return other.at - self.at
+
+        # the arrays are copied when the work is queued, as a pinned host buffer may change
+        m.memcpy_htod_async = lambda dev, host, stream: stream.pending.append(
+            lambda data=np.array(host): htod(dev, data))
+        m.memcpy_dtoh_async = lambda host, dev, stream: stream.pending.append(lambda: dtoh(host, dev))
         m.pagelocked_empty = lambda shape, dtype: np.zeros(shape, dtype)
-        m.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: None)
-        m.Event = lambda: types.SimpleNamespace(record=lambda stream: None, time_till=lambda other: 0.25)
+        m.Stream = Stream
+        m.Event = Event
+        if cls.init_error is not None:
+            def init():
+                raise cls.Error(cls.init_error)
+
+            m.init = init
         return m
 
 
@@ -549,6 +590,7 @@ def install(monkeypatch, version: str = "10.3") -> FakeTRT:
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
     monkeypatch.setattr(FakeCuda, "gpu", ("Orin", (8, 7)))
     monkeypatch.setattr(FakeCuda, "devices", 1)
+    monkeypatch.setattr(FakeCuda, "init_error", None)
     monkeypatch.setattr(_Touches, "current", trt.touched)
     trt.driver = driver
     return trt

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import OfaError
-from ..io import atomic_write_bytes, atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json, read_json
 from ..targets import Target, load_target
 from .sidecar import INDEX_FILE, ONNX_FILE, SIDECAR_FILE, read_sidecar, verify_files
 from .trt_env import check_supported, device_info, import_pycuda, import_tensorrt, jetson_release, \
@@ -66,6 +66,8 @@ def build_engine(
     if allowed and precision not in allowed:
         raise OfaError(f"target {target.name} does not run {precision} engines (its profile allows "
                        f"{', '.join(allowed)}); export {export_dir} again with one of those")
+    out_dir = Path(out_dir) if out_dir is not None else export_dir
+    _check_replaceable(out_dir)
     trt = import_tensorrt()
     cuda = import_pycuda(device)
     if target.build_on_device and jetson_release() is None:
@@ -73,7 +75,6 @@ def build_engine(
                        f"copy {export_dir} there and run `ofa-deploy build-engine {export_dir} --target "
                        f"{target.name}`")
     info = device_info(trt, cuda, device)
-    out_dir = Path(out_dir) if out_dir is not None else export_dir
     # TensorRT works in the current CUDA context: make it the primary context of `device`
     context = cuda.Device(device).retain_primary_context()
     context.push()
@@ -183,6 +184,22 @@ def _build(trt, export_dir: Path, model: Dict[str, Any], precision: str, target:
     atomic_write_bytes(out_dir / ENGINE_FILE, engine_bytes)
     atomic_write_json(out_dir / ENGINE_SIDECAR, sidecar)
     return sidecar
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace a ``model.engine``/``engine.json`` in ``out_dir`` that an earlier
+    build-engine did not write (a build replaces only its own engine)."""
+    sidecar, engine = out_dir / ENGINE_SIDECAR, out_dir / ENGINE_FILE
+    if sidecar.exists():
+        try:
+            data = read_json(sidecar)
+        except OfaError:
+            data = None
+        if not isinstance(data, dict) or data.get("format") != ENGINE_FORMAT:
+            raise OfaError(f"{sidecar} is not an ofa-deploy engine sidecar; not replacing it (choose another --out)")
+    elif engine.exists():
+        raise OfaError(f"{engine} has no {ENGINE_SIDECAR} of ofa-deploy beside it; not replacing it "
+                       "(choose another --out)")
 
 
 def _network_types(trt, network) -> tuple:
