@@ -569,6 +569,18 @@ def _foreign_sqlite(bad: Path, good: dict) -> None:
     con.close()
 
 
+def _run_with_eval(bad: Path, good: dict) -> None:
+    """A copy of the good run holding evaluations of other parameters under the names a new
+    evaluation would take."""
+    import shutil
+
+    shutil.copytree(good["run"], bad / "run")
+    other = {"params": {"buckets": [99.0], "per_bucket": 1, "seed": 7}, "subnets": [], "buckets": []}
+    (bad / "run" / "eval").mkdir()
+    for name in ("e", "test-s0-n100"):
+        (bad / "run" / "eval" / f"{name}.json").write_text(json.dumps(other))
+
+
 def output_cases() -> list[Case]:
     export = ["export", "{run}", "--smallest", "--bn-images", "8", "--calibration-images", "4", "--parity-images", "4",
               "--no-accuracy"]
@@ -605,6 +617,11 @@ def output_cases() -> list[Case]:
                                    "--n", "10", "--holdout", "0"], ("{run}",)),
         Case("predictor-out-user-dir", ["predictor", "build", "--target", "cpu", "--run", "{run}", "--out",
                                         "{bad}/mine", "--n", "10", "--holdout", "0"], ("mine",), _user_files),
+        Case("export-out-dot-overwrite", [*export, "--out", ".", "--overwrite"], ("notes.txt", "cwd"),
+             write("cwd/notes.txt", "my notes")),
+        Case("eval-name-collision", ["eval", "{bad}/run", "--name", "e", "--quiet"], ("e.json",), _run_with_eval),
+        Case("eval-default-name-collision", ["eval", "{bad}/run", "--per-bucket", "100", "--quiet"],
+             ("test-s0-n100.json",), _run_with_eval),
         Case("quickstart-out-run", ["quickstart", "--out", "{run}", "--quiet"], ("{run}",)),
         Case("quickstart-out-user-dir", ["quickstart", "--out", "{bad}/mine", "--quiet"], ("mine",), _user_files),
     ]
