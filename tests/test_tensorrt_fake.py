@@ -245,6 +245,14 @@ def test_cli_build_engine(exported, tmp_path, monkeypatch, capsys):
     assert code == 0, captured.err
     assert "int8 engine for Orin (sm 8.7, TensorRT 11.4.0.106)" in captured.out
     assert "(timing cache created)" in captured.out and (out / T.ENGINE_FILE).is_file()
+    lie = tmp_path / "fp32-said-int8"
+    shutil.copytree(root / "gpu-fp32", lie)
+    model = json.loads((lie / "model.json").read_text())
+    (lie / "model.json").write_text(json.dumps({**model, "precision": "int8"}))
+    code = main(["build-engine", str(lie), "--target", str(root / "gpu.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "says precision int8" in err
+    assert sorted(p.name for p in lie.iterdir()) == sorted(p.name for p in (root / "gpu-fp32").iterdir())
     fake.cuda_starts = False
     code = main(["build-engine", str(root / "gpu-int8"), "--target", str(root / "gpu.toml"), "--out",
                  str(tmp_path / "cli2")])

@@ -11,7 +11,8 @@ version is told to keep it (``build_policy``):
   and no precision builder flags - TensorRT takes every tensor's type from the ONNX. 11.x
   has no other way (``BuilderFlag.FP16/INT8`` are removed); on 10.x the flags are deprecated
   and a strongly typed network refuses them. ``EXPLICIT_BATCH`` is not passed: deprecated and
-  ignored on 10.x, removed on 11.x.
+  ignored on 10.x, removed on 11.x. DLA builds (Orin on JetPack 6) are strongly typed too, as
+  NVIDIA documents for DLA on 11.x; on 10.x this has not been tried on a device.
 * 8.5 and 8.6: no strong typing (8.6 has no such flag). An explicit-batch network; the FP16
   flag for an fp16 ONNX (otherwise 8.x runs its fp16 layers in fp32); the INT8 flag for a
   Q/DQ ONNX, which 8.x then builds by explicit quantization - the scales come from the Q/DQ
