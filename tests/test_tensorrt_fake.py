@@ -290,3 +290,18 @@ def test_build_replaces_only_its_own_engine(exported, tmp_path, monkeypatch):
     with pytest.raises(OfaError, match="is not an ofa-deploy engine sidecar; not replacing it"):
         build(foreign)
     assert (foreign / "model.engine").read_bytes() == b"someone's engine"
+
+
+@pytest.mark.parametrize("version", ["8.6", "10.16"])
+def test_fp16_input_and_output(version, exported, tmp_path, monkeypatch):
+    """An fp16 ONNX with fp16 I/O: the runner's buffers take the engine's types, logits come
+    back as float32."""
+    _fake(monkeypatch, tmp_path, version)
+    root, x = exported
+    half = trt_fake.make_variant(root / "gpu-fp32", tmp_path / "half-io", "fp16", keep_io_types=False)
+    T.build_engine(half, str(root / "gpu.toml"), out_dir=tmp_path / "e")
+    expected = run_onnx(ort_session(half / "model.onnx"), x.astype(np.float16)).astype(np.float32)
+    with T.TrtRunner(tmp_path / "e" / T.ENGINE_FILE) as runner:
+        got = runner.infer(x[:8])
+        assert got.dtype == np.float32 and runner._host_in.dtype == np.float16
+        np.testing.assert_allclose(got, expected[:8], atol=1e-3)

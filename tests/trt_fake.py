@@ -610,10 +610,10 @@ STATIC = "batch_sizes = [1]\n[export]\ndynamic_batch = false\n[tensorrt]\ntiming
 DLA_FP16 = _profile("fp16", '["fp16", "int8"]', "dla_core = 1\n" + STATIC)
 
 
-def make_variant(src, dst, precision: str):
-    """A copy of export directory ``src`` whose ONNX carries ``precision`` (fp16 tensors
-    with fp32 I/O, or ONNX Runtime's static Q/DQ int8 calibrated on the export's
-    calibration images), with ``model.json`` saying so."""
+def make_variant(src, dst, precision: str, keep_io_types: bool = True):
+    """A copy of export directory ``src`` whose ONNX carries ``precision`` (fp16 tensors,
+    with fp32 input/output unless ``keep_io_types`` is off, or ONNX Runtime's static Q/DQ
+    int8 calibrated on the export's calibration images), with ``model.json`` saying so."""
     import shutil
 
     import onnx
@@ -625,7 +625,7 @@ def make_variant(src, dst, precision: str):
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        onnx.save(convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True), str(onnx_path))
+        onnx.save(convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=keep_io_types), str(onnx_path))
     elif precision == "int8":
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
