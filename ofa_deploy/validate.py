@@ -118,37 +118,41 @@ def _short(value: Any, n: int = 60) -> str:
 
 # -- JSON ---------------------------------------------------------------------------------
 _STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET_RE = re.compile(r"[^\[\]{}]+")
+_EMPTY_PAIR_RE = re.compile(r"\[\]|\{\}")
 
 
-def json_depth(text: str) -> int:
+def json_depth(text: str, limit: int = 1 << 30) -> int:
     """Deepest nesting of ``[``/``{`` in JSON ``text`` (strings skipped), without parsing -
-    so a hostile file is refused before the recursive parser sees it."""
-    depth = deepest = 0
-    for ch in _STRING_RE.sub('""', text):
-        if ch in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-        elif ch in "]}":
-            depth -= 1
-    return deepest
+    so a hostile file is refused before the recursive parser sees it. Counts at most
+    ``limit + 1``. Each pass deletes the innermost empty pairs at C speed; unbalanced text
+    stops early (the parser then reports it)."""
+    brackets = _NOT_BRACKET_RE.sub("", _STRING_RE.sub('""', text))
+    depth = 0
+    while brackets and depth <= limit:
+        shorter = _EMPTY_PAIR_RE.sub("", brackets)
+        if len(shorter) == len(brackets):
+            break
+        brackets = shorter
+        depth += 1
+    return depth
 
 
 def loads_json(text: str, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """``json.loads`` with a depth limit and NaN/Infinity refused; ``OfaError`` naming ``what``."""
+    """``json.loads`` with size and depth limits; ``OfaError`` naming ``what``. NaN and
+    Infinity parse (Python writes them, e.g. an undefined Spearman rho); the schemas refuse
+    them wherever a number must be finite."""
     if len(text) > MAX_JSON_BYTES:
         raise OfaError(f"{what} is {len(text):,} characters long; the limit is {MAX_JSON_BYTES:,}")
-    if json_depth(text) > max_depth:
+    if text.count("[") + text.count("{") > max_depth and json_depth(text, max_depth) > max_depth:
         raise OfaError(f"{what} is nested more than {max_depth} levels deep")
-
-    def no_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not a number JSON allows")
-
     try:
-        return json.loads(text, parse_constant=no_constant)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise OfaError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise OfaError(f"{what} is nested more than {max_depth} levels deep") from None
+    except ValueError as exc:
         raise OfaError(f"{what} is not valid JSON: {exc}") from None
 
 
