@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import OfaError
-from .io import atomic_write_json
+from .io import atomic_write_json, read_json
 from .space import PAPER_BUCKETS
 
 MANIFEST = "reproduce.json"
@@ -271,10 +271,10 @@ def _open_manifest(out: Path, options: ReproduceOptions, runs: Sequence[PlannedR
                    command: Sequence[str] | None) -> dict:
     path = out / MANIFEST
     if path.is_file():
-        try:
-            manifest = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise OfaError(f"{path} is not valid JSON ({exc}); remove it or choose another --out") from None
+        manifest = read_json(path, "reproduction manifest")
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("options"), dict) \
+                or not isinstance(manifest.get("runs", {}), dict):
+            raise OfaError(f"{path} is not a reproduction manifest; remove it or choose another --out")
         if manifest.get("options") != options.defining():
             theirs = manifest.get("options", {})
             diff = ", ".join(f"{k}={theirs.get(k)!r}" for k, v in options.defining().items() if theirs.get(k) != v)

@@ -441,6 +441,7 @@ def catalog_cases() -> list[Case]:
         ("dropped-subnets", "{bad}/c.db", catalog_copy("DROP TABLE subnets;"), ("c.db", "catalog")),
         ("stats-garbage", "{bad}/c.db", catalog_copy("UPDATE latency SET stats = 'garbage';"), ("c.db", "stats")),
         ("spec-garbage", "{bad}/c.db", catalog_copy("UPDATE subnets SET spec = '[[[';"), ("c.db", "spec")),
+        ("macs-text", "{bad}/c.db", catalog_copy("UPDATE subnets SET macs = 'many';"), ("c.db",)),
     ]
     cmds = [
         ("list", ["catalog", "list", "--catalog", "{c}", "--target", "cpu"]),
@@ -453,6 +454,14 @@ def catalog_cases() -> list[Case]:
     for cid, cmd in cmds:
         for rid, path, setup, names in rows:
             cases.append(Case(f"catalog-{cid}-{rid}", [path if a == "{c}" else a for a in cmd], names, setup))
+    # only show and import read the catalog's search space
+    space_garbage = catalog_copy("UPDATE meta SET value = '[[[' WHERE key = 'space';")
+    cases += [
+        Case("catalog-show-space-garbage", ["catalog", "show", GOOD_SPEC, "--catalog", "{bad}/c.db", "--target", "cpu"],
+             ("search-space",), space_garbage),
+        Case("catalog-import-space-garbage", ["catalog", "import", "{prof}", "--catalog", "{bad}/c.db"],
+             ("search-space",), space_garbage),
+    ]
     return cases
 
 
@@ -549,6 +558,17 @@ def misc_cases() -> list[Case]:
              write("p.json", DEEP)),
         Case("predict-list", ["predictor", "predict", "--predictor", "{bad}/p.json", GOOD_SPEC], ("p.json",),
              write("p.json", "[1]")),
+        Case("predict-wrong-types", ["predictor", "predict", "--predictor", "{bad}/p.json", GOOD_SPEC],
+             ("malformed",), write("p.json", json.dumps({"format": "ofa-deploy/latency-predictor", "format_version": 2,
+                                                         "space": "abc"}))),
+        Case("predict-empty-object", ["predictor", "predict", "--predictor", "{bad}/p.json", GOOD_SPEC],
+             ("p.json",), write("p.json", "{}")),
+        Case("reproduce-manifest-deep", ["reproduce", "--out", "{bad}/rep", "--quiet"], ("nested",),
+             write("rep/reproduce.json", DEEP)),
+        Case("reproduce-manifest-list", ["reproduce", "--out", "{bad}/rep", "--quiet"], ("manifest",),
+             write("rep/reproduce.json", "[]")),
+        Case("reproduce-manifest-options-str", ["reproduce", "--out", "{bad}/rep", "--quiet"], ("manifest",),
+             write("rep/reproduce.json", json.dumps({"options": "all"}))),
         Case("report-no-eval", ["report", "{run}", "--out", "{bad}/rep"], ("evaluation",)),
         Case("unknown-command", ["frobnicate"], ("frobnicate",)),
         Case("unknown-option", ["space", "--frob"], ("--frob",)),

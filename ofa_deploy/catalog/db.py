@@ -233,7 +233,10 @@ class Catalog:
 
     def space_dict(self) -> Optional[dict[str, Any]]:
         text = self.get_meta("space")
-        return json.loads(text) if text else None
+        try:
+            return json.loads(text) if text else None
+        except (ValueError, RecursionError):
+            raise OfaError(f"catalog {self.path} is damaged: its search-space record is not JSON") from None
 
     # -- writes -----------------------------------------------------------------------
     def add_subnet(self, key: str, spec: dict[str, Any], macs: int, params: int) -> None:

@@ -242,8 +242,8 @@ def build_engines(export_dir: str | Path, target: Target | str | None = None, **
         return [build_engine(export_dir, target, **kwargs)]
     try:
         names = [entry["name"] for entry in json.loads(index.read_text())["exports"]]
-    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OfaError(f"{index} is not a valid export index: {exc}") from None
+    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise OfaError(f"{index} is not a valid export index: {type(exc).__name__}") from None
     return [build_engine(export_dir / name, target, **kwargs) for name in names]
 
 

@@ -93,7 +93,7 @@ class LatencyDataset:
                     row = json.loads(line)
                     Subnet.from_dict(row["subnet"], space)
                     row["latency_ms"]["p50"]
-                except (json.JSONDecodeError, KeyError, TypeError, OfaError) as exc:
+                except (json.JSONDecodeError, KeyError, TypeError, OfaError, RecursionError) as exc:
                     if lineno == len(lines):  # a crash mid-append tears at most the last line
                         continue
                     raise OfaError(f"{self.path} line {lineno} is damaged ({exc}); delete it to re-measure") from None
