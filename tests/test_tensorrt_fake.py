@@ -305,3 +305,21 @@ def test_fp16_input_and_output(version, exported, tmp_path, monkeypatch):
         got = runner.infer(x[:8])
         assert got.dtype == np.float32 and runner._host_in.dtype == np.float16
         np.testing.assert_allclose(got, expected[:8], atol=1e-3)
+
+
+def test_all_buckets_export_and_unloadable_engine(exported, tmp_path, monkeypatch):
+    _fake(monkeypatch, tmp_path)
+    root, x = exported
+    both = tmp_path / "buckets"
+    for name in ("b4", "b8"):
+        shutil.copytree(root / "gpu-fp16", both / name)
+    (both / "index.json").write_text(json.dumps({"exports": [{"name": "b4"}, {"name": "b8"}]}))
+    sidecars = T.build_engines(both, str(root / "gpu.toml"))
+    assert [s["timing_cache"]["status"] for s in sidecars] == ["created", "reused"]  # one shared cache
+    assert all((both / name / T.ENGINE_FILE).is_file() for name in ("b4", "b8"))
+    garbage = tmp_path / "garbage.engine"
+    garbage.write_bytes(b"\x00not an engine")
+    with pytest.raises(OfaError, match="could not deserialize .*garbage.engine"):
+        T.TrtRunner(garbage, check=False)
+    with pytest.raises(OfaError, match="does not exist"):
+        T.load_engine(tmp_path / "none.engine", check=False)

@@ -449,8 +449,12 @@ class FakeTRT:
 
             def deserialize_cuda_engine(self, data):
                 fake.deserialized += 1
-                header, onnx_bytes = bytes(data).split(b"\n", 1)
-                meta = json.loads(header)
+                try:
+                    header, onnx_bytes = bytes(data).split(b"\n", 1)
+                    meta = json.loads(header)
+                except ValueError:  # TensorRT logs a magic-tag or version error and returns None
+                    log(self.logger, Severity.ERROR, "IRuntime::deserializeCudaEngine: not a serialized engine")
+                    return None
                 if meta["dla_core"] is not None and self.DLA_core != meta["dla_core"]:
                     log(self.logger, Severity.ERROR, f"engine was built for DLA core {meta['dla_core']}")
                     return None
