@@ -171,6 +171,19 @@ def path_text(text: str, what: str) -> str:
     return text
 
 
+def check_writable(path: Path, what: str) -> None:
+    """Refuse before any work when ``path`` (a file or folder to be created, parents too)
+    could not be written: the nearest existing ancestor must be a writable folder. Saves
+    a long measurement that would fail at its last step."""
+    ancestor = Path(os.path.abspath(path)).parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OfaError(f"{what} {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OfaError(f"{what} {path}: cannot write in {ancestor} (permission denied)")
+
+
 def kind_of(path: Path) -> str:
     """``"file"``, ``"dir"``, ``"missing"`` or ``"other"`` for ``path``, never raising
     (a permission error or a too-long name counts as ``"missing"``/``"other"``)."""

@@ -172,6 +172,88 @@ def test_bad_input_in_a_fresh_process(cid, argv, names, good: dict, scratch: Pat
     assert sorted(p.name for p in bad.iterdir()) == [], "the refused command left files behind"
 
 
+# Unreadable files and read-only folders. Root reads and writes anything, so these run with
+# the two capabilities that let it ignore permission bits dropped (setpriv).
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+PERMISSION_CASES = [  # (id, argv, names)
+    ("spec-file", ["subnet", "show", "{bad}/locked/s.json"], ("s.json",)),
+    ("results-file", ["catalog", "import", "{bad}/locked/r.json", "--catalog", "{bad}/new.db"], ("r.json",)),
+    ("target-toml", ["targets", "{bad}/locked/t.toml"], ("t.toml",)),
+    ("run-config", ["eval", "{bad}/locked-run", "--quiet"], ("config.toml",)),
+    ("catalog-file", ["catalog", "list", "--catalog", "{bad}/locked/c.db", "--target", "cpu"], ("c.db",)),
+    ("profile-out-ro-dir", ["profile", "{exp}", "--out", "{bad}/ro/r.json", "--warmup-s", "0", "--min-iterations",
+                            "2", "--min-time-s", "0"], ("ro",)),
+    ("import-into-ro-dir", ["catalog", "import", "{prof}", "--catalog", "{bad}/ro/c.db"], ("ro",)),
+    ("report-out-ro-dir", ["report", "{run}", "--out", "{bad}/ro/rep", "--allow-missing-eval"], ("ro",)),
+]
+
+
+def _permission_setup(bad: Path, good: dict) -> None:
+    import shutil
+
+    locked = bad / "locked"
+    locked.mkdir()
+    (locked / "s.json").write_text(json.dumps({"subnet": {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5}}))
+    shutil.copy(good["prof"], locked / "r.json")
+    (locked / "t.toml").write_text('backend = "onnxruntime"\nprecision = "fp32"\n')
+    shutil.copy(good["cat"], locked / "c.db")
+    for f in locked.iterdir():
+        f.chmod(0)
+    shutil.copytree(good["run"], bad / "locked-run")
+    (bad / "locked-run" / "config.toml").chmod(0)
+    (bad / "ro").mkdir()
+    (bad / "ro").chmod(0o555)
+
+
+def _can_drop_dac() -> bool:
+    if os.geteuid() != 0:
+        return True  # an ordinary user meets permission bits anyway
+    try:
+        return subprocess.run([*NO_DAC, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def locked(good: dict, scratch: Path) -> Path:
+    if not _can_drop_dac():
+        pytest.skip("running as root without setpriv: permission bits cannot be made to apply")
+    bad = scratch / "permissions"
+    bad.mkdir()
+    _permission_setup(bad, good)
+    return bad
+
+
+@pytest.mark.parametrize("cid, argv, names", PERMISSION_CASES, ids=[c[0] for c in PERMISSION_CASES])
+def test_unreadable_files_and_read_only_folders(cid, argv, names, good: dict, locked: Path) -> None:
+    before = _snapshot(locked)
+    prefix = NO_DAC if os.geteuid() == 0 else []
+    argv = [_fill(a, good, locked) for a in argv]
+    proc = subprocess.run([*prefix, sys.executable, "-m", "ofa_deploy", *argv], capture_output=True, text=True,
+                          timeout=120, cwd=locked / "ro")
+    check_refused(Case(cid, argv, names), good, locked, proc.returncode, proc.stdout, proc.stderr)
+    assert _snapshot(locked) == before
+    assert _good_unchanged(good)
+
+
+def test_a_read_only_catalog_can_be_listed(good: dict, locked: Path) -> None:
+    """Reading needs no write access: a catalog in a read-only folder lists (issue 12)."""
+    import shutil
+
+    ro = locked / "ro-cat"
+    ro.mkdir()
+    shutil.copy(good["cat"], ro / "c.db")
+    (ro / "c.db").chmod(0o444)
+    ro.chmod(0o555)
+    before = _snapshot(ro)
+    prefix = NO_DAC if os.geteuid() == 0 else []
+    proc = subprocess.run([*prefix, sys.executable, "-m", "ofa_deploy", "catalog", "list", "--catalog",
+                           str(ro / "c.db"), "--target", "cpu", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["text"] == GOOD_SPEC
+    assert _snapshot(ro) == before
+
+
 def test_good_artefacts_still_work(good: dict) -> None:
     """The artefacts the campaign ran against are still good: the control for every case."""
     code, out, err = _invoke(["catalog", "list", "--catalog", str(good["cat"]), "--target", "cpu", "--json"])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from ..validate import check_writable
 from .common import emit_json, limit_float, limit_int
 
 
@@ -44,6 +47,7 @@ def command(model, target, batch, backend, threads, warmup_s, min_iterations, mi
 
         check_file_output(out, PROFILE_RESULT, inputs=[("model", model)] + (
             [("--target profile", target)] if target.endswith(".toml") else []))
+        check_writable(Path(out), "--out")
     protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s,
                                     cov_threshold=cov_threshold, max_retries=max_retries)
     console = Console(stderr=True)
