@@ -40,6 +40,7 @@ from .trt_plan import (
     build_policy,
     check_against_export,
     check_engine,
+    check_target_precision,
     engine_mismatches,
     engine_plan,
     model_precision,
@@ -51,7 +52,7 @@ from .trt_runtime import TrtRunner, load_engine
 __all__ = [
     "ENGINE_FILE", "ENGINE_FORMAT", "ENGINE_FORMAT_VERSION", "ENGINE_SIDECAR", "INSTALL_HINT", "PRECISIONS",
     "SUPPORTED", "TrtRunner", "build_engine", "build_engines", "build_policy", "cache_root", "check_against_export",
-    "check_engine", "check_supported", "device_info", "engine_mismatches", "engine_plan", "jetson_release",
+    "check_engine", "check_supported", "check_target_precision", "device_info", "engine_mismatches", "engine_plan", "jetson_release",
     "load_engine", "model_precision", "parse_version", "precision_problem", "read_engine_sidecar",
     "tensorrt_available", "timing_cache_path",
 ]

@@ -29,8 +29,8 @@ from ..targets import Target, load_target
 from .sidecar import INDEX_FILE, ONNX_FILE, SIDECAR_FILE, read_sidecar, verify_files
 from .trt_env import check_supported, device_info, import_pycuda, import_tensorrt, jetson_release, \
     make_logger, start, timing_cache_path
-from .trt_plan import ENGINE_FILE, ENGINE_FORMAT, ENGINE_FORMAT_VERSION, ENGINE_SIDECAR, build_policy, engine_plan, \
-    model_precision, precision_problem, require_tensorrt_target
+from .trt_plan import ENGINE_FILE, ENGINE_FORMAT, ENGINE_FORMAT_VERSION, ENGINE_SIDECAR, build_policy, \
+    check_target_precision, engine_plan, model_precision, precision_problem
 
 
 def build_engine(
@@ -61,11 +61,7 @@ def build_engine(
     precision = model_precision(model, str(export_dir / SIDECAR_FILE))
     target_arg = target
     target = _resolve_target(target, model)
-    require_tensorrt_target(target)
-    allowed = getattr(target, "precisions", None)  # a profile may restrict what it runs
-    if allowed and precision not in allowed:
-        raise OfaError(f"target {target.name} does not run {precision} engines (its profile allows "
-                       f"{', '.join(allowed)}); export {export_dir} again with one of those")
+    check_target_precision(target, precision)  # before TensorRT: bad input is named first
     out_dir = Path(out_dir) if out_dir is not None else export_dir
     _check_replaceable(out_dir)
     trt = import_tensorrt()

@@ -92,11 +92,7 @@ def engine_plan(target: Target, input_shape: Tuple[int, ...], precision: str = "
     ``input_shape`` (N, C, H, W; N = -1 when the batch is dynamic): DLA, the optimization
     profile (min/opt/max shapes, dynamic batch only), workspace and optimization level.
     Raises ``OfaError`` for combinations TensorRT cannot build."""
-    require_tensorrt_target(target)
-    if precision not in PRECISIONS:
-        raise OfaError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if target.dla_core is not None and precision == "fp32":
-        raise OfaError(f"target {target.name} runs on DLA, which has no fp32: export with --precision fp16 or int8")
+    check_target_precision(target, precision)
     if len(input_shape) != 4 or any(d <= 0 for d in input_shape[1:]):
         raise OfaError(f"the ONNX input must be (N, C, H, W) with fixed C, H, W, not {tuple(input_shape)}")
     dynamic = input_shape[0] == -1
@@ -120,6 +116,20 @@ def engine_plan(target: Target, input_shape: Tuple[int, ...], precision: str = "
         "builder_optimization_level": target.builder_optimization_level,
         "timing_cache": target.timing_cache,
     }
+
+
+def check_target_precision(target: Target, precision: str) -> None:
+    """Raise ``OfaError`` unless ``target`` is a TensorRT target that may run an engine of
+    ``precision``: one of the profile's ``precisions`` (where it lists them), never fp32 on DLA."""
+    require_tensorrt_target(target)
+    if precision not in PRECISIONS:
+        raise OfaError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    allowed = getattr(target, "precisions", None)
+    if allowed and precision not in allowed:
+        raise OfaError(f"target {target.name} does not run {precision} engines (its profile allows "
+                       f"{', '.join(allowed)}); export again with one of those")
+    if target.dla_core is not None and precision == "fp32":
+        raise OfaError(f"target {target.name} runs on DLA, which has no fp32: export with --precision fp16 or int8")
 
 
 def require_tensorrt_target(target: Target) -> None:
