@@ -15,7 +15,7 @@ from .errors import OfaError
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over
     ``path``. On any failure the temporary file is removed and ``path`` is untouched."""
-    from .outputs import remove_leftovers, temp_prefix, umask
+    from .outputs_fs import remove_leftovers, temp_prefix, umask
 
     path = Path(path)
     try:
