@@ -25,7 +25,8 @@ PKG = REPO / "ofa_deploy"
 # The CLI commands a Jetson runs: space, subnet, targets, profile, catalog, build-engine.
 DEVICE_COMMANDS = ["cmd_space", "cmd_subnet", "cmd_targets", "cmd_profile", "cmd_catalog", "cmd_build_engine"]
 DEVICE_MODULES = [
-    "__init__.py", "__main__.py", "errors.py", "io.py", "outputs.py", "validate.py", "schemas.py", "space.py",
+    "__init__.py", "__main__.py", "errors.py", "io.py", "outputs.py", "outputs_fs.py", "validate.py", "schemas.py",
+    "space.py",
     "cost.py", "targets.py",
     "cli/__init__.py", "cli/common.py", *(f"cli/{c}.py" for c in DEVICE_COMMANDS),
     "profile/__init__.py", "profile/backends.py", "profile/collect.py", "profile/environment.py",
