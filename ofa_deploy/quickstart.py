@@ -82,6 +82,7 @@ def quickstart(
     from .catalog import Catalog
     from .catalog.build import build_catalog
     from .catalog.entries import entries, pareto
+    from .catalog.html import write_catalog_html
     from .catalog.plot import plot_catalog
     from .evaluate.runs import evaluate_run, resolve_device
     from .profile import Protocol
@@ -140,6 +141,7 @@ def quickstart(
         "catalog": str(paths.catalog),
         "report": str(paths.report / "report.md"),
         "figures": sorted(str(p) for p in paths.report.glob("*.png")),
+        "catalog_html": str(write_catalog_html(paths.catalog, paths.out / "catalog.html")),
         "train_wall_time_s": trained.get("train_wall_time_s"),
         "buckets": evaluation["buckets"],
         "catalog_entries": len(items),
@@ -205,6 +207,7 @@ def next_steps(out: Path) -> list[tuple[str, str]]:
     """What a user types next, for the final summary table."""
     return [
         ("Look at the report", f"open {out / 'report' / 'report.md'}"),
+        ("Explore the catalog", f"open {out / 'catalog.html'}"),
         ("Pick a subnet by latency", f"ofa-deploy catalog select --catalog {out / 'catalog.db'} --target cpu "
                                      f"--max-latency-ms 5"),
         ("Train on your dataset", "ofa-deploy train --dataset fmnist --data-dir DIR --method rss --out runs/fmnist"),

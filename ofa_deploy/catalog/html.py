@@ -34,13 +34,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import OfaError
 from ..io import atomic_write_text
-from .db import SCHEMA_VERSION, Catalog
+from .db import Catalog
 from .entries import entries
 
 PAGE_FORMAT = "ofa-deploy/catalog-html/1"
@@ -48,43 +47,13 @@ DEFAULT_PAGE = "index.html"
 _ASSETS = Path(__file__).with_name("html_assets")
 # The first bytes of every page this module writes: how a rerun knows a file is its own.
 _MARK = f'<!DOCTYPE html>\n<!-- {PAGE_FORMAT} -->\n'
-_REQUIRED_TABLES = {"meta", "subnets", "accuracy", "artifacts", "latency"}
 # Environment fields shown in the table (the full record is in the page's data).
 _ENV_FIELDS = ("hostname", "os", "machine", "python", "threads")
 
 
-class _ReadOnlyCatalog(Catalog):
-    """A catalog opened with SQLite's ``mode=ro``: nothing is migrated, journalled or created,
-    and a SQLite file that is not a catalog is refused instead of being turned into one."""
-
-    def __init__(self, path: str | Path) -> None:  # noqa: D107 - replaces Catalog's opener
-        self.path = Path(path)
-        if not self.path.is_file():
-            what = "is not a file" if self.path.exists() else "does not exist"
-            raise OfaError(f"catalog {self.path} {what}; build one with `ofa-deploy catalog build`")
-        try:
-            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-            self.conn.row_factory = sqlite3.Row
-            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            version = self.version
-        except sqlite3.DatabaseError as exc:
-            raise OfaError(f"catalog {self.path} is not a usable catalog database: {exc}") from None
-        if not _REQUIRED_TABLES <= tables:
-            self.conn.close()
-            raise OfaError(f"catalog {self.path} is an SQLite database but not an ofa-deploy catalog "
-                           f"(no {', '.join(sorted(_REQUIRED_TABLES - tables))} table)")
-        if version != SCHEMA_VERSION:
-            self.conn.close()
-            raise OfaError(f"catalog {self.path} has schema version {version}, this ofa-deploy reads "
-                           f"{SCHEMA_VERSION}; open it once with a writing `catalog` command to migrate it"
-                           if version < SCHEMA_VERSION else
-                           f"catalog {self.path} has schema version {version}, newer than this ofa-deploy "
-                           f"understands ({SCHEMA_VERSION}); upgrade ofa-deploy")
-
-
 def open_readonly(path: str | Path) -> Catalog:
     """The catalog at ``path`` opened for reading only (``OfaError`` if it is not one)."""
-    return _ReadOnlyCatalog(path)
+    return Catalog(path, create=False, readonly=True)
 
 
 # -- data -------------------------------------------------------------------------------
