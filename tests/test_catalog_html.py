@@ -294,8 +294,6 @@ def test_real_catalog_page_in_chromium(real_catalog: Path, browser, tmp_path: Pa
     shot = tmp_path / "catalog.png"
     browser.save_screenshot(str(shot))
     _nonblank_png(shot)
-    if os.environ.get("OFA_HTML_SCREENSHOT"):  # how docs/catalog-html.png is made
-        shutil.copyfile(shot, os.environ["OFA_HTML_SCREENSHOT"])
 
 
 def test_thousands_of_entries_precisions_and_unstable(browser, tmp_path: Path):
