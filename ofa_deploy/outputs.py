@@ -224,10 +224,17 @@ def check_replaceable(path: str | os.PathLike, kind: Kind, *, overwrite: bool, f
         raise OfaError(f"{flag} {path} is a symbolic link; give the real path")
     if not overwrite:
         raise OfaError(f"{path} already exists; choose another {flag} or pass --overwrite")
+    if _empty_dir(path):
+        return  # nothing in it to lose
     found = kind.recognise(path)
     if found is not None:
         raise OfaError(f"{path} is {found}, not an ofa-deploy {kind.name}; --overwrite replaces only "
                        f"that, choose another {flag}")
+
+
+def _empty_dir(path: Path) -> bool:
+    """A directory holding nothing, or only temporary names of ours."""
+    return path.is_dir() and all(is_leftover_name(p.name) for p in path.iterdir())
 
 
 def check_own_dir(path: str | os.PathLike, kind: Kind, *,
@@ -316,7 +323,7 @@ def _publish(tmp: Path, final: Path, kind: Kind, replaced: Optional[Tuple[int, i
         os.rename(final, old)  # renaming changes the change time: from here on compare device and inode
     except FileNotFoundError:
         raise OfaError(f"{final} was removed while this command ran; nothing was replaced") from None
-    if _identity(old)[:2] != replaced[:2] or kind.recognise(old) is not None:
+    if _identity(old)[:2] != replaced[:2] or not (_empty_dir(old) or kind.recognise(old) is None):
         _restore(old, final)
         raise appeared
     try:

@@ -552,3 +552,14 @@ def test_catalog_build_never_clears_user_files_in_artifacts(run_dir, tmp_path, c
     assert code == 0, err
     assert (tmp_path / "artifacts" / "readme.txt").read_text() == "my notes about these models\n"
     assert (export / "model.onnx").read_bytes() != b"damaged"
+
+
+def test_an_empty_directory_may_be_replaced(run_dir, tmp_path, capsys):
+    """Nothing to lose: --overwrite (and a report, which always rewrites its own) takes it."""
+    out = tmp_path / "empty"
+    out.mkdir()
+    code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--out", out, *FAST)
+    assert_refused(code, err, "already exists", "--overwrite")
+    code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--out", out, "--overwrite", *FAST)
+    assert code == 0, err
+    assert (out / "model.json").is_file()
