@@ -167,9 +167,18 @@
       body.innerHTML = "";
       return;
     }
-    const id = (e) => e.key + "\u0000" + e.precision;
-    const onB = new Map(visibleEntries(b).map((e) => [id(e), e]));
-    const common = visibleEntries(a).filter((e) => onB.has(id(e))).map((e) => ({ a: e, b: onB.get(id(e)) }));
+    // each target at its main precision (the one most of its shown entries have): a CPU's fp32
+    // against a Jetson's fp16 is the comparison that matters
+    const atMain = (t) => {
+      const items = visibleEntries(t);
+      const count = new Map();
+      items.forEach((e) => count.set(e.precision, (count.get(e.precision) || 0) + 1));
+      const main = Array.from(count).sort((p, q) => q[1] - p[1] || (p[0] < q[0] ? -1 : 1)).map((p) => p[0])[0];
+      return { precision: main || "nothing shown", items: items.filter((e) => e.precision === main) };
+    };
+    const sideA = atMain(a), sideB = atMain(b);
+    const onB = new Map(sideB.items.map((e) => [e.key, e]));
+    const common = sideA.items.filter((e) => onB.has(e.key)).map((e) => ({ a: e, b: onB.get(e.key) }));
     const rankBy = (side) => {
       common.slice().sort((p, q) => p[side].p90 - q[side].p90 || (p.a.key < q.a.key ? -1 : 1))
         .forEach((p, i) => { p["rank_" + side] = i + 1; });
@@ -183,7 +192,8 @@
       }
     }
     const pairs = common.length * (common.length - 1) / 2;
-    $("flip-summary").textContent = common.length + " subnets measured on both " + a.name + " and " + b.name +
+    $("flip-summary").textContent = common.length + " subnets measured on both " + a.name + " (" + sideA.precision +
+      ") and " + b.name + " (" + sideB.precision + ")" +
       "; " + discordant + " of " + pairs + " pairs change order" +
       (pairs ? " (Kendall tau " + (1 - 2 * discordant / pairs).toFixed(3) + ")" : "") + ".";
     $("flip-summary").dataset.common = common.length;
@@ -210,7 +220,7 @@
     }, PLOT_CONFIG);
     const top = moved.slice().sort((p, q) => Math.abs(q.rank_a - q.rank_b) - Math.abs(p.rank_a - p.rank_b) ||
       p.rank_a - q.rank_a).slice(0, 25);
-    body.innerHTML = top.map((p) => "<tr><td>" + esc(p.a.text) + "</td><td>" + esc(p.a.precision) +
+    body.innerHTML = top.map((p) => "<tr><td>" + esc(p.a.text) + "</td><td>" + esc(p.a.precision + " / " + p.b.precision) +
       '</td><td class="num">' + p.rank_a + '</td><td class="num">' + p.rank_b + '</td><td class="num">' +
       (p.rank_a - p.rank_b > 0 ? "+" : "") + (p.rank_a - p.rank_b) + '</td><td class="num">' + fmt(p.a.p90, 4) +
       '</td><td class="num">' + fmt(p.b.p90, 4) + "</td></tr>").join("");
