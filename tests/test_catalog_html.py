@@ -6,7 +6,10 @@ non-blank screenshot. Then the edges (one entry, thousands, unstable, imported-o
 byte reproducibility and bad input.
 
 Chromium comes from Debian (``apt-get install chromium chromium-driver``; .ci/run installs
-it). Without it these browser tests skip, except under CI=true, where they fail.
+it). Without it these browser tests skip, except under CI=true, where they fail. It is
+driven through Debian's chromedriver with ``selenium`` (a 12 MB pure-Python wheel; the
+``playwright`` wheel is 53 MB, carries its own Node driver and wants to download its own
+browsers); console messages and the page's network requests come from Chrome's logs.
 """
 
 from __future__ import annotations
@@ -367,6 +370,8 @@ def test_same_catalog_same_bytes_but_the_timestamp(tmp_path: Path):
         assert [e["key"] for e in data["targets"][0]["entries"]] == [e["key"] for e in entries(cat, "cpu")]
     assert [t["name"] for t in data["targets"]] == ["cpu", JETSON]
     assert render(data, generated="2026-01-01T00:00:00+00:00").encode() == first
+    data["targets"][0]["entries"][0]["p99"] = float("nan")  # JSON has no NaN: shown as "-"
+    assert '"p99":null' in render(data, generated="x")
 
 
 def _fails(capsys, args: list, match: str) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -80,7 +81,7 @@ def page_data(cat: Catalog, *, batch: int = 1, targets: Optional[Sequence[str]] 
         environments = _environments(cat, target, batch)
         rows = []
         for e in items:
-            env_text = environments.get((e["key"], e["measured_at"], e["backend"], e["precision"]), "{}")
+            env_text = environments.get((e["key"], e["measured_at"], e["backend"], e.get("precision")), "{}")
             env_id = _env_id(envs, env_text)
             rows.append(_row(e, env_id))
         per_target.append({"name": target, "entries": rows})
@@ -159,6 +160,17 @@ def _plotly_js() -> str:
     return get_plotlyjs()
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (which JSON cannot carry) as ``None``, shown as "-"."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _script(text: str, what: str) -> str:
     """``text`` for a <script> element, which ends at the first "</script"."""
     if "</script" in text.lower() or "<!--" in text:
@@ -171,7 +183,7 @@ def render(data: Dict[str, Any], *, generated: str) -> str:
     import html
 
     template = (_ASSETS / "page.html").read_text(encoding="utf-8")
-    payload = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    payload = json.dumps(_finite(data), sort_keys=True, separators=(",", ":"), allow_nan=False)
     parts = {
         "@TITLE@": html.escape(f"Catalog {Path(data['catalog']).name}"),
         "@CATALOG@": html.escape(data["catalog"]),
