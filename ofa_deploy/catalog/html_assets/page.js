@@ -214,7 +214,7 @@
                       line: { color: color, width: 1 }, marker: { color: color, size: 5 } }, lines(list)));
     $("flip-plot").hidden = false;
     Plotly.react("flip-plot", traces, {
-      height: 420, margin: { l: 55, r: 10, t: 10, b: 40 },
+      height: 420, margin: { l: 55, r: 10, t: 30, b: 40 }, legend: { orientation: "h", x: 0, y: 1.08 },
       xaxis: { type: "category", categoryorder: "array", categoryarray: [a.name, b.name] },
       yaxis: { title: { text: "rank by p90 latency (1 = fastest)" }, autorange: "reversed" },
     }, PLOT_CONFIG);
