@@ -11,7 +11,10 @@ rerun does no work twice and an interrupted build resumes:
 3. rank candidates by a latency proxy - the target's predictor if given, else MACs -
    and keep the Pareto front of (proxy, accuracy), plus the most accurate candidate
    predicted under each ``--budget-ms``, at most ``finalists``;
-4. export each finalist (ONNX + sidecar) under ``<catalog dir>/artifacts/<target>/``;
+4. export each finalist (ONNX + sidecar) at the requested precision under
+   ``<catalog dir>/artifacts/<target>/`` (``.../<precision>/`` for fp16 and int8, whose
+   own accuracy is measured with ONNX Runtime on the same test images and stored under
+   that precision);
 5. profile each export on this machine under the target's protocol (again, with
    ``remeasure_unstable``, where the stored measurement is flagged unstable).
 """
@@ -52,6 +55,8 @@ def build_catalog(
     protocol: Any = None,
     progress: Optional[Progress] = None,
     candidates: Optional[Sequence[Subnet]] = None,
+    precision: Optional[str] = None,
+    calibration_images: int = 512,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
@@ -73,7 +78,10 @@ def build_catalog(
     from ..run import load_supernet
     from ..targets import load_target
 
+    from ..export.precision import check_precision
+
     target = load_target(target) if isinstance(target, (str, Path)) else target
+    precision = check_precision(precision or target.precision, target.allowed_precisions, target=target.name)
     if n < 2 or finalists < 1:
         raise OfaError("need --n of at least 2 candidates and at least 1 finalist")
     say = progress or (lambda what, done, total: None)
@@ -140,21 +148,28 @@ def build_catalog(
             for i, sub in enumerate(chosen):
                 say("export + measure", i, len(chosen))
                 key = str(sub)
-                out = artifacts / key
-                art = cat.artifact(key, target.name, "onnx")
+                out = artifacts / key if precision == "fp32" else artifacts / precision / key
+                art = cat.artifact(key, target.name, "onnx", precision)
                 if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"]:
-                    export_subnet(supernet, sub, target, out, calib_images=train.images,
-                                  parity_images=test.images[:256], recalibrate=True, run_dir=run_dir,
-                                  bn_images=calib_n, overwrite=True,
-                                  accuracy={"top1": accuracy[sub], "split": SPLIT, "images": len(test),
-                                            "dataset": dataset})
-                    cat.add_artifact(key, target.name, "onnx", out / "model.onnx", sha256_file(out / "model.onnx"))
-                    cat.add_artifact(key, target.name, "sidecar", out / "model.json", sha256_file(out / "model.json"))
+                    # fp16/int8 change the function: their accuracy is measured on the file itself
+                    sidecar = export_subnet(
+                        supernet, sub, target, out, calib_images=train.images, parity_images=test.images[:256],
+                        recalibrate=True, run_dir=run_dir, bn_images=calib_n, overwrite=True, precision=precision,
+                        calibration_count=calibration_images,
+                        eval_data=None if precision == "fp32" else (test.images, test.labels),
+                        accuracy={"top1": accuracy[sub], "split": SPLIT, "images": len(test), "dataset": dataset})
+                    if precision != "fp32":
+                        acc = sidecar["accuracy"]
+                        cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=SPLIT,
+                                         recalibrated=True, calib_images=min(calib_n, len(train)),
+                                         images=len(test), top1=acc["top1"], loss=acc["loss"], precision=precision)
+                    for kind, name in (("onnx", "model.onnx"), ("sidecar", "model.json")):
+                        cat.add_artifact(key, target.name, kind, out / name, sha256_file(out / name), precision)
                     done["exported"] += 1
-                    art = cat.artifact(key, target.name, "onnx")
+                    art = cat.artifact(key, target.name, "onnx", precision)
                 to_measure.append(str(Path(art["path"]).parent))
                 found = cat.find_latency(key, target.name, artifact_sha256=art["sha256"], host=host,
-                                         batch=target.batch)
+                                         batch=target.batch, precision=precision)
                 if measure and (found is None or (remeasure_unstable and found["unstable"])):
                     result = profile_model(Path(art["path"]).parent, target, protocol=protocol)
                     cat.add_latency(key, result, target=target.name)
@@ -164,6 +179,7 @@ def build_catalog(
     return {
         "catalog": str(catalog_path),
         "target": target.name,
+        "precision": precision,
         "run": source["run_dir"],
         "dataset": dataset,
         "candidates": len(candidates),

@@ -7,15 +7,18 @@ when opened, one numbered step at a time, each in its own transaction)::
     meta(key PK, value)                      - the catalog's search space (JSON), creation date
     subnets(key PK, text, spec, macs, params, created)
     accuracy(subnet, run, run_sha256, dataset, split, recalibrated, calib_images,
-             images, top1, loss, date)       UNIQUE(subnet, run_sha256, dataset, split, recalibrated,
-                                                    calib_images, images)
-    artifacts(subnet, target, kind, path, sha256, bytes, created)   UNIQUE(subnet, target, kind)
+             images, top1, loss, date, precision)   UNIQUE(subnet, run_sha256, dataset, split,
+                                                    recalibrated, calib_images, images, precision)
+    artifacts(subnet, target, kind, path, sha256, bytes, created, precision)
+                                             UNIQUE(subnet, target, precision, kind)
     latency(subnet, target, backend, precision, batch, latency_kind, artifact_sha256,
             p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment,
             host, source, date, result_sha256 UNIQUE)
 
 A subnet's key is its canonical text form (``str(Subnet)``); ``spec`` is its JSON
-(ks/e/d). Every write runs in a ``BEGIN IMMEDIATE`` transaction on a WAL-mode database
+(ks/e/d). A catalog entry is subnet x target x precision x batch: the precision is the one
+the ONNX carries (fp32, fp16, int8), and accuracy is stored per precision (an int8 model's
+own accuracy); rows from before precision was recorded (schema 2) are fp32. Every write runs in a ``BEGIN IMMEDIATE`` transaction on a WAL-mode database
 with a busy timeout, so several processes can fill one catalog at once.
 """
 
@@ -32,7 +35,7 @@ from typing import Any, Iterator, Optional
 
 from ..errors import OfaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 60_000
 
 # MIGRATIONS[v] takes a database at user_version v to v + 1.
@@ -65,6 +68,33 @@ MIGRATIONS: dict[int, str] = {
         ALTER TABLE latency ADD COLUMN latency_kind TEXT NOT NULL DEFAULT 'host';
         CREATE INDEX latency_by_target ON latency (target, subnet);
         CREATE INDEX accuracy_by_subnet ON accuracy (subnet);
+    """,
+    # v3: precision in the keys of accuracy and artifacts (SQLite cannot alter a UNIQUE
+    # constraint, so both tables are rebuilt; every older row was an fp32 ONNX / accuracy).
+    2: """
+        CREATE TABLE accuracy_v3 (
+            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key),
+            run TEXT NOT NULL, run_sha256 TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL,
+            recalibrated INTEGER NOT NULL, calib_images INTEGER NOT NULL, images INTEGER NOT NULL,
+            top1 REAL NOT NULL, loss REAL, date TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32',
+            UNIQUE (subnet, run_sha256, dataset, split, recalibrated, calib_images, images, precision));
+        INSERT INTO accuracy_v3 (id, subnet, run, run_sha256, dataset, split, recalibrated, calib_images, images,
+                                 top1, loss, date, precision)
+            SELECT id, subnet, run, run_sha256, dataset, split, recalibrated, calib_images, images, top1, loss,
+                   date, 'fp32' FROM accuracy;
+        DROP TABLE accuracy;
+        ALTER TABLE accuracy_v3 RENAME TO accuracy;
+        CREATE INDEX accuracy_by_subnet ON accuracy (subnet);
+        CREATE TABLE artifacts_v3 (
+            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key), target TEXT NOT NULL,
+            kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
+            created TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32',
+            UNIQUE (subnet, target, precision, kind));
+        INSERT INTO artifacts_v3 (id, subnet, target, kind, path, sha256, bytes, created, precision)
+            SELECT id, subnet, target, kind, path, sha256, bytes, created, 'fp32' FROM artifacts;
+        DROP TABLE artifacts;
+        ALTER TABLE artifacts_v3 RENAME TO artifacts;
+        CREATE INDEX latency_by_precision ON latency (target, precision, batch);
     """,
 }
 
@@ -155,7 +185,11 @@ class Catalog:
         self.conn.close()
         self.conn = memory
         self.conn.row_factory = sqlite3.Row
-        self._migrate()
+        self.readonly = False  # the private copy is ours to migrate; the file is never written
+        try:
+            self._migrate()
+        finally:
+            self.readonly = True
 
     # -- plumbing ---------------------------------------------------------------------
     def close(self) -> None:
@@ -246,37 +280,42 @@ class Catalog:
 
     def add_accuracy(self, subnet: str, *, run: str, run_sha256: str, dataset: str, split: str,
                      recalibrated: bool, calib_images: int, images: int, top1: float,
-                     loss: Optional[float] = None) -> bool:
-        """Store one accuracy; ``False`` if this exact evaluation was stored already."""
+                     loss: Optional[float] = None, precision: str = "fp32") -> bool:
+        """Store one accuracy (of the model at ``precision``); ``False`` if this exact
+        evaluation was stored already."""
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO accuracy (subnet, run, run_sha256, dataset, split, recalibrated, "
-                "calib_images, images, top1, loss, date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "calib_images, images, top1, loss, date, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (subnet, run, run_sha256, dataset, split, int(recalibrated), int(calib_images), int(images),
-                 float(top1), loss, now()))
+                 float(top1), loss, now(), precision))
             return cur.rowcount == 1
 
     def find_accuracy(self, subnet: str, *, run_sha256: str, dataset: str, split: str, recalibrated: bool,
-                      calib_images: int, images: int) -> Optional[dict[str, Any]]:
+                      calib_images: int, images: int, precision: str = "fp32") -> Optional[dict[str, Any]]:
         row = self.conn.execute(
             "SELECT * FROM accuracy WHERE subnet = ? AND run_sha256 = ? AND dataset = ? AND split = ? "
-            "AND recalibrated = ? AND calib_images = ? AND images = ?",
-            (subnet, run_sha256, dataset, split, int(recalibrated), int(calib_images), int(images))).fetchone()
+            "AND recalibrated = ? AND calib_images = ? AND images = ? AND precision = ?",
+            (subnet, run_sha256, dataset, split, int(recalibrated), int(calib_images), int(images),
+             precision)).fetchone()
         return dict(row) if row else None
 
-    def add_artifact(self, subnet: str, target: str, kind: str, path: str | Path, sha256: str) -> None:
-        """Record (or replace) the artifact of ``kind`` for ``subnet`` on ``target``."""
+    def add_artifact(self, subnet: str, target: str, kind: str, path: str | Path, sha256: str,
+                     precision: str = "fp32") -> None:
+        """Record (or replace) the artifact of ``kind`` for ``subnet`` at ``precision`` on ``target``."""
         size = Path(path).stat().st_size
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO artifacts (subnet, target, kind, path, sha256, bytes, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subnet, target, kind) DO UPDATE SET "
+                "INSERT INTO artifacts (subnet, target, kind, path, sha256, bytes, created, precision) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subnet, target, precision, kind) DO UPDATE SET "
                 "path = excluded.path, sha256 = excluded.sha256, bytes = excluded.bytes, created = excluded.created",
-                (subnet, target, kind, str(path), sha256, size, now()))
+                (subnet, target, kind, str(path), sha256, size, now(), precision))
 
-    def artifact(self, subnet: str, target: str, kind: str = "onnx") -> Optional[dict[str, Any]]:
-        row = self.conn.execute("SELECT * FROM artifacts WHERE subnet = ? AND target = ? AND kind = ?",
-                                (subnet, target, kind)).fetchone()
+    def artifact(self, subnet: str, target: str, kind: str = "onnx",
+                 precision: str = "fp32") -> Optional[dict[str, Any]]:
+        row = self.conn.execute(
+            "SELECT * FROM artifacts WHERE subnet = ? AND target = ? AND kind = ? AND precision = ?",
+            (subnet, target, kind, precision)).fetchone()
         return dict(row) if row else None
 
     def add_latency(self, subnet: str, result: dict[str, Any], *, target: str, source: str = "measured") -> bool:
@@ -300,10 +339,12 @@ class Catalog:
             return cur.rowcount == 1
 
     def find_latency(self, subnet: str, target: str, *, artifact_sha256: Optional[str] = None,
-                     host: Optional[str] = None, batch: Optional[int] = None) -> Optional[dict[str, Any]]:
+                     host: Optional[str] = None, batch: Optional[int] = None,
+                     precision: Optional[str] = None) -> Optional[dict[str, Any]]:
         """The newest latency row matching every given field."""
         sql, args = "SELECT * FROM latency WHERE subnet = ? AND target = ?", [subnet, target]
-        for column, value in (("artifact_sha256", artifact_sha256), ("host", host), ("batch", batch)):
+        for column, value in (("artifact_sha256", artifact_sha256), ("host", host), ("batch", batch),
+                              ("precision", precision)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 args.append(value)
@@ -323,11 +364,18 @@ class Catalog:
     def targets(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT target FROM latency ORDER BY target")]
 
-    def latency_rows(self, target: str, batch: Optional[int] = None) -> list[dict[str, Any]]:
+    def precisions(self, target: str) -> list[str]:
+        """The precisions measured on ``target``."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT precision FROM latency WHERE target = ? ORDER BY precision", (target,))]
+
+    def latency_rows(self, target: str, batch: Optional[int] = None,
+                     precision: Optional[str] = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM latency WHERE target = ?", [target]
-        if batch is not None:
-            sql += " AND batch = ?"
-            args.append(batch)
+        for column, value in (("batch", batch), ("precision", precision)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY date, id", args)]
 
     def accuracy_rows(self, subnet: str) -> list[dict[str, Any]]:

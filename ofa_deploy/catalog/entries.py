@@ -21,25 +21,28 @@ class NothingFits(OfaError):
         self.fastest = fastest
 
 
-def entries(catalog: Catalog, target: str, *, batch: int = 1, dataset: Optional[str] = None,
-            include_unstable: bool = True) -> list[dict[str, Any]]:
-    """One entry per subnet measured on ``target`` at ``batch``, sorted by p90 latency.
+def entries(catalog: Catalog, target: str, *, batch: int = 1, precision: Optional[str] = None,
+            dataset: Optional[str] = None, include_unstable: bool = True) -> list[dict[str, Any]]:
+    """One entry per subnet and precision measured on ``target`` at ``batch`` (only
+    ``precision`` if given), sorted by p90 latency.
 
-    A subnet's latency is its newest stable measurement (an unstable one only if nothing
+    An entry's latency is its newest stable measurement (an unstable one only if nothing
     else exists - and then the entry says ``"unstable": true``). Its accuracy is the
-    newest BN-recalibrated test accuracy (any split or calibration if none), on
-    ``dataset`` if given. ``onnx`` is the artifact exported for this target, else one
-    whose hash the measurement names, else ``None``.
+    newest BN-recalibrated test accuracy of the model at that precision (any split or
+    calibration if none; for fp16/int8 without an accuracy of their own, the fp32 one, and
+    ``accuracy_precision`` says so), on ``dataset`` if given. ``onnx`` is the artifact
+    exported for this target at that precision, else one whose hash the measurement names,
+    else ``None``.
     """
-    by_subnet: dict[str, list[dict[str, Any]]] = {}
-    for row in catalog.latency_rows(target, batch):
-        by_subnet.setdefault(row["subnet"], []).append(row)
+    by_model: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in catalog.latency_rows(target, batch, precision):
+        by_model.setdefault((row["subnet"], row["precision"]), []).append(row)
     chosen = {}
-    for key, rows in by_subnet.items():
+    for model, rows in by_model.items():
         stable = [r for r in rows if not r["unstable"]]
-        chosen[key] = max(stable or rows, key=lambda r: (r["date"], r["id"]))
+        chosen[model] = max(stable or rows, key=lambda r: (r["date"], r["id"]))
     out = []
-    for key, lat in chosen.items():
+    for (key, _), lat in chosen.items():
         if lat["unstable"] and not include_unstable:
             continue
         try:
@@ -47,7 +50,7 @@ def entries(catalog: Catalog, target: str, *, batch: int = 1, dataset: Optional[
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # hand-edited or damaged columns
             raise OfaError(f"catalog {catalog.path} is damaged: the stats or spec of {key} do not read back "
                            f"({type(exc).__name__}: {str(exc)[:80]})") from None
-    out.sort(key=lambda e: (e["latency_ms"]["p90"], e["key"]))
+    out.sort(key=lambda e: (e["latency_ms"]["p90"], e["key"], e["precision"]))
     return out
 
 
@@ -55,8 +58,10 @@ def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset
     sub = catalog.subnet(key)
     if sub is None:  # pragma: no cover - foreign keys forbid it
         raise OfaError(f"catalog {catalog.path} is inconsistent: latency for unknown subnet {key}")
-    acc = _best_accuracy(catalog.accuracy_rows(key), dataset)
-    art = catalog.artifact(key, target, "onnx")
+    rows = catalog.accuracy_rows(key)
+    acc = (_best_accuracy([r for r in rows if r["precision"] == lat["precision"]], dataset)
+           or _best_accuracy([r for r in rows if r["precision"] == "fp32"], dataset))
+    art = catalog.artifact(key, target, "onnx", lat["precision"])
     if art is None and lat["artifact_sha256"]:
         row = catalog.conn.execute("SELECT * FROM artifacts WHERE subnet = ? AND kind = 'onnx' AND sha256 = ?",
                                    (key, lat["artifact_sha256"])).fetchone()
@@ -70,6 +75,7 @@ def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset
         "mflops": sub["macs"] / 1e6,
         "params": sub["params"],
         "accuracy": acc["top1"] if acc else None,
+        "accuracy_precision": acc["precision"] if acc else None,
         "accuracy_info": {k: acc[k] for k in ("dataset", "split", "recalibrated", "calib_images", "images", "run")}
         if acc else None,
         "target": target,
@@ -115,7 +121,9 @@ def select(items: list[dict[str, Any]], *, max_latency_ms: Optional[float] = Non
            allow_unstable: bool = False) -> dict[str, Any]:
     """The most accurate entry with an ONNX file whose measured p90 is within
     ``max_latency_ms`` and/or whose MFLOPs are within ``max_mflops`` (and accuracy at least
-    ``min_accuracy``); ties go to the faster. Entries whose latency is flagged unstable
+    ``min_accuracy``); ties go to the faster. Entries of every precision in ``items``
+    compete (``entries(..., precision=None)``): the answer to "the most accurate model
+    under 2 ms on this device, any precision". Entries whose latency is flagged unstable
     take part only with ``allow_unstable`` (and still say so). ``NothingFits`` names the
     fastest entry."""
     if max_latency_ms is None and max_mflops is None:

@@ -69,8 +69,8 @@ def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] 
         sidecar = read_sidecar(Path(model_json)) if Path(model_json).is_file() else None
         if sidecar is None:
             raise OfaError(f"{model_json} does not exist")
-        identity = {k: sidecar[k] for k in ("subnet", "space", "accuracy", "bn", "source", "macs", "params", "files")
-                    if k in sidecar}
+        identity = {k: sidecar[k] for k in ("subnet", "space", "precision", "accuracy", "bn", "source", "macs",
+                                            "params", "files") if k in sidecar}
         if "subnet" not in identity:
             raise OfaError(f"{model_json} names no subnet; give the export directory's model.json")
         results = [{**r, "model": {**identity, **(r.get("model") or {})}} for r in results]
@@ -95,7 +95,7 @@ def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] 
         tgt = target or r.get("target")
         if not tgt:
             raise OfaError(f"{path}: result {i} names no target; give --target")
-        _check_model_hash(catalog, path, i, model, str(sub), tgt)
+        _check_model_hash(catalog, path, i, model, str(sub), tgt, str(r.get("precision") or "fp32"))
         rows.append((space, sub, tgt, model, r))
     added = duplicates = 0
     with catalog.transaction():
@@ -146,7 +146,7 @@ def _remove_if_empty(catalog_path: Path) -> bool:
 
 
 def _check_model_hash(catalog: Catalog, path: str | Path, i: int, model: dict[str, Any], key: str,
-                      target: str) -> None:
+                      target: str, precision: str = "fp32") -> None:
     """The file a result measured must be the one exported for its subnet: the SHA-256 the
     profiler took of it against the export sidecar's, and against the catalog's own ONNX
     artifact of that subnet on that target."""
@@ -159,7 +159,7 @@ def _check_model_hash(catalog: Catalog, path: str | Path, i: int, model: dict[st
     expected = entry.get("sha256") if isinstance(entry, dict) else None
     where = "the export's model.json"
     if expected is None and model.get("format") == "onnx":
-        art = catalog.artifact(key, target, "onnx")
+        art = catalog.artifact(key, target, "onnx", precision)
         expected, where = (art["sha256"], f"the catalog's ONNX of it for {target}") if art else (None, "")
     if expected is not None and expected != measured:
         raise OfaError(f"{path}: result {i} measured {used} (SHA-256 {measured[:12]}...), not the file exported "
@@ -176,4 +176,6 @@ def _import_accuracy(catalog: Catalog, key: str, model: dict[str, Any]) -> None:
         key, run=str(source.get("run_dir", "")), run_sha256=str(source.get("checkpoint_sha256", "")),
         dataset=str(source.get("dataset", "")), split=str(acc.get("split", "test")),
         recalibrated=bool(bn.get("recalibrated", True)), calib_images=int(bn.get("images", 0) or 0),
-        images=int(acc.get("images", 0) or 0), top1=float(acc["top1"]), loss=acc.get("loss"))
+        images=int(acc.get("images", 0) or 0), top1=float(acc["top1"]), loss=acc.get("loss"),
+        # the accuracy of the exported file's own precision (sidecars before precision existed: fp32)
+        precision=str(acc.get("precision") or model.get("precision") or "fp32"))

@@ -11,6 +11,14 @@ from ..io import atomic_write
 from .entries import pareto
 
 
+_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+
+
+def _model(entry: dict[str, Any]) -> tuple[str, str]:
+    """A subnet may be in the catalog at several precisions: each is its own point."""
+    return entry["key"], entry["precision"]
+
+
 def plot_catalog(items: list[dict[str, Any]], out: str | Path, *, target: str, latency: str = "p90") -> Path:
     """Write a two-panel PNG of ``items`` (entries of one target) to ``out``."""
     with_acc = [e for e in items if e["accuracy"] is not None]
@@ -22,7 +30,7 @@ def plot_catalog(items: list[dict[str, Any]], out: str | Path, *, target: str, l
     import matplotlib.pyplot as plt
 
     front_lat = pareto(with_acc, latency=latency)
-    front_keys = {e["key"] for e in front_lat}
+    front_keys = {_model(e) for e in front_lat}
     by_mflops = sorted(with_acc, key=lambda e: (e["mflops"], -e["accuracy"]))
     front_mf, best = [], float("-inf")
     for e in by_mflops:
@@ -34,9 +42,12 @@ def plot_catalog(items: list[dict[str, Any]], out: str | Path, *, target: str, l
     panels = ((axes[0], lambda e: e["latency_ms"][latency], f"measured {latency} latency (ms)", front_lat),
               (axes[1], lambda e: e["mflops"], "MFLOPs (MACs / 1e6)", front_mf))
     for ax, x, label, front in panels:
-        others = [e for e in with_acc if e["key"] not in {f["key"] for f in front}]
+        others = [e for e in with_acc if _model(e) not in {_model(f) for f in front}]
         unstable = [e for e in with_acc if e["unstable"]]
-        ax.scatter([x(e) for e in others], [e["accuracy"] for e in others], s=18, color="0.6", label="entries")
+        for precision in sorted({e["precision"] for e in others}):
+            mine = [e for e in others if e["precision"] == precision]
+            ax.scatter([x(e) for e in mine], [e["accuracy"] for e in mine], s=18, color="0.6",
+                       marker=_MARKERS.get(precision, "o"), label=f"entries ({precision})")
         ax.plot([x(e) for e in front], [e["accuracy"] for e in front], "-o", color="C3", ms=5, label="Pareto front")
         if unstable:
             ax.scatter([x(e) for e in unstable], [e["accuracy"] for e in unstable], s=60, facecolors="none",

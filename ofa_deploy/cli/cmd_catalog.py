@@ -41,22 +41,28 @@ def _target_name(target: str) -> str:
         return target
 
 
-def _entries(catalog_path: Path, target: str, batch: int):
+def _entries(catalog_path: Path, target: str, batch: int, precision: str | None = None):
     from ..catalog import entries
 
     target = _target_name(target)
     with _open(catalog_path) as cat:
-        items = entries(cat, target, batch=batch)
+        items = entries(cat, target, batch=batch, precision=precision)
         known = cat.targets()
+        measured = cat.precisions(target) if precision else []
     if not items:
         hint = f"targets in it: {', '.join(known)}" if known else "it has no measurements yet"
+        if precision and target in known:
+            hint = f"precisions measured there: {', '.join(measured) or 'none'}"
         from ..errors import OfaError
 
-        raise OfaError(f"catalog {catalog_path} has no entries for target {target} at batch {batch} ({hint})")
+        at = f" at batch {batch}" + (f" in {precision}" if precision else "")
+        raise OfaError(f"catalog {catalog_path} has no entries for target {target}{at} ({hint})")
     return items
 
 
 def _target_options(func):
+    func = click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+                        help="Only models of this precision [default: every precision].")(func)
     func = click.option("--batch", type=click.IntRange(1, 65536), default=1, show_default=True,
                         help="Batch size of the latency measurements.")(func)
     func = click.option("--target", required=True, help="Target name.")(func)
@@ -65,9 +71,11 @@ def _target_options(func):
 
 def _row(e: dict) -> str:
     acc = f"{e['accuracy']:.4f}" if e["accuracy"] is not None else "  -   "
+    if e["accuracy"] is not None and e.get("accuracy_precision") not in (None, e["precision"]):
+        acc += f" ({e['accuracy_precision']})"  # an older catalog: no accuracy of this precision's own
     flag = "  UNSTABLE" if e["unstable"] else ""
-    return (f"{e['text']:<60} {e['mflops']:6.2f} MFLOPs  acc {acc}  p50 {e['latency_ms']['p50']:.4f}  "
-            f"p90 {e['latency_ms']['p90']:.4f} ms{flag}")
+    return (f"{e['text']:<60} {e['precision']:<4} {e['mflops']:6.2f} MFLOPs  acc {acc}  "
+            f"p50 {e['latency_ms']['p50']:.4f}  p90 {e['latency_ms']['p90']:.4f} ms{flag}")
 
 
 @command.command("build")
@@ -95,13 +103,18 @@ def _row(e: dict) -> str:
                    "`catalog import`).")
 @click.option("--remeasure-unstable", is_flag=True,
               help="Measure again finalists whose stored latency is flagged unstable.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Precision of the finalists' ONNX (int8: calibrated on training images; its own accuracy is "
+                   "measured) [default: the target's precision].")
+@click.option("--calibration-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
+              help="int8: training images that calibrate the activation ranges.")
 @click.option("--warmup-s", type=limit_float("warmup_s"), default=None, help="Override the target's warm-up.")
 @click.option("--min-iterations", type=limit_int("min_iterations"), default=None, help="Override minimum iterations.")
 @click.option("--min-time-s", type=limit_float("min_time_s"), default=None, help="Override minimum seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
-          data_dir, torch_threads, no_measure, remeasure_unstable, warmup_s, min_iterations, min_time_s,
-          as_json) -> None:
+          data_dir, torch_threads, no_measure, remeasure_unstable, precision, calibration_images, warmup_s,
+          min_iterations, min_time_s, as_json) -> None:
     """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
     measure the finalists, and store everything. Rerunning does no work twice."""
     if torch_threads is not None:
@@ -118,6 +131,9 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
     if budgets and predictor_path is None:
         raise OfaError("--budget-ms needs --predictor (budgets are matched against predicted latency)")
     tgt = load_target(target)
+    from ..export.precision import check_precision
+
+    precision = check_precision(precision or tgt.precision, tgt.allowed_precisions, target=tgt.name)
     protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as bar:
@@ -129,7 +145,8 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
         summary = build_catalog(run_dir, tgt, catalog_path, n=count, finalists=finalists, budgets_ms=budgets,
                                 predictor=predictor_path, seed=seed, calib_n=calib_images, test_images=test_images,
                                 data_dir=data_dir, remeasure_unstable=remeasure_unstable, measure=not no_measure,
-                                protocol=protocol, progress=progress)
+                                protocol=protocol, progress=progress, precision=precision,
+                                calibration_images=calibration_images)
     if as_json:
         emit_json(summary)
         return
@@ -168,9 +185,9 @@ def import_(results, catalog_path, target, model_json, spec, as_json) -> None:
 @CATALOG_OPTION
 @_target_options
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as a JSON list.")
-def list_(catalog_path, target, batch, as_json) -> None:
-    """Every entry measured on TARGET, fastest (p90) first."""
-    items = _entries(catalog_path, target, batch)
+def list_(catalog_path, target, batch, precision, as_json) -> None:
+    """Every entry (subnet x precision) measured on TARGET, fastest (p90) first."""
+    items = _entries(catalog_path, target, batch, precision)
     if as_json:
         emit_json(items)
         return
@@ -184,8 +201,9 @@ def list_(catalog_path, target, batch, as_json) -> None:
 @CATALOG_OPTION
 @_target_options
 @click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
-def show(spec, catalog_path, target, batch, as_json) -> None:
-    """One entry (SPEC: subnet text, JSON or file), with its ONNX hash checked."""
+def show(spec, catalog_path, target, batch, precision, as_json) -> None:
+    """One entry (SPEC: subnet text, JSON or file; the most accurate precision of it unless
+    --precision), with its ONNX hash checked."""
     import json
 
     from ..catalog import Catalog, entries
@@ -200,11 +218,12 @@ def show(spec, catalog_path, target, batch, as_json) -> None:
             raise OfaError(f"catalog {catalog_path} is empty")
         key = str(load_subnet(spec, SearchSpace.from_dict(space_dict)))
         target = _target_name(target)
-        found = [e for e in entries(cat, target, batch=batch) if e["key"] == key]
+        found = [e for e in entries(cat, target, batch=batch, precision=precision) if e["key"] == key]
         if not found:
-            raise OfaError(f"{key} has no entry for target {target} in {catalog_path}")
-        entry = found[0]
-        row = cat.find_latency(key, target, batch=batch)
+            raise OfaError(f"{key} has no entry for target {target}" + (f" in {precision}" if precision else "")
+                           + f" in {catalog_path}")
+        entry = max(found, key=lambda e: (e["accuracy"] is not None, e["accuracy"] or 0.0))
+        row = cat.find_latency(key, target, batch=batch, precision=entry["precision"])
         entry["environment"] = json.loads(row["environment"]) if row else None
         entry["accuracy_history"] = cat.accuracy_rows(key)
     path = entry["onnx"]
@@ -222,11 +241,12 @@ def show(spec, catalog_path, target, batch, as_json) -> None:
 @CATALOG_OPTION
 @_target_options
 @click.option("--json", "as_json", is_flag=True, help="Print the front as a JSON list.")
-def pareto_(catalog_path, target, batch, as_json) -> None:
-    """Entries on the accuracy vs measured p90 latency Pareto front, fastest first."""
+def pareto_(catalog_path, target, batch, precision, as_json) -> None:
+    """Entries on the accuracy vs measured p90 latency Pareto front (every precision
+    competing unless --precision), fastest first."""
     from ..catalog import pareto
 
-    front = pareto(_entries(catalog_path, target, batch))
+    front = pareto(_entries(catalog_path, target, batch, precision))
     if as_json:
         emit_json(front)
         return
@@ -244,14 +264,16 @@ def pareto_(catalog_path, target, batch, as_json) -> None:
 @click.option("--min-accuracy", type=limit_float("accuracy"), default=None, help="Accuracy floor (0-1).")
 @click.option("--allow-unstable", is_flag=True, help="Also consider entries whose latency is flagged unstable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the chosen entry as JSON.")
-def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accuracy, allow_unstable, as_json) -> None:
-    """The most accurate entry within the budget; exit 1 naming the fastest if none fits."""
+def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, min_accuracy, allow_unstable,
+            as_json) -> None:
+    """The most accurate entry within the budget, any precision unless --precision; exit 1
+    naming the fastest if none fits."""
     from ..catalog import NothingFits, select
     from ..errors import OfaError
 
     if max_latency_ms is None and max_mflops is None:
         raise OfaError("give a budget: --max-latency-ms or --max-mflops")
-    items = _entries(catalog_path, target, batch)
+    items = _entries(catalog_path, target, batch, precision)
     try:
         entry = select(items, max_latency_ms=max_latency_ms, max_mflops=max_mflops, min_accuracy=min_accuracy,
                        allow_unstable=allow_unstable)
@@ -263,7 +285,7 @@ def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accurac
         emit_json(entry)
         return
     click.echo(_row(entry))
-    click.echo(f"onnx: {entry['onnx']}")
+    click.echo(f"onnx: {entry['onnx']} ({entry['precision']})")
     if entry["unstable"]:
         click.echo("warning: this entry's latency was flagged unstable", err=True)
 
@@ -274,7 +296,7 @@ def select_(catalog_path, target, batch, max_latency_ms, max_mflops, min_accurac
 @_target_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PNG file [default: catalog-<target>.png beside the catalog].")
-def plot(catalog_path, target, batch, out) -> None:
+def plot(catalog_path, target, batch, precision, out) -> None:
     """PNG of accuracy vs measured p90 latency and vs MFLOPs, Pareto front highlighted."""
     from ..catalog.plot import plot_catalog
     from ..outputs import PNG, check_file_output
@@ -282,7 +304,7 @@ def plot(catalog_path, target, batch, out) -> None:
     target = _target_name(target)
     out = out or catalog_path.resolve().parent / f"catalog-{target}.png"
     check_file_output(out, PNG, inputs=[("catalog", catalog_path)])
-    path = plot_catalog(_entries(catalog_path, target, batch), out, target=target)
+    path = plot_catalog(_entries(catalog_path, target, batch, precision), out, target=target)
     click.echo(str(path))
 
 

@@ -94,7 +94,8 @@ def model_identity(files: ModelFiles, used: Path) -> dict[str, Any]:
         "sha256": sha256_file(used) if used.is_file() else None,
     }
     if files.sidecar:
-        for key in ("subnet", "subnet_text", "macs", "mflops", "params", "space", "accuracy", "bn", "source", "files"):
+        for key in ("subnet", "subnet_text", "macs", "mflops", "params", "space", "precision", "accuracy", "bn",
+                    "source", "files"):
             if key in files.sidecar:
                 identity[key] = files.sidecar[key]
         if isinstance(files.sidecar.get("target"), dict):
