@@ -254,6 +254,23 @@ def test_a_read_only_catalog_can_be_listed(good: dict, locked: Path) -> None:
     assert _snapshot(ro) == before
 
 
+def test_a_diverging_run_stops_with_one_line(scratch: Path, monkeypatch) -> None:
+    """A loss that stops being finite (an lr in range that still diverges) ends the run with
+    one line; no summary.json with a NaN loss is written (issue 12: `--lr nan` "completed")."""
+    from ofa_deploy.train import trainer
+
+    def diverged(self, epoch, phase, in_phase, bar):
+        return {"loss": float("nan")}
+
+    monkeypatch.setattr(trainer._Trainer, "_train_epoch", diverged)
+    out = scratch / "diverged"
+    code, _, err = _invoke(["train", "--epochs", "1", "--train-subset", "64", "--batch-size", "32", "--lr", "10",
+                            "--out", str(out), "--quiet"], 120)
+    check_refused(Case("diverged", [], ("diverged",)), {"run": "", "exp": "", "prof": "", "cat": ""}, out, code, "",
+                  err)
+    assert not (out / "summary.json").exists() and not (out / "final.pt").exists()
+
+
 def test_good_artefacts_still_work(good: dict) -> None:
     """The artefacts the campaign ran against are still good: the control for every case."""
     code, out, err = _invoke(["catalog", "list", "--catalog", str(good["cat"]), "--target", "cpu", "--json"])
