@@ -20,7 +20,9 @@ from ofa_deploy.space import SearchSpace, Subnet  # noqa: E402
 from ofa_deploy.validate import LIMITS, MAX_SEED, finite, integer, json_depth, loads_json, seed  # noqa: E402
 
 SPACE = SearchSpace(in_channels=1)
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Derandomized (the same examples on every CI run) and without an example database in the tree.
+FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # -- subnet specs ---------------------------------------------------------------------------
 SPEC_ALPHABET = st.sampled_from(list("0123456789_-{}[]\":, ksedabc٣３\x00 /.") + ["json"])
@@ -165,7 +167,8 @@ def one_result(tmp_path_factory) -> dict:
     }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.dictionaries(st.sampled_from(["min", "mean", "std", "p50", "p90", "p99"]), LATENCY,
                                       max_size=3), min_size=1, max_size=3),
        n=st.one_of(st.just(None), st.integers(-3, 10), st.floats(allow_nan=True)))
