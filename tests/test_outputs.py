@@ -563,3 +563,20 @@ def test_an_empty_directory_may_be_replaced(run_dir, tmp_path, capsys):
     code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--out", out, "--overwrite", *FAST)
     assert code == 0, err
     assert (out / "model.json").is_file()
+
+
+def test_rename_noreplace_refuses_an_existing_target_with_and_without_renameat2(tmp_path, monkeypatch):
+    from ofa_deploy import outputs_fs
+
+    for native in (True, False):
+        if not native:  # a system or filesystem without a no-replace rename: checked just before
+            monkeypatch.setattr(outputs_fs, "_renameat2_noreplace", lambda src, dst: None)
+        src, dst = tmp_path / f"src{native}", tmp_path / f"dst{native}"
+        src.mkdir()
+        dst.mkdir()  # empty: a plain rename() would silently replace it
+        with pytest.raises(FileExistsError):
+            outputs_fs.rename_noreplace(src, dst)
+        assert src.is_dir() and dst.is_dir()
+        dst.rmdir()
+        outputs_fs.rename_noreplace(src, dst)
+        assert dst.is_dir() and not src.exists()
