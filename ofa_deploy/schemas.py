@@ -78,7 +78,8 @@ def check_config(config: Any, where: str) -> dict:
     from .space import SearchSpace
 
     _fields(config, where, {"space": DICT}, {"run": DICT, "data": DICT, "train": DICT})
-    _fields(config.get("run", {}), where, {}, {"name": STR, "method": STR, "seed": _int(0, MAX_SEED),
+    # runs made before seeds were limited to [0, 2**64) may hold a negative one: still readable
+    _fields(config.get("run", {}), where, {}, {"name": STR, "method": STR, "seed": _int(-2**63, MAX_SEED),
                                                "device": STR, "completed": BOOL}, "run.")
     _fields(config.get("data", {}), where, {}, {"dataset": STR, "data_dir": STR, "train_subset": COUNT,
                                                 "test_subset": COUNT, "val_size": COUNT}, "data.")

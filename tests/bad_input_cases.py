@@ -221,7 +221,7 @@ RUN_SETUPS = [  # (id, run path, setup, names)
     ("space-unknown-key", "{bad}/run", config_with(replace_line("dropout", "dropout = 0.1\nwhat = 1")),
      ("unknown",)),
     ("run-seed-str", "{bad}/run", config_with(replace_line("seed", "seed = 'zero'")), ("run.seed",)),
-    ("run-seed-negative", "{bad}/run", config_with(replace_line("seed", "seed = -5")), ("run.seed",)),
+    ("run-seed-huge", "{bad}/run", config_with(replace_line("seed", f"seed = {2**64}")), ("run.seed",)),
     ("data-not-table", "{bad}/run", config_with(lambda t: "data = 3\n" + t.replace("[data]", "[data2]")),
      ("data",)),
     ("train-lr-str", "{bad}/run", config_with(lambda t: t.replace("[train]", "[train]\nlr = 'fast'")),
