@@ -117,7 +117,7 @@ def test_refuses_a_different_run_and_keeps_a_finished_one(tmp_path):
         train(tiny(tmp_path / "r", epochs=1, seed=5))
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("mine")
-    with pytest.raises(OfaError, match="not a run directory"):
+    with pytest.raises(OfaError, match="not an ofa-deploy training run directory"):
         train(tiny(tmp_path / "junk", epochs=1))
 
 

@@ -1,4 +1,7 @@
-"""kill -9 in the middle of an epoch, --resume, and the weights equal an uninterrupted run's."""
+"""kill -9 in the middle of an epoch, --resume, and the weights equal an uninterrupted run's.
+
+These runs train in the CPU default layout (channels-last with the supernet's CPU kernels),
+at one torch thread in every process (bit-identity holds at a fixed thread count)."""
 
 from __future__ import annotations
 
@@ -32,31 +35,28 @@ def _metric_lines(out: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
 
 
-def test_kill9_mid_epoch_then_resume_is_bit_identical(tmp_path):
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "ofa_deploy", "train", *ARGS, "--out", str(killed)], env=_env(),
+def _kill_during_epoch(args: list[str], out: Path, epochs_done: int) -> None:
+    """Start ``train *args`` and kill -9 it once ``epochs_done`` epochs are checkpointed
+    and the next one is running."""
+    proc = subprocess.Popen([sys.executable, "-m", "ofa_deploy", "train", *args], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while len(_metric_lines(killed)) < 2:  # epoch 3 (second of the distilled kernel phase) is running
+        while len(_metric_lines(out)) < epochs_done:
             assert proc.poll() is None, "training ended before it could be killed"
-            assert time.monotonic() < deadline, "training too slow to reach epoch 3"
-            time.sleep(0.05)
-        time.sleep(0.3)
+            assert time.monotonic() < deadline, f"training too slow to reach epoch {epochs_done + 1}"
+            time.sleep(0.02)
+        time.sleep(0.1)
         assert proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not (killed / run.FINAL).exists() and len(_metric_lines(killed)) == 2
+    assert not (out / run.FINAL).exists() and len(_metric_lines(out)) == epochs_done
 
-    resumed = _train("--resume", str(killed))
-    assert resumed.returncode == 0, resumed.stderr
-    reference = tmp_path / "reference"
-    done = _train(*ARGS, "--out", str(reference))
-    assert done.returncode == 0, done.stderr
 
+def _assert_same_run(killed: Path, reference: Path) -> None:
     a = run.load_checkpoint(killed / run.FINAL)
     b = run.load_checkpoint(reference / run.FINAL)
     for key in ("model", "teacher"):
@@ -68,7 +68,40 @@ def test_kill9_mid_epoch_then_resume_is_bit_identical(tmp_path):
     assert a["histogram"] == b["histogram"]
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s")} for r in rows]  # noqa: E731
     assert strip(_metric_lines(killed)) == strip(_metric_lines(reference))
+
+
+def test_kill9_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    killed = tmp_path / "killed"
+    _kill_during_epoch([*ARGS, "--out", str(killed)], killed, 2)  # epoch 3: second of the distilled kernel phase
+
+    resumed = _train("--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference"
+    done = _train(*ARGS, "--out", str(reference))
+    assert done.returncode == 0, done.stderr
+
+    _assert_same_run(killed, reference)
+    a = run.load_checkpoint(killed / run.FINAL)
+    b = run.load_checkpoint(reference / run.FINAL)
+    assert a["threads"] == b["threads"] == 1
     assert [r["phase"] for r in _metric_lines(killed)] == ["largest", "kernel", "kernel", "expand-2"]
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["completed"] and summary["epochs"] == 4 and summary["train_wall_time_s"] > 0
     assert run.read_config(killed)["run"]["completed"] is True
+
+
+def test_two_kills_second_in_a_phase_whose_teacher_came_from_a_checkpoint(tmp_path):
+    """Killed in the first distilled epoch, resumed, killed again in the second epoch of the
+    elastic-expand phase (channels sorted and teacher rebuilt from the checkpoint in the
+    resumed process), resumed: bit-identical to an uninterrupted run."""
+    args = [*ARGS[:5], "1,1,0,0,2,0", *ARGS[6:]]
+    killed = tmp_path / "killed"
+    _kill_during_epoch([*args, "--out", str(killed)], killed, 1)
+    _kill_during_epoch(["--resume", str(killed), "--quiet"], killed, 3)
+    resumed = _train("--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference"
+    done = _train(*args, "--out", str(reference))
+    assert done.returncode == 0, done.stderr
+    _assert_same_run(killed, reference)
+    assert [r["phase"] for r in _metric_lines(killed)] == ["largest", "kernel", "expand-1", "expand-1"]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..space import BlockSpec, SearchSpace
+from .cpu_ops import depthwise_conv2d, pointwise_conv2d
 from .layers import MBConv, make_act
 
 
@@ -78,7 +79,7 @@ class ElasticDepthwise(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor, k: int, channels: int) -> torch.Tensor:
-        return F.conv2d(x, self.kernel(k, channels), None, self.stride, k // 2, 1, channels)
+        return depthwise_conv2d(x, self.kernel(k, channels), self.stride, k // 2)
 
 
 class ElasticMBConv(nn.Module):
@@ -111,17 +112,17 @@ class ElasticMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor, spec: BlockSpec) -> torch.Tensor:
         mid = spec.mid
-        y = F.conv2d(x, self.expand.weight[:mid])
+        y = pointwise_conv2d(x, self.expand.weight[:mid])
         y = self.act(elastic_bn(y, self.expand_bn, mid))
         y = self.act(elastic_bn(self.dw(y, spec.kernel, mid), self.dw_bn, mid))
         if self.se is not None:
             hidden = spec.se_hidden
             reduce, expand = self.se["reduce"], self.se["expand"]
             s = y.mean((2, 3), keepdim=True)
-            s = F.relu(F.conv2d(s, reduce.weight[:hidden, :mid], reduce.bias[:hidden]))
-            s = F.hardsigmoid(F.conv2d(s, expand.weight[:mid, :hidden], expand.bias[:mid]))
+            s = F.relu(pointwise_conv2d(s, reduce.weight[:hidden, :mid], reduce.bias[:hidden]))
+            s = F.hardsigmoid(pointwise_conv2d(s, expand.weight[:mid, :hidden], expand.bias[:mid]))
             y = y * s
-        y = self.project_bn(F.conv2d(y, self.project.weight[:, :mid]))
+        y = self.project_bn(pointwise_conv2d(y, self.project.weight[:, :mid]))
         return x + y if spec.residual else y
 
     @torch.no_grad()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..space import SearchSpace, Subnet
+from .cpu_ops import pointwise_conv2d
 from .elastic import ElasticMBConv
 from .layers import Head, MBConv, Stem, first_block_spec, init_weights
 from .static import StaticSubnet
@@ -46,7 +47,16 @@ class Supernet(nn.Module):
         x = self.first_block(self.stem(x))
         for spec in specs:
             x = self.blocks[spec.stage * self.space.max_depth + spec.index](x, spec)
-        return self.head(x)
+        return self._head(x)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.head(x)`` (``layers.Head``) with its 1x1 convolutions through
+        ``pointwise_conv2d``; the extracted ``StaticSubnet`` keeps the plain module."""
+        head = self.head
+        x = head.act(head.final_bn(pointwise_conv2d(x, head.final_expand.weight)))
+        x = x.mean((2, 3), keepdim=True)
+        x = head.act(pointwise_conv2d(x, head.feature_mix.weight))
+        return head.classifier(head.dropout(torch.flatten(x, 1)))
 
     def sort_channels(self) -> None:
         """Reorder every block's middle channels by importance (see ``ElasticMBConv``).

@@ -9,6 +9,34 @@ schedule's learning rate. Dropout is reseeded from (seed, epoch, step, subnet,
 micro-batch) before every forward, so every random draw of the run is a pure function of
 the seed: a run resumed from its last epoch-end checkpoint replays exactly.
 
+On a CPU the run trains channels-last (``training_layout``) with the supernet's CPU kernels
+(``nn.cpu_ops``), 2-4x the images/s of plain NCHW (``benchmarks/bench_train.py``).
+Channels-last once broke bit-identical resume. Why, measured on a PS run with a teacher
+resumed in a fresh process from each epoch-end checkpoint and compared tensor by tensor
+with the uninterrupted run:
+
+* not the supernet, its gradients or its momentum: a fresh supernet converted to
+  channels-last *before* ``load_state_dict`` keeps its strides (``copy_`` writes into the
+  existing tensors), ``torch.save``/``torch.load`` keep every momentum buffer's strides
+  (40 of them legitimately differ from their parameter's in size-1 dimensions), and one
+  more step after the round trip is bit-identical;
+* not a different oneDNN algorithm on the first step after loading: oneDNN picks kernels
+  from shapes and memory formats only, and with equal strides the steps agree;
+* the teacher: the uninterrupted run extracted it from the channels-last supernet
+  (``deepcopy`` keeps the stem channels-last), the resumed run rebuilt it from the
+  checkpoint as a fresh, NCHW net. A 1-channel input is the same tensor in both layouts,
+  so the stem weight's strides decide the layout of the stem's output and with it of the
+  whole forward: the extracted teacher ran channels-last, the reloaded one NCHW, on other
+  oneDNN kernels, and its logits differed in the last bits. The distillation loss carried
+  that into every weight within the epoch: resuming before the first distilled phase was
+  exact, after it never.
+
+The fix (``_teacher``): the teacher is always a fresh net converted to the training layout
+and then loaded with the weights, whether they come from the supernet or a checkpoint.
+Thread count is the one thing a checkpoint cannot carry: reductions split over threads
+differently, so 1- and 2-thread runs differ in the last bits (each resumes exactly at its
+own count); a resume at another count than the checkpoint's is warned about.
+
 Each ``metrics.jsonl`` line lists the distinct subnets the epoch trained with their MACs
 (the first 32 for per-step schedules, with ``distinct_subnets`` and ``subnet_steps``
 counting all); ``lr`` is the learning rate of the epoch's last step.
@@ -23,6 +51,7 @@ import os
 import platform
 import random
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -147,6 +176,14 @@ def _resolve_device(name: str, ctx_local_rank: int) -> torch.device:
     return device
 
 
+def training_layout(device: torch.device) -> torch.memory_format:
+    """The memory format a run trains in: channels-last on a CPU (oneDNN's fastest
+    layout for this network, see the module docstring), PyTorch's default elsewhere.
+    A pure function of the device type, so a resumed run trains in the layout its
+    checkpoint was written in."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def _soft_cross_entropy(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against the teacher's softmax (OFA's distillation loss, T = 1)."""
     return -(F.softmax(teacher_logits, dim=1) * F.log_softmax(logits, dim=1)).sum(1).mean()
@@ -173,6 +210,7 @@ class _Trainer:
             else "cpu"
         self.ctx = dist.init_from_env(requested)
         self.device = _resolve_device(cfg.device, self.ctx.local_rank)
+        self.layout = training_layout(self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if cfg.amp and self.device.type != "cuda":
@@ -208,7 +246,9 @@ class _Trainer:
         from ..nn import Supernet
 
         torch.manual_seed(self.cfg.seed)
-        self.net = Supernet(self.space).to(self.device).train()
+        # converted before any checkpoint is loaded: load_state_dict copies into these
+        # tensors and keeps their strides, so a resumed net has exactly the fresh one's
+        self.net = Supernet(self.space).to(self.device, memory_format=self.layout).train()
         self.teacher: nn.Module | None = None
         self.optimizer = self._optimizer(self.schedule.phases[0])
         self.epoch = 0
@@ -303,9 +343,7 @@ class _Trainer:
         """Phase boundaries: fresh optimizer (momentum reset, as OFA's separate phase runs),
         channel sorting before elastic expand, the teacher before the first distilled phase."""
         if phase.kd and self.teacher is None:
-            self.teacher = self.net.extract(self.space.largest()).eval()
-            for p in self.teacher.parameters():
-                p.requires_grad_(False)
+            self.teacher = self._teacher(self.net.extract(self.space.largest()).state_dict())
         if phase.sort_channels:
             self.net.sort_channels()
         self.optimizer = self._optimizer(phase)
@@ -354,6 +392,7 @@ class _Trainer:
                 x, y = images[idx[sl]], labels[idx[sl]]
                 if theta is not None:
                     x = apply_augment(x, theta[sl])
+                x = x.contiguous(memory_format=self.layout)
                 with torch.no_grad(), autocast:
                     t_logits = self.teacher(x).float() if kd else None
                 for k, subnet in enumerate(subnets):
@@ -428,19 +467,29 @@ class _Trainer:
             "histogram": self.histogram.to_json(),
             "metrics": self.metrics,
             "wall_time_s": self.wall_time,
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
             "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             "train": self.cfg.train_table(),
             "version": __version__,
         }
 
+    def _teacher(self, state: dict) -> nn.Module:
+        """The frozen teacher holding ``state``, built the same way whether ``state`` was
+        just extracted or read from a checkpoint: a fresh net converted to the training
+        layout, so its tensors' strides (and with them oneDNN's kernels and the teacher's
+        logits, bit for bit) do not depend on where the weights came from."""
+        from ..nn import StaticSubnet
+
+        teacher = StaticSubnet(self.space, self.space.largest()).to(self.device, memory_format=self.layout)
+        teacher.load_state_dict(state)
+        return teacher.eval().requires_grad_(False)
+
     def _save(self, name: str) -> None:
         state = self._state()
         atomic_write(self.out / name, lambda f: torch.save(state, f))
 
     def _load(self, ckpt: dict) -> None:
-        from ..nn import StaticSubnet
-
         if ckpt.get("train") != self.cfg.train_table():
             raise OfaError(f"the checkpoint in {self.out} was written with other hyper-parameters than its "
                            f"config.toml")
@@ -453,9 +502,7 @@ class _Trainer:
             raise OfaError(f"checkpoint of {self.out} does not fit its [space]: {str(exc).splitlines()[0]}") from None
         self.epoch = int(ckpt["epoch"])
         if ckpt.get("teacher") is not None:
-            self.teacher = StaticSubnet(self.space, self.space.largest()).to(self.device)
-            self.teacher.load_state_dict(ckpt["teacher"])
-            self.teacher.eval().requires_grad_(False)
+            self.teacher = self._teacher(ckpt["teacher"])
         if self.epoch < self.schedule.total_epochs:
             self.optimizer = self._optimizer(self.schedule.locate(self.epoch)[1])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -471,6 +518,12 @@ class _Trainer:
             torch.set_rng_state(rng["torch"].cpu())
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        threads = ckpt.get("threads")
+        if threads is not None and self.device.type == "cpu" and threads != torch.get_num_threads() \
+                and self.ctx.is_main and not self.cfg.quiet:
+            print(f"warning: {self.out} was trained with {threads} torch thread(s), this resume uses "
+                  f"{torch.get_num_threads()}; it continues exactly, but not bit-identically to an "
+                  f"uninterrupted run (set OMP_NUM_THREADS={threads} for that)", file=sys.stderr)
         if self.ctx.is_main:
             self._write_logs()  # drop lines of an epoch the crash interrupted after its checkpoint
 

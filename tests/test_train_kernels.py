@@ -1,0 +1,117 @@
+"""The supernet's CPU training kernels (``nn.cpu_ops``) against ``F.conv2d`` as the oracle,
+and the training layout's guarantees that do not need a subprocess."""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import nullcontext
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ofa_deploy.nn import StaticSubnet, Supernet
+from ofa_deploy.nn.cpu_ops import depthwise_conv2d, effective_window, pointwise_conv2d, stock_ops
+from ofa_deploy.space import SearchSpace
+
+from conftest import one_torch_thread
+
+SPACE = SearchSpace(in_channels=1, num_classes=10)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+def _grads(fn, x, w, b, g):
+    out = fn(x, w, b)
+    inputs = [t for t in (x, w, b) if t is not None]
+    return [out, *torch.autograd.grad(out, inputs, g)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_matches_conv2d_values_and_gradients(channels_last):
+    """Every map size, kernel and stride the space uses (and odd sizes), in float64 so that
+    only a wrong formula, not summation order, can fail."""
+    gen = torch.Generator().manual_seed(0)
+    for size, k, stride in itertools.product((1, 2, 3, 4, 5, 8, 16), (3, 5, 7), (1, 2)):
+        if size < stride:
+            continue
+        x = torch.randn(3, 8, size, size, dtype=torch.float64, generator=gen)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+        w = torch.randn(8, 1, k, k, dtype=torch.float64, generator=gen, requires_grad=True)
+        ref = F.conv2d(x, w, None, stride, k // 2, 1, 8)
+        g = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+        want = _grads(lambda a, b, _: F.conv2d(a, b, None, stride, k // 2, 1, 8), x, w, None, g)
+        got = _grads(lambda a, b, _: depthwise_conv2d(a, b, stride, k // 2), x, w, None, g)
+        for name, a, b in zip(("output", "input grad", "weight grad"), want, got):
+            assert a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=1e-10), (size, k, stride, name)
+
+
+def test_effective_window_drops_only_taps_that_read_padding():
+    assert effective_window(1, 7, 1, 3) == (3, 1, 0, 0)  # a 1x1 map sees the centre tap only
+    assert effective_window(2, 7, 1, 3) == (2, 3, 1, 1)
+    assert effective_window(2, 7, 2, 3) == (3, 2, 0, 0)  # stride 2 to a 1x1 output: a 2x2 window
+    assert effective_window(8, 7, 1, 3) == (0, 7, 3, 3)  # nothing to crop
+    for size, k, stride in itertools.product(range(1, 10), (3, 5, 7), (1, 2)):
+        p = k // 2
+        first, taps, left, right = effective_window(size, k, stride, p)
+        out = (size + 2 * p - k) // stride + 1
+        assert (size + left + right - taps) // stride + 1 == out
+        touched = {i for o in range(out) for i in range(k) if 0 <= o * stride - p + i < size}
+        assert touched <= set(range(first, first + taps)), (size, k, stride)
+
+
+@pytest.mark.parametrize("pixels", [1, 2, 4])
+def test_pointwise_matches_conv2d(pixels):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 12, pixels, pixels, dtype=torch.float64, generator=gen)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(20, 12, 1, 1, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(20, dtype=torch.float64, generator=gen, requires_grad=True)
+    g = torch.randn(5, 20, pixels, pixels, dtype=torch.float64, generator=gen)
+    for a, c in zip(_grads(F.conv2d, x, w, b, g), _grads(pointwise_conv2d, x, w, b, g)):
+        assert torch.allclose(a, c, rtol=0, atol=1e-10)
+
+
+def test_supernet_training_step_matches_stock_ops():
+    """A whole forward/backward of the supernet with the CPU kernels vs with plain F.conv2d."""
+    torch.manual_seed(0)
+    net = Supernet(SPACE).double().to(memory_format=torch.channels_last).train()
+    x = torch.randn(6, 1, 32, 32, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (6,))
+    for subnet in (SPACE.smallest(), SPACE.middle(), SPACE.largest()):
+        runs = []
+        for ctx in (stock_ops, nullcontext):
+            net.zero_grad(set_to_none=True)
+            torch.manual_seed(1)
+            with ctx():
+                loss = F.cross_entropy(net(x, subnet), y)
+                loss.backward()
+            runs.append([loss.detach()] + [p.grad.clone() for p in net.parameters() if p.grad is not None])
+        assert len(runs[0]) == len(runs[1])
+        assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(*runs)), str(subnet)
+
+
+def test_teacher_is_the_same_whether_extracted_or_loaded():
+    """The cause of the old channels-last resume bug: the teacher's strides (hence oneDNN's
+    kernels and its logits' last bits) depended on where its weights came from."""
+    from ofa_deploy.train.trainer import _Trainer
+
+    torch.manual_seed(0)
+    net = Supernet(SPACE).to(memory_format=torch.channels_last)
+    holder = _Trainer.__new__(_Trainer)
+    holder.space, holder.device, holder.layout = SPACE, torch.device("cpu"), torch.channels_last
+    fresh = holder._teacher(net.extract(SPACE.largest()).state_dict())
+    saved = {k: v.clone() for k, v in fresh.state_dict().items()}  # what a checkpoint holds
+    loaded = holder._teacher(saved)
+    assert isinstance(loaded, StaticSubnet) and not loaded.training
+    for (name, a), (_, b) in zip(fresh.state_dict().items(), loaded.state_dict().items()):
+        assert a.stride() == b.stride() and torch.equal(a, b), name
+    x = torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), loaded(x))
