@@ -15,6 +15,8 @@ machine's drift hits all three alike; reported per model are the median and mini
 single-call times, and the ratios to fp32. ``--investigate`` adds, for the largest subnet,
 the int8 flavours not chosen (TensorRT's symmetric int8, ONNX Runtime's QOperator format)
 and ORT's extended instead of full graph optimisation, timed in the same interleaved way.
+``--compare-methods`` quantizes smallest, middle and largest again with each calibration
+method (MinMax, Entropy, Percentile; same calibration images) and reports their top-1.
 
 Prints one JSON document.
 """
@@ -116,6 +118,7 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=25)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--investigate", action="store_true")
+    parser.add_argument("--compare-methods", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="keep the exports here [default: a temporary dir]")
     args = parser.parse_args()
 
@@ -157,6 +160,19 @@ def main() -> None:
                               "export_s": round(time.perf_counter() - t, 1),
                               "onnx_bytes": sidecar["files"]["model.onnx"]["bytes"]}
             models[precision] = (where / "model.onnx", "all")
+        if args.compare_methods and label in ("smallest", "middle", "largest"):
+            from ofa_deploy.export.precision import CALIBRATION_METHODS, to_int8
+
+            calib = np.load(root / f"{label}-int8" / "calibration.npy")
+            fp32 = root / f"{label}-fp32" / "model.onnx"
+            x_all, y_all = test.images.numpy(), test.labels.numpy()
+            row["int8_top1_by_method"] = {}
+            for method in CALIBRATION_METHODS:
+                t = time.perf_counter()
+                path = root / f"{label}-int8-{method}.onnx"
+                to_int8(fp32, path, calib, method=method)
+                row["int8_top1_by_method"][method] = {"top1": _top1(path, x_all, y_all),
+                                                      "seconds": round(time.perf_counter() - t, 1)}
         if args.investigate and label == "largest":
             calib = np.load(root / f"{label}-int8" / "calibration.npy")
             fp32 = root / f"{label}-fp32" / "model.onnx"

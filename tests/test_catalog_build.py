@@ -107,7 +107,9 @@ def test_build_for_a_device_exports_without_measuring(fake_run: Path, tmp_path: 
     sidecar = json.loads((export_dir / "model.json").read_text())
     assert sidecar["target"]["name"] == "jetson-orin" and (export_dir / "calibration.npy").is_file()
     with Catalog(db) as cat:
-        assert cat.count("latency") == 0 and cat.artifact(sidecar["subnet_text"], "jetson-orin") is not None
+        assert sidecar["precision"] == "fp16"  # the target's default precision, carried by the ONNX
+        assert cat.count("latency") == 0 and cat.artifact(sidecar["subnet_text"], "jetson-orin", "onnx",
+                                                          "fp16") is not None
 
 
 def test_jetson_results_import_into_workstation_catalog(fake_run: Path, tmp_path: Path):

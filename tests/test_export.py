@@ -84,7 +84,8 @@ def test_sidecar_contents_and_hashes(setup, tmp_path):
     macs, params = cost(space, subnet)
     assert sidecar["subnet"] == subnet.to_dict() and sidecar["subnet_text"] == str(subnet)
     assert (sidecar["macs"], sidecar["params"], sidecar["num_classes"]) == (macs, params, 10)
-    assert sidecar["accuracy"] == {"top1": 0.5}
+    assert sidecar["accuracy"] == {"top1": 0.5, "precision": "fp32"}  # measured elsewhere, on the fp32 network
+    assert sidecar["precision"] == "fp16"  # jetson-orin's default: the ONNX carries fp16
     assert sidecar["bn"] == {"recalibrated": True, "images": 500, "seed": 3}
     assert sidecar["input"]["shape"] == ["batch", 1, 32, 32] and sidecar["input"]["layout"] == "NCHW"
     assert sidecar["input"]["normalization"]["mean"] == [0.3054]

@@ -117,7 +117,7 @@ def test_int8_export_has_qdq_nodes_and_runs(exports, setup):
     sc = read_sidecar(d)
     verify_files(d, sc)
     assert sc["precision"] == "int8" and sc["conversion"]["format"] == "QDQ"
-    assert sc["conversion"]["calibration_method"] == "minmax" and sc["conversion"]["calibration_images"] == CALIB
+    assert sc["conversion"]["calibration_method"] == "percentile" and sc["conversion"]["calibration_images"] == CALIB
     assert sc["calibration"]["images"] == CALIB and sc["calibration"]["split"] == "train"
     assert np.load(d / "calibration.npy").shape == (CALIB, 1, 32, 32)
     assert not list(d.glob("*.fp32.onnx")) and not (d / ".fp32.onnx").exists()
@@ -248,11 +248,11 @@ def test_cli_int8_export_prints_the_drop(setup, tmp_path, capsys):
     out = tmp_path / "q"
     code, stdout, err = _run(capsys, "export", run_dir, "--smallest", "--precision", "int8", "--out", out,
                              "--bn-images", 100, "--calibration-images", 32, "--parity-images", 32,
-                             "--calibration-method", "percentile", "--json")
+                             "--calibration-method", "minmax", "--json")
     assert code == 0, err
     result = json.loads(stdout)
     (row,) = result["exports"]
     assert row["precision"] == "int8" and row["vs_fp32"]["metric"] == "top1_agreement"
     assert row["accuracy_drop_points"] == pytest.approx(row["sidecar"]["accuracy"]["drop_points"])
-    assert row["sidecar"]["conversion"]["calibration_method"] == "percentile"
+    assert row["sidecar"]["conversion"]["calibration_method"] == "minmax"
     assert read_sidecar(out)["precision"] == "int8"

@@ -38,7 +38,7 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="What model.onnx carries: fp32, fp16 tensors, or int8 Q/DQ calibrated on training images "
                    "[default: the target's precision].")
-@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
               show_default=True, help="int8: how activation ranges are calibrated (ONNX Runtime's calibrators).")
 @click.option("--calibration-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
               help="Training images (seeded) that calibrate int8 ranges, saved as calibration.npy "
