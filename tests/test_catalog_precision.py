@@ -190,3 +190,32 @@ def test_cli_precision_bad_input(catalog: Path, capsys):
                  "--max-latency-ms", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "int4" in err[0]
+
+
+def test_build_int8_stores_its_own_accuracy_beside_fp32(fake_run: Path, tmp_path: Path):
+    """``catalog build --precision int8`` then fp32 for the same subnet: two entries, each
+    with its own ONNX, latency and accuracy (int8's measured on the int8 file)."""
+    from conftest import one_torch_thread
+
+    from ofa_deploy.catalog.build import build_catalog
+    from ofa_deploy.export import read_sidecar
+    from ofa_deploy.profile import Protocol
+
+    quick = Protocol(warmup_s=0.01, min_iterations=5, min_time_s=0.01, cov_threshold=10.0, max_retries=0)
+    db = tmp_path / "cat" / "catalog.db"
+    space = SearchSpace(in_channels=1)
+    with one_torch_thread():
+        for precision in ("int8", "fp32"):
+            summary = build_catalog(fake_run, "cpu", db, candidates=[space.smallest()], calib_n=64, test_images=50,
+                                    protocol=quick, precision=precision, calibration_images=16)
+            assert summary["precision"] == precision and summary["exported"] == summary["measured"] == 1
+    with Catalog(db, readonly=True) as cat:
+        items = {e["precision"]: e for e in entries(cat, "cpu")}
+        assert set(items) == {"fp32", "int8"}
+        int8 = items["int8"]
+        assert int8["accuracy_precision"] == "int8" and Path(int8["onnx"]).parent.parent.name == "int8"
+        sidecar = read_sidecar(Path(int8["onnx"]).parent)
+        assert sidecar["precision"] == "int8" and int8["accuracy"] == pytest.approx(sidecar["accuracy"]["top1"])
+        assert items["fp32"]["accuracy"] == pytest.approx(sidecar["accuracy"]["fp32_top1"], abs=1 / 50 + 1e-9)
+        assert cat.find_latency(str(space.smallest()), "cpu", precision="int8")["artifact_sha256"] == \
+            int8["onnx_sha256"]
