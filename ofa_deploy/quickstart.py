@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import OfaError
-from .io import atomic_write, atomic_write_json
-from .space import PAPER_BUCKETS, Subnet
+import os
+
+# before anything imports torch: see ofa_deploy/train/__init__.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .errors import OfaError  # noqa: E402
+from .io import atomic_write, atomic_write_json  # noqa: E402
+from .space import PAPER_BUCKETS, Subnet  # noqa: E402
 
 # The two sizes, in one place. "full" is meant to take at most 5 minutes on 2 CPU cores;
 # "fast" is the sub-minute smoke version the tests run.

@@ -115,3 +115,18 @@ def test_teacher_is_the_same_whether_extracted_or_loaded():
     x = torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert torch.equal(fresh(x), loaded(x))
+
+
+def test_fast_measurement_copy_keeps_the_function_of_an_extracted_subnet():
+    from ofa_deploy.evaluate.population import fast_measurement_copy
+
+    torch.manual_seed(0)
+    net = Supernet(SPACE).eval()
+    x = torch.randn(4, 1, 32, 32, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    for subnet in (SPACE.smallest(), SPACE.largest()):
+        static = net.extract(subnet).double().to(memory_format=torch.channels_last)
+        want = static(x)
+        fast_measurement_copy(static)
+        assert type(static.head.feature_mix).__name__ == "_Pointwise"
+        assert torch.allclose(static(x), want, rtol=0, atol=1e-12)
+        assert set(static.state_dict()) == set(net.extract(subnet).state_dict())

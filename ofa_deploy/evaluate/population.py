@@ -98,6 +98,8 @@ def evaluate_subnet(
     space: SearchSpace = supernet.space
     macs, params = cost(space, subnet)
     net = supernet.extract(subnet)
+    if test_images.device.type == "cpu":
+        fast_measurement_copy(net)
     if channels_last:
         # oneDNN's depthwise convolutions are several times faster in this layout on CPU
         net = net.to(memory_format=torch.channels_last)
@@ -115,6 +117,27 @@ def evaluate_subnet(
         "accuracy": accuracy,
         "loss": loss,
     }
+
+
+class _Pointwise(nn.Conv2d):
+    """A 1x1 ``nn.Conv2d`` computed by ``nn.cpu_ops.pointwise_conv2d`` (a matrix product on
+    maps of at most 2x2, 1.5-3x faster than oneDNN's 1x1 convolution there on a CPU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ..nn.cpu_ops import pointwise_conv2d
+
+        return pointwise_conv2d(x, self.weight, self.bias)
+
+
+def fast_measurement_copy(net: nn.Module) -> nn.Module:
+    """Run the 1x1 convolutions of the static subnet ``net`` (a measurement copy: the
+    head's and the last stages' work on 1x1 and 2x2 maps) through ``_Pointwise``. The same
+    function and weights; in place."""
+    for m in net.modules():
+        if type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.groups == 1 \
+                and m.padding == (0, 0):
+            m.__class__ = _Pointwise
+    return net
 
 
 def bucket_statistics(results: Iterable[dict], buckets: Sequence[float]) -> list[dict]:
