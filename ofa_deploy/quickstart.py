@@ -11,10 +11,10 @@ reused, the catalog does no work twice, and the report is rewritten.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager
 
 import os
 
@@ -162,23 +162,14 @@ def quickstart(
     return summary
 
 
-@contextmanager
-def _one_cpu_thread(device: str) -> Iterator[None]:
+def _one_cpu_thread(device: str) -> ContextManager[None]:
     """Train on one torch thread on a CPU: digits' batches of 64 tiny images split badly
     over threads, and a second thread waits on whatever else the machine runs (2-core VM:
     404-482 vs 278-355 images/s for 3 RSS epochs at load 1.3). Also makes a quickstart run,
     and its resume, the same bits on any core count."""
-    if device != "cpu":
-        yield
-        return
-    import torch
+    from .profile.collect import quiet_torch
 
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
+    return quiet_torch() if device == "cpu" else nullcontext()
 
 
 def best_per_bucket(evaluation: dict[str, Any]) -> list[Subnet]:
