@@ -74,13 +74,7 @@ def test_kill9_mid_epoch_then_resume_is_bit_identical(tmp_path):
     killed = tmp_path / "killed"
     _kill_during_epoch([*ARGS, "--out", str(killed)], killed, 2)  # epoch 3: second of the distilled kernel phase
 
-    resumed = _train("--resume", str(killed))
-    assert resumed.returncode == 0, resumed.stderr
-    reference = tmp_path / "reference"
-    done = _train(*ARGS, "--out", str(reference))
-    assert done.returncode == 0, done.stderr
-
-    _assert_same_run(killed, reference)
+    reference = _resume_and_compare(killed, ARGS, tmp_path)
     a = run.load_checkpoint(killed / run.FINAL)
     b = run.load_checkpoint(reference / run.FINAL)
     assert a["threads"] == b["threads"] == 1
@@ -98,10 +92,17 @@ def test_two_kills_second_in_a_phase_whose_teacher_came_from_a_checkpoint(tmp_pa
     killed = tmp_path / "killed"
     _kill_during_epoch([*args, "--out", str(killed)], killed, 1)
     _kill_during_epoch(["--resume", str(killed), "--quiet"], killed, 3)
+    _resume_and_compare(killed, args, tmp_path)
+    assert [r["phase"] for r in _metric_lines(killed)] == ["largest", "kernel", "expand-1", "expand-1"]
+
+
+def _resume_and_compare(killed, args, tmp_path):
+    """Resume the killed run to its end, train ``args`` uninterrupted beside it, assert the
+    two runs are the same; returns the uninterrupted run's directory."""
     resumed = _train("--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     reference = tmp_path / "reference"
     done = _train(*args, "--out", str(reference))
     assert done.returncode == 0, done.stderr
     _assert_same_run(killed, reference)
-    assert [r["phase"] for r in _metric_lines(killed)] == ["largest", "kernel", "expand-1", "expand-1"]
+    return reference
