@@ -77,3 +77,22 @@ def make_fake_run(run_dir: Path, *, dataset: str = "digits", in_channels: int = 
 @pytest.fixture
 def fake_run(tmp_path: Path) -> Path:
     return make_fake_run(tmp_path / "fake-run")
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``ofa-deploy ARGS`` in this process: (exit code, stdout, stderr)."""
+    from ofa_deploy.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """Exit 2 and exactly one ``ofa-deploy: error:`` line on stderr containing every needle."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ofa-deploy: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]

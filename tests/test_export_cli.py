@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ofa_deploy.cli import main
 from ofa_deploy.export import read_sidecar, verify_files
 from ofa_deploy.export.tensorrt import tensorrt_available
 from ofa_deploy.space import PAPER_BUCKETS
 
-from conftest import make_fake_run, one_torch_thread
+from conftest import assert_one_line_error, make_fake_run, one_torch_thread, run_cli
 
 FAST = ["--bn-images", "100", "--no-accuracy", "--parity-images", "32", "--calibration-images", "16"]
 
@@ -30,25 +29,10 @@ def run_dir(tmp_path_factory) -> Path:
     return make_fake_run(tmp_path_factory.mktemp("cli") / "run")
 
 
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ofa-deploy: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_export_for_jetson_hands_off_to_the_device(run_dir, tmp_path, capsys):
     out = tmp_path / "orin"
-    code, stdout, err = _run(capsys, "export", run_dir, "--mflops", 8, "--seed", 2, "--target", "jetson",
-                             "--out", out, "--parity-images", 64)
+    code, stdout, err = run_cli(capsys, "export", run_dir, "--mflops", 8, "--seed", 2, "--target", "jetson",
+                                "--out", out, "--parity-images", 64)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["calibration.npy", "model.json", "model.onnx"]
     sidecar = read_sidecar(out)
@@ -62,8 +46,8 @@ def test_export_for_jetson_hands_off_to_the_device(run_dir, tmp_path, capsys):
     assert f"ofa-deploy build-engine {out} --target jetson" in stdout
 
     # same seed, same subnet
-    code, stdout2, err = _run(capsys, "export", run_dir, "--mflops", 8, "--seed", 2, "--target", "cpu", "--out",
-                              tmp_path / "again", "--json", *FAST)
+    code, stdout2, err = run_cli(capsys, "export", run_dir, "--mflops", 8, "--seed", 2, "--target", "cpu", "--out",
+                                 tmp_path / "again", "--json", *FAST)
     assert code == 0, err
     result = json.loads(stdout2)
     assert result["exports"][0]["subnet"] == sidecar["subnet_text"] and result["device_command"] is None
@@ -71,29 +55,29 @@ def test_export_for_jetson_hands_off_to_the_device(run_dir, tmp_path, capsys):
 
 
 def test_subnet_choices_and_default_out(run_dir, tmp_path, capsys):
-    code, stdout, err = _run(capsys, "export", run_dir, "--smallest", "--json", *FAST)
+    code, stdout, err = run_cli(capsys, "export", run_dir, "--smallest", "--json", *FAST)
     assert code == 0, err
     out = Path(json.loads(stdout)["out"])
     assert out.parent == run_dir / "exports" / "cpu" and out.name.startswith("03.")
-    code, stdout, err = _run(capsys, "export", run_dir, "--subnet", out / "model.json", "--target", "cpu",
-                             "--out", tmp_path / "again", "--no-recalibrate", "--json", *FAST)
+    code, stdout, err = run_cli(capsys, "export", run_dir, "--subnet", out / "model.json", "--target", "cpu",
+                                "--out", tmp_path / "again", "--no-recalibrate", "--json", *FAST)
     assert code == 0, err
     assert json.loads(stdout)["exports"][0]["subnet"] == read_sidecar(out)["subnet_text"]
     assert read_sidecar(tmp_path / "again")["bn"]["recalibrated"] is False
-    code, stdout, err = _run(capsys, "export", run_dir, "--largest", "--out", tmp_path / "large", *FAST)
+    code, stdout, err = run_cli(capsys, "export", run_dir, "--largest", "--out", tmp_path / "large", *FAST)
     assert code == 0, err
     assert read_sidecar(tmp_path / "large")["mflops"] > 15
-    code, _, err = _run(capsys, "export", run_dir, "--largest", "--out", tmp_path / "large", *FAST)
-    _assert_one_line_error(code, err, "already exists")
-    code, _, err = _run(capsys, "export", run_dir, "--smallest", "--out", tmp_path / "large", "--overwrite", *FAST)
+    code, _, err = run_cli(capsys, "export", run_dir, "--largest", "--out", tmp_path / "large", *FAST)
+    assert_one_line_error(code, err, "already exists")
+    code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--out", tmp_path / "large", "--overwrite", *FAST)
     assert code == 0, err
     assert read_sidecar(tmp_path / "large")["mflops"] < 4
 
 
 def test_all_buckets(run_dir, tmp_path, capsys):
     out = tmp_path / "buckets"
-    code, stdout, err = _run(capsys, "export", run_dir, "--all-buckets", "--target", "jetson-xavier", "--out", out,
-                             *FAST)
+    code, stdout, err = run_cli(capsys, "export", run_dir, "--all-buckets", "--target", "jetson-xavier", "--out", out,
+                                *FAST)
     assert code == 0, err
     index = json.loads((out / "index.json").read_text())
     names = [f"bucket-{int(b):02d}" for b in PAPER_BUCKETS]
@@ -109,19 +93,19 @@ def test_all_buckets(run_dir, tmp_path, capsys):
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed here, so build-engine does not fail")
 def test_build_engine_without_tensorrt_says_what_to_install(run_dir, tmp_path, capsys):
     out = tmp_path / "m"
-    code, _, err = _run(capsys, "export", run_dir, "--smallest", "--target", "jetson", "--out", out, *FAST)
+    code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--target", "jetson", "--out", out, *FAST)
     assert code == 0, err
-    code, _, err = _run(capsys, "build-engine", out, "--target", "jetson")
-    _assert_one_line_error(code, err, "TensorRT is not installed", "pip install 'ofa-deploy[trt]'", "JetPack")
+    code, _, err = run_cli(capsys, "build-engine", out, "--target", "jetson")
+    assert_one_line_error(code, err, "TensorRT is not installed", "pip install 'ofa-deploy[trt]'", "JetPack")
     assert sorted(p.name for p in out.iterdir()) == ["calibration.npy", "model.json", "model.onnx"]
 
 
 def test_build_engine_bad_directory(tmp_path, capsys):
-    code, _, err = _run(capsys, "build-engine", tmp_path / "nope")
-    _assert_one_line_error(code, err, "does not exist")
+    code, _, err = run_cli(capsys, "build-engine", tmp_path / "nope")
+    assert_one_line_error(code, err, "does not exist")
     (tmp_path / "empty").mkdir()
-    code, _, err = _run(capsys, "build-engine", tmp_path / "empty")
-    _assert_one_line_error(code, err, "no model.json")
+    code, _, err = run_cli(capsys, "build-engine", tmp_path / "empty")
+    assert_one_line_error(code, err, "no model.json")
 
 
 @pytest.mark.parametrize("case", ["unknown-target", "malformed-profile", "outside-space", "bad-spec",
@@ -156,8 +140,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(run_dir, tmp_path, capsys, cas
         args = ["export", tmp_path / "missing", "--smallest", "--out", out, *FAST]
         needles = ("does not exist",)
     before = set(tmp_path.iterdir())
-    code, stdout, err = _run(capsys, *args)
-    _assert_one_line_error(code, err, *needles)
+    code, stdout, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, *needles)
     assert not out.exists()
     assert set(tmp_path.iterdir()) == before  # no partial or hidden staging directory either
 
@@ -165,27 +149,27 @@ def test_bad_input_is_one_line_and_leaves_nothing(run_dir, tmp_path, capsys, cas
 def test_corrupt_checkpoint(tmp_path, capsys):
     bare = make_fake_run(tmp_path / "bad")
     (bare / "final.pt").write_bytes(b"not a checkpoint")
-    code, _, err = _run(capsys, "export", bare, "--smallest", "--out", tmp_path / "out", *FAST)
-    _assert_one_line_error(code, err, "corrupt")
+    code, _, err = run_cli(capsys, "export", bare, "--smallest", "--out", tmp_path / "out", *FAST)
+    assert_one_line_error(code, err, "corrupt")
     assert not (tmp_path / "out").exists()
 
 
 def test_selection_must_be_exactly_one(run_dir, tmp_path, capsys):
-    code, _, err = _run(capsys, "export", run_dir, "--smallest", "--largest", "--out", tmp_path / "o")
+    code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--largest", "--out", tmp_path / "o")
     assert code == 2 and "exactly one" in err
-    code, _, err = _run(capsys, "export", run_dir, "--out", tmp_path / "o")
+    code, _, err = run_cli(capsys, "export", run_dir, "--out", tmp_path / "o")
     assert code == 2 and "exactly one" in err
     assert not (tmp_path / "o").exists()
 
 
 def test_targets_command(capsys, tmp_path):
-    code, stdout, err = _run(capsys, "targets", "--json")
+    code, stdout, err = run_cli(capsys, "targets", "--json")
     assert code == 0, err
     names = [t["name"] for t in json.loads(stdout)["targets"]]
     assert {"cpu", "cuda", "jetson-orin", "jetson-xavier"} <= set(names)
-    code, stdout, _ = _run(capsys, "targets")
+    code, stdout, _ = run_cli(capsys, "targets")
     assert code == 0 and "jetson-orin" in stdout and "jetson" in stdout
-    code, stdout, _ = _run(capsys, "targets", "jetson", "--json")
+    code, stdout, _ = run_cli(capsys, "targets", "jetson", "--json")
     assert code == 0 and json.loads(stdout)["name"] == "jetson-orin"
-    code, _, err = _run(capsys, "targets", "tpu")
-    _assert_one_line_error(code, err, "unknown target")
+    code, _, err = run_cli(capsys, "targets", "tpu")
+    assert_one_line_error(code, err, "unknown target")

@@ -15,14 +15,13 @@ import pytest
 import torch
 from onnx import TensorProto, numpy_helper
 
-from ofa_deploy.cli import main
 from ofa_deploy.errors import OfaError
 from ofa_deploy.evaluate.bn import recalibrated_subnet
 from ofa_deploy.export import export_subnet, read_sidecar, verify_files
 from ofa_deploy.export.precision import check_precision, model_precision
 from ofa_deploy.run import load_supernet
 
-from conftest import one_torch_thread
+from conftest import assert_one_line_error, one_torch_thread, run_cli
 
 BN_IMAGES = 200
 CALIB = 64
@@ -204,20 +203,6 @@ def test_check_precision():
 
 # -- command line: bad input is one line, exit 2, nothing written ------------------------------------------
 
-def _run(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _one_line(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ofa-deploy: error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_cli_refuses_bad_precision_requests(setup, tmp_path, capsys):
     run_dir = setup[0]
     fp32_only = tmp_path / "fp32only.toml"
@@ -230,8 +215,8 @@ def test_cli_refuses_bad_precision_requests(setup, tmp_path, capsys):
     ]
     for i, (extra, needle) in enumerate(cases):
         out = tmp_path / f"out{i}"
-        code, _, err = _run(capsys, "export", run_dir, "--smallest", "--out", out, *extra)
-        _one_line(code, err, needle)
+        code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--out", out, *extra)
+        assert_one_line_error(code, err, needle)
         assert not out.exists() and not list(tmp_path.glob(f".out{i}*"))
 
 
@@ -246,9 +231,9 @@ def test_library_refuses_int8_without_calibration_images(setup, tmp_path):
 def test_cli_int8_export_prints_the_drop(setup, tmp_path, capsys):
     run_dir = setup[0]
     out = tmp_path / "q"
-    code, stdout, err = _run(capsys, "export", run_dir, "--smallest", "--precision", "int8", "--out", out,
-                             "--bn-images", 100, "--calibration-images", 32, "--parity-images", 32,
-                             "--calibration-method", "minmax", "--json")
+    code, stdout, err = run_cli(capsys, "export", run_dir, "--smallest", "--precision", "int8", "--out", out,
+                                "--bn-images", 100, "--calibration-images", 32, "--parity-images", 32,
+                                "--calibration-method", "minmax", "--json")
     assert code == 0, err
     result = json.loads(stdout)
     (row,) = result["exports"]
