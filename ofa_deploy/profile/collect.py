@@ -227,10 +227,12 @@ def collect(
             for _, sub in part:
                 if progress:
                     progress("exporting", done + len(paths), len(todo))
-                paths.append(export_for_timing(supernet, sub, target, base / str(sub)))
+                # one directory per subnet and precision: an fp32 file must never stand in for int8
+                name = str(sub) if target.precision == "fp32" else f"{sub}-{target.precision}"
+                paths.append(export_for_timing(supernet, sub, target, base / name))
             if progress:
                 progress("measuring", done, len(todo))
-            results = measure_interleaved(paths, target, rounds=rounds, protocol=protocol)
+            results = measure_interleaved(paths, target, rounds=rounds, protocol=protocol, batch=target.batch)
         for (split, sub), res in zip(part, results):
             dataset.add({"split": split, "key": str(sub), "subnet": sub.to_dict(), "macs": macs(space, sub),
                          "target": target.name, **res})

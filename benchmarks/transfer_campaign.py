@@ -1,0 +1,142 @@
+"""Measurement campaign for predictor transfer (issue 16): the same subnets timed under
+several CPU latency landscapes, interleaved, so that ``predictor check``'s learning curves
+for source -> target pairs can be computed offline from one set of measurements.
+
+    python benchmarks/transfer_campaign.py RUN OUT [--pool 150] [--holdout 100] [--chunk 25]
+        [--rounds 3] [--warmup-s 0.3] [--min-time-s 0.6] [--min-iterations 60]
+
+Landscapes (all on this machine):
+  cpu       ONNX Runtime fp32, 1 intra-op thread, batch 1 (the built-in ``cpu`` target)
+  cpu-2t    the same ONNX file, 2 intra-op threads
+  cpu-b8    the same ONNX file, batch 8
+  cpu-int8  the int8 (QDQ) export of the subnet, 1 thread, batch 1 (``export --precision int8``)
+  torch     the subnet as a static eager PyTorch network, 1 thread, batch 1
+
+Subnets: ``--pool`` uniform draws (seed ``--pool-seed``; what active selection chooses from)
+and ``--holdout`` uniform draws (seed ``--holdout-seed``, disjoint; never chosen). One fp32
+and one int8 export per subnet serve every landscape. Work goes in chunks of ``--chunk``
+subnets; within a chunk, every round visits every (landscape, subnet) pair in a fresh
+random order for a short burst, so the machine's drift hits all landscapes alike. Each
+landscape's rows go to ``OUT/<landscape>.jsonl`` (the ``predictor build`` latency.jsonl
+format, splits "pool" and "holdout") as each chunk finishes, with the load average seen
+before and after the chunk; rerunning resumes after the last finished chunk.
+
+Prints one JSON document (counts, wall time, load averages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from ofa_deploy.cost import macs
+from ofa_deploy.export import read_sidecar
+from ofa_deploy.profile.backends import onnxruntime_runner, torch_runner
+from ofa_deploy.profile.collect import LatencyDataset, export_for_timing, holdout_subnets
+from ofa_deploy.profile.protocol import Protocol, robust_cov, summarize, time_once
+from ofa_deploy.run import load_supernet
+from ofa_deploy.targets import load_target
+
+LANDSCAPES = ("cpu", "cpu-2t", "cpu-b8", "cpu-int8", "torch")
+
+
+def _runner(landscape: str, fp32_dir: Path, int8_dir: Path):
+    if landscape == "cpu":
+        return onnxruntime_runner(fp32_dir / "model.onnx", threads=1, batch=1)
+    if landscape == "cpu-2t":
+        return onnxruntime_runner(fp32_dir / "model.onnx", threads=2, batch=1)
+    if landscape == "cpu-b8":
+        return onnxruntime_runner(fp32_dir / "model.onnx", threads=1, batch=8)
+    if landscape == "cpu-int8":
+        return onnxruntime_runner(int8_dir / "model.onnx", threads=1, batch=1)
+    return torch_runner(read_sidecar(fp32_dir), threads=1, batch=1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--pool", type=int, default=150)
+    ap.add_argument("--holdout", type=int, default=100)
+    ap.add_argument("--pool-seed", type=int, default=2)
+    ap.add_argument("--holdout-seed", type=int, default=1)
+    ap.add_argument("--chunk", type=int, default=25)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup-s", type=float, default=0.3)
+    ap.add_argument("--min-time-s", type=float, default=0.6)
+    ap.add_argument("--min-iterations", type=int, default=60)
+    ap.add_argument("--landscapes", default=",".join(LANDSCAPES))
+    args = ap.parse_args()
+    landscapes = [x for x in args.landscapes.split(",") if x]
+    torch.set_num_threads(1)
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+    load_start = os.getloadavg()
+    supernet, _ = load_supernet(args.run)
+    space = supernet.space
+    held = holdout_subnets(space, args.holdout, args.holdout_seed)
+    pool = holdout_subnets(space, args.pool, args.pool_seed, exclude=held)
+    items = [("pool", s) for s in pool] + [("holdout", s) for s in held]
+    random.Random(0).shuffle(items)  # pool and held-out subnets share every chunk's conditions
+    args.out.mkdir(parents=True, exist_ok=True)
+    sets = {name: LatencyDataset(args.out / f"{name}.jsonl", space) for name in landscapes}
+    fp32_target, int8_target = load_target("cpu"), load_target("cpu-int8")
+    onnx = args.out / "onnx"
+    rounds = max(1, args.rounds)
+    burst = Protocol(warmup_s=args.warmup_s / rounds, min_iterations=max(2, args.min_iterations // rounds),
+                     min_time_s=args.min_time_s / rounds, max_retries=0, max_time_s=60.0)
+    measured = 0
+    for start in range(0, len(items), args.chunk):
+        part = items[start:start + args.chunk]
+        if all(sets[name].has(split, sub) for name in landscapes for split, sub in part):
+            continue
+        load_before = os.getloadavg()
+        c0 = time.perf_counter()
+        dirs = []
+        for _, sub in part:
+            fp32_dir = export_for_timing(supernet, sub, fp32_target, onnx / str(sub)).parent
+            int8_dir = export_for_timing(supernet, sub, int8_target, onnx / f"{sub}-int8").parent
+            dirs.append((fp32_dir, int8_dir))
+        export_s = time.perf_counter() - c0
+        runners = {(name, i): _runner(name, *dirs[i]) for name in landscapes for i in range(len(part))}
+        torch.set_num_threads(1)  # torch_runner leaves the caller's count; keep one thread
+        samples = {key: [] for key in runners}
+        pairs = list(runners)
+        rng = random.Random(start)
+        m0 = time.perf_counter()
+        for _ in range(rounds):
+            rng.shuffle(pairs)
+            for key in pairs:
+                samples[key].extend(time_once(runners[key].step, burst).host_ms)
+        measure_s = time.perf_counter() - m0
+        load_after = os.getloadavg()
+        for name in landscapes:
+            for i, (split, sub) in enumerate(part):
+                xs = samples[(name, i)]
+                cov = robust_cov(xs)
+                sets[name].add({"split": split, "key": str(sub), "subnet": sub.to_dict(), "macs": macs(space, sub),
+                                "target": name, "latency_ms": summarize(xs), "n": len(xs), "cov": cov,
+                                "unstable": cov > 0.05, "chunk": start // args.chunk,
+                                "loadavg_before": list(load_before), "loadavg_after": list(load_after)})
+        measured += len(part)
+        print(json.dumps({"chunk": start // args.chunk, "subnets": len(part), "export_s": round(export_s, 1),
+                          "measure_s": round(measure_s, 1), "loadavg_before": load_before,
+                          "loadavg_after": load_after, "time": time.strftime("%H:%M:%S", time.gmtime())}),
+              flush=True)
+    print(json.dumps({
+        "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": round(time.perf_counter() - t0, 1), "run": str(args.run.resolve()), "landscapes": landscapes,
+        "pool": len(pool), "holdout": len(held), "measured_now": measured, "rounds": rounds,
+        "protocol_per_pair": {"warmup_s": args.warmup_s, "min_time_s": args.min_time_s,
+                              "min_iterations": args.min_iterations},
+        "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
