@@ -25,6 +25,8 @@ from .schedules import (
     resolve_subnet,
     scale_epochs,
 )
+from .fidelity import SWITCHES as FIDELITY_SWITCHES
+from .fidelity import fidelity_fields
 
 # Table 1 of the paper: Progressive Shrinking's phase epochs (supernet B, then kernel,
 # depth x2, expand x2), RSS and RSS-short. "digits" (not in the paper) is a quick preset.
@@ -86,6 +88,14 @@ class TrainConfig:
     amp: bool = False
     augment: str = "default"
     grad_accum: int = 1
+    # fidelity to the paper's released code (fidelity.py): the preset, then its six choices;
+    # None = not given (the preset's value, ofa-deploy's without a preset)
+    fidelity: str | None = None
+    ps_lr: str | None = None
+    teacher: str | None = None
+    sort: str | None = None
+    data_protocol: str | None = None
+    macs_stem: int | None = None
 
     def validate(self) -> None:
         from ..data import dataset_info
@@ -123,7 +133,10 @@ class TrainConfig:
 
     # -- resolution ---------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
-        """A copy with epochs, ps_epochs, lr_schedule and warmup_epochs filled in."""
+        """A copy with epochs, ps_epochs, lr_schedule, warmup_epochs and the fidelity
+        choices filled in."""
+        from ..data import dataset_info
+
         self.validate()
         cfg = replace(self)
         if cfg.lr_schedule is None:
@@ -142,17 +155,22 @@ class TrainConfig:
         elif cfg.epochs is None:
             cfg.epochs = int(table["rss-short" if cfg.preset == "paper-short" else "rss"]) if cfg.preset \
                 else DEFAULT_EPOCHS
-        if cfg.warmup_epochs is None:
-            first = cfg.ps_epochs[0] if cfg.method == "ps" else cfg.epochs
-            if cfg.lr_schedule == "constant":
-                cfg.warmup_epochs = 0
-            elif cfg.preset:
-                cfg.warmup_epochs = min(WARMUP_EPOCHS, first)
-            else:
-                cfg.warmup_epochs = min(WARMUP_EPOCHS, first // 5)
+        cfg = replace(cfg, **fidelity_fields(
+            fidelity=cfg.fidelity, warmup_rule=cfg._warmup_rule(), in_channels=dataset_info(cfg.dataset).in_channels,
+            **{name: getattr(cfg, name) for name in FIDELITY_SWITCHES}))
         if cfg.method == "sandwich" and cfg.per_batch is None:
             cfg.per_batch = 2
         return cfg
+
+    def _warmup_rule(self) -> int:
+        """ofa-deploy's warm-up: 5 epochs with a preset, else at most a fifth of the first
+        phase; none with a constant lr."""
+        first = self.ps_epochs[0] if self.method == "ps" else self.epochs
+        if self.lr_schedule == "constant":
+            return 0
+        if self.preset:
+            return min(WARMUP_EPOCHS, first)
+        return min(WARMUP_EPOCHS, first // 5)
 
     def schedule(self, space: SearchSpace) -> Schedule:
         """The subnet schedule of this (resolved) config."""
@@ -174,7 +192,7 @@ class TrainConfig:
         """The [train] table: every hyper-parameter of the (resolved) run."""
         keys = ("method", "per_batch", "balance", "subnet", "epochs", "ps_epochs", "preset", "lr_schedule",
                 "batch_size", "lr", "momentum", "nesterov", "weight_decay", "warmup_epochs", "kd_ratio", "amp",
-                "augment", "grad_accum")
+                "augment", "grad_accum", "fidelity", *FIDELITY_SWITCHES)
         return {k: getattr(self, k) for k in keys}
 
     def data_table(self) -> dict:

@@ -71,6 +71,7 @@ from ..io import atomic_write, atomic_write_json, atomic_write_text
 from ..space import SearchSpace, Subnet
 from . import dist
 from .config import TrainConfig
+from .fidelity import with_defaults
 from .histogram import SamplingHistogram
 from .progress import EpochProgress
 from .schedules import Phase, Schedule
@@ -154,6 +155,7 @@ def _config_tables(cfg: TrainConfig, space: SearchSpace, out: Path) -> dict[str,
 def _same_run(existing: dict, tables: dict) -> bool:
     """Same data, space, hyper-parameters and seed (device, time and versions may differ)."""
     clean = run._drop_none
+    existing = {**existing, "train": with_defaults(existing.get("train", {}))}  # runs from before --fidelity
     for key in ("data", "space", "train"):
         if clean(existing.get(key, {})) != clean(tables[key]):
             return False
@@ -491,7 +493,7 @@ class _Trainer:
         atomic_write(self.out / name, lambda f: torch.save(state, f))
 
     def _load(self, ckpt: dict) -> None:
-        if ckpt.get("train") != self.cfg.train_table():
+        if with_defaults(ckpt.get("train") or {}) != self.cfg.train_table():
             raise OfaError(f"the checkpoint in {self.out} was written with other hyper-parameters than its "
                            f"config.toml")
         if ckpt.get("schedule", {}).get("steps_per_epoch") != self.steps:
