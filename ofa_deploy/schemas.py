@@ -88,6 +88,7 @@ def check_config(config: Any, where: str) -> dict:
         "ps_epochs": _list(COUNT, 6), "preset": STR, "lr_schedule": STR, "batch_size": _int(1),
         "lr": _num(0.0, 10.0, lo_open=True), "momentum": FRACTION, "nesterov": BOOL, "weight_decay": NONNEG,
         "warmup_epochs": COUNT, "kd_ratio": NONNEG, "amp": BOOL, "augment": STR, "grad_accum": _int(1),
+        "resolutions": _list(_int(8, 4096), 32),
     }, "train.")
     SearchSpace.from_dict(config["space"], f"{where} [space]")
     return config

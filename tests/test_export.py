@@ -125,6 +125,21 @@ def test_recalibrated_export_matches_recalibrated_subnet(setup, tmp_path):
     assert sidecar["parity"]["passed"]
 
 
+def test_handed_over_recalibrated_copy_gives_the_same_file(setup, tmp_path):
+    """``catalog build`` hands the copy whose accuracy it measured to the export instead of
+    recalibrating twice: the ONNX weights must be exactly those the export computes itself."""
+    run_dir, supernet, train, test = setup
+    subnet = supernet.space.sample(8)
+    export_subnet(supernet, subnet, "cpu", tmp_path / "own", calib_images=train, parity_images=test, bn_images=300)
+    copy = recalibrated_subnet(supernet, subnet, train, n=300, seed=0)
+    export_subnet(supernet, subnet, "cpu", tmp_path / "given", calib_images=train, parity_images=test,
+                  bn_images=300, recalibrated_net=copy)
+    own, given = (onnx.load(str(tmp_path / d / "model.onnx")).graph.initializer for d in ("own", "given"))
+    assert [t.name for t in own] == [t.name for t in given]
+    for a, b in zip(own, given):
+        assert np.array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b)), a.name
+
+
 def test_static_batch_target(setup, tmp_path):
     """jetson-xavier exports a fixed batch of 1; parity runs it image by image."""
     run_dir, supernet, train, test = setup

@@ -25,6 +25,18 @@ def _ps_epochs(ctx, param, value):
     return epochs
 
 
+def _resolutions(ctx, param, value):
+    if value is None:
+        return None
+    from ..errors import OfaError
+    from ..resolution import parse_resolutions
+
+    try:
+        return list(parse_resolutions(value))
+    except OfaError as exc:
+        raise click.BadParameter(str(exc).replace("--resolutions: ", "", 1)) from None
+
+
 @click.command("train")
 @click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
               help="Training data (digits is bundled, the others come through torchvision).")
@@ -62,6 +74,10 @@ def _ps_epochs(ctx, param, value):
 @click.option("--train-subset", type=click.IntRange(1, MAX_COUNT), default=None, help="Train on N images only.")
 @click.option("--test-subset", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Recorded for evaluation: test on N images only.")
+@click.option("--resolutions", callback=_resolutions, default=None,
+              help="Elastic resolution (OFA): train each batch at one of these input sizes, e.g. 24,28,32 "
+                   "(drawn per step from the seed); eval/export/catalog then take --resolution from this set "
+                   "[default: the data's size only].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Same seed, same run (bit-identical on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
@@ -73,7 +89,7 @@ def _ps_epochs(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def command(dataset, data_dir, download, method, per_batch, balance, subnet, epochs, ps_epochs, preset, lr_schedule,
             lr, batch_size, grad_accum, warmup_epochs, kd_ratio, augment, val_size, train_subset, test_subset, seed,
-            device, amp, out, resume_dir, quiet, as_json) -> None:
+            device, amp, out, resume_dir, quiet, as_json, resolutions=None) -> None:
     """Train a supernet; the run directory gets config.toml, metrics.jsonl, histogram.json,
     last.pt / final.pt and summary.json."""
     from ..train import TrainConfig, read_summary, resume, train
@@ -90,6 +106,7 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
             quiet=quiet, lr_schedule=lr_schedule, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
             kd_ratio=kd_ratio, amp=amp, augment=augment, grad_accum=grad_accum,
         )
+        config.resolutions = resolutions
         run_dir = train(config)
     summary = read_summary(run_dir)
     if as_json:

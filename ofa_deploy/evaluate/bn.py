@@ -45,6 +45,17 @@ def calibration_images(images: torch.Tensor, n: int = 2000, seed: int = 0) -> to
     return images[index.to(images.device)]
 
 
+def measurement_layout(images: torch.Tensor, net: nn.Module) -> torch.Tensor:
+    """Put a CPU static subnet ``net`` (in place) and ``images`` in channels-last, the layout
+    of oneDNN's fast depthwise convolutions: BN recalibration and accuracy of the largest
+    subnet take a quarter of the NCHW time on a 2-core CPU (7.7 s -> 1.8 s for 500 images).
+    The numbers differ from NCHW's only in the last bits. On a GPU nothing changes."""
+    if images.device.type != "cpu":
+        return images
+    net.to(memory_format=torch.channels_last)
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 def recalibrated_subnet(
     supernet: nn.Module,
     subnet: Subnet,
@@ -54,6 +65,8 @@ def recalibrated_subnet(
     batch_size: int = 200,
     seed: int = 0,
 ) -> nn.Module:
-    """The extracted static ``subnet`` with BN statistics recomputed on ``n`` of ``images``."""
+    """The extracted static ``subnet`` with BN statistics recomputed on ``n`` of ``images``
+    (channels-last on a CPU: ``measurement_layout``); what ``export_subnet`` computes from
+    the same arguments, so it can be handed over as ``recalibrated_net``."""
     net = supernet.extract(subnet)
-    return recalibrate_bn(net, calibration_images(images, n, seed), batch_size=batch_size)
+    return recalibrate_bn(net, measurement_layout(calibration_images(images, n, seed), net), batch_size=batch_size)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..cost import cost
 from ..errors import OfaError
-from ..evaluate.bn import calibration_images, recalibrate_bn
+from ..evaluate.bn import calibration_images, measurement_layout, recalibrate_bn
 from ..io import atomic_write, atomic_write_json, sha256_file
 from ..space import Subnet
 from ..targets import Target, load_target
@@ -64,6 +64,7 @@ def export_subnet(
     progress: Callable[[str], None] | None = None,
     precision: str | None = None,
     calibration_method: str = DEFAULT_CALIBRATION_METHOD,
+    recalibrated_net: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Export ``subnet`` of ``supernet`` for ``target`` into the new directory ``out_dir``.
 
@@ -75,7 +76,10 @@ def export_subnet(
     calibration images when None) are run through ONNX Runtime and PyTorch; a max logit
     difference above tolerance raises ``OfaError`` unless ``strict_parity`` is off.
     ``eval_data`` = (images, labels) measures the exported network's top-1 accuracy;
-    ``accuracy`` records one measured elsewhere instead. ``normalization`` (dataset name,
+    ``accuracy`` records one measured elsewhere instead. ``recalibrated_net``: the static
+    ``subnet`` already extracted and, when ``recalibrate``, recalibrated exactly so
+    (``evaluate.bn.recalibrated_subnet``), e.g. the copy whose accuracy the caller just measured: the
+    export then skips both steps. ``normalization`` (dataset name,
     mean, std) and the source ``run_dir`` go into the sidecar.
 
     ``precision`` (default: the target's ``precision``; one of its ``precisions``) is what
@@ -111,11 +115,15 @@ def export_subnet(
             raise OfaError(f"{name} have shape {tuple(images.shape[1:])} per image, the network expects "
                            f"{expected_shape} (wrong dataset for this run?)")
 
-    say(f"extracting {subnet}")
-    net = supernet.extract(subnet)
-    if recalibrate:
-        say("recalibrating BN statistics")
-        net = recalibrate_bn(net, calibration_images(calib_images.to(_device(net)), bn_images, seed))
+    if recalibrated_net is None:
+        say(f"extracting {subnet}")
+        net = supernet.extract(subnet)
+        if recalibrate:
+            say("recalibrating BN statistics")
+            net = recalibrate_bn(net, measurement_layout(calibration_images(calib_images.to(_device(net)), bn_images,
+                                                                            seed), net))
+    else:
+        net = recalibrated_net
     net = net.eval().to("cpu")
 
     if isinstance(accuracy, (int, float)):

@@ -88,6 +88,7 @@ class TrainConfig:
     amp: bool = False
     augment: str = "default"
     grad_accum: int = 1
+    resolutions: list[int] | None = None  # elastic resolution: one of these input sizes per batch
     # fidelity to the paper's released code (fidelity.py): the preset, then its six choices;
     # None = not given (the preset's value, ofa-deploy's without a preset)
     fidelity: str | None = None
@@ -130,6 +131,8 @@ class TrainConfig:
             raise OfaError("lr must be > 0, weight_decay and kd_ratio >= 0, momentum in [0, 1)")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise OfaError(f"warmup_epochs={self.warmup_epochs} must not be negative")
+        if self.resolutions is not None and (not isinstance(self.resolutions, (list, tuple)) or not self.resolutions):
+            raise OfaError("resolutions must be a non-empty list of image sizes")
 
     # -- resolution ---------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
@@ -193,7 +196,10 @@ class TrainConfig:
         keys = ("method", "per_batch", "balance", "subnet", "epochs", "ps_epochs", "preset", "lr_schedule",
                 "batch_size", "lr", "momentum", "nesterov", "weight_decay", "warmup_epochs", "kd_ratio", "amp",
                 "augment", "grad_accum", "fidelity", *FIDELITY_SWITCHES)
-        return {k: getattr(self, k) for k in keys}
+        table = {k: getattr(self, k) for k in keys}
+        if self.resolutions:  # only then: checkpoints of single-resolution runs keep their [train] table
+            table["resolutions"] = sorted(int(r) for r in self.resolutions)
+        return table
 
     def data_table(self) -> dict:
         return {"dataset": self.dataset, "data_dir": str(Path(self.data_dir).expanduser().resolve())

@@ -74,6 +74,7 @@ from .config import TrainConfig
 from .fidelity import with_defaults
 from .histogram import SamplingHistogram
 from .progress import EpochProgress
+from .resolution import ResolutionSampler, check_training_space
 from .schedules import Phase, Schedule
 
 OnEpoch = Callable[[int, int], None]
@@ -94,6 +95,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | Non
     data = _data_info(cfg)
     space = SearchSpace(in_channels=data.in_channels, num_classes=data.num_classes)
     cfg.schedule(space)  # validates the subnet spec before anything is written
+    check_training_space(space, cfg.resolutions)
     out = Path(cfg.out) if cfg.out else Path("runs") / (cfg.name or f"{cfg.dataset}-{cfg.method}-s{cfg.seed}")
     tables = _config_tables(cfg, space, out)
     if out.exists():
@@ -237,6 +239,7 @@ class _Trainer:
         self.space = SearchSpace(in_channels=self.train_set.in_channels, num_classes=self.train_set.num_classes)
         self.schedule: Schedule = cfg.schedule(self.space)
         self.policy = resolve_policy(cfg.augment, cfg.dataset)
+        self.resolutions = ResolutionSampler(cfg.resolutions, cfg.seed)
         self.histogram = SamplingHistogram(self.space)
         if cfg.amp:
             bf16 = torch.cuda.is_bf16_supported()
@@ -395,7 +398,7 @@ class _Trainer:
                 x, y = images[idx[sl]], labels[idx[sl]]
                 if theta is not None:
                     x = apply_augment(x, theta[sl])
-                x = x.contiguous(memory_format=self.layout)
+                x = self.resolutions.apply(x, epoch, step).contiguous(memory_format=self.layout)
                 with torch.no_grad(), autocast:
                     t_logits = self.teacher(x).float() if kd else None
                 for k, subnet in enumerate(subnets):
@@ -443,6 +446,7 @@ class _Trainer:
             "epoch_time_s": elapsed,
             "images_per_s": self.steps * B / elapsed,
         }
+        row.update(self.resolutions.epoch_counts(epoch, self.steps))
         if self.val_set is not None:
             row["val_acc"] = self._validate(self.schedule.subnets(epoch, self.steps - 1)[0])
         return row
