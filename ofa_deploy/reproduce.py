@@ -14,8 +14,14 @@ Layout of ``out``::
     ablations/fig5-sampling, fig6-single, fig7-two   (with ``ablations``)
     verdict.json
 
+Several seeds (``seeds``): every method is trained once per seed (``runs/<key>`` for the first
+seed, ``runs/<key>-s<seed>`` for the others; ablations for the first seed only) and every run
+is evaluated on the same subnets, drawn by the first seed; ``verdict.json``/``verdict.md``
+give per-bucket means and bootstrap intervals (``ofa_deploy.reproduce_seeds``).
+
 Resumable: calling it again with the same options continues where it stopped - finished
-runs and evaluations are reused, an interrupted run resumes from its last checkpoint.
+runs and evaluations are reused, an interrupted run resumes from its last checkpoint. The
+seed list may grow between calls (its first seed, the evaluation seed, may not change).
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import OfaError
-from .io import atomic_write_json, read_json
+from .io import atomic_write_json, atomic_write_text, read_json
+from .report.verdict import PAPER_TIME_RATIOS, verdict_markdown
+from .reproduce_seeds import aggregate, mean_times, run_key
 from .space import PAPER_BUCKETS
 
 MANIFEST = "reproduce.json"
-PAPER_TIME_RATIOS = {"rss": 1.9, "rss-short": 6.1}
-"""The paper's training-time speed-ups over OFA-PS (Fig. 4, averaged over datasets)."""
+FIDELITY_DEFAULT = "ofa"
 
 
 @dataclass(frozen=True)
@@ -51,11 +58,14 @@ class PlannedRun:
 @dataclass(frozen=True)
 class ReproduceOptions:
     """Everything that defines a reproduction (``device`` and ``quiet`` do not: a resumed
-    reproduction may run elsewhere)."""
+    reproduction may run elsewhere). ``seeds``: the training seeds; the first also draws the
+    evaluated subnets. ``fidelity``: the preset of training choices (``ofa``, ``released-code``;
+    None = ``ofa``, or ``custom`` with ``switches``); ``switches``: explicit choices as (name,
+    value) pairs (``ofa_deploy.train.fidelity.SWITCHES``), checked against the preset."""
 
     dataset: str = "fmnist"
     scale: float = 1.0
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     data_dir: str | None = None
     download: bool = False
     train_subset: int | None = None
@@ -65,12 +75,43 @@ class ReproduceOptions:
     tolerance: float = 0.5
     calib_n: int = 2000
     ablations: bool = False
+    fidelity: str | None = None
+    switches: tuple[tuple[str, object], ...] = ()
+
+    def __post_init__(self) -> None:
+        seeds = tuple(self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(x, int) and x >= 0 for x in seeds):
+            raise OfaError(f"seeds {list(seeds)} must be distinct non-negative integers, at least one")
+        object.__setattr__(self, "seeds", seeds)
+        switches = tuple((k, v) for k, v in dict(self.switches).items() if v is not None)
+        object.__setattr__(self, "switches", switches)
+        object.__setattr__(self, "fidelity", self.choices().preset)  # validates; None -> ofa or custom
+
+    def choices(self):
+        """The six fidelity choices every run of this reproduction trains with."""
+        from .train.fidelity import resolve_fidelity
+
+        return resolve_fidelity(self.fidelity, **dict(self.switches))
+
+    def train_fields(self) -> dict:
+        """``TrainConfig`` keyword arguments of the fidelity choices."""
+        return {"fidelity": self.fidelity, **dict(self.switches)}
+
+    @property
+    def eval_seed(self) -> int:
+        return self.seeds[0]
 
     def defining(self) -> dict:
-        """The options a resumed reproduction must share (``ablations`` may be added later)."""
+        """The options a resumed reproduction must share (``ablations`` and more seeds may be
+        added later; ``seed`` is the first seed, which draws the evaluated subnets)."""
         d = asdict(self)
         d.pop("ablations")
         d.pop("download")
+        d.pop("seeds")
+        d.pop("switches")
+        d["seed"] = self.eval_seed
+        if self.fidelity not in (FIDELITY_DEFAULT, "released-code"):  # a preset implies its switches
+            d["fidelity_switches"] = self.choices().switches()
         d["buckets"] = [float(b) for b in self.buckets]
         return d
 
@@ -144,35 +185,46 @@ def reproduce(
         manifest["wall_time_s"] = round(wall_before + time.perf_counter() - session_start, 1)
         atomic_write_json(out / MANIFEST, manifest)
 
-    for i, planned in enumerate(runs, 1):
-        status = manifest["runs"].setdefault(planned.key, {"label": planned.label, "figure": planned.figure})
-        run_dir = out / "runs" / planned.key
-        log(f"[{i}/{len(runs)}] {planned.label}: training ({_describe(planned.train)})")
+    seeds = options.seeds
+    jobs = [(s, r) for s in seeds for r in runs if r.figure == "main" or s == options.eval_seed]
+    evals: dict[int, dict[str, dict]] = {s: {} for s in seeds}
+    for i, (seed, planned) in enumerate(jobs, 1):
+        key = run_key(planned.key, seed, seeds)
+        status = manifest["runs"].setdefault(key, {"label": planned.label, "figure": planned.figure, "seed": seed})
+        run_dir = out / "runs" / key
+        step = f"[{i}/{len(jobs)}] {planned.label}" + (f", seed {seed}" if len(seeds) > 1 else "")
+        log(f"{step}: training ({_describe(planned.train)})")
         config = TrainConfig(
-            dataset=options.dataset, data_dir=options.data_dir, download=options.download, seed=options.seed,
-            device=device, out=str(run_dir), name=planned.key, train_subset=options.train_subset,
-            test_subset=options.test_subset, quiet=not progress, **planned.train,
+            dataset=options.dataset, data_dir=options.data_dir, download=options.download, seed=seed,
+            device=device, out=str(run_dir), name=key, train_subset=options.train_subset,
+            test_subset=options.test_subset, quiet=not progress, **options.train_fields(), **planned.train,
         )
         train(config, progress=progress)
         status["trained"] = True
         save()
-        log(f"[{i}/{len(runs)}] {planned.label}: evaluating {options.per_bucket} subnets x "
-            f"{len(options.buckets)} buckets")
+        log(f"{step}: evaluating {options.per_bucket} subnets x {len(options.buckets)} buckets")
         path, result = evaluate_run(
             run_dir, buckets=options.buckets, per_bucket=options.per_bucket, tolerance=options.tolerance,
-            seed=options.seed, calib_n=options.calib_n, data_dir=options.data_dir, test_subset=options.test_subset,
-            download=options.download, device=device, reuse=True, progress=progress,
+            seed=options.eval_seed, calib_n=options.calib_n, data_dir=options.data_dir,
+            test_subset=options.test_subset, download=options.download, device=device, reuse=True,
+            progress=progress,
         )
         status["eval"] = str(path.relative_to(out))
+        evals[seed][planned.key] = result
         save()
 
     log("writing the reports")
+    per_seed = [{"seed": s, **compare(*(out / "runs" / run_key(k, s, seeds) for k in ("ps", "rss", "rss-short")))}
+                for s in seeds]
+    verdict = {"fidelity": options.fidelity, "fidelity_choices": options.choices().switches(), **aggregate(evals), **mean_times(per_seed),
+               "paper_time_ratio_vs_ps": PAPER_TIME_RATIOS, "device": describe_device(device), "per_seed": per_seed}
+    section = verdict_markdown(verdict)
     main_dirs = [out / "runs" / r.key for r in runs if r.figure == "main"]
-    verdict = compare(main_dirs[0], main_dirs[1], main_dirs[2])
-    verdict["device"] = describe_device(device)
     labels = {r.key: r.label for r in runs}
+    figures_of = "" if len(seeds) == 1 else f"; figures and tables below: seed {options.eval_seed}"
     build_report(main_dirs, out / "report", title=f"{options.dataset}: OFA-PS vs RSS vs RSS-short "
-                 f"(Table 1 epochs x {options.scale:g})", sections=[verdict_markdown(verdict)], labels=labels)
+                 f"(Table 1 epochs x {options.scale:g}, fidelity {options.fidelity}{figures_of})",
+                 sections=[section], labels=labels)
     for key, (folder, title, extra) in FIGURES.items():
         members = [r.key for r in runs if r.figure == key]
         if members:
@@ -181,14 +233,15 @@ def reproduce(
     manifest["finished"] = _now()
     save()
     verdict["wall_time_s"] = manifest["wall_time_s"]
+    atomic_write_text(out / "verdict.md", section + "\n")
     atomic_write_json(out / "verdict.json", verdict)
     log(f"done in {manifest['wall_time_s']:.0f}s: {out / 'report' / 'report.md'}")
     return verdict
 
 
 def compare(ps_dir: Path, rss_dir: Path, short_dir: Path) -> dict:
-    """The verdict: per bucket, does RSS (and RSS-short) beat PS on the mean, is its spread
-    narrower; and the training-time ratios against the paper's."""
+    """One seed's point comparison (no intervals): per bucket, does RSS (and RSS-short) beat
+    PS on the mean, is its spread narrower; and the training-time ratios."""
     from .report.results import load_run
 
     ps, rss, short = (load_run(d, need_eval=True) for d in (ps_dir, rss_dir, short_dir))
@@ -231,42 +284,6 @@ def describe_device(device: str) -> str:
     return f"cpu ({threads} thread{'s' if threads != 1 else ''}, {platform.machine()})"
 
 
-def verdict_markdown(v: dict) -> str:
-    """The verdict as a Markdown section (accuracies in %, spreads in percentage points)."""
-
-    def pct(x):
-        return "-" if x is None else f"{100 * x:.2f}"
-
-    def yes(x):
-        return "-" if x is None else "**yes**" if x else "no"
-
-    lines = [
-        "## Verdict: does the paper's finding hold?",
-        f"RSS's mean accuracy beats OFA-PS's in **{v['rss_beats_ps']} of {v['n_buckets']}** buckets, its "
-        f"spread (best minus worst subnet) is narrower in **{v['rss_narrower']} of {v['n_buckets']}**; "
-        f"RSS-short beats OFA-PS in {v['rss_short_beats_ps']} of {v['n_buckets']}.",
-        "",
-        "| MFLOPs | n | PS mean | RSS mean | RSS > PS | RSS-short mean | RSS-short > PS | PS spread | RSS spread "
-        "| RSS narrower |",
-        "|---:|---:|---:|---:|:-:|---:|:-:|---:|---:|:-:|",
-    ]
-    for r in v["buckets"]:
-        lines.append(f"| {r['mflops']:g} | {r['n']} | {pct(r['ps_mean'])} | {pct(r.get('rss_mean'))} | "
-                     f"{yes(r.get('rss_beats_ps'))} | {pct(r.get('rss_short_mean'))} | "
-                     f"{yes(r.get('rss_short_beats_ps'))} | {pct(r['ps_spread'])} | {pct(r.get('rss_spread'))} | "
-                     f"{yes(r.get('rss_narrower'))} |")
-    lines += ["", "| training time | measured | speed-up vs OFA-PS | paper's speed-up |", "|---|---:|---:|---:|"]
-    t, ratio = v["train_wall_time_s"], v["time_ratio_vs_ps"]
-    for key, label in (("ps", "OFA-PS"), ("rss", "RSS"), ("rss-short", "RSS-short")):
-        measured = f"{t[key]:.1f} s" if t.get(key) else "-"
-        speed = "1.00x" if key == "ps" else (f"{ratio[key]:.2f}x" if ratio.get(key) else "-")
-        paper = "1.0x" if key == "ps" else f"{PAPER_TIME_RATIOS[key]}x"
-        lines.append(f"| {label} | {measured} | {speed} | {paper} |")
-    if v.get("device"):
-        lines += ["", f"Wall times measured on {v['device']}; the paper's on an RTX 3080 GPU."]
-    return "\n".join(lines)
-
-
 def _open_manifest(out: Path, options: ReproduceOptions, runs: Sequence[PlannedRun],
                    command: Sequence[str] | None) -> dict:
     path = out / MANIFEST
@@ -275,16 +292,19 @@ def _open_manifest(out: Path, options: ReproduceOptions, runs: Sequence[PlannedR
         if not isinstance(manifest, dict) or not isinstance(manifest.get("options"), dict) \
                 or not isinstance(manifest.get("runs", {}), dict):
             raise OfaError(f"{path} is not a reproduction manifest; remove it or choose another --out")
-        if manifest.get("options") != options.defining():
-            theirs = manifest.get("options", {})
+        # a manifest written before fidelity presets existed was made by the ofa preset
+        theirs = {"fidelity": FIDELITY_DEFAULT, **manifest["options"]}
+        if theirs != options.defining():
             diff = ", ".join(f"{k}={theirs.get(k)!r}" for k, v in options.defining().items() if theirs.get(k) != v)
             raise OfaError(f"{out} holds a reproduction with other options ({diff}); use those or another --out")
     elif out.exists() and any(out.iterdir()):
         raise OfaError(f"{out} exists, is not empty and holds no {MANIFEST}; choose another --out")
     else:
         manifest = {"options": options.defining(), "started": _now(), "runs": {}, "wall_time_s": 0.0}
+    manifest["options"] = options.defining()
     if command:
         manifest.setdefault("commands", []).append({"at": _now(), "argv": list(command)})
+    manifest["seeds"] = list(options.seeds)
     manifest["plan"] = [asdict(r) for r in runs]
     manifest.pop("finished", None)
     out.mkdir(parents=True, exist_ok=True)

@@ -99,3 +99,49 @@ def test_reproduce_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "x" / "other.txt").write_text("mine")
     with pytest.raises(OfaError, match="holds no reproduce.json"):
         reproduce(TINY, tmp_path / "x", device="cpu", progress=False)
+
+
+def test_seeds_train_every_method_per_seed_on_the_same_subnets(tmp_path, one_thread):
+    out = tmp_path / "repro"
+    options = ReproduceOptions(**{**TINY.__dict__, "seeds": (0, 1), "fidelity": "ofa"})
+    verdict = reproduce(options, out, device="cpu", progress=False)
+
+    keys = ("ps", "rss", "rss-short", "ps-s1", "rss-s1", "rss-short-s1")
+    evals = {k: json.loads((out / "runs" / k / "eval" / EVAL_FILE).read_text()) for k in keys}
+    assert len({tuple(s["text"] for s in e["subnets"]) for e in evals.values()}) == 1  # the same subnets
+    assert {e["params"]["seed"] for e in evals.values()} == {0}  # drawn by the first seed, not the training seed
+    from ofa_deploy import run
+    assert [run.read_config(out / "runs" / k)["run"]["seed"] for k in keys] == [0, 0, 0, 1, 1, 1]
+
+    # oracle: the seed-1 RSS-short run trained and evaluated directly, outside reproduce, by the
+    # code path from before --seeds and --fidelity existed: --fidelity ofa changes no number
+    from ofa_deploy.evaluate.runs import evaluate_run
+    from ofa_deploy.train import TrainConfig, train
+
+    fresh = train(TrainConfig(dataset="digits", method="rss", epochs=1, seed=1, train_subset=64, test_subset=40,
+                              device="cpu", out=str(tmp_path / "fresh"), name="rss-short-s1", quiet=True),
+                  progress=False)
+    _, direct = evaluate_run(fresh, buckets=(8.0,), per_bucket=1, seed=0, calib_n=32, test_subset=40, device="cpu",
+                             progress=False)
+    assert [s["accuracy"] for s in direct["subnets"]] == [s["accuracy"] for s in evals["rss-short-s1"]["subnets"]]
+
+    row = verdict["buckets"][0]
+    assert verdict["seeds"] == [0, 1] and verdict["fidelity"] == "ofa" and len(verdict["per_seed"]) == 2
+    assert row["seed_means"]["rss"] == [evals["rss"]["subnets"][0]["accuracy"],
+                                        evals["rss-s1"]["subnets"][0]["accuracy"]]
+    lo, hi = row["rss_minus_ps"]["interval"]
+    assert lo <= row["rss_minus_ps"]["mean"] <= hi
+    assert row["rss_minus_ps"]["verdict"] in ("holds", "fails", "inside the noise")
+    md = (out / "verdict.md").read_text()
+    assert "Fidelity preset **ofa**" in md and "seed 1" in md and "bootstrap interval" in md
+    assert md.strip() in (out / "report" / "report.md").read_text()
+
+    # a rerun reuses everything; the first seed (the evaluation seed) may not change
+    stamps = {k: (out / "runs" / k / "eval" / EVAL_FILE).stat().st_mtime_ns for k in keys}
+    assert reproduce(options, out, device="cpu", progress=False)["buckets"] == verdict["buckets"]
+    assert {k: (out / "runs" / k / "eval" / EVAL_FILE).stat().st_mtime_ns for k in keys} == stamps
+    with pytest.raises(OfaError, match="other options"):
+        reproduce(ReproduceOptions(**{**TINY.__dict__, "seeds": (1, 0)}), out, device="cpu", progress=False)
+    for bad in ((), (0, 0), (-1,)):
+        with pytest.raises(OfaError, match="seeds"):
+            ReproduceOptions(seeds=bad)
