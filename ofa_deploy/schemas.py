@@ -82,7 +82,8 @@ def check_config(config: Any, where: str) -> dict:
     _fields(config.get("run", {}), where, {}, {"name": STR, "method": STR, "seed": _int(-2**63, MAX_SEED),
                                                "device": STR, "completed": BOOL}, "run.")
     _fields(config.get("data", {}), where, {}, {"dataset": STR, "data_dir": STR, "train_subset": COUNT,
-                                                "test_subset": COUNT, "val_size": COUNT}, "data.")
+                                                "test_subset": COUNT, "val_size": COUNT, "image_size": COUNT,
+                                                "val_fraction": FRACTION, "data_hash": STR, "found": DICT}, "data.")
     _fields(config.get("train", {}), where, {}, {
         "method": STR, "per_batch": COUNT, "balance": STR, "subnet": STR, "epochs": COUNT,
         "ps_epochs": _list(COUNT, 6), "preset": STR, "lr_schedule": STR, "batch_size": _int(1),

@@ -133,10 +133,10 @@ def test_bad_input_leaves_nothing(tmp_path):
 
 def test_cli_choices_match_the_library():
     from ofa_deploy.cli import cmd_train
-    from ofa_deploy.data import DATASETS
+    from ofa_deploy.data.datasets import DATASET_NAMES
     from ofa_deploy.train import METHODS
 
-    assert cmd_train.METHODS == METHODS and cmd_train.DATASETS == tuple(DATASETS)
+    assert cmd_train.METHODS == METHODS and cmd_train.DATASETS == DATASET_NAMES
 
 
 def test_cli_json_and_errors(tmp_path, capsys):

@@ -198,12 +198,13 @@ def analyze_run_interference(run_dir, *, pairs: int = 8, batch_size: int = 128, 
     the run's learning rate."""
     from .. import run
     from ..data import load_dataset
+    from ..data.datasets import run_data_options
     from ..evaluate.runs import resolve_device
 
     device = resolve_device(device)
     net, config = run.load_supernet(run_dir, checkpoint, device=device)
     data = config.get("data", {})
-    train = load_dataset(data.get("dataset", "?"), "train", data_dir=data_dir or data.get("data_dir"),
+    train = load_dataset(data.get("dataset", "?"), "train", **run_data_options(config, data_dir),
                          subset=data.get("train_subset"), val_size=int(data.get("val_size", 0) or 0),
                          seed=int(config.get("run", {}).get("seed", 0)), device=device)
     lr = float(config.get("train", {}).get("lr", 0.01)) if lr is None else lr

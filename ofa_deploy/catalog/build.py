@@ -70,6 +70,7 @@ def build_catalog(
     directories listed under ``"to_measure"`` to the device, build engines and
     ``profile --json`` there, and ``catalog import`` the results."""
     from ..data import load_dataset
+    from ..data.datasets import run_data_options
     from ..evaluate.bn import recalibrated_subnet
     from ..evaluate.metrics import evaluate_accuracy
     from ..export.pipeline import export_subnet, run_source
@@ -95,9 +96,9 @@ def build_catalog(
     dataset = (config.get("data") or {}).get("dataset")
     if not dataset:
         raise OfaError(f"run {run_dir} does not name its dataset in config.toml [data]")
-    data_dir = data_dir or (config.get("data") or {}).get("data_dir")
-    train = load_dataset(dataset, "train", data_dir=data_dir)
-    test = load_dataset(dataset, "test", data_dir=data_dir, subset=test_images)
+    options = run_data_options(config, data_dir)
+    train = load_dataset(dataset, "train", **options)
+    test = load_dataset(dataset, "test", **options, subset=test_images)
     if tuple(train.images.shape[1:]) != (space.in_channels, space.image_size, space.image_size):
         raise OfaError(f"dataset {dataset} images are {tuple(train.images.shape[1:])}, run {run_dir} expects "
                        f"{(space.in_channels, space.image_size, space.image_size)}")

@@ -10,7 +10,7 @@ import click
 from .common import MAX_COUNT, SEED, emit_json, limit_float, limit_int
 
 METHODS = ("rss", "ps", "fixed", "max-then-min", "min-then-max", "alternating", "sandwich")
-DATASETS = ("digits", "mnist", "fmnist", "cifar10", "cifar100")
+DATASETS = ("digits", "mnist", "fmnist", "cifar10", "cifar100", "folder")
 
 
 def _ps_epochs(ctx, param, value):
@@ -39,9 +39,17 @@ def _resolutions(ctx, param, value):
 
 @click.command("train")
 @click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True,
-              help="Training data (digits is bundled, the others come through torchvision).")
+              help="Training data (digits is bundled, the others come through torchvision; folder: your images "
+                   "in --data-dir).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="torchvision root, or a folder of the original MNIST/F-MNIST IDX .gz files.")
+              help="torchvision root, or a folder of the original MNIST/F-MNIST IDX .gz files; for --dataset "
+                   "folder: DIR/train/<class>/* + DIR/val/<class>/*, or DIR/<class>/* split by --val-fraction.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="--dataset folder in one tree: fraction of each class held out as the test split "
+                   "(seeded, same for every run) [default: 0.2].")
+@click.option("--image-size", type=click.IntRange(1, 4096), default=None,
+              help="Input size N: the data are resized to NxN and the space, MACs, supernet and ONNX input follow "
+                   "[default: 32, or the largest of --resolutions].")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset (needs internet).")
 @click.option("--method", type=click.Choice(METHODS), default="rss", show_default=True,
               help="Subnet schedule: the paper's RSS and PS, its ablations, or sandwich.")
@@ -89,7 +97,7 @@ def _resolutions(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def command(dataset, data_dir, download, method, per_batch, balance, subnet, epochs, ps_epochs, preset, lr_schedule,
             lr, batch_size, grad_accum, warmup_epochs, kd_ratio, augment, val_size, train_subset, test_subset, seed,
-            device, amp, out, resume_dir, quiet, as_json, resolutions=None) -> None:
+            device, amp, out, resume_dir, quiet, as_json, resolutions=None, image_size=None, val_fraction=None) -> None:
     """Train a supernet; the run directory gets config.toml, metrics.jsonl, histogram.json,
     last.pt / final.pt and summary.json."""
     from ..train import TrainConfig, read_summary, resume, train
@@ -107,6 +115,7 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
             kd_ratio=kd_ratio, amp=amp, augment=augment, grad_accum=grad_accum,
         )
         config.resolutions = resolutions
+        config.image_size, config.val_fraction = image_size, val_fraction
         run_dir = train(config)
     summary = read_summary(run_dir)
     if as_json:

@@ -22,14 +22,16 @@ import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import OfaError
 from ..io import atomic_write
+from .folder import FOLDER
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = 32  # the paper's input size, the default of --image-size
 SPLITS = ("train", "val", "test")
 
 
@@ -57,6 +59,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar100": DatasetInfo("cifar100", 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 50000, 10000,
                             "CIFAR100"),
 }
+DATASET_NAMES = (*DATASETS, FOLDER)  # what --dataset takes: the tables above and your own image folder
 
 # The original IDX files of MNIST-like datasets, as published and as torchvision expects them.
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -78,6 +81,7 @@ class ImageSet:
     in_channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    classes: tuple[str, ...] | None = None  # class names (``folder`` data sets), label i = classes[i]
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -88,7 +92,7 @@ class ImageSet:
 
     def to(self, device: str | torch.device) -> "ImageSet":
         return ImageSet(self.name, self.split, self.images.to(device), self.labels.to(device), self.num_classes,
-                        self.in_channels, self.mean, self.std)
+                        self.in_channels, self.mean, self.std, self.classes)
 
 
 def cache_dir() -> Path:
@@ -96,11 +100,60 @@ def cache_dir() -> Path:
     return Path(os.environ.get("OFA_DEPLOY_CACHE") or Path.home() / ".cache" / "ofa-deploy")
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: str, **folder_options: Any) -> DatasetInfo:
+    """What ``name`` is; for ``folder`` (decoded or read from the cache) ``folder_options``
+    are ``load_dataset``'s data_dir, image_size, val_fraction and data_hash."""
+    if name == FOLDER:
+        split = _folder_split("train", **folder_options)
+        return DatasetInfo(FOLDER, split.in_channels, len(split.classes), split.mean, split.std, split.train_size,
+                           split.test_size, None)
     try:
         return DATASETS[name]
     except KeyError:
-        raise OfaError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+        raise OfaError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}") from None
+
+
+def check_data_options(name: str, *, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
+                       val_fraction: float | None = None, preset: str | None = None) -> None:
+    """The checks of a data choice that need no loading (``OfaError`` naming the flag)."""
+    from ..resolution import check_resolution
+    from ..space import SearchSpace
+    from .folder import check_val_fraction
+
+    if name == FOLDER:
+        if data_dir is None:
+            raise OfaError("--dataset folder needs --data-dir DIR (DIR/<class>/<image> or DIR/train/ + DIR/val/)")
+        if preset is not None:
+            raise OfaError(f"--preset {preset} sets the paper's epochs for its data sets; give --epochs for "
+                           "--dataset folder")
+    else:
+        dataset_info(name)
+        if val_fraction is not None:
+            raise OfaError("--val-fraction applies to --dataset folder only (use --val-size to hold out images)")
+    check_val_fraction(val_fraction)
+    if image_size is not None:
+        check_resolution(SearchSpace(), image_size, "--image-size")
+
+
+def run_data_options(config: dict[str, Any], data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``load_dataset`` keywords that reload a run's data from its ``config.toml``: the data
+    directory (``data_dir`` overrides the run's), the image size of its [space], and for a
+    ``folder`` run the val fraction and the folder hash it was trained on."""
+    data = config.get("data") or {}
+    options: dict[str, Any] = {"data_dir": data_dir if data_dir is not None else data.get("data_dir"),
+                               "image_size": int((config.get("space") or {}).get("image_size", IMAGE_SIZE))}
+    if data.get("dataset") == FOLDER:
+        options.update(val_fraction=data.get("val_fraction"), data_hash=data.get("data_hash"))
+    return options
+
+
+def _folder_split(split: str, *, data_dir: str | os.PathLike | None = None, image_size: int = IMAGE_SIZE,
+                  val_fraction: float | None = None, data_hash: str | None = None, **_: Any):
+    from .folder import load_split
+
+    if data_dir is None:
+        raise OfaError("--dataset folder needs --data-dir DIR (DIR/<class>/<image> or DIR/train/ + DIR/val/)")
+    return load_split(data_dir, split, image_size=image_size, val_fraction=val_fraction, data_hash=data_hash)
 
 
 def load_dataset(
@@ -113,15 +166,21 @@ def load_dataset(
     val_size: int = 0,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    image_size: int = IMAGE_SIZE,
+    val_fraction: float | None = None,
+    data_hash: str | None = None,
 ) -> ImageSet:
-    """One split of ``name`` as normalised 32x32 tensors on ``device``.
+    """One split of ``name`` as normalised ``image_size`` x ``image_size`` tensors on ``device``.
+
+    ``folder`` (``ofa_deploy.data.folder``): ``data_dir`` in ImageFolder layout, its held-out
+    split is ``test``; ``val_fraction`` splits a single tree, ``data_hash`` (a run's) refuses
+    a folder that changed since.
 
     ``val`` is ``val_size`` images of the training split chosen by ``seed``; ``train``
     excludes them whenever ``val_size`` > 0. ``subset=N`` keeps the first N images of a
     permutation seeded by ``seed`` (for quick runs). Raises ``OfaError`` for an unknown
     name or split, impossible sizes, or missing files without ``download``.
     """
-    info = dataset_info(name)
     if split not in SPLITS:
         raise OfaError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if val_size < 0 or (subset is not None and subset < 1):
@@ -129,7 +188,16 @@ def load_dataset(
     if split == "val" and val_size == 0:
         raise OfaError("the val split needs val_size > 0 (images held out of the training split)")
 
-    raw_images, raw_labels = _raw_split(info, "test" if split == "test" else "train", data_dir, download)
+    classes = None
+    if name == FOLDER:
+        part = _folder_split("test" if split == "test" else "train", data_dir=data_dir, image_size=image_size,
+                             val_fraction=val_fraction, data_hash=data_hash)
+        info = DatasetInfo(FOLDER, part.in_channels, len(part.classes), part.mean, part.std, part.train_size,
+                           part.test_size, None)
+        raw_images, raw_labels, classes = part.images, part.labels, part.classes
+    else:
+        info = dataset_info(name)
+        raw_images, raw_labels = _raw_split(info, "test" if split == "test" else "train", data_dir, download)
     n = raw_labels.shape[0]
     gen = torch.Generator().manual_seed(seed)
     if split == "test":
@@ -148,16 +216,18 @@ def load_dataset(
         if subset > len(index):
             raise OfaError(f"subset={subset} exceeds the {len(index)} images of the {name} {split} split")
         index = index[:subset]
-    images = _prepare(raw_images[index], info, torch.device(device))
+    images = _prepare(raw_images[index], info, torch.device(device), image_size)
     labels = raw_labels[index].to(device=device, dtype=torch.int64)
-    return ImageSet(info.name, split, images, labels, info.num_classes, info.in_channels, info.mean, info.std)
+    return ImageSet(info.name, split, images, labels, info.num_classes, info.in_channels, info.mean, info.std,
+                    classes)
 
 
-def _prepare(raw: torch.Tensor, info: DatasetInfo, device: torch.device) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> normalised float32 (N, C, 32, 32) on ``device``."""
+def _prepare(raw: torch.Tensor, info: DatasetInfo, device: torch.device, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> normalised float32 (N, C, size, size) on ``device``."""
     x = raw.to(device).float().div_(255.0)
-    if x.shape[-1] != IMAGE_SIZE or x.shape[-2] != IMAGE_SIZE:
-        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=size < min(x.shape[-2:]))
     mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
     return x.sub_(mean).div_(std).contiguous()

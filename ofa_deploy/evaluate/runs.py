@@ -91,6 +91,7 @@ def load_eval_data(config: dict, *, split: str, seed: int, data_dir: str | None 
     runs evaluated with one seed see the same images.
     """
     from ..data import load_dataset
+    from ..data.datasets import run_data_options
 
     data = config.get("data", {})
     if "dataset" not in data:
@@ -99,7 +100,7 @@ def load_eval_data(config: dict, *, split: str, seed: int, data_dir: str | None 
     data_dir = data_dir or data.get("data_dir")
     run_seed = int(config.get("run", {}).get("seed", 0))
     val_size = int(data.get("val_size", 0) or 0)
-    common = dict(data_dir=data_dir, download=download, device=device)
+    common = dict(run_data_options(config, data_dir), download=download, device=device)
     train = load_dataset(name, "train", subset=data.get("train_subset"), val_size=val_size, seed=run_seed, **common)
     if split == "val":
         if val_size == 0:
@@ -199,6 +200,7 @@ def evaluate_run(
         "run": run_table.get("name", run_dir.name),
         "run_dir": str(run_dir.resolve()),
         "dataset": config.get("data", {}).get("dataset"),
+        **{k: v for k, v in config.get("data", {}).items() if k in ("data_dir", "data_hash")},  # reloads the data
         "method": run_table.get("method"),
         "name": name,
         "split": split,

@@ -42,16 +42,17 @@ def export_images(
     large training split is never held in memory whole. The whole test split is loaded
     when ``accuracy`` is wanted."""
     from ..data import dataset_info, load_dataset
+    from ..data.datasets import run_data_options
 
     data_cfg = config.get("data", {})
     name = data_cfg.get("dataset")
     if not name:
         raise OfaError("the run's config.toml names no [data] dataset")
-    directory = data_dir if data_dir is not None else data_cfg.get("data_dir")
-    info = dataset_info(name)
-    train = load_dataset(name, "train", data_dir=directory, seed=seed, subset=min(train_images, info.train_size))
+    options = run_data_options(config, data_dir)
+    info = dataset_info(name, **options)
+    train = load_dataset(name, "train", **options, seed=seed, subset=min(train_images, info.train_size))
     n_parity = min(parity_images, info.test_size)
-    test = load_dataset(name, "test", data_dir=directory, seed=seed, subset=None if accuracy else n_parity)
+    test = load_dataset(name, "test", **options, seed=seed, subset=None if accuracy else n_parity)
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
     parity = test.images[order[:n_parity]]
     return ExportImages(
@@ -61,5 +62,7 @@ def export_images(
         train=train.images,
         parity=parity,
         eval=(test.images, test.labels) if accuracy else None,
-        normalization={"dataset": train.name, "mean": list(train.mean), "std": list(train.std)},
+        normalization={"dataset": train.name, "mean": list(train.mean), "std": list(train.std),
+                       **({"classes": list(train.classes), "resize": "shorter side to the input size, centre crop"}
+                          if train.classes else {})},
     )

@@ -270,6 +270,7 @@ def run_source(run_dir: str | Path) -> dict[str, Any]:
         "name": config.get("run", {}).get("name"),
         "method": config.get("run", {}).get("method"),
         "dataset": config.get("data", {}).get("dataset"),
+        **{k: v for k, v in config.get("data", {}).items() if k in ("data_dir", "data_hash")},  # reloads the data
         "checkpoint": ckpt.name,
         "checkpoint_sha256": _cached_sha256(str(ckpt), stat.st_mtime_ns, stat.st_size),
     }

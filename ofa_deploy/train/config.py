@@ -76,6 +76,9 @@ class TrainConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     val_size: int = 0
+    image_size: int | None = None  # the data's and the space's input size (None: 32, or the largest resolution)
+    val_fraction: float | None = None  # --dataset folder as one tree: held-out fraction per class (default 0.2)
+    data_hash: str | None = None  # --dataset folder: hash of the folder trained on (resolved() fills it in)
     quiet: bool = False
     lr_schedule: str | None = None
     batch_size: int = 64
@@ -99,9 +102,10 @@ class TrainConfig:
     macs_stem: int | None = None
 
     def validate(self) -> None:
-        from ..data import dataset_info
+        from ..data.datasets import check_data_options
 
-        dataset_info(self.dataset)
+        check_data_options(self.dataset, data_dir=self.data_dir, image_size=self.image_size,
+                           val_fraction=self.val_fraction, preset=self.preset)
         if self.method not in METHODS:
             raise OfaError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.preset is not None and self.preset not in PRESETS:
@@ -144,7 +148,11 @@ class TrainConfig:
         cfg = replace(self)
         if cfg.lr_schedule is None:
             cfg.lr_schedule = "constant" if cfg.method in TwoSubnets.ORDERS else "cosine"
-        table = PAPER_EPOCHS[cfg.dataset]
+        table = PAPER_EPOCHS.get(cfg.dataset, PAPER_EPOCHS["cifar10"])  # folder: PS phase proportions only
+        if cfg.dataset == "folder" and cfg.data_hash is None:
+            from ..data.folder import scan
+
+            cfg.data_hash = scan(cfg.data_dir).hash
         if cfg.method == "ps":
             if cfg.ps_epochs is None:
                 if cfg.epochs is not None:
@@ -159,7 +167,7 @@ class TrainConfig:
             cfg.epochs = int(table["rss-short" if cfg.preset == "paper-short" else "rss"]) if cfg.preset \
                 else DEFAULT_EPOCHS
         cfg = replace(cfg, **fidelity_fields(
-            fidelity=cfg.fidelity, warmup_rule=cfg._warmup_rule(), in_channels=dataset_info(cfg.dataset).in_channels,
+            fidelity=cfg.fidelity, warmup_rule=cfg._warmup_rule(), in_channels=dataset_info(cfg.dataset, **cfg.data_options()).in_channels,
             **{name: getattr(cfg, name) for name in FIDELITY_SWITCHES}))
         if cfg.method == "sandwich" and cfg.per_batch is None:
             cfg.per_batch = 2
@@ -204,7 +212,20 @@ class TrainConfig:
     def data_table(self) -> dict:
         return {"dataset": self.dataset, "data_dir": str(Path(self.data_dir).expanduser().resolve())
                 if self.data_dir else None, "train_subset": self.train_subset, "test_subset": self.test_subset,
-                "val_size": self.val_size}
+                "val_size": self.val_size, "image_size": self.image_size, "val_fraction": self.val_fraction,
+                "data_hash": self.data_hash}
+
+    def input_size(self) -> int:
+        """The size the data are loaded at and the space's ``image_size``: ``--image-size``,
+        else the largest of ``--resolutions``, else the paper's 32."""
+        from ..data import IMAGE_SIZE
+
+        return self.image_size or (max(self.resolutions) if self.resolutions else IMAGE_SIZE)
+
+    def data_options(self) -> dict:
+        """``load_dataset`` / ``dataset_info`` keywords for this run's data."""
+        return {"data_dir": self.data_dir, "image_size": self.input_size(), "val_fraction": self.val_fraction,
+                "data_hash": self.data_hash}
 
     @classmethod
     def from_tables(cls, config: dict) -> "TrainConfig":

@@ -64,6 +64,7 @@ from torch import nn
 
 from .. import __version__, run
 from ..data import load_dataset, resolve_policy
+from ..data.folder import folder_summary, folder_tables
 from ..data.augment import apply as apply_augment
 from ..data.augment import sample_params as augment_params
 from ..errors import OfaError
@@ -93,7 +94,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | Non
     """
     cfg = config.resolved()
     data = _data_info(cfg)
-    space = SearchSpace(in_channels=data.in_channels, num_classes=data.num_classes)
+    space = SearchSpace(in_channels=data.in_channels, num_classes=data.num_classes, image_size=cfg.input_size())
     cfg.schedule(space)  # validates the subnet spec before anything is written
     check_training_space(space, cfg.resolutions)
     out = Path(cfg.out) if cfg.out else Path("runs") / (cfg.name or f"{cfg.dataset}-{cfg.method}-s{cfg.seed}")
@@ -134,7 +135,7 @@ def _config_from_dir(run_dir: Path, requested: TrainConfig) -> TrainConfig:
 def _data_info(cfg: TrainConfig):
     from ..data import dataset_info
 
-    return dataset_info(cfg.dataset)
+    return dataset_info(cfg.dataset, **cfg.data_options())
 
 
 def _config_tables(cfg: TrainConfig, space: SearchSpace, out: Path) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def _config_tables(cfg: TrainConfig, space: SearchSpace, out: Path) -> dict[str,
             "versions": {"ofa_deploy": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "completed": False,
         },
-        "data": cfg.data_table(),
+        "data": {**cfg.data_table(), **folder_tables(cfg.dataset, cfg.data_options())},
         "space": space.to_dict(),
         "train": cfg.train_table(),
     }
@@ -227,16 +228,19 @@ class _Trainer:
         if cfg.batch_size // parts < 2:
             raise OfaError(f"batch_size {cfg.batch_size} leaves fewer than 2 images per micro-batch; BatchNorm "
                            f"needs at least 2")
-        self.train_set = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download,
+        self.train_set = load_dataset(cfg.dataset, "train", **cfg.data_options(), download=cfg.download,
                                       subset=cfg.train_subset, val_size=cfg.val_size, seed=cfg.seed,
                                       device=self.device)
-        self.val_set = load_dataset(cfg.dataset, "val", data_dir=cfg.data_dir, val_size=cfg.val_size,
+        self.val_set = load_dataset(cfg.dataset, "val", **cfg.data_options(), val_size=cfg.val_size,
                                     seed=cfg.seed, device=self.device) if cfg.val_size else None
         if len(self.train_set) < cfg.batch_size:
             raise OfaError(f"the training set has {len(self.train_set)} images, fewer than one batch of "
                            f"{cfg.batch_size}; use a larger --train-subset or a smaller batch")
         self.steps = len(self.train_set) // cfg.batch_size
-        self.space = SearchSpace(in_channels=self.train_set.in_channels, num_classes=self.train_set.num_classes)
+        self.space = SearchSpace(in_channels=self.train_set.in_channels, num_classes=self.train_set.num_classes,
+                                 image_size=cfg.input_size())
+        if self.show and self.ctx.is_main and cfg.dataset == "folder":
+            EpochProgress(True).end(folder_summary(cfg.data_options()))
         self.schedule: Schedule = cfg.schedule(self.space)
         self.policy = resolve_policy(cfg.augment, cfg.dataset)
         self.resolutions = ResolutionSampler(cfg.resolutions, cfg.seed)
