@@ -47,6 +47,9 @@ NONNEG = _num(0.0)
 FRACTION = _num(0.0, 1.0)
 POSITIVE = _num(0.0, lo_open=True)
 
+# train.amp: false = fp32 (the key was a flag before it took a precision), true = old "mixed precision"
+_AMP: Check = lambda v: isinstance(v, bool) or v in ("bf16", "fp16")  # noqa: E731
+
 _WORDS = {STR: "a string", BOOL: "true or false", DICT: "an object/table", COUNT: "a non-negative integer",
           NONNEG: "a finite number >= 0", FRACTION: "a number between 0 and 1",
           POSITIVE: "a finite number > 0"}
@@ -88,7 +91,7 @@ def check_config(config: Any, where: str) -> dict:
         "method": STR, "per_batch": COUNT, "balance": STR, "subnet": STR, "epochs": COUNT,
         "ps_epochs": _list(COUNT, 6), "preset": STR, "lr_schedule": STR, "batch_size": _int(1),
         "lr": _num(0.0, 10.0, lo_open=True), "momentum": FRACTION, "nesterov": BOOL, "weight_decay": NONNEG,
-        "warmup_epochs": COUNT, "kd_ratio": NONNEG, "amp": BOOL, "augment": STR, "grad_accum": _int(1),
+        "warmup_epochs": COUNT, "kd_ratio": NONNEG, "amp": _AMP, "augment": STR, "grad_accum": _int(1),
         "resolutions": _list(_int(8, 4096), 32),
     }, "train.")
     SearchSpace.from_dict(config["space"], f"{where} [space]")

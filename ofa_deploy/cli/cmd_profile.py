@@ -18,6 +18,11 @@ from .common import emit_json, limit_float, limit_int
               help="Override the target's backend (torch: eager comparison, needs an export directory).")
 @click.option("--threads", type=limit_int("threads"), default=None,
               help="Intra-op threads, 0 = library default [default: the target's].")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Where the onnxruntime or torch backend runs [default: the target's].")
+@click.option("--cuda-graph", is_flag=True,
+              help="Replay a captured CUDA graph per call (torch on CUDA, onnxruntime's CUDA provider): no "
+                   "per-kernel launch overhead.")
 @click.option("--warmup-s", type=limit_float("warmup_s"), default=None, help="Warm-up seconds.")
 @click.option("--min-iterations", type=limit_int("min_iterations"), default=None, help="Minimum timed iterations.")
 @click.option("--min-time-s", type=limit_float("min_time_s"), default=None, help="Minimum timed seconds.")
@@ -28,7 +33,7 @@ from .common import emit_json, limit_float, limit_int
               help="Also write the JSON result to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, target, batch, backend, threads, warmup_s, min_iterations, min_time_s, cov_threshold,
-            max_retries, out, as_json) -> None:
+            max_retries, out, as_json, device=None, cuda_graph=False) -> None:
     """Measure the latency of MODEL (model.onnx, an engine, or an export directory).
 
     Warm-up by time, then timed runs until both the minimum iterations and the minimum time
@@ -58,7 +63,7 @@ def command(model, target, batch, backend, threads, warmup_s, min_iterations, mi
 
     with console.status(f"measuring {model} on {tgt.name}", spinner="dots"):
         result = profile_model(model, tgt, batch=batch, backend=backend, threads=threads, protocol=protocol,
-                               on_attempt=on_attempt)
+                               on_attempt=on_attempt, device=device, cuda_graph=cuda_graph)
     if out:
         atomic_write_json(out, result)
     if result["unstable"]:

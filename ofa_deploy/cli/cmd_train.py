@@ -88,7 +88,12 @@ def _resolutions(ctx, param, value):
                    "[default: the data's size only].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Same seed, same run (bit-identical on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+              help="Autocast precision [default: bf16 on a CUDA GPU that supports it, else fp32]; fp16 (loss-scaled) "
+                   "needs CUDA.")
+@click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Capture the training step of an epoch that trains one subnet as a CUDA graph and replay it "
+                   "(auto: where possible; on: also needs CUDA and says which epochs stay eager).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default runs/DATASET-METHOD-sSEED).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
@@ -97,7 +102,8 @@ def _resolutions(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def command(dataset, data_dir, download, method, per_batch, balance, subnet, epochs, ps_epochs, preset, lr_schedule,
             lr, batch_size, grad_accum, warmup_epochs, kd_ratio, augment, val_size, train_subset, test_subset, seed,
-            device, amp, out, resume_dir, quiet, as_json, resolutions=None, image_size=None, val_fraction=None) -> None:
+            device, amp, out, resume_dir, quiet, as_json, resolutions=None, image_size=None, val_fraction=None,
+            cuda_graphs="auto") -> None:
     """Train a supernet; the run directory gets config.toml, metrics.jsonl, histogram.json,
     last.pt / final.pt and summary.json."""
     from ..train import TrainConfig, read_summary, resume, train
@@ -105,7 +111,10 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
     if resume_dir is not None:
         _refuse_changes_on_resume()
         explicit = click.get_current_context().get_parameter_source("device") == click.core.ParameterSource.COMMANDLINE
-        run_dir = resume(resume_dir, quiet=quiet, device=device if explicit else None)
+        graphs_given = click.get_current_context().get_parameter_source("cuda_graphs") == \
+            click.core.ParameterSource.COMMANDLINE
+        run_dir = resume(resume_dir, quiet=quiet, device=device if explicit else None,
+                         cuda_graphs=cuda_graphs if graphs_given else None)
     else:
         config = TrainConfig(
             dataset=dataset, data_dir=data_dir, download=download, method=method, per_batch=per_batch,
@@ -116,6 +125,7 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
         )
         config.resolutions = resolutions
         config.image_size, config.val_fraction = image_size, val_fraction
+        config.cuda_graphs = cuda_graphs
         run_dir = train(config)
     summary = read_summary(run_dir)
     if as_json:
@@ -126,7 +136,7 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
 
 
 # What --resume may change: where it runs and how it reports, never what it trains.
-_RESUME_MAY_CHANGE = {"resume_dir", "device", "quiet", "as_json"}
+_RESUME_MAY_CHANGE = {"resume_dir", "device", "quiet", "as_json", "cuda_graphs"}
 
 
 def _refuse_changes_on_resume() -> None:

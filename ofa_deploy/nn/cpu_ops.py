@@ -108,6 +108,12 @@ def _weight_grad(x: torch.Tensor, grad_out: torch.Tensor, k: int, stride: int, p
 class _Depthwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+        if torch.is_autocast_enabled("cpu"):
+            # bf16 autocast (--amp bf16 on a CPU): save what the convolution reads, so the
+            # backward's kernels see one dtype; autograd casts the gradients back to x's and
+            # the weight's own dtypes
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight = x.to(dtype), weight.to(dtype)
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding = stride, padding
         return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])

@@ -5,9 +5,13 @@ synchronous inference on a fixed random input.
   the GPU through IO binding, so the host-timed latency excludes transfers and says so);
 * ``tensorrt`` - a serialized engine, through ``ofa_deploy.export.tensorrt.TrtRunner``
   (TensorRT + pycuda), which also reports the device compute time of every call;
-* ``torch`` - the extracted subnet in eager mode, for comparison only.
+* ``torch`` - the extracted subnet in eager mode (or, on CUDA, replayed as a CUDA graph),
+  for comparison.
 
-Only the torch backend imports torch.
+On CUDA (torch backend, and onnxruntime's CUDA provider when torch is importable) two CUDA
+events around each call give the device time apart from the host latency, as TensorRT's
+runner does; a CUDA-graph replay removes the per-kernel launch cost from both. Only GPU
+machines run those lines. Only the torch backend and the CUDA event timer import torch.
 """
 
 from __future__ import annotations
@@ -56,8 +60,14 @@ def onnxruntime_runner(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     threads: int = 0,
     batch: Optional[int] = None,
+    cuda_graph: bool = False,
 ) -> Runner:
     """An ONNX Runtime session on the first of ``providers`` that is available.
+
+    On the CUDA provider the input and outputs stay on the GPU (IO binding), CUDA events
+    give the device time when torch is importable, and ``cuda_graph`` turns on ORT's own
+    CUDA-graph capture (``enable_cuda_graph``: one replay per run, inputs at fixed addresses,
+    which the IO binding gives).
 
     ``threads`` sets intra-op threads (0 = ORT's default, one per physical core); inter-op
     is 1 and execution sequential, the usual single-stream latency setting. Raises
@@ -81,6 +91,16 @@ def onnxruntime_runner(
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    timer = _CudaEventTimer.create() if usable[0] == "CUDAExecutionProvider" else None
+    if cuda_graph and usable[0] != "CUDAExecutionProvider":
+        raise OfaError(f"--cuda-graph needs onnxruntime's CUDAExecutionProvider; this run would use {usable[0]}")
+    if usable[0] == "CUDAExecutionProvider" and (timer is not None or cuda_graph):
+        options: dict[str, str] = {}
+        if timer is not None:  # ORT launches on our stream, so events on it bracket its kernels
+            options["user_compute_stream"] = str(timer.stream_handle)
+        if cuda_graph:
+            options["enable_cuda_graph"] = "1"
+        usable = [("CUDAExecutionProvider", options), *usable[1:]]
     try:
         session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=usable)
     except Exception as exc:  # ORT raises its own exception types for every load failure
@@ -94,6 +114,7 @@ def onnxruntime_runner(
     x = random_input(shape, dtype)
     name = inputs[0].name
     provider = session.get_providers()[0]
+    device_ms = None
     if provider == "CUDAExecutionProvider":
         binding = session.io_binding()
         binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
@@ -101,9 +122,14 @@ def onnxruntime_runner(
             binding.bind_output(out.name, "cuda")
 
         def step() -> None:
+            if timer is not None:
+                timer.start()
             session.run_with_iobinding(binding)
+            if timer is not None:
+                timer.stop()
 
         kind = "host_device_resident_io"
+        device_ms = timer.elapsed_ms if timer is not None else None
     else:
         feed = {name: x}
 
@@ -118,8 +144,41 @@ def onnxruntime_runner(
         latency_kind=kind,
         provider=provider,
         precision=_onnx_precision(session, dtype),
+        device_ms=device_ms,
         info={"intra_op_threads": opts.intra_op_num_threads, "providers": session.get_providers()},
     )
+
+
+class _CudaEventTimer:
+    """Device time of one call: CUDA events recorded before and after it on one stream
+    (torch's CUDA bindings; ``create`` returns ``None`` without torch or CUDA, and the
+    runner then reports host latency only). Only a GPU runs this."""
+
+    def __init__(self, torch: Any, stream: Any) -> None:
+        self.stream = stream
+        self.stream_handle = stream.cuda_stream
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    @classmethod
+    def create(cls, stream: Any = None) -> "Optional[_CudaEventTimer]":
+        try:
+            import torch
+        except ImportError:
+            return None
+        if not torch.cuda.is_available():
+            return None
+        return cls(torch, stream if stream is not None else torch.cuda.Stream())
+
+    def start(self) -> None:
+        self._start.record(self.stream)
+
+    def stop(self) -> None:
+        self._end.record(self.stream)
+        self._end.synchronize()
+
+    def elapsed_ms(self) -> float:
+        return self._start.elapsed_time(self._end)
 
 
 def _onnx_precision(session: Any, input_dtype: Any) -> str:
@@ -167,9 +226,14 @@ def tensorrt_runner(engine_path: str | Path, *, batch: Optional[int] = None) -> 
     )
 
 
-def torch_runner(sidecar: dict[str, Any], *, threads: int = 0, batch: Optional[int] = None) -> Runner:
+def torch_runner(sidecar: dict[str, Any], *, threads: int = 0, batch: Optional[int] = None, device: str = "cpu",
+                 cuda_graph: bool = False) -> Runner:
     """The sidecar's subnet rebuilt as a static eager network (random weights: latency does
-    not depend on their values), under ``torch.inference_mode``."""
+    not depend on their values), under ``torch.inference_mode``.
+
+    ``device="cuda"``: on the GPU, timed with CUDA events (device time) besides the host
+    latency; ``cuda_graph``: the forward captured once as a CUDA graph and each step one
+    replay (no per-kernel launches). Both raise ``OfaError`` without CUDA."""
     try:
         import torch
     except ImportError:
@@ -181,12 +245,21 @@ def torch_runner(sidecar: dict[str, Any], *, threads: int = 0, batch: Optional[i
         raise OfaError("the torch backend needs an export directory whose model.json has space and subnet")
     space = SearchSpace.from_dict(sidecar["space"])
     subnet = Subnet.from_dict(sidecar["subnet"], space)
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise OfaError(f"--device {device!r}: use cpu or cuda")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise OfaError(f"--device {device}: torch sees no CUDA device on this machine; use --device cpu")
+    if cuda_graph and device == "cpu":
+        raise OfaError("cuda_graph replay needs --device cuda")
     saved_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     net = StaticSubnet(space, subnet).eval()
     shape = (batch or 1, space.in_channels, space.image_size, space.image_size)
     x = torch.from_numpy(random_input(shape))
+    if device != "cpu":
+        return _torch_cuda_runner(torch, net, x, torch.device(device), cuda_graph,
+                                  close=lambda: torch.set_num_threads(saved_threads))
 
     def step() -> None:
         with torch.inference_mode():
@@ -195,3 +268,46 @@ def torch_runner(sidecar: dict[str, Any], *, threads: int = 0, batch: Optional[i
     return Runner(backend="torch", step=step, input_shape=shape, latency_kind="host", provider="eager",
                   precision="fp32", info={"torch_threads": torch.get_num_threads()},
                   close=lambda: torch.set_num_threads(saved_threads))  # the caller's torch, as it was
+
+
+def _torch_cuda_runner(torch: Any, net: Any, x: Any, device: Any, cuda_graph: bool,
+                       close: Callable[[], None]) -> Runner:
+    """The torch backend on a GPU: CUDA events around every call on the current stream;
+    with ``cuda_graph`` the forward is captured once (after a warm-up on a side stream, as
+    PyTorch's CUDA-graphs notes require) and every step is one replay. Only a GPU runs this."""
+    net = net.to(device)
+    x = x.to(device)
+    with torch.cuda.device(device):
+        timer = _CudaEventTimer.create(torch.cuda.current_stream(device))
+        run: Callable[[], Any]
+        if cuda_graph:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.inference_mode():
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        net(x)
+                torch.cuda.current_stream(device).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                try:
+                    with torch.cuda.graph(graph):
+                        net(x)
+                except Exception as exc:  # an op that cannot be captured
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise OfaError(f"CUDA graph capture of the torch model failed: {first}; profile without "
+                                   "--cuda-graph") from None
+            run = graph.replay
+        else:
+            def run() -> None:
+                with torch.inference_mode():
+                    net(x)
+
+    def step() -> None:
+        timer.start()
+        run()
+        timer.stop()
+
+    return Runner(backend="torch", step=step, input_shape=tuple(x.shape), latency_kind="host_device_resident_io",
+                  provider="cuda_graph" if cuda_graph else "eager", precision="fp32", device_ms=timer.elapsed_ms,
+                  info={"device": str(device), "gpu": torch.cuda.get_device_name(device),
+                        "cuda_graph": cuda_graph}, close=close)

@@ -38,13 +38,42 @@ def choose_backend(target: Any, files: ModelFiles, backend: Optional[str]) -> tu
     return wanted, None
 
 
-def load_runner(target: Any, files: ModelFiles, backend: str, *, batch: int, threads: int) -> tuple[Runner, Path]:
+def gpu_target(target: Any) -> bool:
+    """Whether ``target`` runs on an NVIDIA GPU (TensorRT, or ONNX Runtime's CUDA/TensorRT providers first)."""
+    return target.backend == "tensorrt" or bool(target.providers and target.providers[0].startswith(("CUDA",
+                                                                                                      "Tensorrt")))
+
+
+def _torch_device(target: Any) -> str:
+    """The torch backend's device without ``--device``: CUDA for a GPU target when torch sees
+    one, else the CPU (as before ``--device`` existed)."""
+    if not gpu_target(target):
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"  # torch_runner says torch is missing
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_runner(target: Any, files: ModelFiles, backend: str, *, batch: int, threads: int,
+                device: Optional[str] = None, cuda_graph: bool = False) -> tuple[Runner, Path]:
+    """``device`` (``cpu``/``cuda``, ``None`` = the target's) applies to onnxruntime and torch;
+    ``cuda_graph`` to onnxruntime's CUDA provider and torch on CUDA."""
     used = files.file_for(backend)
+    if device is not None and device not in ("cpu", "cuda"):
+        raise OfaError(f"--device {device!r}: use cpu or cuda")
     if backend == "onnxruntime":
-        return onnxruntime_runner(used, providers=target.providers, threads=threads, batch=batch), used
+        providers = {"cpu": ("CPUExecutionProvider",), "cuda": ("CUDAExecutionProvider",)}.get(
+            device or "", target.providers)
+        return onnxruntime_runner(used, providers=providers, threads=threads, batch=batch,
+                                  cuda_graph=cuda_graph), used
     if backend == "tensorrt":
+        if device == "cpu" or cuda_graph:
+            raise OfaError("the tensorrt backend runs on its GPU: --device cpu and --cuda-graph do not apply to it")
         return tensorrt_runner(used, batch=batch), used
-    return torch_runner(files.sidecar or {}, threads=threads, batch=batch), used
+    return torch_runner(files.sidecar or {}, threads=threads, batch=batch, device=device or _torch_device(target),
+                        cuda_graph=cuda_graph), used
 
 
 def profile_model(
@@ -56,8 +85,13 @@ def profile_model(
     threads: Optional[int] = None,
     protocol: Optional[Protocol] = None,
     on_attempt: Optional[Callable[[int, float], None]] = None,
+    device: Optional[str] = None,
+    cuda_graph: bool = False,
 ) -> dict[str, Any]:
     """Measure ``model`` (ONNX file, engine, or export directory) on this machine.
+
+    ``device`` (``cpu`` or ``cuda``; default the target's) and ``cuda_graph`` (replay a
+    captured CUDA graph per call) apply to the onnxruntime and torch backends.
 
     ``target`` is a ``Target`` or a name/path for ``load_target``; its protocol, batch,
     threads and backend apply unless overridden. Returns the JSON-ready result::
@@ -79,7 +113,8 @@ def profile_model(
         raise OfaError(f"batch={batch} must be at least 1")
     threads = int(target.threads if threads is None else threads)
     protocol = protocol or Protocol.from_target(target)
-    runner, used = load_runner(target, files, used_backend, batch=batch, threads=threads)
+    runner, used = load_runner(target, files, used_backend, batch=batch, threads=threads, device=device,
+                               cuda_graph=cuda_graph)
     try:
         stats = measure(runner.step, protocol, batch=runner.input_shape[0], device_ms=runner.device_ms,
                         on_attempt=on_attempt)
@@ -90,7 +125,11 @@ def profile_model(
     if used_backend == "onnxruntime" and target.providers and runner.provider != target.providers[0]:
         note = f"{target.providers[0]} is not available here; ran on {runner.provider}"
         fallback = f"{fallback}; {note}" if fallback else note
-    gpu = used_backend == "tensorrt" or (runner.provider or "").startswith(("CUDA", "Tensorrt"))
+    if used_backend == "torch" and device is None and gpu_target(target) and "device" not in runner.info:
+        note = "torch sees no CUDA device here; the torch backend ran on the CPU"
+        fallback = f"{fallback}; {note}" if fallback else note
+    gpu = used_backend == "tensorrt" or (runner.provider or "").startswith(("CUDA", "Tensorrt")) \
+        or "gpu" in runner.info
     return {
         **stats,
         "target": target.name,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import OfaError
 from ..space import SearchSpace
+from .amp import resolve_precision, table_value
 from .schedules import (
     METHODS,
     RSS,
@@ -56,7 +57,10 @@ class TrainConfig:
     method; RSS-short with ``paper-short``). ``lr_schedule``: None = cosine, constant for the
     paper's two-subnet sequences. ``warmup_epochs``: None = the reference's 5 with a preset,
     otherwise 5 but at most a fifth of the first phase (none with a constant lr). ``batch_size`` is the global batch (split over DDP ranks and
-    ``grad_accum`` micro-batches). ``device``: ``auto`` = CUDA when available.
+    ``grad_accum`` micro-batches). ``device``: ``auto`` = CUDA when available. ``amp``: the
+    autocast precision (``amp.py``; ``resolved`` fills in the device's default: bf16 on a
+    CUDA GPU with bf16, else fp32). ``cuda_graphs``: ``auto``/``on``/``off``, CUDA-graph
+    replay of one-subnet epochs (``cuda_graphs.py``); not a hyper-parameter, so not in [train].
     """
 
     dataset: str = "digits"
@@ -88,9 +92,10 @@ class TrainConfig:
     weight_decay: float = 3e-5
     warmup_epochs: int | None = None
     kd_ratio: float = 1.0
-    amp: bool = False
+    amp: str | bool | None = None  # None: bf16 on a CUDA GPU with bf16, else fp32 (see amp.py)
     augment: str = "default"
     grad_accum: int = 1
+    cuda_graphs: str = "auto"  # how the run executes, not what it trains: not in [train] (cuda_graphs.py)
     resolutions: list[int] | None = None  # elastic resolution: one of these input sizes per batch
     # fidelity to the paper's released code (fidelity.py): the preset, then its six choices;
     # None = not given (the preset's value, ofa-deploy's without a preset)
@@ -135,6 +140,10 @@ class TrainConfig:
             raise OfaError("lr must be > 0, weight_decay and kd_ratio >= 0, momentum in [0, 1)")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise OfaError(f"warmup_epochs={self.warmup_epochs} must not be negative")
+        from .cuda_graphs import MODES as graph_modes  # imports torch: only here
+
+        if self.cuda_graphs not in graph_modes:
+            raise OfaError(f"--cuda-graphs {self.cuda_graphs!r}: choose one of {', '.join(graph_modes)}")
         if self.resolutions is not None and (not isinstance(self.resolutions, (list, tuple)) or not self.resolutions):
             raise OfaError("resolutions must be a non-empty list of image sizes")
 
@@ -171,6 +180,7 @@ class TrainConfig:
             **{name: getattr(cfg, name) for name in FIDELITY_SWITCHES}))
         if cfg.method == "sandwich" and cfg.per_batch is None:
             cfg.per_batch = 2
+        cfg.amp = resolve_precision(cfg.amp, cfg.device)
         return cfg
 
     def _warmup_rule(self) -> int:
@@ -205,6 +215,8 @@ class TrainConfig:
                 "batch_size", "lr", "momentum", "nesterov", "weight_decay", "warmup_epochs", "kd_ratio", "amp",
                 "augment", "grad_accum", "fidelity", *FIDELITY_SWITCHES)
         table = {k: getattr(self, k) for k in keys}
+        if isinstance(self.amp, str):
+            table["amp"] = table_value(self.amp)
         if self.resolutions:  # only then: checkpoints of single-resolution runs keep their [train] table
             table["resolutions"] = sorted(int(r) for r in self.resolutions)
         return table

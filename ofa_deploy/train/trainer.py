@@ -54,7 +54,6 @@ import random
 import shutil
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,9 +69,10 @@ from ..data.augment import sample_params as augment_params
 from ..errors import OfaError
 from ..io import atomic_write, atomic_write_json, atomic_write_text
 from ..space import SearchSpace, Subnet
-from . import dist
+from . import amp, dist
 from .config import TrainConfig
 from .fidelity import with_defaults
+from .cuda_graphs import EpochGraphs
 from .histogram import SamplingHistogram
 from .progress import EpochProgress
 from .resolution import ResolutionSampler, check_training_space
@@ -113,7 +113,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | Non
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = None,
-           device: str | None = None, on_epoch: OnEpoch | None = None) -> Path:
+           device: str | None = None, on_epoch: OnEpoch | None = None, cuda_graphs: str | None = None) -> Path:
     """Continue the run in ``run_dir`` from its last epoch-end checkpoint (or from the start
     if it was stopped during its first epoch); a finished run is returned as is. ``device``
     overrides the one the run was started on (bit-identity is promised on the same device)."""
@@ -123,12 +123,14 @@ def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = N
         cfg.quiet = quiet
     if device is not None:
         cfg.device = device
+    if cuda_graphs is not None:
+        cfg.cuda_graphs = cuda_graphs
     return _Trainer(run_dir, cfg, progress, on_epoch=on_epoch).fit()
 
 
 def _config_from_dir(run_dir: Path, requested: TrainConfig) -> TrainConfig:
     cfg = TrainConfig.from_tables(run.read_config(run_dir))
-    cfg.quiet, cfg.device = requested.quiet, requested.device
+    cfg.quiet, cfg.device, cfg.cuda_graphs = requested.quiet, requested.device, requested.cuda_graphs
     return cfg
 
 
@@ -219,8 +221,6 @@ class _Trainer:
         self.layout = training_layout(self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        if cfg.amp and self.device.type != "cuda":
-            raise OfaError("--amp needs a CUDA device")
         parts = self.ctx.world_size * cfg.grad_accum
         if cfg.batch_size % parts:
             raise OfaError(f"batch_size {cfg.batch_size} must divide evenly over {self.ctx.world_size} rank(s) x "
@@ -245,12 +245,10 @@ class _Trainer:
         self.policy = resolve_policy(cfg.augment, cfg.dataset)
         self.resolutions = ResolutionSampler(cfg.resolutions, cfg.seed)
         self.histogram = SamplingHistogram(self.space)
-        if cfg.amp:
-            bf16 = torch.cuda.is_bf16_supported()
-            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
-            self.scaler = None if bf16 else torch.amp.GradScaler("cuda")
-        else:
-            self.amp_dtype, self.scaler = None, None
+        self.precision = amp.resolve_precision(cfg.amp, self.device.type)  # fp16 resumed on a CPU: refused
+        self.scaler = amp.grad_scaler(self.precision, self.device.type)
+        self.graphs = EpochGraphs(cfg.cuda_graphs, self.device, self.precision, self.ctx.world_size, cfg.grad_accum,
+                                  autocast=lambda: amp.autocast(self.device.type, self.precision, in_cuda_graph=True))
 
     def _build(self) -> None:
         from ..nn import Supernet
@@ -272,7 +270,7 @@ class _Trainer:
         cfg = self.cfg
         return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                                 {"params": no_decay, "weight_decay": 0.0}], lr=phase.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
+                               nesterov=cfg.nesterov and cfg.momentum > 0, **self.graphs.sgd_options())
 
     # -- the run ----------------------------------------------------------------------------
     def fit(self) -> Path:
@@ -382,8 +380,8 @@ class _Trainer:
         correct = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
         kd = phase.kd and self.teacher is not None and cfg.kd_ratio > 0
-        autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else nullcontext())
+        autocast = amp.autocast(device.type, self.precision)
+        graphed = self.graphs.for_epoch(self.net, self.optimizer, self.schedule, epoch, self.steps, kd=kd)
         self.net.train()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -407,13 +405,16 @@ class _Trainer:
                     t_logits = self.teacher(x).float() if kd else None
                 for k, subnet in enumerate(subnets):
                     torch.manual_seed(_step_seed(cfg.seed, epoch, step, k, ctx.rank * cfg.grad_accum + m))
-                    with autocast:
-                        logits = self.net(x, subnet).float()
-                    loss = F.cross_entropy(logits, y)
-                    if kd:
-                        loss = loss + cfg.kd_ratio * _soft_cross_entropy(logits, t_logits)
-                    scaled = loss / (cfg.grad_accum * ctx.world_size)
-                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                    if graphed is not None and graphed.covers(subnets, x):  # forward, backward and update replayed
+                        loss, logits = graphed.run(x, y, self._lr(phase, in_phase, step))
+                    else:
+                        with autocast:
+                            logits = self.net(x, subnet).float()
+                        loss = F.cross_entropy(logits, y)
+                        if kd:
+                            loss = loss + cfg.kd_ratio * _soft_cross_entropy(logits, t_logits)
+                        scaled = loss / (cfg.grad_accum * ctx.world_size)
+                        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
                     loss_sum += loss.detach().double() * y.shape[0]
                     correct += (logits.detach().argmax(1) == y).sum()
                     seen += y.shape[0]
@@ -424,12 +425,14 @@ class _Trainer:
             if self.scaler:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-            else:
+            elif not (graphed is not None and graphed.took_step):
                 self.optimizer.step()
             if bar.bar:
                 elapsed = time.perf_counter() - start
                 bar.update(loss_sum.item() / max(1, seen), correct.item() / max(1, seen),
                            (step + 1) * B / max(elapsed, 1e-9))
+        if graphed is not None:
+            graphed.close()
         dist.average_buffers(self.net, ctx)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
