@@ -14,12 +14,15 @@ Landscapes (all on this machine):
 
 Subnets: ``--pool`` uniform draws (seed ``--pool-seed``; what active selection chooses from)
 and ``--holdout`` uniform draws (seed ``--holdout-seed``, disjoint; never chosen). One fp32
-and one int8 export per subnet serve every landscape. Work goes in chunks of ``--chunk``
+export per subnet (``predictor build``'s ``export_for_timing``, kept in ``--onnx-dir``)
+serves every landscape; the int8 model is quantized from it with the library's
+``convert_precision`` (the QDQ int8 `export --precision int8` writes; 8 random calibration
+images - latency does not depend on the ranges). Work goes in chunks of ``--chunk``
 subnets; within a chunk, every round visits every (landscape, subnet) pair in a fresh
 random order for a short burst, so the machine's drift hits all landscapes alike. Each
 landscape's rows go to ``OUT/<landscape>.jsonl`` (the ``predictor build`` latency.jsonl
 format, splits "pool" and "holdout") as each chunk finishes, with the load average seen
-before and after the chunk; rerunning resumes after the last finished chunk.
+before and after the chunk; rerunning measures only the subnets not yet measured.
 
 Prints one JSON document (counts, wall time, load averages).
 """
@@ -35,7 +38,10 @@ from pathlib import Path
 
 import torch
 
+import numpy as np
+
 from ofa_deploy.cost import macs
+from ofa_deploy.export.precision import convert_precision
 from ofa_deploy.export import read_sidecar
 from ofa_deploy.profile.backends import onnxruntime_runner, torch_runner
 from ofa_deploy.profile.collect import LatencyDataset, export_for_timing, holdout_subnets
@@ -58,6 +64,20 @@ def _runner(landscape: str, fp32_dir: Path, int8_dir: Path):
     return torch_runner(read_sidecar(fp32_dir), threads=1, batch=1)
 
 
+def _int8(fp32_dir: Path, int8_dir: Path, shape: tuple) -> Path:
+    exported = int8_dir.parent / int8_dir.name.replace("-int8q", "-int8")
+    if (exported / "model.onnx").is_file():  # an int8 export of an earlier campaign (export_for_timing)
+        return exported
+    out = int8_dir / "model.onnx"
+    if not out.is_file():
+        int8_dir.mkdir(parents=True, exist_ok=True)
+        tmp = int8_dir / f".model.{os.getpid()}.onnx"
+        images = np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)
+        convert_precision(fp32_dir / "model.onnx", tmp, "int8", calibration=images)
+        tmp.replace(out)
+    return int8_dir
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -72,6 +92,7 @@ def main() -> None:
     ap.add_argument("--min-time-s", type=float, default=0.6)
     ap.add_argument("--min-iterations", type=int, default=60)
     ap.add_argument("--landscapes", default=",".join(LANDSCAPES))
+    ap.add_argument("--onnx-dir", type=Path, default=None, help="[default: OUT/onnx]")
     args = ap.parse_args()
     landscapes = [x for x in args.landscapes.split(",") if x]
     torch.set_num_threads(1)
@@ -85,22 +106,22 @@ def main() -> None:
     random.Random(0).shuffle(items)  # pool and held-out subnets share every chunk's conditions
     args.out.mkdir(parents=True, exist_ok=True)
     sets = {name: LatencyDataset(args.out / f"{name}.jsonl", space) for name in landscapes}
-    fp32_target, int8_target = load_target("cpu"), load_target("cpu-int8")
-    onnx = args.out / "onnx"
+    fp32_target = load_target("cpu")
+    onnx = args.onnx_dir or args.out / "onnx"
+    shape = (space.in_channels, space.image_size, space.image_size)
     rounds = max(1, args.rounds)
     burst = Protocol(warmup_s=args.warmup_s / rounds, min_iterations=max(2, args.min_iterations // rounds),
                      min_time_s=args.min_time_s / rounds, max_retries=0, max_time_s=60.0)
     measured = 0
-    for start in range(0, len(items), args.chunk):
-        part = items[start:start + args.chunk]
-        if all(sets[name].has(split, sub) for name in landscapes for split, sub in part):
-            continue
+    todo = [(split, sub) for split, sub in items if not all(sets[name].has(split, sub) for name in landscapes)]
+    for start in range(0, len(todo), args.chunk):
+        part = todo[start:start + args.chunk]
         load_before = os.getloadavg()
         c0 = time.perf_counter()
         dirs = []
         for _, sub in part:
             fp32_dir = export_for_timing(supernet, sub, fp32_target, onnx / str(sub)).parent
-            int8_dir = export_for_timing(supernet, sub, int8_target, onnx / f"{sub}-int8").parent
+            int8_dir = _int8(fp32_dir, onnx / f"{sub}-int8q", shape)
             dirs.append((fp32_dir, int8_dir))
         export_s = time.perf_counter() - c0
         runners = {(name, i): _runner(name, *dirs[i]) for name in landscapes for i in range(len(part))}
@@ -121,7 +142,7 @@ def main() -> None:
                 cov = robust_cov(xs)
                 sets[name].add({"split": split, "key": str(sub), "subnet": sub.to_dict(), "macs": macs(space, sub),
                                 "target": name, "latency_ms": summarize(xs), "n": len(xs), "cov": cov,
-                                "unstable": cov > 0.05, "chunk": start // args.chunk,
+                                "unstable": cov > 0.05, "chunk": start // args.chunk, "done_before": len(items) - len(todo),
                                 "loadavg_before": list(load_before), "loadavg_after": list(load_after)})
         measured += len(part)
         print(json.dumps({"chunk": start // args.chunk, "subnets": len(part), "export_s": round(export_s, 1),
