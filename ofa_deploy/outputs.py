@@ -154,14 +154,16 @@ def _profile_result(path: Path) -> Optional[str]:
     return None
 
 
-PREDICTOR_FILES = {"predictor.json", "latency.jsonl", "check.json", "check.png"}
+PREDICTOR_FILES = {"predictor.json", "latency.jsonl", "check.json", "check.png", "curve.json", "curve.png"}
 
 
 def _predictor_dir(path: Path) -> Optional[str]:
     # a predictor directory grows over runs (measurements are appended), so an empty one is fine
     if not path.is_dir():
         return describe(path)
-    return _only(path, lambda p: p.is_file() and p.name in PREDICTOR_FILES)
+    # to-measure/: the exports `predictor adapt --no-measure` leaves for profiling on a device
+    return _only(path, lambda p: (p.is_file() and p.name in PREDICTOR_FILES)
+                 or (p.is_dir() and p.name == "to-measure"))
 
 
 def _run_dir(path: Path) -> Optional[str]:

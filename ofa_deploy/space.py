@@ -280,7 +280,9 @@ class SearchSpace:
             raise OfaError(f"tolerance={tolerance} must not be negative")
         rng = as_rng(rng)
         if lock_width == "auto":
-            lock_width = "min" if mflops <= PAPER_BUCKETS[0] else "max" if mflops >= PAPER_BUCKETS[-1] else "none"
+            at_32 = self.at_paper_size(mflops)  # 0.05 of slack: paper_buckets() are rounded to 0.1
+            lock_width = "min" if at_32 <= PAPER_BUCKETS[0] + 0.05 else "max" if at_32 >= PAPER_BUCKETS[-1] - 0.05 \
+                else "none"
         if lock_width not in ("min", "max", "none"):
             raise OfaError(f"lock_width={lock_width!r} must be one of auto, min, max, none")
         expand = {
@@ -294,6 +296,8 @@ class SearchSpace:
             raise OfaError(
                 f"no subnet has {mflops:g} +- {tolerance:g} MFLOPs: with expand ratios {list(expand)} "
                 f"subnets span {reach_lo / 1e6:.2f} to {reach_hi / 1e6:.2f} MFLOPs"
+                + (f" at {self.image_size}x{self.image_size} (the paper's buckets at this size: "
+                   f"{','.join(f'{b:g}' for b in self.paper_buckets())})" if self.image_size != 32 else "")
             )
         for _ in range(max_tries):
             candidate = self.sample(rng, expand_choices=expand)
@@ -303,6 +307,40 @@ class SearchSpace:
             f"no subnet with {mflops:g} +- {tolerance:g} MFLOPs found in {max_tries} draws; "
             f"widen the tolerance or choose a bucket nearer the middle"
         )
+
+    def at_paper_size(self, mflops: float) -> float:
+        """``mflops`` of this space mapped to the same place in the MFLOPs range of this space at
+        the paper's 32x32 input (linearly between the smallest and the largest subnet): what
+        the paper's bucket thresholds (4 and 14) are compared with at other image sizes."""
+        if self.image_size == 32:
+            return mflops
+        import dataclasses
+
+        lo, hi = self.macs_range()
+        lo32, hi32 = dataclasses.replace(self, image_size=32).macs_range()
+        return (lo32 + (mflops * 1e6 - lo) * (hi32 - lo32) / (hi - lo)) / 1e6
+
+    def paper_buckets(self) -> tuple[float, ...]:
+        """``PAPER_BUCKETS`` at this space's input size: the same places in its MFLOPs range
+        (rounded to 0.1 MFLOPs), so a 64x64 space has buckets where its subnets are."""
+        if self.image_size == 32:
+            return PAPER_BUCKETS
+        import dataclasses
+
+        lo = self.macs_range()[0]
+        lo32 = dataclasses.replace(self, image_size=32).macs_range()[0]
+        return tuple(round((lo + (b * 1e6 - lo32) * self.paper_scale()) / 1e6, 1) for b in PAPER_BUCKETS)
+
+    def paper_scale(self) -> float:
+        """How much wider this space's MFLOPs range is than at 32x32 (1 there): a bucket's
+        tolerance of 0.5 MFLOPs at 32x32 holds as many subnets as 0.5 x this."""
+        if self.image_size == 32:
+            return 1.0
+        import dataclasses
+
+        lo, hi = self.macs_range()
+        lo32, hi32 = dataclasses.replace(self, image_size=32).macs_range()
+        return (hi - lo) / (hi32 - lo32)
 
     def macs_range(self, *, expand_choices: Sequence[int] | None = None) -> tuple[int, int]:
         """Fewest and most MACs over all subnets (optionally with restricted expand ratios)."""

@@ -189,9 +189,14 @@ class FakeGraphApi:
     the recorded closure again on the current contents of the tensors it captured."""
 
     def __init__(self, net, optimizer, fail: str | None = None) -> None:
-        self.net, self.optimizer, self.fail = net, optimizer, fail
+        self._net, self._optimizer, self.fail = net, optimizer, fail
         self.side_stream_steps = 0
         self.graphs: list[FakeGraph] = []
+
+    # callables: the trainer builds a new optimizer per phase
+    net = property(lambda self: self._net() if callable(self._net) and not isinstance(self._net, torch.nn.Module)
+                   else self._net)
+    optimizer = property(lambda self: self._optimizer() if callable(self._optimizer) else self._optimizer)
 
     def new_graph(self) -> FakeGraph:
         graph = FakeGraph(self)
@@ -388,6 +393,54 @@ def test_epoch_graphs_decides_per_epoch():
     assert cpu.for_epoch(net, opt, RSS(SPACE, phase, 1), 0, 10, kd=False) is None and cpu.sgd_options() == {}
     with pytest.raises(OfaError, match="--cuda-graphs on needs a CUDA device"):
         EpochGraphs("on", torch.device("cpu"), "fp32", 1, 1, autocast=lambda: None)
+
+
+def test_trainer_replays_fake_graphs_like_its_eager_fused_steps(tmp_path, monkeypatch):
+    """The trainer's hooks end to end on a CPU: a ``fixed`` run whose epochs are "captured"
+    (``EpochGraphs`` deciding as on CUDA, the fake graph API) ends bit-identical to the same
+    run stepped eagerly with the same fused SGD - so the trainer neither steps twice after a
+    replay nor loses a step, passes each step's learning rate and dropout seed, counts the
+    replayed losses, and checkpoints float learning rates."""
+    from ofa_deploy.train import trainer as trainer_mod
+
+    held: dict = {}
+    real_training_step = cuda_graphs.training_step
+
+    def spy(net, optimizer, subnet, autocast):
+        held["net"], held["opt"] = net, optimizer
+        return real_training_step(net, optimizer, subnet, autocast)
+
+    monkeypatch.setattr(cuda_graphs, "training_step", spy)
+    made: list[EpochGraphs] = []
+    steps: list[GraphedStep] = []
+
+    class AsOnCuda(EpochGraphs):
+        def __init__(self, mode, device, precision, world_size, grad_accum, *, autocast, graphs=True):
+            super().__init__(mode, torch.device("cuda"), precision, world_size, grad_accum, autocast=autocast,
+                             api_factory=lambda d: FakeGraphApi(lambda: held["net"], lambda: held["opt"]))
+            self.graphs = graphs
+            made.append(self)
+
+        def for_epoch(self, net, optimizer, schedule, epoch, steps_, *, kd):
+            g = super().for_epoch(net, optimizer, schedule, epoch, steps_, kd=kd)
+            if g is not None:
+                steps.append(g)
+            return g if self.graphs else None
+
+    cfg = dict(dataset="digits", method="fixed", subnet="middle", epochs=2, train_subset=64, batch_size=8,
+               device="cpu", quiet=True, seed=4)
+    monkeypatch.setattr(trainer_mod, "EpochGraphs", lambda *a, **k: AsOnCuda(*a, **k, graphs=False))
+    eager = train(TrainConfig(out=str(tmp_path / "eager"), **cfg))
+    monkeypatch.setattr(trainer_mod, "EpochGraphs", lambda *a, **k: AsOnCuda(*a, **k, graphs=True))
+    steps.clear()
+    graphed = train(TrainConfig(out=str(tmp_path / "graphed"), **cfg))
+    assert len(steps) == 2 and all(g.replays == 8 - g.warmup_steps and g.graph is None for g in steps)
+    a, b = run.load_checkpoint(eager / run.FINAL), run.load_checkpoint(graphed / run.FINAL)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(isinstance(g["lr"], float) for g in b["optimizer"]["param_groups"])
+    ma = [json.loads(x) for x in (eager / run.METRICS).read_text().splitlines()]
+    mb = [json.loads(x) for x in (graphed / run.METRICS).read_text().splitlines()]
+    assert [(m["loss"], m["train_acc"], m["lr"]) for m in ma] == [(m["loss"], m["train_acc"], m["lr"]) for m in mb]
 
 
 # -- profile and benchmark ----------------------------------------------------------------------

@@ -75,3 +75,25 @@ def test_train_at_48_records_the_size_and_everything_follows(tmp_path, capsys):
 
     data = export_images(config, train_images=8, parity_images=4, accuracy=False)
     assert data.train.shape[1:] == (1, 48, 48) and data.parity.shape[1:] == (1, 48, 48)
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_paper_buckets_move_with_the_image_size_and_keep_their_expand_locks(size):
+    from ofa_deploy.cost import macs
+    from ofa_deploy.space import PAPER_BUCKETS
+
+    assert SearchSpace(in_channels=1).paper_buckets() == PAPER_BUCKETS
+    space = SearchSpace(in_channels=1, num_classes=4, image_size=size)
+    buckets = space.paper_buckets()
+    lo, hi = space.macs_range()
+    assert lo / 1e6 < buckets[0] < buckets[-1] < hi / 1e6
+    for b in buckets:
+        assert abs(space.at_paper_size(b) - PAPER_BUCKETS[buckets.index(b)]) < 0.05
+        tolerance = 0.5 * space.paper_scale()  # as wide as the paper's 0.5 MFLOPs at 32x32
+        s = space.sample_in_bucket(b, tolerance, rng=size)
+        assert abs(macs(space, s) / 1e6 - b) <= tolerance
+        active = [s.e[i] for i in s.active_blocks()]
+        if b == buckets[0]:  # as at 32x32: the smallest bucket is sampled with the smallest expand ratio
+            assert set(active) == {space.expand_choices[0]}
+        if b == buckets[-1]:
+            assert set(active) == {space.expand_choices[-1]}

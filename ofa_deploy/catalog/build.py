@@ -57,6 +57,7 @@ def build_catalog(
     candidates: Optional[Sequence[Subnet]] = None,
     precision: Optional[str] = None,
     calibration_images: int = 512,
+    confidence: Optional[float] = None,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
@@ -89,6 +90,8 @@ def build_catalog(
     if measure:
         check_measurable(target)
     lat_model = _load_predictor(predictor, target)
+    if confidence is not None:
+        check_confidence(lat_model, confidence, predictor)
     supernet, config = load_supernet(run_dir)
     space: SearchSpace = supernet.space
     if lat_model is not None and lat_model.space != space:
@@ -138,7 +141,7 @@ def build_catalog(
         say("accuracy", len(candidates), len(candidates))
 
         # p90, the statistic ``select`` holds budgets to, where the predictor knows its ratio
-        proxy = (lat_model.predict(candidates, "p90" if "p90" in lat_model.statistic_ratios else None)
+        proxy = (budget_latency(lat_model, candidates, confidence)
                  if lat_model is not None
                  else np.array([cost(space, s)[0] / 1e6 for s in candidates]))
         chosen = list(dict.fromkeys(candidates)) if chosen_by_caller else choose_finalists(
@@ -185,6 +188,7 @@ def build_catalog(
         "dataset": dataset,
         "candidates": len(candidates),
         "proxy": "predictor" if lat_model is not None else "macs",
+        **({"confidence": confidence} if confidence is not None else {}),
         **done,
         "finalists": [{"text": str(s), "accuracy": accuracy[s],
                        "proxy": float(proxy[candidates.index(s)])} for s in chosen],
@@ -240,3 +244,24 @@ def _load_predictor(path: Optional[str | Path], target: Any):
     if model.target != target.name:
         raise OfaError(f"predictor {path} was fitted for target {model.target}, not {target.name}")
     return model
+
+
+def check_confidence(model: Any, confidence: float, path: Any) -> None:
+    """``--confidence`` needs a predictor that states its uncertainty."""
+    from ..profile.uncertainty import check_level
+
+    check_level(confidence, "--confidence")
+    if model is None:
+        raise OfaError("--confidence needs --predictor (it holds budgets to the predictor's upper bound)")
+    if model.uncertainty is None:
+        raise OfaError(f"--confidence: predictor {path} records no uncertainty (no validation error, no posterior); "
+                       "refit it with `ofa-deploy predictor build` or adapt one with `ofa-deploy predictor adapt`")
+
+
+def budget_latency(model: Any, subnets: Sequence[Subnet], confidence: Optional[float]) -> np.ndarray:
+    """Predicted p90 (where the predictor knows its ratio; ``select`` holds budgets to p90)
+    or, with ``confidence``, the latency that p90 stays below with that probability."""
+    statistic = "p90" if "p90" in model.statistic_ratios else None
+    if confidence is None:
+        return np.asarray(model.predict(list(subnets), statistic))
+    return model.upper_bound(list(subnets), confidence, statistic)

@@ -125,7 +125,9 @@ def select(items: list[dict[str, Any]], *, max_latency_ms: Optional[float] = Non
     compete (``entries(..., precision=None)``): the answer to "the most accurate model
     under 2 ms on this device, any precision". Entries whose latency is flagged unstable
     take part only with ``allow_unstable`` (and still say so). ``NothingFits`` names the
-    fastest entry."""
+    fastest entry. An entry's ``budget_latency_ms``, where set (``catalog select
+    --confidence``: the larger of the measured p90 and the predictor's upper bound), is
+    held to ``max_latency_ms`` instead of its measured p90."""
     if max_latency_ms is None and max_mflops is None:
         raise OfaError("give a budget: --max-latency-ms or --max-mflops")
     usable = [e for e in items if e["accuracy"] is not None and (allow_unstable or not e["unstable"])
@@ -137,7 +139,7 @@ def select(items: list[dict[str, Any]], *, max_latency_ms: Optional[float] = Non
         raise NothingFits(f"the catalog has no usable entry (accuracy, stable latency, ONNX file) for this "
                           f"target{hint}", None)
     fits = [e for e in usable
-            if (max_latency_ms is None or e["latency_ms"]["p90"] <= max_latency_ms)
+            if (max_latency_ms is None or e.get("budget_latency_ms", e["latency_ms"]["p90"]) <= max_latency_ms)
             and (max_mflops is None or e["mflops"] <= max_mflops)
             and (min_accuracy is None or e["accuracy"] >= min_accuracy)]
     if fits:

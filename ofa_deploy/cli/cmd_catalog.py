@@ -90,6 +90,8 @@ def _row(e: dict) -> str:
               help="Latency budget to add a finalist for (repeatable; needs --predictor).")
 @click.option("--predictor", "predictor_path", type=click.Path(path_type=Path), default=None,
               help="Latency predictor of the target [default: rank candidates by MACs].")
+@click.option("--confidence", type=float, default=None,
+              help="Rank and hold --budget-ms to the predictor's upper bound of p90 at this confidence (e.g. 0.9).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the candidate draw.")
 @click.option("--calib-images", type=click.IntRange(1, MAX_COUNT), default=2000, show_default=True,
               help="Training images for BN recalibration.")
@@ -114,7 +116,7 @@ def _row(e: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
           data_dir, torch_threads, no_measure, remeasure_unstable, precision, calibration_images, warmup_s,
-          min_iterations, min_time_s, as_json) -> None:
+          min_iterations, min_time_s, as_json, confidence=None) -> None:
     """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
     measure the finalists, and store everything. Rerunning does no work twice."""
     if torch_threads is not None:
@@ -146,7 +148,7 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
                                 predictor=predictor_path, seed=seed, calib_n=calib_images, test_images=test_images,
                                 data_dir=data_dir, remeasure_unstable=remeasure_unstable, measure=not no_measure,
                                 protocol=protocol, progress=progress, precision=precision,
-                                calibration_images=calibration_images)
+                                calibration_images=calibration_images, confidence=confidence)
     if as_json:
         emit_json(summary)
         return
@@ -263,9 +265,14 @@ def pareto_(catalog_path, target, batch, precision, as_json) -> None:
 @click.option("--max-mflops", type=limit_float("mflops", lo_open=True), default=None, help="Budget on MFLOPs.")
 @click.option("--min-accuracy", type=limit_float("accuracy"), default=None, help="Accuracy floor (0-1).")
 @click.option("--allow-unstable", is_flag=True, help="Also consider entries whose latency is flagged unstable.")
+@click.option("--predictor", "predictor_path", type=click.Path(path_type=Path), default=None,
+              help="Latency predictor of the target, for --confidence.")
+@click.option("--confidence", type=float, default=None,
+              help="Hold --max-latency-ms to the larger of the measured p90 and the predictor's upper bound at this "
+                   "confidence (e.g. 0.9; needs --predictor).")
 @click.option("--json", "as_json", is_flag=True, help="Print the chosen entry as JSON.")
 def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, min_accuracy, allow_unstable,
-            as_json) -> None:
+            predictor_path, confidence, as_json) -> None:
     """The most accurate entry within the budget, any precision unless --precision; exit 1
     naming the fastest if none fits."""
     from ..catalog import NothingFits, select
@@ -274,6 +281,8 @@ def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, 
     if max_latency_ms is None and max_mflops is None:
         raise OfaError("give a budget: --max-latency-ms or --max-mflops")
     items = _entries(catalog_path, target, batch, precision)
+    if confidence is not None or predictor_path is not None:
+        _bound_entries(items, predictor_path, confidence, target)
     try:
         entry = select(items, max_latency_ms=max_latency_ms, max_mflops=max_mflops, min_accuracy=min_accuracy,
                        allow_unstable=allow_unstable)
@@ -289,6 +298,25 @@ def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, 
     if entry["unstable"]:
         click.echo("warning: this entry's latency was flagged unstable", err=True)
 
+
+def _bound_entries(items: list, predictor_path, confidence, target: str) -> None:
+    """Set each entry's ``budget_latency_ms``: max(measured p90, the predictor's p90 upper bound)."""
+    from ..catalog.build import _load_predictor, budget_latency, check_confidence
+    from ..errors import OfaError
+    from ..space import Subnet
+    from ..targets import load_target
+
+    if confidence is None:
+        raise OfaError("--predictor is used by select only with --confidence")
+    model = _load_predictor(predictor_path, load_target(target))
+    check_confidence(model, confidence, predictor_path)
+    if not items:
+        return
+    upper = budget_latency(model, [Subnet.from_dict(e["subnet"], model.space) for e in items], confidence)
+    for e, bound in zip(items, upper):
+        e["p90_upper_ms"] = float(bound)
+        e["confidence"] = confidence
+        e["budget_latency_ms"] = max(float(e["latency_ms"]["p90"]), float(bound))
 
 
 @command.command("plot")

@@ -96,9 +96,12 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
               help="Held-out subnets to measure.")
 @click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the held-out draw (build's --holdout-seed: reuse what build measured).")
+@click.option("--curve", default="", metavar="SIZES",
+              help="Adapted predictors: also the learning curve after these many measured subnets, e.g. 5,10,20,50 "
+                   "(measures the selection up to the largest); writes curve.json and curve.png.")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(predictor_path, run_dir, count, seed, onnx_dir, rounds, min_time_s, min_iterations, warmup_s,
+def check(predictor_path, run_dir, count, seed, curve, onnx_dir, rounds, min_time_s, min_iterations, warmup_s,
           as_json) -> None:
     """Measure held-out subnets and report the predictor's accuracy next to MACs'.
 
@@ -112,6 +115,7 @@ def check(predictor_path, run_dir, count, seed, onnx_dir, rounds, min_time_s, mi
 
     if predictor_path.is_dir():
         predictor_path = predictor_path / PREDICTOR_FILE
+    sizes = _sizes(curve)
     protocol = None
     if any(v is not None for v in (min_time_s, min_iterations, warmup_s)):
         tgt = load_target(LatencyPredictor.load(predictor_path).target)
@@ -123,7 +127,7 @@ def check(predictor_path, run_dir, count, seed, onnx_dir, rounds, min_time_s, mi
             bar.update(task, description=what, completed=done, total=total)
 
         report = check_predictor(predictor_path, run_dir, n=count, seed=seed, protocol=protocol, rounds=rounds,
-                                 onnx_dir=onnx_dir, progress=progress)
+                                 onnx_dir=onnx_dir, progress=progress, curve=sizes)
     if as_json:
         emit_json(report)
         return
@@ -133,7 +137,85 @@ def check(predictor_path, run_dir, count, seed, onnx_dir, rounds, min_time_s, mi
                f"Spearman {p['spearman']:.3f}, mean |error| {p['mean_abs_rel_error']:.1%}")
     click.echo(f"  MACs linear fit: {m['within_10pct']:.1%} within ±10%, {m['within_5pct']:.1%} within ±5%, "
                f"Spearman {m['spearman']:.3f}, mean |error| {m['mean_abs_rel_error']:.1%}")
+    if "interval_90" in report:
+        click.echo(f"  90 % intervals hold {report['interval_90']['coverage']:.1%} of the measurements "
+                   f"({report['interval_90']['uncertainty']})")
     click.echo(f"  {report['predictions_per_second']:,} predictions per second; figure {report.get('figure')}")
+    for point in (report.get("curve") or {}).get("points", []):
+        a, sc, mc = point["adapt"], point.get("scratch"), point.get("macs")
+        click.echo(f"  after {point['n']:>3}: adapt {a['within_10pct']:.0%} within ±10%, {a['within_5pct']:.0%} "
+                   f"within ±5%, Spearman {a['spearman']:.3f}, 90% coverage {a['coverage_90']:.0%}"
+                   + (f"; scratch {sc['within_10pct']:.0%}" if sc else "; scratch -")
+                   + (f"; MACs {mc['within_10pct']:.0%}" if mc else ""))
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    from ..errors import OfaError
+
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise OfaError(f"--curve {text!r}: give comma-separated counts, e.g. 5,10,20,50") from None
+    if any(n < 1 or n > MAX_COUNT for n in sizes):
+        raise OfaError(f"--curve {text!r}: counts must be between 1 and {MAX_COUNT}")
+    return sizes
+
+
+@command.command("adapt")
+@click.option("--from", "source", required=True, type=click.Path(path_type=Path),
+              help="The source predictor (predictor.json or its directory), fitted on another target.")
+@click.option("--target", required=True, help="The new target (name or profile .toml).")
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Training run directory.")
+@click.option("--budget", type=int, default=20, show_default=True,
+              help="At most this many subnets are measured on the new target.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The adapted predictor's directory.")
+@click.option("--target-error", type=float, default=None,
+              help="Stop measuring once the estimated mean relative error is below this (0.03 = 3 %).")
+@click.option("--step", type=click.IntRange(1, MAX_COUNT), default=5, show_default=True,
+              help="Subnets measured between refits (each refit may stop early).")
+@click.option("--statistic", type=click.Choice(PREDICTOR_STATISTICS), default=None,
+              help="Which latency statistic to fit [default: the target's predictor_statistic].")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the candidates and population.")
+@click.option("--no-measure", is_flag=True,
+              help="Export the chosen subnets to OUT/to-measure for profiling on the device; fit nothing.")
+@click.option("--import", "imports", multiple=True, type=click.Path(path_type=Path),
+              help="`profile --json` results of the exported subnets, measured on the device (repeatable).")
+@_protocol_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def adapt(source, target, run_dir, budget, out, target_error, step, statistic, seed, no_measure, imports, onnx_dir,
+          rounds, min_time_s, min_iterations, warmup_s, as_json) -> None:
+    """Fit a predictor for TARGET from a source predictor and at most --budget measured subnets.
+
+    Which subnets to measure is chosen before measuring: those that most reduce the
+    adapted model's predictive variance over a population sample (deterministic by
+    --seed). The model is the source with a device scale and per-feature corrections
+    shrunk toward it (Bayesian linear regression); every prediction carries an interval.
+    Progress goes to stderr; measurements are appended to OUT/latency.jsonl, so an
+    interrupted run resumes.
+    """
+    from ..profile import Protocol
+    from ..profile.transfer_build import adapt_predictor
+    from ..targets import load_target
+
+    tgt = load_target(target)
+    protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s)
+    summary = adapt_predictor(source, run_dir, tgt, out, budget=budget, target_error=target_error, seed=seed,
+                              step=step, statistic=statistic, protocol=protocol, rounds=rounds, onnx_dir=onnx_dir,
+                              measure=not no_measure, imports=imports,
+                              say=lambda message: click.echo(message, err=True))
+    if as_json:
+        emit_json(summary)
+        return
+    if "to_measure" in summary:
+        click.echo(f"profile these on the device (`ofa-deploy build-engine DIR` where needed, then "
+                   f"`ofa-deploy profile DIR --json > DIR.json`) and rerun with --import DIR.json for each:")
+        for path in summary["to_measure"]:
+            click.echo(f"  {path}")
+        return
+    click.echo(f"predictor: {summary['predictor']} ({summary['target']} from {summary['source']}, "
+               f"{summary['measured']} measured subnets, {summary['measured_now']} now; stopped by "
+               f"{summary['stopped']})")
+    click.echo(f"estimated mean error {summary['estimated_error']:.1%}, device scale {summary['device_scale']:.3f}")
 
 
 @command.command("predict")

@@ -152,6 +152,10 @@ def evaluate_run(
                                 calib_n=calib_n, test_subset=test_subset)
     if "/" in name or name.startswith("."):
         raise OfaError(f"eval name {name!r} must be a plain file name")
+    if [float(b) for b in buckets] == [float(b) for b in PAPER_BUCKETS] and space.image_size != 32:
+        # the paper's buckets (and their width) where they sit at the run's image size
+        buckets = space.paper_buckets()
+        tolerance = round(tolerance * space.paper_scale(), 2) if tolerance == DEFAULT_TOLERANCE else tolerance
     params = {
         "buckets": [float(b) for b in buckets] if single is None else None,
         "per_bucket": per_bucket if single is None else None,

@@ -41,6 +41,7 @@ from ..cost import cost
 from ..errors import OfaError
 from ..io import atomic_write_json, read_json
 from ..space import BlockSpec, SearchSpace, Subnet
+from .uncertainty import Uncertainty, check_level, from_validation
 
 FORMAT = "ofa-deploy/latency-predictor"
 FORMAT_VERSION = 2
@@ -147,6 +148,13 @@ class LatencyPredictor:
                            f"(e.g. {missing[0]}); it was fitted for another space")
         self._model = _Model(self.form, self.intercept, np.array([self.table[k] for k in self._feat.keys]),
                              self.size_mean, self.size_scale, self.size_coef)
+        # files written before predictions carried uncertainty hold only their validation error
+        recorded = self.info.get("uncertainty")
+        self.uncertainty = Uncertainty.from_dict(recorded) if recorded is not None else from_validation(self.info)
+        if self.uncertainty is not None and self.uncertainty.cov is not None:
+            if self.form != "multiplicative" or self.uncertainty.cov.shape[0] != 1 + len(self._feat.keys) + len(
+                    self.size_coef):
+                raise OfaError("uncertainty cov does not match the predictor's features")
 
     def predict(self, subnets: Sequence[Subnet] | Subnet, statistic: Optional[str] = None) -> np.ndarray | float:
         """Predicted latency (ms) of one subnet (a float) or of many (an array), as the
@@ -161,6 +169,39 @@ class LatencyPredictor:
             self.space.check(sub)
         pred = self._model.predict(self._feat, self._feat.counts(subs)) * self.statistic_ratios[statistic]
         return float(pred[0]) if single else pred
+
+    def features(self, counts: np.ndarray) -> np.ndarray:
+        """(N, 1 + K + G) rows ``psi = [1, key counts, standardised size features]``: the
+        multiplicative model is ``log latency = psi . [intercept, table, size_coef]``."""
+        z = (self._feat.size(counts) - self.size_mean) / self.size_scale if len(self.size_coef) else np.zeros(
+            (len(counts), 0))
+        return np.column_stack([np.ones(len(counts)), counts, z])
+
+    def predict_distribution(self, subnets: Sequence[Subnet], statistic: Optional[str] = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted ms, standard deviation of log(measured / predicted)) per subnet; the
+        second is the relative standard error. ``OfaError`` if the predictor has none."""
+        if self.uncertainty is None:
+            raise OfaError(f"this {self.target} predictor records no validation error and no posterior, so its "
+                           "predictions carry no uncertainty; refit it with `ofa-deploy predictor build` (from its "
+                           "latency.jsonl, without measuring again) or adapt one with `ofa-deploy predictor adapt`")
+        subs = list(subnets)
+        pred = np.asarray(self.predict(subs, statistic), dtype=float)
+        psi = self.features(self._feat.counts(subs)) if self.uncertainty.cov is not None else None
+        return pred, self.uncertainty.log_sd(psi, len(subs))
+
+    def interval(self, subnets: Sequence[Subnet], level: float = 0.9, statistic: Optional[str] = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(predicted, lower, upper) ms: the central ``level`` interval of the measurement."""
+        pred, sd = self.predict_distribution(subnets, statistic)
+        half = self.uncertainty.z(check_level(level, "interval level"), two_sided=True) * sd
+        return pred, pred * np.exp(-half), pred * np.exp(half)
+
+    def upper_bound(self, subnets: Sequence[Subnet], confidence: float = 0.9, statistic: Optional[str] = None
+                    ) -> np.ndarray:
+        """Latency (ms) the measurement stays below with probability ``confidence``."""
+        pred, sd = self.predict_distribution(subnets, statistic)
+        return pred * np.exp(self.uncertainty.z(check_level(confidence), two_sided=False) * sd)
 
     # -- persistence ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -328,6 +369,7 @@ def accuracy_report(measured: Sequence[float], predicted: Sequence[float]) -> di
         "mean_abs_rel_error": float(rel.mean()),
         "max_abs_rel_error": float(rel.max()),
         "rmse_ms": float(np.sqrt(np.mean((p - m) ** 2))),
+        "rms_log_error": float(np.sqrt(np.mean(np.log(np.maximum(p, 1e-9) / m) ** 2))),
         "spearman": float(rho),
     }
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -142,15 +142,20 @@ def check_predictor(
     figure: bool = True,
     onnx_dir: Optional[str | Path] = None,
     progress: Optional[Progress] = None,
+    curve: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Report the predictor's and the MACs fit's accuracy on ``n`` held-out uniform
     subnets (drawn with ``seed``, none from the training design), measuring those that
-    ``build_predictor`` has not measured already. Writes ``check.json`` (and
-    ``check.png``) beside the predictor."""
+    ``build_predictor`` has not measured already, and the coverage of its 90 % intervals.
+    Writes ``check.json`` (and ``check.png``) beside the predictor. ``curve`` (sizes, for
+    a predictor made by ``predictor adapt``): also the learning curve, measuring the
+    selection up to its largest size (``transfer_build.check_curve``)."""
     from ..targets import load_target
 
     predictor_path = Path(predictor_path)
     model = LatencyPredictor.load(predictor_path)
+    if curve and "transfer" not in model.info:
+        raise OfaError(f"--curve needs a predictor made by `ofa-deploy predictor adapt`; {predictor_path} was not")
     out_dir = predictor_path.parent
     target = load_target(model.target)
     supernet = _supernet(run_dir)
@@ -162,7 +167,8 @@ def check_predictor(
         fields = {k: v for k, v in saved.items() if k in Protocol.__dataclass_fields__}
         protocol = Protocol(**fields) if fields else Protocol.from_target(target)
     dataset = LatencyDataset(out_dir / DATASET_FILE, space)
-    train_subs, train_lat = dataset.split("train", model.statistic)
+    # an adapted predictor's measurements are its "adapt" split
+    train_subs, train_lat = dataset.split("adapt" if "transfer" in model.info else "train", model.statistic)
     if len(train_subs) < 2:
         raise OfaError(f"{out_dir / DATASET_FILE} has no training measurements for the MACs baseline")
     held = holdout_subnets(space, n, seed, exclude=train_subs)
@@ -193,6 +199,7 @@ def check_predictor(
                     "measured_with_training_set": measured_now == 0},
         "predictor_accuracy": accuracy_report(measured, predicted),
         "macs_linear_fit": accuracy_report(measured, macs_pred),
+        **({"interval_90": _coverage(model, subs, measured)} if model.uncertainty is not None else {}),
         "macs_spearman": float(spearmanr(mm, measured).statistic),
         "predictions_per_second": round(rate),
         "unstable_measurements": sum(1 for r in dataset.rows.values()
@@ -203,7 +210,21 @@ def check_predictor(
     if figure:
         report["figure"] = str(plot_check(out_dir / FIGURE_FILE, measured, predicted, macs_pred, report))
         atomic_write_json(out_dir / CHECK_FILE, report)
+    if curve:
+        from .transfer_build import check_curve
+
+        report["curve"] = check_curve(model, out_dir, supernet, subs, measured, curve, protocol=protocol,
+                                      rounds=rounds, onnx_dir=onnx_dir, progress=progress, figure=figure)
+        atomic_write_json(out_dir / CHECK_FILE, report)
     return report
+
+
+def _coverage(model: LatencyPredictor, subs: list, measured: np.ndarray) -> dict[str, Any]:
+    """How often the stated central 90 % interval holds the measurement."""
+    _, lo, hi = model.interval(subs, 0.9)
+    return {"coverage": float(np.mean((measured >= lo) & (measured <= hi))),
+            "mean_halfwidth_rel": float(np.mean((hi - lo) / (hi + lo))),
+            "uncertainty": model.uncertainty.kind, "source": model.uncertainty.source}
 
 
 def plot_check(path: Path, measured: np.ndarray, predicted: np.ndarray, macs_pred: np.ndarray,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from ..cost import macs
-from ..space import PAPER_BUCKETS, SearchSpace, Subnet
+from ..space import SearchSpace, Subnet
 
 
 class SamplingHistogram:
@@ -24,7 +24,8 @@ class SamplingHistogram:
         self.e = [[0] * len(space.expand_choices) for _ in range(space.num_blocks)]
         self.d = [[0] * len(space.depth_choices) for _ in range(space.num_stages)]
         self.mflops = [0] * (len(self.edges) - 1)
-        self.buckets = {f"{b:g}": 0 for b in PAPER_BUCKETS}
+        self.paper_buckets = space.paper_buckets()  # PAPER_BUCKETS at 32x32, their places at other sizes
+        self.buckets = {f"{b:g}": 0 for b in self.paper_buckets}
         self.total = 0
         self._macs: dict[Subnet, int] = {}
 
@@ -44,7 +45,7 @@ class SamplingHistogram:
         mf = self.macs(subnet) / 1e6
         bin_index = min(max(0, math.floor(mf) - self.edges[0]), len(self.mflops) - 1)
         self.mflops[bin_index] += count
-        for b in PAPER_BUCKETS:
+        for b in self.paper_buckets:
             if abs(mf - b) <= 0.5:
                 self.buckets[f"{b:g}"] += count
         self.total += count

@@ -1,0 +1,231 @@
+"""``predictor adapt`` and the learning curve of ``predictor check``: choose, measure, fit.
+
+An adapted predictor directory holds what ``predictor build`` writes (``predictor.json``,
+``latency.jsonl`` with split "adapt" for the chosen subnets, later "holdout" from
+``predictor check``), plus ``curve.json``/``curve.png`` after ``check --curve``, and
+``to-measure/`` when the target is measured elsewhere (``--no-measure``).
+
+Measuring goes through ``collect`` (export per subnet as ``predictor build`` does, time
+interleaved, append to ``latency.jsonl``), ``step`` subnets at a time in the fixed
+selection order; after each step the model is refitted and, once its estimated mean
+error is below ``target_error``, measuring stops. A rerun resumes from ``latency.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import OfaError
+from ..space import SearchSpace, Subnet
+from .collect import LatencyDataset, collect, holdout_subnets
+from .predictor import LatencyPredictor
+from .predictor_build import DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS, _environment, _supernet
+from .protocol import Protocol
+from .transfer import adapt, features, make_prior, population, select
+
+CURVE_FILE, CURVE_FIGURE = "curve.json", "curve.png"
+TO_MEASURE = "to-measure"
+CANDIDATES, POPULATION = 500, 1000
+Say = Callable[[str], None]
+
+
+def load_source(path: str | Path) -> LatencyPredictor:
+    path = Path(path)
+    if path.is_dir():
+        path = path / PREDICTOR_FILE
+    try:
+        return LatencyPredictor.load(path)
+    except OfaError as exc:
+        raise OfaError(f"--from: {exc}") from None
+
+
+def check_same_space(source: LatencyPredictor, space: SearchSpace, source_path: Any, run_dir: Any) -> None:
+    if source.space == space:
+        return
+    a, b = source.space.to_dict(), space.to_dict()
+    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    shown = ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in diff[:3])
+    raise OfaError(f"--from {source_path} was fitted for another search space than run {run_dir} ({shown})")
+
+
+def measurable_here(target: Any) -> Optional[str]:
+    """Why this machine cannot measure ``target`` as that target, or None."""
+    if target.backend != "onnxruntime":
+        return f"target {target.name} runs {target.backend} engines, which cannot be measured on this machine"
+    import onnxruntime
+
+    if target.providers and target.providers[0] not in onnxruntime.get_available_providers():
+        return f"target {target.name} runs on {target.providers[0]}, which this onnxruntime lacks"
+    return None
+
+
+def selection(source: LatencyPredictor, budget: int, seed: int) -> list[Subnet]:
+    """The ``budget`` subnets to measure, in order: active selection among ``CANDIDATES``
+    uniform draws (seed ``seed + 1``) for a population sample of ``POPULATION`` (seed ``seed``)."""
+    space, feat = source.space, source._feat
+    pop = population(space, POPULATION, seed)
+    cand = holdout_subnets(space, CANDIDATES, seed + 1)
+    prior = make_prior(source, feat.counts(pop))
+    order = select(features(feat, feat.counts(cand), prior), features(feat, feat.counts(pop), prior), prior,
+                   min(budget, len(cand)))
+    return [cand[i] for i in order]
+
+
+def import_results(dataset: LatencyDataset, paths: Sequence[Path], target: Any) -> int:
+    """Add ``profile --json`` results of exported subnets (``to-measure/``) as split "adapt"."""
+    from ..catalog.importer import load_results
+    from ..cost import macs
+
+    added = 0
+    for path in paths:
+        for i, r in enumerate(load_results(path)):
+            model = r.get("model") or {}
+            if r.get("target") not in (None, target.name):
+                raise OfaError(f"--import {path}: result {i} was measured on target {r.get('target')}, "
+                               f"not {target.name}")
+            if "subnet" not in model:
+                raise OfaError(f"--import {path}: result {i} does not say which subnet it measured; profile the "
+                               f"export directories under {TO_MEASURE}/")
+            if model.get("space") and SearchSpace.from_dict(model["space"]) != dataset.space:
+                raise OfaError(f"--import {path}: result {i} is a subnet of another search space")
+            spec = model["subnet"]
+            sub = Subnet.parse(spec, dataset.space) if isinstance(spec, str) else Subnet.from_dict(spec, dataset.space)
+            if not dataset.has("adapt", sub):
+                dataset.add({"split": "adapt", "key": str(sub), "subnet": sub.to_dict(),
+                             "macs": macs(dataset.space, sub), "target": target.name, "latency_ms": r["latency_ms"],
+                             "n": r["n"], "cov": r["cov"], "unstable": bool(r.get("unstable", False)),
+                             "imported": str(path)})
+                added += 1
+    return added
+
+
+def _ratios(rows: list[dict[str, Any]], statistic: str) -> dict[str, float]:
+    return {name: float(np.median([r["latency_ms"][name] / r["latency_ms"][statistic] for r in rows]))
+            for name in RATIO_STATISTICS if rows and all(name in r["latency_ms"] for r in rows)}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, out_dir: str | Path, *,
+                    budget: int = 20, target_error: Optional[float] = None, seed: int = 0, step: int = 5,
+                    statistic: Optional[str] = None, protocol: Optional[Protocol] = None, rounds: int = 5,
+                    onnx_dir: Optional[str | Path] = None, measure: bool = True, imports: Sequence[Path] = (),
+                    say: Optional[Say] = None) -> dict[str, Any]:
+    """Fit ``target``'s predictor from the source predictor at ``source_path`` and at most
+    ``budget`` subnets of the run measured on ``target`` (or imported). Returns the summary."""
+    from ..outputs import PREDICTOR, check_own_dir
+    from ..targets import load_target
+
+    say = say or (lambda message: None)
+    if budget < 1:
+        raise OfaError(f"--budget {budget}: adapting needs at least one measured subnet")
+    if target_error is not None and not (0 < target_error < 1):
+        raise OfaError(f"--target-error {target_error:g} must be a fraction between 0 and 1 (0.03 = 3 %)")
+    target = load_target(target) if isinstance(target, (str, Path)) else target
+    source_path = Path(source_path)
+    source_file = source_path / PREDICTOR_FILE if source_path.is_dir() else source_path
+    source = load_source(source_file)
+    statistic = statistic or target.measure.predictor_statistic
+    why_not = measurable_here(target)
+    if why_not and measure and not imports:
+        raise OfaError(f"{why_not}: rerun with --no-measure to export the {budget} chosen subnets to "
+                       f"{Path(out_dir) / TO_MEASURE}, profile each on the device (`ofa-deploy build-engine DIR` "
+                       "where needed, then `ofa-deploy profile DIR --json > DIR.json`), and rerun with --import "
+                       "FILE for each result")
+    out_dir = check_own_dir(out_dir, PREDICTOR, inputs=[("run directory", run_dir), ("--from", source_file),
+                                                        ("--onnx-dir", onnx_dir)])
+    supernet = _supernet(run_dir)
+    check_same_space(source, supernet.space, source_file, run_dir)
+    chosen = selection(source, budget, seed)
+    dataset = LatencyDataset(out_dir / DATASET_FILE, source.space)
+    imported = import_results(dataset, list(imports), target) if imports else 0
+    if not measure:
+        from .collect import export_for_timing, quiet_torch
+
+        dirs = []
+        with quiet_torch():
+            for i, sub in enumerate(chosen):
+                say(f"exporting {i + 1}/{len(chosen)} for {target.name}")
+                dirs.append(str(export_for_timing(supernet, sub, target, out_dir / TO_MEASURE / str(sub)).parent))
+        return {"target": target.name, "chosen": [str(s) for s in chosen], "to_measure": dirs, "imported": imported}
+    protocol = protocol or Protocol.from_target(target)
+    measured_now, model, stopped = 0, None, "budget"
+    ends = list(range(min(step, budget), budget, step)) + [budget]
+    for end in ends if not why_not else [0]:
+        if end:
+            measured_now += collect(supernet, [("adapt", s) for s in chosen[:end]], target, dataset,
+                                    protocol=protocol, rounds=rounds, onnx_dir=Path(onnx_dir) if onnx_dir else None,
+                                    seed=seed, progress=lambda what, done, total: None)
+        model = _fit(source, dataset, target, statistic, seed, source_file, budget, protocol, rounds)
+        est = model.info["transfer"]["estimated_error"]
+        say(f"{model.info['train_subnets']} measured: estimated mean error {est:.1%}, "
+            f"device scale {model.info['transfer']['device_scale']:.3f}")
+        if target_error is not None and est <= target_error:
+            stopped = "target_error"
+            break
+    assert model is not None
+    model.info["transfer"]["stopped"] = stopped
+    model.save(out_dir / PREDICTOR_FILE)
+    return {"predictor": str(out_dir / PREDICTOR_FILE), "target": target.name, "source": str(source_file),
+            "statistic": statistic, "measured": model.info["train_subnets"], "measured_now": measured_now,
+            "imported": imported, "budget": budget, "stopped": stopped,
+            "estimated_error": model.info["transfer"]["estimated_error"],
+            "device_scale": model.info["transfer"]["device_scale"], "strength": model.info["transfer"]["strength"]}
+
+
+def _fit(source: LatencyPredictor, dataset: LatencyDataset, target: Any, statistic: str, seed: int,
+         source_file: Path, budget: int, protocol: Protocol, rounds: int) -> LatencyPredictor:
+    rows = [r for (split, _), r in dataset.rows.items() if split == "adapt"]
+    if not rows:
+        raise OfaError(f"no measurements of target {target.name} to adapt from")
+    subs = [Subnet.from_dict(r["subnet"], source.space) for r in rows]
+    lat = [r["latency_ms"][statistic] for r in rows]
+    pop = population(source.space, POPULATION, seed)
+    return adapt(source, subs, lat, target=target.name, statistic=statistic, pop=pop,
+                 statistic_ratios=_ratios(rows, statistic), info={
+                     "source": {"path": str(source_file.resolve()), "sha256": _sha256(source_file),
+                                "target": source.target},
+                     "selection": {"seed": seed, "budget": budget, "candidates": CANDIDATES,
+                                   "population": POPULATION},
+                     "protocol": {**protocol.to_dict(), "rounds": rounds, "interleaved": True},
+                     "unstable_measurements": sum(1 for r in rows if r.get("unstable")),
+                     "environment": _environment(target)})
+
+
+def check_curve(model: LatencyPredictor, out_dir: Path, supernet: Any, held: Sequence[Subnet], held_ms: np.ndarray,
+                sizes: Sequence[int], *, protocol: Protocol, rounds: int, onnx_dir: Optional[str | Path],
+                progress: Any, figure: bool = True) -> dict[str, Any]:
+    """The learning curve of an adapted predictor on its held-out measurements: measures
+    the selection order up to ``max(sizes)`` (split "adapt"; the first ``budget`` are
+    there already) and writes ``curve.json`` (and ``curve.png``)."""
+    from ..io import atomic_write_json
+    from ..targets import load_target
+    from .learning_curve import learning_curve, plot_curves
+
+    recorded = model.info.get("source") or {}
+    path = Path(str(recorded.get("path", "")))
+    if not path.is_file() or _sha256(path) != recorded.get("sha256"):
+        raise OfaError(f"--curve needs the source predictor this one was adapted from, {path}, unchanged "
+                       "(it is missing or its contents differ)")
+    source = LatencyPredictor.load(path)
+    seed = int((model.info.get("selection") or {}).get("seed", 0))
+    chosen = selection(source, max(sizes), seed)
+    target = load_target(model.target)
+    dataset = LatencyDataset(out_dir / DATASET_FILE, source.space)
+    collect(supernet, [("adapt", s) for s in chosen], target, dataset, protocol=protocol, rounds=rounds,
+            onnx_dir=Path(onnx_dir) if onnx_dir else None, seed=seed, progress=progress)
+    pool_ms = [dataset.rows[("adapt", str(s))]["latency_ms"][model.statistic] for s in chosen]
+    curve = learning_curve(source, chosen, pool_ms, list(held), held_ms, target=model.target,
+                           statistic=model.statistic, sizes=sizes, seed=seed, order=list(range(len(chosen))),
+                           compare_random=False)
+    atomic_write_json(out_dir / CURVE_FILE, curve)
+    if figure:
+        plot_curves(out_dir / CURVE_FIGURE, [curve])
+        curve["figure"] = str(out_dir / CURVE_FIGURE)
+    return curve

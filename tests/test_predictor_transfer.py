@@ -1,0 +1,244 @@
+"""Predictor transfer (issue 16): active selection, the transfer model against a made-up
+device with a known scale and corrections, interval calibration against known noise,
+uncertainty of predictors written before it existed, and `predictor adapt` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ofa_deploy.errors import OfaError
+from ofa_deploy.profile.collect import design_subnets, holdout_subnets
+from ofa_deploy.profile.predictor import Featurizer, LatencyPredictor, accuracy_report, fit
+from ofa_deploy.profile.transfer import adapt, features, make_prior, population, posterior, select
+from ofa_deploy.profile.uncertainty import t_quantile
+from ofa_deploy.space import SearchSpace
+
+from conftest import assert_one_line_error, one_torch_thread, run_cli
+
+SPACE = SearchSpace(in_channels=1)
+FEAT = Featurizer(SPACE)
+K7 = np.array(["kernel:7" in k for k in FEAT.keys], dtype=float)
+
+
+@pytest.fixture(scope="module")
+def source() -> LatencyPredictor:
+    """A source device whose blocks multiply (as the 2-core CPU's do), fitted on 150 subnets."""
+    table = np.random.default_rng(3).uniform(0.01, 0.05, len(FEAT.keys))
+
+    def device(subs):
+        return np.exp(-1.0 + FEAT.counts(subs) @ table)
+
+    train = design_subnets(SPACE, 150, seed=0)
+    return fit(SPACE, train, device(train), target="cpu", statistic="min", forms=("multiplicative",),
+               statistic_ratios={"p90": 1.2}, info={"validation": {"n": 150, "rms_log_error": 0.03}})
+
+
+def _target(source, subs, noise=0.0, seed=0):
+    """The new device: 1.7x the source, every 7x7 block 8 % dearer, log-normal noise."""
+    rng = np.random.default_rng(seed)
+    return (source.predict(subs) * 1.7 * np.exp(0.08 * FEAT.counts(subs) @ K7)
+            * np.exp(noise * rng.standard_normal(len(subs))))
+
+
+def _rows(source, subs, prior):
+    return features(FEAT, FEAT.counts(subs), prior)
+
+
+def test_selection_is_deterministic_nested_and_beats_random(source):
+    pop = population(SPACE, 400, seed=0)
+    cand = holdout_subnets(SPACE, 200, seed=1)
+    prior = make_prior(source, FEAT.counts(pop))
+    pc, pp = _rows(source, cand, prior), _rows(source, pop, prior)
+    first = select(pc, pp, prior, 12)
+    assert first == select(pc, pp, prior, 12) and len(set(first)) == 12
+    assert select(pc, pp, prior, 5) == first[:5]  # a smaller budget measures a prefix
+
+    def population_variance(idx):
+        post = posterior(pc[idx], np.zeros(len(idx)), prior, (1.0, 1.0))
+        return float(np.einsum("ij,ij->i", pp @ post.cov, pp).sum())
+
+    rng = np.random.default_rng(0)
+    randoms = [population_variance(list(rng.choice(len(cand), 12, replace=False))) for _ in range(10)]
+    assert population_variance(first) < min(randoms)
+    with pytest.raises(OfaError, match="cannot choose"):
+        select(pc[:3], pp, prior, 4)
+
+
+def test_adapt_recovers_a_known_scale_and_correction(source):
+    pop = population(SPACE, 400, seed=0)
+    cand = holdout_subnets(SPACE, 200, seed=1)
+    held = holdout_subnets(SPACE, 150, seed=2, exclude=cand)
+    prior = make_prior(source, FEAT.counts(pop))
+    chosen = [cand[i] for i in select(_rows(source, cand, prior), _rows(source, pop, prior), prior, 20)]
+    model = adapt(source, chosen, _target(source, chosen, noise=0.01), target="new", statistic="min", pop=pop)
+    truth = _target(source, held)
+    report = accuracy_report(truth, model.predict(held))
+    assert report["within_5pct"] >= 0.95 and report["spearman"] > 0.99, report
+    # the recovered correction: predicted target/source ratio against the number of 7x7 blocks
+    ratio = np.log(model.predict(held) / source.predict(held))
+    slope, scale = np.polyfit(FEAT.counts(held) @ K7, ratio, 1)
+    assert abs(slope - 0.08) < 0.02 and abs(math.exp(scale) - 1.7) < 0.1
+    # the source alone is off by the scale: the transfer did the work
+    assert accuracy_report(truth, source.predict(held))["within_10pct"] < 0.1
+
+
+def test_intervals_cover_about_their_level_with_known_noise(source):
+    """Devices drawn from the transfer model's own prior, 3 % log-normal noise: the stated
+    90 % intervals must hold about 90 % of held-out measurements (not just be wide)."""
+    pop = population(SPACE, 400, seed=0)
+    cand = holdout_subnets(SPACE, 200, seed=1)
+    held = holdout_subnets(SPACE, 200, seed=2, exclude=cand)
+    prior = make_prior(source, FEAT.counts(pop))
+    pc, ph = _rows(source, cand, prior), _rows(source, held, prior)
+    chosen = select(pc, _rows(source, pop, prior), prior, 20)
+    root = np.linalg.cholesky(prior.cov((1.0, 1.0)) + 1e-12 * np.eye(len(prior.mean)))
+    coverage = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        theta = prior.mean + root @ rng.standard_normal(len(prior.mean))
+        measured = np.exp(pc[chosen] @ theta + 0.03 * rng.standard_normal(20))
+        truth = np.exp(ph @ theta + 0.03 * rng.standard_normal(len(held)))
+        model = adapt(source, [cand[i] for i in chosen], measured, target="new", statistic="min", pop=pop)
+        _, lo, hi = model.interval(held, 0.9)
+        coverage.append(np.mean((truth >= lo) & (truth <= hi)))
+    assert 0.85 <= float(np.mean(coverage)) <= 0.95, coverage
+
+
+def test_t_quantiles_match_the_tables():
+    # Student t table: t_{0.95}(10) = 1.812, t_{0.975}(20) = 2.086, t_{0.9}(5) = 1.476
+    assert abs(t_quantile(0.95, 10) - 1.812) < 2e-3
+    assert abs(t_quantile(0.975, 20) - 2.086) < 2e-3
+    assert abs(t_quantile(0.9, 5) - 1.476) < 2e-3
+    assert abs(t_quantile(0.95, math.inf) - 1.645) < 1e-3
+
+
+def test_files_without_uncertainty_still_load(source, tmp_path: Path):
+    data = source.to_dict()
+    data.pop("uncertainty", None)
+    data["validation"] = {"n": 100, "mean_abs_rel_error": 0.04}  # as files before rms_log_error recorded it
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = LatencyPredictor.load(path)
+    subs = holdout_subnets(SPACE, 5, seed=4)
+    pred, sd = old.predict_distribution(subs)
+    assert np.allclose(sd, 0.04 * math.sqrt(math.pi / 2)) and old.uncertainty.kind == "cross-validation"
+    _, lo, hi = old.interval(subs, 0.9)
+    assert np.allclose(hi / pred, np.exp(1.6449 * sd), rtol=1e-3) and np.all(lo < pred)
+    assert np.all(old.upper_bound(subs, 0.9) < hi)  # one-sided 90 % sits inside the two-sided 90 %
+    del data["validation"]
+    path.write_text(json.dumps(data))
+    bare = LatencyPredictor.load(path)
+    assert bare.predict(subs).shape == (5,)
+    with pytest.raises(OfaError, match="no uncertainty"):
+        bare.interval(subs)
+
+
+def test_adapted_predictor_round_trips(source, tmp_path: Path):
+    pop = population(SPACE, 200, seed=0)
+    subs = holdout_subnets(SPACE, 8, seed=5)
+    model = adapt(source, subs, _target(source, subs, 0.01), target="new", statistic="min", pop=pop)
+    model.save(tmp_path / "p.json")
+    again = LatencyPredictor.load(tmp_path / "p.json")
+    held = holdout_subnets(SPACE, 20, seed=6)
+    assert np.allclose(again.interval(held)[2], model.interval(held)[2])
+    assert again.uncertainty.kind == "bayesian" and again.uncertainty.dof > 2
+
+
+@pytest.fixture
+def saved_source(source, tmp_path: Path) -> Path:
+    path = tmp_path / "source" / "predictor.json"
+    source.save(path)
+    return path
+
+
+PROTOCOL = ["--rounds", "1", "--warmup-s", "0.02", "--min-iterations", "5", "--min-time-s", "0.02"]
+
+
+def test_adapt_cli_end_to_end(capsys, fake_run: Path, saved_source: Path, tmp_path: Path):
+    out = tmp_path / "adapted"
+    args = ["predictor", "adapt", "--from", saved_source, "--target", "cpu-2t", "--run", fake_run, "--budget", "6",
+            "--step", "3", "--out", out, "--onnx-dir", tmp_path / "onnx", *PROTOCOL, "--json"]
+    with one_torch_thread():
+        code, stdout, err = run_cli(capsys, *args)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["measured"] == 6 and summary["measured_now"] == 6 and summary["stopped"] == "budget"
+    assert err.count("measured: estimated mean error") == 2  # progress after each step, on stderr
+    saved = json.loads((out / "predictor.json").read_text())
+    assert saved["target"] == "cpu-2t" and saved["uncertainty"]["kind"] == "bayesian"
+    assert saved["transfer"]["source_target"] == "cpu" and saved["selection"]["budget"] == 6
+    rows = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {r["split"] for r in rows} == {"adapt"} and {r["target"] for r in rows} == {"cpu-2t"}
+    with one_torch_thread():
+        code, stdout, err = run_cli(capsys, *args)  # resumes: nothing left to measure
+    assert code == 0 and json.loads(stdout)["measured_now"] == 0
+    with one_torch_thread():
+        code, stdout, err = run_cli(capsys, "predictor", "check", "--predictor", out, "--run", fake_run, "--n", "3",
+                                    "--curve", "2,4", "--onnx-dir", tmp_path / "onnx", *PROTOCOL, "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert 0.0 <= report["interval_90"]["coverage"] <= 1.0
+    assert [p["n"] for p in report["curve"]["points"]] == [2, 4] and (out / "curve.png").is_file()
+    assert report["curve"]["points"][1]["scratch"] is None and "macs" in report["curve"]["points"][1]
+
+
+def test_adapt_refuses_bad_input(capsys, fake_run: Path, saved_source: Path, tmp_path: Path):
+    out = tmp_path / "adapted"
+    base = ["predictor", "adapt", "--from", saved_source, "--run", fake_run, "--out", out]
+    code, _, err = run_cli(capsys, *base, "--target", "cpu", "--budget", "0")
+    assert_one_line_error(code, err, "--budget 0")
+    code, _, err = run_cli(capsys, *base, "--target", "jetson-orin")
+    assert_one_line_error(code, err, "jetson-orin", "--no-measure", "--import")
+    broken = tmp_path / "broken.json"
+    broken.write_text(saved_source.read_text()[:200])
+    code, _, err = run_cli(capsys, "predictor", "adapt", "--from", broken, "--run", fake_run, "--out", out,
+                           "--target", "cpu")
+    assert_one_line_error(code, err, "--from", "broken.json")
+    for size, needle in ((dict(in_channels=3), "in_channels 3 vs 1"), (dict(in_channels=1, image_size=64),
+                                                                         "image_size 64 vs 32")):
+        space = SearchSpace(**size)
+        subs = holdout_subnets(space, 8, seed=0)
+        other = fit(space, subs, np.linspace(1.0, 2.0, 8), target="cpu", forms=("multiplicative",))
+        other.save(tmp_path / "other.json")
+        code, _, err = run_cli(capsys, "predictor", "adapt", "--from", tmp_path / "other.json", "--run", fake_run,
+                               "--out", out, "--target", "cpu")
+        assert_one_line_error(code, err, "another search space", needle)
+    assert not out.exists()
+
+
+def test_catalog_select_holds_the_budget_to_the_upper_bound(capsys, source, saved_source: Path, tmp_path: Path):
+    from test_catalog import fill
+
+    from ofa_deploy.catalog.db import Catalog
+    from ofa_deploy.space import Subnet
+
+    db = tmp_path / "c.db"
+    with Catalog(db) as cat:
+        fill(cat, tmp_path, n=16)
+    code, stdout, err = run_cli(capsys, "catalog", "list", "--catalog", db, "--target", "cpu", "--json")
+    items = json.loads(stdout)
+    upper = source.upper_bound([Subnet.from_dict(e["subnet"], SPACE) for e in items], 0.9, "p90")
+    bound = {e["key"]: max(e["latency_ms"]["p90"], u) for e, u in zip(items, upper)}
+    budget = sorted(bound.values())[len(items) // 2]
+    expected = max((e for e in items if bound[e["key"]] <= budget), key=lambda e: e["accuracy"])
+    code, stdout, err = run_cli(capsys, "catalog", "select", "--catalog", db, "--target", "cpu", "--max-latency-ms",
+                                budget, "--predictor", saved_source, "--confidence", "0.9", "--json")
+    assert code == 0, err
+    chosen = json.loads(stdout)
+    assert chosen["key"] == expected["key"] and chosen["budget_latency_ms"] <= budget
+    assert chosen["p90_upper_ms"] > source.predict(Subnet.from_dict(chosen["subnet"], SPACE), "p90")
+    code, _, err = run_cli(capsys, "catalog", "select", "--catalog", db, "--target", "cpu", "--max-latency-ms", "1",
+                           "--confidence", "0.9")
+    assert_one_line_error(code, err, "--confidence needs --predictor")
+    code, _, err = run_cli(capsys, "catalog", "select", "--catalog", db, "--target", "cpu", "--max-latency-ms", "1",
+                           "--predictor", saved_source, "--confidence", "1.5")
+    assert_one_line_error(code, err, "--confidence")
+    code, _, err = run_cli(capsys, "catalog", "build", tmp_path / "no-run", "--target", "cpu", "--catalog",
+                           tmp_path / "new.db", "--confidence", "0.9")
+    assert_one_line_error(code, err, "--confidence needs --predictor")
+    assert not (tmp_path / "new.db").exists()
