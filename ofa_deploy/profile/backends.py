@@ -105,7 +105,8 @@ def onnxruntime_runner(
         session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=usable)
     except Exception as exc:  # ORT raises its own exception types for every load failure
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OfaError(f"{onnx_path} is not a model onnxruntime can load: {first}") from None
+        how = " with enable_cuda_graph (every node must run on the CUDA provider)" if cuda_graph else ""
+        raise OfaError(f"{onnx_path} is not a model onnxruntime can load{how}: {first}") from None
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise OfaError(f"{onnx_path} has {len(inputs)} inputs; profiling expects one image input")
@@ -119,7 +120,13 @@ def onnxruntime_runner(
         binding = session.io_binding()
         binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
         for out in session.get_outputs():
-            binding.bind_output(out.name, "cuda")
+            if cuda_graph:  # a replayed graph writes where it wrote when captured: fixed output buffers
+                dims = [shape[0]] + [d if isinstance(d, int) and d > 0 else 1 for d in out.shape[1:]]
+                out_type = np.float16 if "float16" in out.type else np.float32
+                binding.bind_ortvalue_output(out.name, ort.OrtValue.ortvalue_from_shape_and_type(
+                    dims, out_type, "cuda", 0))
+            else:
+                binding.bind_output(out.name, "cuda")
 
         def step() -> None:
             if timer is not None:
