@@ -21,7 +21,9 @@ steps, and the same step captured once as a CUDA graph and replayed
 ``slowdown_graph_*`` = extracted_graph / supernet_graph images/s (issue 14's goal <= 1.15),
 ``graph_speedup_*`` = supernet_graph / supernet_eager and an F-MNIST RSS epoch estimate
 (60,000 images at the supernet's graph rate: training steps only, no augmentation or
-bookkeeping; ``ofa-deploy train`` itself measures the real epoch).
+bookkeeping; ``ofa-deploy train`` itself measures the real epoch). Eager CUDA variants use
+torch's default (foreach) SGD, as ``train --cuda-graphs off`` does; fp16 variants (eager
+only) time autocast steps without the ``GradScaler`` training adds.
 
 The variants alternate in rounds (one timed block of each per round, rounds repeated) so
 that load drifts on a shared machine hit all alike; the median round is reported, with
