@@ -96,6 +96,28 @@ def test_fp32_stays_the_cpu_default_bit_for_bit_and_bf16_trains(tmp_path):
     assert train(TrainConfig(out=str(tmp_path / "bf16"), amp="bf16", **TINY)) == bf16
 
 
+def test_bf16_run_resumes_bit_identically_on_a_cpu(tmp_path):
+    """A bf16 run stopped after its first epoch and resumed (precision read back from
+    config.toml) ends with the uninterrupted run's weights."""
+    from ofa_deploy.train import resume
+
+    cfg = dict(TINY, method="rss", subnet=None, epochs=2, amp="bf16")
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), **cfg))
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(TrainConfig(out=str(tmp_path / "cut"), **cfg), on_epoch=stop)
+    assert (tmp_path / "cut" / run.LAST).is_file() and not (tmp_path / "cut" / run.FINAL).exists()
+    resumed = resume(tmp_path / "cut", progress=False)
+    a, b = _weights(whole), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_bf16_depthwise_kernel_matches_stock_autocast():
     """The CPU depthwise kernel under bf16 autocast: gradients in the parameters' dtype,
     close to the stock convolution's under the same autocast."""
