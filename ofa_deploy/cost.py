@@ -39,7 +39,8 @@ def _tables(space: SearchSpace) -> tuple[tuple[int, int], list[dict[tuple[int, i
     area = space.stem_size**2
     last = space.stages[-1].width
     final_area = space.feature_sizes()[-1] ** 2
-    fixed_macs = area * stem * space.in_channels * 9  # stem conv
+    stem_in = space.macs_in_channels or space.in_channels  # --macs-stem 3: the paper's counter
+    fixed_macs = area * stem * stem_in * 9  # stem conv
     fixed_macs += area * stem * 9 + area * stem * stem  # first block: depthwise 3x3 + project
     fixed_macs += final_area * last * space.final_expand
     fixed_macs += space.final_expand * space.feature_mix + space.feature_mix * space.num_classes

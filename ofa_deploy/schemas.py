@@ -93,6 +93,7 @@ def check_config(config: Any, where: str) -> dict:
         "lr": _num(0.0, 10.0, lo_open=True), "momentum": FRACTION, "nesterov": BOOL, "weight_decay": NONNEG,
         "warmup_epochs": COUNT, "kd_ratio": NONNEG, "amp": _AMP, "augment": STR, "grad_accum": _int(1),
         "resolutions": _list(_int(8, 4096), 32),
+        "fidelity": STR, "ps_lr": STR, "teacher": STR, "sort": STR, "data_protocol": STR, "macs_stem": _int(1, 3),
     }, "train.")
     SearchSpace.from_dict(config["space"], f"{where} [space]")
     return config

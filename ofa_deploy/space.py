@@ -92,6 +92,11 @@ class SearchSpace:
     expand 1 (3x3, ReLU, width ``stem_width``), then the elastic ``stages``, then a 1x1
     conv to ``final_expand`` (h-swish), global average pool, a 1x1 conv to
     ``feature_mix`` (h-swish, no BN, no bias), dropout and a linear classifier.
+
+    ``macs_in_channels``: count the stem's MACs as if it read this many channels (None =
+    ``in_channels``). The paper's counter used a 3-channel stem for grey input too
+    (``train --macs-stem 3``), which moves every subnet, and so every bucket edge, by
+    2 x 9 x 16 x 16 x 16 = 73,728 MACs (0.074 MFLOPs) at 32x32. Only counting changes.
     """
 
     in_channels: int = 3
@@ -105,10 +110,13 @@ class SearchSpace:
     final_expand: int = 960
     feature_mix: int = 1280
     dropout: float = 0.1
+    macs_in_channels: int | None = None
 
     def __post_init__(self) -> None:
         if self.in_channels < 1:
             raise OfaError(f"in_channels={self.in_channels} must be at least 1")
+        if self.macs_in_channels is not None and self.macs_in_channels < 1:
+            raise OfaError(f"macs_in_channels={self.macs_in_channels} must be at least 1")
         if self.num_classes < 2:
             raise OfaError(f"num_classes={self.num_classes} must be at least 2")
         if self.image_size < 8:
@@ -369,6 +377,7 @@ class SearchSpace:
                 yield depth, list(combo)
 
     def to_dict(self) -> dict:
+        extra = {} if self.macs_in_channels is None else {"macs_in_channels": self.macs_in_channels}
         return {
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
@@ -383,6 +392,7 @@ class SearchSpace:
             "final_expand": self.final_expand,
             "feature_mix": self.feature_mix,
             "dropout": self.dropout,
+            **extra,  # only when set: spaces without it keep the dict (and run configs) they had
         }
 
     @classmethod
@@ -398,7 +408,8 @@ class SearchSpace:
         if unknown:
             raise OfaError(f"{where} has unknown search-space keys: {', '.join(sorted(map(str, unknown)))}")
         kwargs = dict(data)
-        for key in ("in_channels", "num_classes", "image_size", "stem_width", "final_expand", "feature_mix"):
+        for key in ("in_channels", "num_classes", "image_size", "stem_width", "final_expand", "feature_mix",
+                    "macs_in_channels"):
             if key in kwargs:
                 kwargs[key] = integer(kwargs[key], f"{where}: {key}", lo=1, hi=100_000)
         if "dropout" in kwargs:

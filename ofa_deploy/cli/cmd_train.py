@@ -72,11 +72,33 @@ def _resolutions(ctx, param, value):
 @click.option("--grad-accum", type=click.IntRange(1, MAX_COUNT), default=1, show_default=True,
               help="Micro-batches per step (gradients summed; BatchNorm sees each micro-batch).")
 @click.option("--warmup-epochs", type=click.IntRange(0, MAX_COUNT), default=None,
-              help="Linear warm-up epochs (default 5 with --preset, else at most a fifth of the first phase).")
+              help="Linear warm-up epochs (default 5 with --preset, else at most a fifth of the first phase; "
+                   "0 under --fidelity released-code).")
 @click.option("--kd-ratio", type=limit_float("kd_ratio"), default=1.0, show_default=True,
               help="PS distillation weight (0 turns it off).")
-@click.option("--augment", type=click.Choice(["default", "ofa", "fmnist", "digits", "none"]), default="default",
-              show_default=True, help="Augmentation policy (default: chosen per dataset).")
+@click.option("--augment", type=click.Choice(["default", "ofa", "fmnist", "digits", "released", "none"]),
+              default="default", show_default=True,
+              help="Augmentation policy (default: chosen per dataset; released with --data-protocol released).")
+@click.option("--fidelity", type=click.Choice(["ofa", "released-code"]), default=None,
+              help="Preset of the six choices below: ofa (OFA's intent, today's behaviour) or released-code (what "
+                   "the paper's released code does). A switch that contradicts it is an error. [default: ofa]")
+@click.option("--ps-lr", type=click.Choice(["restart", "tail"]), default=None,
+              help="PS learning rate: restart (fresh optimizer, full cosine per phase) or tail (released code: "
+                   "cumulative phase epochs, each phase the tail of one cosine, momentum carried over, phases after "
+                   "kernel one epoch shorter). [default: restart]")
+@click.option("--teacher", type=click.Choice(["trained", "random", "none"]), default=None,
+              help="PS distillation teacher: the trained largest network, random (released code: a fresh largest "
+                   "network, no weights loaded, train-mode BN) or none. [default: trained]")
+@click.option("--sort", type=click.Choice(["none", "ofa", "full"]), default=None,
+              help="Channel sorting before PS's expand phases: full, ofa (keeps the e=4 prefix first before "
+                   "expand-2) or none (released code). [default: full]")
+@click.option("--data-protocol", type=click.Choice(["ofa-deploy", "released"]), default=None,
+              help="ofa-deploy (all training images, normalised, 32x32) or released (1-channel sets: fixed 50k/10k "
+                   "split, crop 8-100 % + flip + brightness, no normalisation, test at native 28x28). "
+                   "[default: ofa-deploy]")
+@click.option("--macs-stem", type=click.Choice(["1", "3"]), default=None,
+              help="Count the stem's MACs (and so bucket edges) as if it read this many channels; 3 = the paper's "
+                   "counter. [default: the data's channels]")
 @click.option("--val-size", type=click.IntRange(0, MAX_COUNT), default=0, show_default=True,
               help="Hold out this many training images and report val_acc each epoch.")
 @click.option("--train-subset", type=click.IntRange(1, MAX_COUNT), default=None, help="Train on N images only.")
@@ -103,7 +125,7 @@ def _resolutions(ctx, param, value):
 def command(dataset, data_dir, download, method, per_batch, balance, subnet, epochs, ps_epochs, preset, lr_schedule,
             lr, batch_size, grad_accum, warmup_epochs, kd_ratio, augment, val_size, train_subset, test_subset, seed,
             device, amp, out, resume_dir, quiet, as_json, resolutions=None, image_size=None, val_fraction=None,
-            cuda_graphs="auto") -> None:
+            cuda_graphs="auto", **fidelity) -> None:
     """Train a supernet; the run directory gets config.toml, metrics.jsonl, histogram.json,
     last.pt / final.pt and summary.json."""
     from ..train import TrainConfig, read_summary, resume, train
@@ -121,7 +143,7 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
             balance=balance, subnet=subnet, epochs=epochs, ps_epochs=ps_epochs, preset=preset, seed=seed,
             device=device, out=out, train_subset=train_subset, test_subset=test_subset, val_size=val_size,
             quiet=quiet, lr_schedule=lr_schedule, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
-            kd_ratio=kd_ratio, amp=amp, augment=augment, grad_accum=grad_accum,
+            kd_ratio=kd_ratio, amp=amp, augment=augment, grad_accum=grad_accum, **_fidelity(fidelity),
         )
         config.resolutions = resolutions
         config.image_size, config.val_fraction = image_size, val_fraction
@@ -133,6 +155,13 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
     elif not quiet:
         click.echo(f"{run_dir}: {summary['epochs']} epochs in {summary['train_wall_time_s']:.1f} s, final train "
                    f"accuracy {summary['final_train_acc']:.4f}")
+
+
+def _fidelity(options: dict) -> dict:
+    """The --fidelity preset and its switches as ``TrainConfig`` fields (None = not given)."""
+    out = {k: options.get(k) for k in ("fidelity", "ps_lr", "teacher", "sort", "data_protocol")}
+    out["macs_stem"] = None if options.get("macs_stem") is None else int(options["macs_stem"])
+    return out
 
 
 # What --resume may change: where it runs and how it reports, never what it trains.

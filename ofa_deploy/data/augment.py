@@ -14,6 +14,10 @@ Policies (``AugmentPolicy``), chosen per dataset by ``default_policy``:
 * ``mnist`` and ``digits``: crop area 50-100 %, no flip (a mirrored 2 or 7 is not a digit).
   The crop acts as random zoom and shift, the usual safe augmentation for digits.
 * ``none``: identity (``--augment none``).
+* ``released``: the paper's released code (``--data-protocol released``): crop area
+  8-100 %, flip and brightness jitter x U(1 - 32/255, 1 + 32/255) clipped to [0, 1] (its
+  ``ColorJitter(brightness=32/255, saturation=0.5)``; saturation does nothing to grey
+  images). Only for un-normalised images, whose pixel range is [0, 1].
 
 OFA's colour distortion is left out: the paper's datasets are small and low-resolution,
 and the paper's comparison does not depend on it.
@@ -30,16 +34,18 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class AugmentPolicy:
-    """Random-resized-crop area range, aspect-ratio range and whether to flip horizontally."""
+    """Random-resized-crop area range, aspect-ratio range, whether to flip horizontally and
+    the brightness jitter's half-width (0 = none)."""
 
     name: str
     scale: tuple[float, float] = (1.0, 1.0)
     ratio: tuple[float, float] = (1.0, 1.0)
     flip: bool = False
+    brightness: float = 0.0
 
     @property
     def identity(self) -> bool:
-        return self.scale == (1.0, 1.0) and self.ratio == (1.0, 1.0) and not self.flip
+        return self.scale == (1.0, 1.0) and self.ratio == (1.0, 1.0) and not self.flip and not self.brightness
 
 
 POLICIES = {
@@ -47,6 +53,7 @@ POLICIES = {
     "fmnist": AugmentPolicy("fmnist", (0.5, 1.0), (3 / 4, 4 / 3), True),
     "digits": AugmentPolicy("digits", (0.5, 1.0), (3 / 4, 4 / 3), False),
     "none": AugmentPolicy("none"),
+    "released": AugmentPolicy("released", (0.08, 1.0), (3 / 4, 4 / 3), True, 32 / 255),
 }
 
 
@@ -74,7 +81,9 @@ def sample_params(policy: AugmentPolicy, n: int, generator: torch.Generator) -> 
 
     Crop area fraction s ~ U(scale), log aspect r ~ U(log ratio); crop width sqrt(s r),
     height sqrt(s / r) (fractions of the image, clamped to 1), centre uniform where the
-    crop fits; flip negates the x axis with probability 1/2.
+    crop fits; flip negates the x axis with probability 1/2. With ``brightness`` b the
+    result is (n, 3, 3): a third row holds the brightness factor ~ U(1 - b, 1 + b) in
+    column 0 (drawn after the crops, so policies without it draw as before).
     """
     u = torch.rand(n, 4, generator=generator, dtype=torch.float64)
     lo, hi = policy.scale
@@ -90,17 +99,27 @@ def sample_params(policy: AugmentPolicy, n: int, generator: torch.Generator) -> 
     theta = torch.zeros(n, 2, 3, dtype=torch.float64)
     theta[:, 0, 0], theta[:, 0, 2] = sx, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    if policy.brightness:
+        b = policy.brightness
+        factor = 1 - b + 2 * b * torch.rand(n, generator=generator, dtype=torch.float64)
+        theta = torch.cat([theta, torch.zeros(n, 1, 3, dtype=torch.float64)], dim=1)
+        theta[:, 2, 0] = factor
     return theta.float()
 
 
 def apply(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Crop/flip (N, C, H, W) ``images`` by (N, 2, 3) ``theta``; bilinear, same size out.
+    A (N, 3, 3) ``theta`` also scales each image by its brightness factor and clips to [0, 1].
 
     Samples outside the image read border values, which for crops inside the image only
     happens at the last half pixel.
     """
-    grid = F.affine_grid(theta.to(images.device, images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    theta = theta.to(images.device, images.dtype)
+    grid = F.affine_grid(theta[:, :2], list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if theta.shape[1] == 3:
+        out = (out * theta[:, 2, 0].view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+    return out
 
 
 def augment(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:

@@ -144,6 +144,9 @@ def run_data_options(config: dict[str, Any], data_dir: str | os.PathLike | None 
                                "image_size": int((config.get("space") or {}).get("image_size", IMAGE_SIZE))}
     if data.get("dataset") == FOLDER:
         options.update(val_fraction=data.get("val_fraction"), data_hash=data.get("data_hash"))
+    protocol = (config.get("train") or {}).get("data_protocol")  # train --data-protocol
+    if protocol is not None:
+        options["protocol"] = protocol
     return options
 
 
@@ -169,6 +172,7 @@ def load_dataset(
     image_size: int = IMAGE_SIZE,
     val_fraction: float | None = None,
     data_hash: str | None = None,
+    protocol: str | None = None,
 ) -> ImageSet:
     """One split of ``name`` as normalised ``image_size`` x ``image_size`` tensors on ``device``.
 
@@ -180,6 +184,8 @@ def load_dataset(
     excludes them whenever ``val_size`` > 0. ``subset=N`` keeps the first N images of a
     permutation seeded by ``seed`` (for quick runs). Raises ``OfaError`` for an unknown
     name or split, impossible sizes, or missing files without ``download``.
+    ``protocol``: ``ofa-deploy`` (None, the default) or ``released``, the paper's released
+    code (``data.released``: fixed 50k/10k split, no normalisation, native-size test).
     """
     if split not in SPLITS:
         raise OfaError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -187,6 +193,16 @@ def load_dataset(
         raise OfaError(f"val_size ({val_size}) must be >= 0 and subset ({subset}) >= 1")
     if split == "val" and val_size == 0:
         raise OfaError("the val split needs val_size > 0 (images held out of the training split)")
+    if protocol == "released":
+        from .released import load_released
+
+        if name == FOLDER:
+            raise OfaError("--data-protocol released is the released code's F-MNIST provider; it does not apply "
+                           "to --dataset folder")
+        return load_released(dataset_info(name), split, data_dir=data_dir, download=download, subset=subset,
+                             val_size=val_size, seed=seed, device=device, image_size=image_size)
+    if protocol not in (None, "ofa-deploy"):
+        raise OfaError(f"unknown data protocol {protocol!r}; choose ofa-deploy or released")
 
     classes = None
     if name == FOLDER:

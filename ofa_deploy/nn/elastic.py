@@ -14,6 +14,8 @@ mutable "active" state of their own.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,14 +128,19 @@ class ElasticMBConv(nn.Module):
         return x + y if spec.residual else y
 
     @torch.no_grad()
-    def sort_channels(self) -> None:
+    def sort_channels(self, boundaries: Sequence[int] = ()) -> None:
         """Reorder middle channels by importance (L1 norm of the project weights reading
         them), most important first, so smaller expand ratios keep the best channels.
 
         A pure permutation: the block computes the same function at full width. SE's
         hidden units are sorted the same way by the L1 norm of the weights reading them.
+        ``boundaries``: channel counts whose prefixes are sorted only within themselves
+        and stay in front (OFA's ``re_organize_middle_weights`` with an expand stage > 0).
         """
-        order = self.project.weight.abs().sum(dim=(0, 2, 3)).argsort(descending=True, stable=True)
+        importance = self.project.weight.abs().sum(dim=(0, 2, 3))
+        edges = [0, *boundaries, importance.numel()]
+        order = torch.cat([lo + importance[lo:hi].argsort(descending=True, stable=True)
+                           for lo, hi in zip(edges, edges[1:])])
         self.expand.weight.copy_(self.expand.weight[order])
         _permute_bn(self.expand_bn, order)
         self.dw.weight.copy_(self.dw.weight[order])

@@ -58,15 +58,17 @@ class Supernet(nn.Module):
         x = head.act(pointwise_conv2d(x, head.feature_mix.weight))
         return head.classifier(head.dropout(torch.flatten(x, 1)))
 
-    def sort_channels(self) -> None:
+    def sort_channels(self, keep_expand: tuple[int, ...] = ()) -> None:
         """Reorder every block's middle channels by importance (see ``ElasticMBConv``).
 
         The largest subnet computes the same function afterwards; smaller expand ratios
         keep the most important channels. Progressive Shrinking calls this before each
         elastic-expand phase. Optimizer state (momentum) is not permuted with the weights.
+        ``keep_expand``: expand ratios whose channel prefix stays first (sorted within
+        itself), as OFA protects the e=4 channels before adding e=3.
         """
         for block in self.blocks:
-            block.sort_channels()
+            block.sort_channels(sorted(self.space.mid_channels(block.in_ch, e) for e in keep_expand))
 
     @torch.no_grad()
     def extract(self, subnet: Subnet | None = None) -> StaticSubnet:

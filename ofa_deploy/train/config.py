@@ -175,9 +175,15 @@ class TrainConfig:
         elif cfg.epochs is None:
             cfg.epochs = int(table["rss-short" if cfg.preset == "paper-short" else "rss"]) if cfg.preset \
                 else DEFAULT_EPOCHS
-        cfg = replace(cfg, **fidelity_fields(
-            fidelity=cfg.fidelity, warmup_rule=cfg._warmup_rule(), in_channels=dataset_info(cfg.dataset, **cfg.data_options()).in_channels,
-            **{name: getattr(cfg, name) for name in FIDELITY_SWITCHES}))
+        channels = dataset_info(cfg.dataset, **cfg.data_options()).in_channels
+        cfg = replace(cfg, **fidelity_fields(fidelity=cfg.fidelity, warmup_rule=cfg._warmup_rule(), in_channels=channels,
+                                             **{name: getattr(cfg, name) for name in FIDELITY_SWITCHES}))
+        if cfg.data_protocol == "released":
+            if channels != 1 or cfg.dataset == "folder":
+                raise OfaError(f"--data-protocol released (the released code's F-MNIST provider) applies to "
+                               f"1-channel datasets only, not {cfg.dataset}")
+            if cfg.augment == "default":
+                cfg.augment = "released"
         if cfg.method == "sandwich" and cfg.per_batch is None:
             cfg.per_batch = 2
         cfg.amp = resolve_precision(cfg.amp, cfg.device)
@@ -199,7 +205,8 @@ class TrainConfig:
         phase = Phase(cfg.method, cfg.epochs, cfg.lr, cfg.warmup_epochs)
         if cfg.method == "ps":
             return ProgressiveShrinking.build(space, cfg.ps_epochs, cfg.lr, cfg.warmup_epochs, cfg.seed,
-                                              kd=cfg.kd_ratio > 0)
+                                              kd=cfg.kd_ratio > 0 and cfg.teacher != "none",
+                                              ps_lr=cfg.ps_lr or "restart", sort=cfg.sort or "full")
         if cfg.method == "rss":
             return RSS(space, phase, cfg.seed, per_batch=cfg.per_batch, balance=cfg.balance)
         if cfg.method == "sandwich":
@@ -237,7 +244,7 @@ class TrainConfig:
     def data_options(self) -> dict:
         """``load_dataset`` / ``dataset_info`` keywords for this run's data."""
         return {"data_dir": self.data_dir, "image_size": self.input_size(), "val_fraction": self.val_fraction,
-                "data_hash": self.data_hash}
+                "data_hash": self.data_hash, "protocol": self.data_protocol}
 
     @classmethod
     def from_tables(cls, config: dict) -> "TrainConfig":

@@ -9,12 +9,13 @@ choice          ``ofa`` (the default)    ``released-code``
 =============== ======================== ===================================================
 ps_lr           ``restart``: fresh       ``tail``: PS phase epochs are cumulative, each phase
                 optimizer and a full     runs the tail of one cosine from the checkpoint's
-                cosine per PS phase      epoch + 1, momentum carried over (``ps_tail_lr``)
+                cosine per PS phase      epoch + 1, momentum carried over (``tail_start``)
 teacher         ``trained`` largest      ``random``: a freshly built largest network, no
                 network, eval-mode BN    weights loaded, train-mode BN (``none``: no KD)
 sort            ``full`` importance      ``none``: channels never sorted (``ofa``: OFA's
                 sort before each expand  sort, which keeps the e=4 prefix first before
-                phase                    expand-2)
+                phase                    expand-2; exact, where OFA's float32 offset of
+                                         -2e5 rounds importances inside the lowered group)
 warmup_epochs   ``None``: 5-epoch ramp   ``0``: no warm-up anywhere
                 (at most a fifth of the
                 first phase unscaled)
@@ -25,6 +26,30 @@ data_protocol   ``ofa-deploy``: all      ``released``: 50k/10k train/validation 
 macs_stem       ``None``: the data's     ``3``: MACs counted as if the stem read 3 channels
                 channels                 (bucket edges move by 0.074 MFLOPs on F-MNIST)
 =============== ======================== ===================================================
+
+What ofa-deploy does where the released code cannot be copied as is:
+
+* ``teacher=random``: the released teacher is OFA's ``MobileNetV3Large(ks=7,
+  expand_ratio=6, depth_param=4)`` built for 3-channel input and the hard-coded CIFAR-100
+  run config's classes, so as written it cannot run on F-MNIST. We build the largest
+  network of the run's own space instead (the same architecture for the data's channels and
+  classes), with PyTorch's default initialisation like the released teacher (OFA's
+  ``init_models`` only touches the student), seeded from the run's seed, without dropout
+  (its ``dropout_rate=0``), never loaded with weights, and run in train mode (batch-statistic
+  BN) as its ``teacher_model.train()``. Only Progressive Shrinking distils.
+* ``ps_lr=tail`` reproduces the released phase arithmetic including its lost epoch: the
+  phases after the kernel phase train one epoch fewer than their nominal epochs (Table 1's
+  25+17+3+17+3+17 trains 25+17+2+16+2+16), because each resumes at its checkpoint's
+  ``epoch`` + 1 (``tail_start``). ``ps_epochs``/``epochs`` in config.toml stay the nominal
+  numbers; metrics.jsonl and summary.json show the epochs trained. Momentum is not
+  permuted when a sort runs inside a carried-over phase (only a custom mix does that).
+* ``data_protocol=released`` (``ofa_deploy.data.released``) is the released F-MNIST
+  provider; other 1-channel sets (MNIST, digits) follow the same rule (a sixth held out,
+  native-size test: 8x8 for digits), 3-channel sets are refused. Validation and test run at
+  the native 28x28; MACs, buckets and bucket edges are still counted at the training 32x32
+  (the space's ``image_size``), as the paper's 0.074-MFLOP shift is.
+* ``macs_stem=3`` changes counting only (``SearchSpace.macs_in_channels``): every subnet's
+  MACs grow by 73,728, so subnets near a bucket edge can change bucket.
 
 ``resolve_fidelity(preset, **switches)`` turns a preset plus explicit switches into the
 choices of a run: without a preset (``None``) the switches change the ``ofa`` defaults
@@ -175,30 +200,18 @@ def with_defaults(train: dict) -> dict:
     return out
 
 
-def ps_tail_lr(phase_epochs: list[int] | tuple[int, ...], lrs: list[float] | tuple[float, ...], phase: int,
-               t: float) -> float:
-    """The released code's learning rate in PS phase ``phase`` (0 = largest) after ``t``
-    epochs of that phase (fractions = steps / steps per epoch).
+def tail_start(phase_epochs: list[int] | tuple[int, ...], phase: int) -> int:
+    """The cosine epoch s_j at which the released code starts PS phase ``phase`` (0 = largest).
 
     The released code trains each phase as a separate run whose ``n_epochs`` is the
-    cumulative total T_j = e_0 + ... + e_j and whose start epoch is the checkpoint's
+    cumulative total T_j = e_0 + ... + e_j and whose start epoch is its checkpoint's
     ``epoch`` + 1: the largest phase saves its last epoch index (e_0 - 1), so the kernel
-    phase starts at s_1 = e_0; every later phase saves ``epoch = n_epochs``, so it starts
-    at s_j = T_{j-1} + 1 and trains T_j - s_j = e_j - 1 epochs. The cosine is OFA's
-    ``0.5 lr_j (1 + cos(pi x / T_j))`` at x = s_j + t, lr_j = lr / divisor. At F-MNIST's
-    Table-1 epochs (25, 17, 3, 17, 3, 17) the phases start at 0.353, 0.00487, 0.155,
-    0.00233 and 0.0914 of lr_j.
+    phase starts at s_1 = e_0; every later phase saves ``epoch = n_epochs``, so it starts at
+    s_j = T_{j-1} + 1 and trains T_j - s_j = e_j - 1 epochs. The learning rate is OFA's
+    cosine 0.5 lr_j (1 + cos(pi (s_j + t) / T_j)) after t epochs of the phase, lr_j = lr /
+    divisor (``Phase.lr_start``/``lr_span``). At F-MNIST's Table-1 epochs (25, 17, 3, 17, 3,
+    17) the phases start at 0.353, 0.00487, 0.155, 0.00233 and 0.0914 of lr_j.
     """
-    import math
-
-    if phase == 0:
-        return 0.5 * lrs[0] * (1 + math.cos(math.pi * t / phase_epochs[0]))
-    total = sum(phase_epochs[: phase + 1])
-    return 0.5 * lrs[phase] * (1 + math.cos(math.pi * (tail_start(phase_epochs, phase) + t) / total))
-
-
-def tail_start(phase_epochs: list[int] | tuple[int, ...], phase: int) -> int:
-    """s_j of ``ps_tail_lr``: the cosine epoch the released code starts phase ``phase`` at."""
     before = sum(phase_epochs[:phase])
     return before if phase <= 1 else before + 1
 
@@ -211,4 +224,4 @@ def tail_phase_epochs(phase_epochs: list[int] | tuple[int, ...]) -> list[int]:
 
 __all__ = ["FidelityChoices", "FIDELITY_PRESETS", "SWITCHES", "PS_LR", "TEACHERS", "SORTS", "DATA_PROTOCOLS",
            "MACS_STEMS", "CUSTOM", "resolve_fidelity", "fidelity_fields", "choices_from_table", "with_defaults",
-           "ps_tail_lr", "tail_start", "tail_phase_epochs"]
+           "tail_start", "tail_phase_epochs"]

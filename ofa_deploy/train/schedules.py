@@ -23,6 +23,7 @@ from typing import Sequence
 from ..cost import macs
 from ..errors import OfaError
 from ..space import SearchSpace, Subnet
+from .fidelity import tail_phase_epochs, tail_start
 
 METHODS = ("rss", "ps", "fixed", "max-then-min", "min-then-max", "alternating", "sandwich")
 
@@ -43,9 +44,13 @@ class Phase:
 
     ``lr`` is the phase's initial learning rate, decayed within the phase (cosine per step
     unless the run's schedule is constant) after ``warmup_epochs`` of linear warm-up.
-    ``kd``: distil from the trained largest network. ``sort_channels``: reorder middle
-    channels by importance before the phase's first step. ``choices``: the settings the
-    phase samples from (kernel, expand, depth), ``None`` = the space's.
+    ``kd``: distil from the teacher. ``sort_channels``: reorder middle channels by
+    importance before the phase's first step, keeping the prefix of each expand ratio in
+    ``sort_keep`` first (OFA's protection; empty = a full sort). ``choices``: the settings
+    the phase samples from (kernel, expand, depth), ``None`` = the space's.
+    ``lr_span`` (epochs; None = the phase's own cosine): the phase runs the tail of one
+    cosine of ``lr_span`` epochs from epoch ``lr_start`` (the released code's PS, see
+    ``fidelity.tail_start``); ``carry_momentum``: keep the optimizer of the previous phase.
     """
 
     name: str
@@ -56,6 +61,16 @@ class Phase:
     kd: bool = False
     sort_channels: bool = False
     choices: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+    sort_keep: tuple[int, ...] = ()
+    lr_start: int = 0
+    lr_span: int | None = None
+    carry_momentum: bool = False
+
+    def tail_lr(self, step: int, steps_per_epoch: int) -> float:
+        """The lr at ``step`` steps into a ``lr_span`` phase: OFA's ``calc_learning_rate``
+        with t_cur = lr_start x steps + step and t_total = lr_span x steps."""
+        t_total = self.lr_span * steps_per_epoch
+        return 0.5 * self.lr * (1 + math.cos(math.pi * (self.lr_start * steps_per_epoch + step) / t_total))
 
 
 def _rng(seed: int, *parts: object) -> random.Random:
@@ -256,20 +271,34 @@ class ProgressiveShrinking(Schedule):
 
     @classmethod
     def build(cls, space: SearchSpace, phase_epochs: Sequence[int], lr: float, warmup_epochs: int,
-              seed: int, kd: bool = True) -> "ProgressiveShrinking":
-        """Phases with the paper's learning-rate divisors and subnets per step."""
+              seed: int, kd: bool = True, ps_lr: str = "restart", sort: str = "full") -> "ProgressiveShrinking":
+        """Phases with the paper's learning-rate divisors and subnets per step.
+
+        ``ps_lr``: ``restart`` (a fresh optimizer and a full cosine per phase) or ``tail``
+        (the released code: one cosine tail per phase, momentum carried over, phases after
+        the kernel phase one epoch shorter - ``fidelity.tail_start``). ``sort``: ``full``
+        (importance sort before each expand phase), ``ofa`` (the same, keeping the middle
+        expand ratios' prefixes first, as OFA's ``re_organize_middle_weights``) or ``none``.
+        """
         if len(phase_epochs) != 1 + len(PS_PHASES) or any(e < 0 for e in phase_epochs):
             raise OfaError(f"Progressive Shrinking needs {1 + len(PS_PHASES)} non-negative phase epochs, "
                            f"got {list(phase_epochs)}")
         if phase_epochs[0] < 1 and any(phase_epochs[1:]):
             raise OfaError("Progressive Shrinking needs at least one epoch of largest-network training "
                            "to distil from")
-        phases = [Phase("largest", phase_epochs[0], lr, min(warmup_epochs, phase_epochs[0]), 1)]
-        for (name, _, divisor, per_step, limits), epochs in zip(PS_PHASES, phase_epochs[1:]):
+        if ps_lr not in ("restart", "tail") or sort not in ("none", "ofa", "full"):
+            raise OfaError(f"unknown ps_lr {ps_lr!r} or sort {sort!r}")
+        tail = ps_lr == "tail"
+        trained = tail_phase_epochs(phase_epochs) if tail else list(phase_epochs)
+        phases = [Phase("largest", trained[0], lr, min(warmup_epochs, trained[0]), 1)]
+        for j, ((name, _, divisor, per_step, limits), epochs) in enumerate(zip(PS_PHASES, trained[1:]), start=1):
+            expand = _limit(space.expand_choices, limits["expand"])
+            timing = dict(lr_start=tail_start(phase_epochs, j), lr_span=sum(phase_epochs[: j + 1]),
+                          carry_momentum=True) if tail else {}
             phases.append(Phase(name, epochs, lr / divisor, 0, per_step, kd=kd,
-                                sort_channels=name.startswith("expand"),
-                                choices=(space.kernel_choices, _limit(space.expand_choices, limits["expand"]),
-                                         _limit(space.depth_choices, limits["depth"]))))
+                                sort_channels=name.startswith("expand") and sort != "none",
+                                choices=(space.kernel_choices, expand, _limit(space.depth_choices, limits["depth"])),
+                                sort_keep=tuple(expand[1:-1]) if sort == "ofa" else (), **timing))
         return cls(space, phases, seed)
 
     def subnets(self, epoch: int, step: int) -> list[Subnet]:

@@ -54,6 +54,7 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -94,7 +95,8 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | Non
     """
     cfg = config.resolved()
     data = _data_info(cfg)
-    space = SearchSpace(in_channels=data.in_channels, num_classes=data.num_classes, image_size=cfg.input_size())
+    space = SearchSpace(in_channels=data.in_channels, num_classes=data.num_classes, image_size=cfg.input_size(),
+                        macs_in_channels=cfg.macs_stem)
     cfg.schedule(space)  # validates the subnet spec before anything is written
     check_training_space(space, cfg.resolutions)
     out = Path(cfg.out) if cfg.out else Path("runs") / (cfg.name or f"{cfg.dataset}-{cfg.method}-s{cfg.seed}")
@@ -238,7 +240,7 @@ class _Trainer:
                            f"{cfg.batch_size}; use a larger --train-subset or a smaller batch")
         self.steps = len(self.train_set) // cfg.batch_size
         self.space = SearchSpace(in_channels=self.train_set.in_channels, num_classes=self.train_set.num_classes,
-                                 image_size=cfg.input_size())
+                                 image_size=cfg.input_size(), macs_in_channels=cfg.macs_stem)
         if self.show and self.ctx.is_main and cfg.dataset == "folder":
             EpochProgress(True).end(folder_summary(cfg.data_options()))
         self.schedule: Schedule = cfg.schedule(self.space)
@@ -348,13 +350,17 @@ class _Trainer:
         dist.barrier(self.ctx)
 
     def _start_phase(self, phase: Phase) -> None:
-        """Phase boundaries: fresh optimizer (momentum reset, as OFA's separate phase runs),
-        channel sorting before elastic expand, the teacher before the first distilled phase."""
+        """Phase boundaries: fresh optimizer (momentum reset, as OFA's separate phase runs)
+        unless the phase carries it over, channel sorting before elastic expand, the teacher
+        before the first distilled phase."""
         if phase.kd and self.teacher is None:
-            self.teacher = self._teacher(self.net.extract(self.space.largest()).state_dict())
+            rand = self.cfg.teacher == "random"
+            self.teacher = self._teacher(None if rand else self.net.extract(self.space.largest()).state_dict(),
+                                         self.cfg.teacher)
         if phase.sort_channels:
-            self.net.sort_channels()
-        self.optimizer = self._optimizer(phase)
+            self.net.sort_channels(phase.sort_keep)
+        if not phase.carry_momentum:
+            self.optimizer = self._optimizer(phase)
 
     def _lr(self, phase: Phase, in_phase: int, step: int) -> float:
         t = in_phase * self.steps + step
@@ -363,6 +369,8 @@ class _Trainer:
             return phase.lr * (t + 1) / warm
         if self.cfg.lr_schedule == "constant":
             return phase.lr
+        if phase.lr_span is not None:
+            return phase.tail_lr(t, self.steps)
         span = max(1, (phase.epochs - phase.warmup_epochs) * self.steps)
         return 0.5 * phase.lr * (1 + math.cos(math.pi * (t - warm) / span))
 
@@ -488,16 +496,25 @@ class _Trainer:
             "version": __version__,
         }
 
-    def _teacher(self, state: dict) -> nn.Module:
+    def _teacher(self, state: dict | None, kind: str | None = "trained") -> nn.Module:
         """The frozen teacher holding ``state``, built the same way whether ``state`` was
         just extracted or read from a checkpoint: a fresh net converted to the training
         layout, so its tensors' strides (and with them oneDNN's kernels and the teacher's
-        logits, bit for bit) do not depend on where the weights came from."""
+        logits, bit for bit) do not depend on where the weights came from.
+
+        ``kind`` ``random`` (``--teacher random``, the released code): ``state`` None on first
+        use = a fresh largest network seeded from the run's seed, never loaded with weights,
+        without dropout and in train mode (batch-statistics BN), as the released teacher."""
         from ..nn import StaticSubnet
 
-        teacher = StaticSubnet(self.space, self.space.largest()).to(self.device, memory_format=self.layout)
-        teacher.load_state_dict(state)
-        return teacher.eval().requires_grad_(False)
+        rand = kind == "random"
+        space = replace(self.space, dropout=0.0) if rand else self.space
+        if state is None:
+            torch.manual_seed(_step_seed(self.cfg.seed, "teacher"))
+        teacher = StaticSubnet(space, space.largest()).to(self.device, memory_format=self.layout)
+        if state is not None:
+            teacher.load_state_dict(state)
+        return teacher.train(rand).requires_grad_(False)
 
     def _save(self, name: str) -> None:
         state = self._state()
@@ -516,7 +533,7 @@ class _Trainer:
             raise OfaError(f"checkpoint of {self.out} does not fit its [space]: {str(exc).splitlines()[0]}") from None
         self.epoch = int(ckpt["epoch"])
         if ckpt.get("teacher") is not None:
-            self.teacher = self._teacher(ckpt["teacher"])
+            self.teacher = self._teacher(ckpt["teacher"], self.cfg.teacher)
         if self.epoch < self.schedule.total_epochs:
             self.optimizer = self._optimizer(self.schedule.locate(self.epoch)[1])
             self.optimizer.load_state_dict(ckpt["optimizer"])
