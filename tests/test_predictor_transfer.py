@@ -242,3 +242,33 @@ def test_catalog_select_holds_the_budget_to_the_upper_bound(capsys, source, save
                            tmp_path / "new.db", "--confidence", "0.9")
     assert_one_line_error(code, err, "--confidence needs --predictor")
     assert not (tmp_path / "new.db").exists()
+
+
+def test_a_device_target_is_chosen_here_measured_there_and_imported(capsys, fake_run: Path, saved_source: Path,
+                                                                    tmp_path: Path):
+    from test_catalog import fake_result
+
+    out = tmp_path / "orin"
+    base = ["predictor", "adapt", "--from", saved_source, "--run", fake_run, "--out", out, "--target", "jetson-orin",
+            "--budget", "3"]
+    with one_torch_thread():
+        code, stdout, err = run_cli(capsys, *base, "--no-measure", "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert len(summary["to_measure"]) == 3 and not (out / "predictor.json").exists()
+    results = []
+    for i, path in enumerate(summary["to_measure"]):
+        sidecar = json.loads((Path(path) / "model.json").read_text())
+        assert Path(path).parent == out / "to-measure" and sidecar["subnet_text"] == summary["chosen"][i]
+        results.append(fake_result(2.0 + i, subnet=sidecar["subnet"], target="jetson-orin"))
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    code, stdout, err = run_cli(capsys, *base, "--import", tmp_path / "r.json", "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["imported"] == 3 and summary["measured"] == 3 and summary["measured_now"] == 0
+    saved = LatencyPredictor.load(out / "predictor.json")
+    assert saved.target == "jetson-orin" and saved.uncertainty.kind == "bayesian"
+    wrong = [fake_result(2.0, subnet=results[0]["model"]["subnet"], target="cpu")]
+    (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+    code, _, err = run_cli(capsys, *base, "--import", tmp_path / "wrong.json")
+    assert_one_line_error(code, err, "measured on target cpu, not jetson-orin")
