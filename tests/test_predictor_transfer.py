@@ -185,6 +185,13 @@ def test_adapt_cli_end_to_end(capsys, fake_run: Path, saved_source: Path, tmp_pa
     assert 0.0 <= report["interval_90"]["coverage"] <= 1.0
     assert [p["n"] for p in report["curve"]["points"]] == [2, 4] and (out / "curve.png").is_file()
     assert report["curve"]["points"][1]["scratch"] is None and "macs" in report["curve"]["points"][1]
+    # early stop: an estimated error below --target-error after the first step ends measuring
+    with one_torch_thread():
+        code, stdout, err = run_cli(capsys, *[a if a != out else tmp_path / "early" for a in args],
+                                    "--target-error", "0.9")
+    assert code == 0, err
+    early = json.loads(stdout)
+    assert early["stopped"] == "target_error" and early["measured"] == 3 and early["estimated_error"] <= 0.9
 
 
 def test_adapt_refuses_bad_input(capsys, fake_run: Path, saved_source: Path, tmp_path: Path):
