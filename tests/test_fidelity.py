@@ -284,6 +284,21 @@ def test_released_digits_split_and_network_at_native_size():
             assert net(torch.rand(2, 1, size, size)).shape == (2, 10)
 
 
+def test_evaluation_reads_the_runs_protocol_and_counts_buckets_at_training_size(tmp_path):
+    """eval/catalog/export reload a run's data with its protocol: calibration images at the
+    training 32x32, measured images at their native size; buckets come from [space], whose
+    image_size (32) and macs_in_channels (3) are what the run trained and counted with."""
+    from ofa_deploy.evaluate.runs import load_eval_data
+
+    t = _trainer(tmp_path, fidelity="released-code")
+    assert t.space.macs_in_channels == 3 and t.space.image_size == 32
+    config = {"data": {"dataset": "digits"}, "space": t.space.to_dict(), "train": t.cfg.train_table()}
+    calib, measured, labels = load_eval_data(config, split="test", seed=0)
+    assert tuple(calib.shape[1:]) == (1, 32, 32) and tuple(measured.shape[1:]) == (1, 8, 8)
+    assert float(measured.max()) <= 1.0 and len(labels) == 360
+    assert SearchSpace.from_dict(config["space"]) == t.space
+
+
 def test_released_augmentation_is_batched_and_adds_brightness():
     from ofa_deploy.data.augment import POLICIES, apply, sample_params
 
