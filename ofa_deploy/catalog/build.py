@@ -17,6 +17,12 @@ rerun does no work twice and an interrupted build resumes:
    that precision);
 5. profile each export on this machine under the target's protocol (again, with
    ``remeasure_unstable``, where the stored measurement is flagged unstable).
+
+A run trained with ``--resolutions`` is catalogued over (subnet, resolution): every
+candidate is evaluated at each resolution (BN recalibrated there), ranked by MACs or the
+predictor at that resolution, and one Pareto front is taken over all the pairs, so a
+smaller input can win where it is the cheaper way to a budget. Exports at a resolution
+other than the run's default go under ``.../r<R>/``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ def build_catalog(
     precision: Optional[str] = None,
     calibration_images: int = 512,
     confidence: Optional[float] = None,
+    resolutions: Optional[Sequence[int]] = None,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
@@ -69,7 +76,10 @@ def build_catalog(
     With ``measure=False`` the finalists are exported for ``target`` but not profiled:
     the way to catalog a device this machine is not (a Jetson): copy the export
     directories listed under ``"to_measure"`` to the device, build engines and
-    ``profile --json`` there, and ``catalog import`` the results."""
+    ``profile --json`` there, and ``catalog import`` the results.
+
+    ``resolutions``: the input sizes to catalogue, each one the run was trained at
+    (default: all of them; one, the run's image size, for a run without ``--resolutions``)."""
     from ..data import load_dataset
     from ..data.datasets import run_data_options
     from ..evaluate.bn import recalibrated_subnet
@@ -80,7 +90,9 @@ def build_catalog(
     from ..run import load_supernet
     from ..targets import load_target
 
+    from ..evaluate.resolution import images_at, run_resolution, supernet_at
     from ..export.precision import check_precision
+    from ..resolution import trained_resolutions
 
     target = load_target(target) if isinstance(target, (str, Path)) else target
     precision = check_precision(precision or target.precision, target.allowed_precisions, target=target.name)
@@ -94,8 +106,10 @@ def build_catalog(
         check_confidence(lat_model, confidence, predictor)
     supernet, config = load_supernet(run_dir)
     space: SearchSpace = supernet.space
-    if lat_model is not None and lat_model.space != space:
-        raise OfaError(f"predictor {predictor} was fitted for another search space than run {run_dir}")
+    chosen_res = tuple(sorted({run_resolution(config, r) for r in resolutions})) if resolutions \
+        else trained_resolutions(config)
+    if lat_model is not None:
+        check_predictor_resolutions(lat_model, space, chosen_res, predictor)
     dataset = (config.get("data") or {}).get("dataset")
     if not dataset:
         raise OfaError(f"run {run_dir} does not name its dataset in config.toml [data]")
@@ -119,64 +133,72 @@ def build_catalog(
     with Catalog(catalog_path) as cat:
         cat.set_space(space.to_dict())
         chosen_by_caller = candidates is not None
-        candidates = list(candidates) if chosen_by_caller else design_subnets(space, n, seed)
-        accuracy: dict[Subnet, float] = {}
-        for i, sub in enumerate(candidates):
+        subnets = list(candidates) if chosen_by_caller else design_subnets(space, n, seed)
+        nets = {r: supernet_at(supernet, r) for r in chosen_res}
+        train_at = {r: images_at(train.images, r) for r in chosen_res}
+        test_at = {r: images_at(test.images, r) for r in chosen_res}
+        candidates = [(sub, r) for r in chosen_res for sub in subnets]  # (subnet, resolution) pairs
+        accuracy: dict[tuple[Subnet, int], float] = {}
+        for i, (sub, r) in enumerate(candidates):
             say("accuracy", i, len(candidates))
             key = str(sub)
             m, p = cost(space, sub)
             cat.add_subnet(key, sub.to_dict(), m, p)
             found = cat.find_accuracy(key, run_sha256=run_sha, dataset=dataset, split=SPLIT, recalibrated=True,
-                                      calib_images=min(calib_n, len(train)), images=len(test))
+                                      calib_images=min(calib_n, len(train)), images=len(test), resolution=r)
             if found is None:
-                net = recalibrated_subnet(supernet, sub, train.images, n=calib_n, seed=0)
-                top1, loss = evaluate_accuracy(net, test.images, test.labels)
+                net = recalibrated_subnet(nets[r], sub, train_at[r], n=calib_n, seed=0)
+                top1, loss = evaluate_accuracy(net, test_at[r], test.labels)
                 cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=SPLIT,
                                  recalibrated=True, calib_images=min(calib_n, len(train)), images=len(test),
-                                 top1=top1, loss=loss)
+                                 top1=top1, loss=loss, resolution=r)
                 done["evaluated"] += 1
-                accuracy[sub] = top1
+                accuracy[(sub, r)] = top1
             else:
-                accuracy[sub] = found["top1"]
+                accuracy[(sub, r)] = found["top1"]
         say("accuracy", len(candidates), len(candidates))
 
         # p90, the statistic ``select`` holds budgets to, where the predictor knows its ratio
-        proxy = (budget_latency(lat_model, candidates, confidence)
+        proxy = (np.asarray(budget_latency(lat_model, [sub for sub, _ in candidates], confidence))
                  if lat_model is not None
-                 else np.array([cost(space, s)[0] / 1e6 for s in candidates]))
+                 else np.array([cost(nets[r].space, sub)[0] / 1e6 for sub, r in candidates]))
         chosen = list(dict.fromkeys(candidates)) if chosen_by_caller else choose_finalists(
-            candidates, proxy, [accuracy[s] for s in candidates], finalists, budgets_ms if lat_model is not None else ())
+            candidates, proxy, [accuracy[c] for c in candidates], finalists, budgets_ms if lat_model is not None else ())
 
         to_measure: list[str] = []
         with quiet_torch():
-            for i, sub in enumerate(chosen):
+            for i, (sub, r) in enumerate(chosen):
                 say("export + measure", i, len(chosen))
                 key = str(sub)
                 out = artifacts / key if precision == "fp32" else artifacts / precision / key
-                art = cat.artifact(key, target.name, "onnx", precision)
+                if r != space.image_size:
+                    out = out.parent / f"r{r}" / key
+                art = cat.artifact(key, target.name, "onnx", precision, r)
                 if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"]:
                     # fp16/int8 change the function: their accuracy is measured on the file itself
                     sidecar = export_subnet(
-                        supernet, sub, target, out, calib_images=train.images, parity_images=test.images[:256],
+                        nets[r], sub, target, out, calib_images=train_at[r], parity_images=test_at[r][:256],
                         recalibrate=True, run_dir=run_dir, bn_images=calib_n, overwrite=True, precision=precision,
                         calibration_count=calibration_images,
-                        eval_data=None if precision == "fp32" else (test.images, test.labels),
-                        accuracy={"top1": accuracy[sub], "split": SPLIT, "images": len(test), "dataset": dataset})
+                        eval_data=None if precision == "fp32" else (test_at[r], test.labels),
+                        accuracy={"top1": accuracy[(sub, r)], "split": SPLIT, "images": len(test),
+                                  "dataset": dataset})
                     if precision != "fp32":
                         acc = sidecar["accuracy"]
                         cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=SPLIT,
                                          recalibrated=True, calib_images=min(calib_n, len(train)),
-                                         images=len(test), top1=acc["top1"], loss=acc["loss"], precision=precision)
+                                         images=len(test), top1=acc["top1"], loss=acc["loss"], precision=precision,
+                                         resolution=r)
                     for kind, name in (("onnx", "model.onnx"), ("sidecar", "model.json")):
-                        cat.add_artifact(key, target.name, kind, out / name, sha256_file(out / name), precision)
+                        cat.add_artifact(key, target.name, kind, out / name, sha256_file(out / name), precision, r)
                     done["exported"] += 1
-                    art = cat.artifact(key, target.name, "onnx", precision)
+                    art = cat.artifact(key, target.name, "onnx", precision, r)
                 to_measure.append(str(Path(art["path"]).parent))
                 found = cat.find_latency(key, target.name, artifact_sha256=art["sha256"], host=host,
-                                         batch=target.batch, precision=precision)
+                                         batch=target.batch, precision=precision, resolution=r)
                 if measure and (found is None or (remeasure_unstable and found["unstable"])):
                     result = profile_model(Path(art["path"]).parent, target, protocol=protocol)
-                    cat.add_latency(key, result, target=target.name)
+                    cat.add_latency(key, result, target=target.name, resolution=r)
                     done["measured"] += 1
         say("export + measure", len(chosen), len(chosen))
 
@@ -189,9 +211,10 @@ def build_catalog(
         "candidates": len(candidates),
         "proxy": "predictor" if lat_model is not None else "macs",
         **({"confidence": confidence} if confidence is not None else {}),
+        "resolutions": list(chosen_res),
         **done,
-        "finalists": [{"text": str(s), "accuracy": accuracy[s],
-                       "proxy": float(proxy[candidates.index(s)])} for s in chosen],
+        "finalists": [{"text": str(s), "resolution": r, "accuracy": accuracy[(s, r)],
+                       "proxy": float(proxy[candidates.index((s, r))])} for s, r in chosen],
         **({} if measure else {"to_measure": to_measure}),
     }
 
@@ -230,6 +253,22 @@ def choose_finalists(candidates: Sequence[Subnet], proxy: np.ndarray, accuracy: 
         if within:
             chosen.append(max(within, key=lambda i: (accuracy[i], -proxy[i])))
     return [candidates[i] for i in dict.fromkeys(chosen)]
+
+
+def check_predictor_resolutions(model: Any, space: SearchSpace, resolutions: Sequence[int],
+                                path: Any) -> None:
+    """A predictor ranks subnets at the one input size it was measured at (its block keys
+    and MACs are per size): refuse it for another search space or another resolution."""
+    import dataclasses
+
+    if dataclasses.replace(model.space, image_size=space.image_size) != space:
+        raise OfaError(f"predictor {path} was fitted for another search space than the run's")
+    other = [r for r in resolutions if r != model.space.image_size]
+    if other:
+        raise OfaError(f"predictor {path} was fitted at {model.space.image_size}x{model.space.image_size} inputs "
+                       f"and cannot rank subnets at {', '.join(map(str, other))} (its latency table is per input "
+                       f"size); pass --resolution {model.space.image_size}, or leave out --predictor to rank by "
+                       f"MACs at each resolution")
 
 
 def _load_predictor(path: Optional[str | Path], target: Any):

@@ -7,19 +7,25 @@ when opened, one numbered step at a time, each in its own transaction)::
     meta(key PK, value)                      - the catalog's search space (JSON), creation date
     subnets(key PK, text, spec, macs, params, created)
     accuracy(subnet, run, run_sha256, dataset, split, recalibrated, calib_images,
-             images, top1, loss, date, precision)   UNIQUE(subnet, run_sha256, dataset, split,
-                                                    recalibrated, calib_images, images, precision)
-    artifacts(subnet, target, kind, path, sha256, bytes, created, precision)
-                                             UNIQUE(subnet, target, precision, kind)
+             images, top1, loss, date, precision, resolution)
+                                             UNIQUE(subnet, run_sha256, dataset, split, recalibrated,
+                                                    calib_images, images, precision, resolution)
+    artifacts(subnet, target, kind, path, sha256, bytes, created, precision, resolution)
+                                             UNIQUE(subnet, target, precision, resolution, kind)
     latency(subnet, target, backend, precision, batch, latency_kind, artifact_sha256,
             p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment,
-            host, source, date, result_sha256 UNIQUE)
+            host, source, date, result_sha256 UNIQUE, resolution)
 
 A subnet's key is its canonical text form (``str(Subnet)``); ``spec`` is its JSON
 (ks/e/d). A catalog entry is subnet x target x precision x batch: the precision is the one
 the ONNX carries (fp32, fp16, int8), and accuracy is stored per precision (an int8 model's
 own accuracy); rows from before precision was recorded (schema 2) are fp32. Every write runs in a ``BEGIN IMMEDIATE`` transaction on a WAL-mode database
 with a busy timeout, so several processes can fill one catalog at once.
+
+Schema 4 adds the input resolution (elastic resolution, ``ofa_deploy.resolution``): an
+entry is subnet x resolution x target x precision x batch, and accuracy and artifacts are
+keyed by it too. ``subnets.macs`` stays the count at the catalog space's ``image_size``
+(the meta record); rows from before (schema 3) are at that size.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import Any, Iterator, Optional
 
 from ..errors import OfaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 60_000
 
 # MIGRATIONS[v] takes a database at user_version v to v + 1.
@@ -96,7 +102,50 @@ MIGRATIONS: dict[int, str] = {
         ALTER TABLE artifacts_v3 RENAME TO artifacts;
         CREATE INDEX latency_by_precision ON latency (target, precision, batch);
     """,
+    # v4: resolution in the keys of accuracy and artifacts and a column of latency; older rows
+    # are at the catalog space's image size ({image_size}, filled in by _migration_script).
+    3: """
+        CREATE TABLE accuracy_v4 (
+            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key),
+            run TEXT NOT NULL, run_sha256 TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL,
+            recalibrated INTEGER NOT NULL, calib_images INTEGER NOT NULL, images INTEGER NOT NULL,
+            top1 REAL NOT NULL, loss REAL, date TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32',
+            resolution INTEGER NOT NULL,
+            UNIQUE (subnet, run_sha256, dataset, split, recalibrated, calib_images, images, precision, resolution));
+        INSERT INTO accuracy_v4 (id, subnet, run, run_sha256, dataset, split, recalibrated, calib_images, images,
+                                 top1, loss, date, precision, resolution)
+            SELECT id, subnet, run, run_sha256, dataset, split, recalibrated, calib_images, images, top1, loss,
+                   date, precision, {image_size} FROM accuracy;
+        DROP TABLE accuracy;
+        ALTER TABLE accuracy_v4 RENAME TO accuracy;
+        CREATE INDEX accuracy_by_subnet ON accuracy (subnet);
+        CREATE TABLE artifacts_v4 (
+            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key), target TEXT NOT NULL,
+            kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
+            created TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32', resolution INTEGER NOT NULL,
+            UNIQUE (subnet, target, precision, resolution, kind));
+        INSERT INTO artifacts_v4 (id, subnet, target, kind, path, sha256, bytes, created, precision, resolution)
+            SELECT id, subnet, target, kind, path, sha256, bytes, created, precision, {image_size} FROM artifacts;
+        DROP TABLE artifacts;
+        ALTER TABLE artifacts_v4 RENAME TO artifacts;
+        ALTER TABLE latency ADD COLUMN resolution INTEGER NOT NULL DEFAULT {image_size};
+    """,
 }
+DEFAULT_IMAGE_SIZE = 32  # SearchSpace's default: a catalog without a space record has no rows to place
+
+
+def _migration_script(conn: sqlite3.Connection, version: int) -> str:
+    """``MIGRATIONS[version]`` with the catalog space's image size filled in where it needs it."""
+    script = MIGRATIONS[version]
+    if "{image_size}" not in script:
+        return script
+    row = conn.execute("SELECT value FROM meta WHERE key = 'space'").fetchone()
+    try:
+        size = int(json.loads(row[0]).get("image_size", DEFAULT_IMAGE_SIZE)) if row else DEFAULT_IMAGE_SIZE
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        raise OfaError("the catalog is damaged: its search-space record is not JSON with an integer image_size") \
+            from None
+    return script.replace("{image_size}", str(size))
 
 
 def now() -> str:
@@ -244,7 +293,7 @@ class Catalog:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version >= SCHEMA_VERSION:  # another process migrated meanwhile
                     break
-                for statement in _statements(MIGRATIONS[version]):
+                for statement in _statements(_migration_script(conn, version)):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
@@ -265,6 +314,15 @@ class Catalog:
                 raise OfaError(f"catalog {self.path} holds subnets of another search space "
                                "(different input channels, classes or choices); use another --catalog")
 
+    def default_resolution(self) -> int:
+        """The catalog space's ``image_size``: the resolution of rows that name none."""
+        space = self.space_dict() or {}
+        size = space.get("image_size", DEFAULT_IMAGE_SIZE)
+        return size if isinstance(size, int) and not isinstance(size, bool) else DEFAULT_IMAGE_SIZE
+
+    def _resolution(self, resolution: Optional[int]) -> int:
+        return self.default_resolution() if resolution is None else int(resolution)
+
     def space_dict(self) -> Optional[dict[str, Any]]:
         text = self.get_meta("space")
         try:
@@ -280,47 +338,60 @@ class Catalog:
 
     def add_accuracy(self, subnet: str, *, run: str, run_sha256: str, dataset: str, split: str,
                      recalibrated: bool, calib_images: int, images: int, top1: float,
-                     loss: Optional[float] = None, precision: str = "fp32") -> bool:
-        """Store one accuracy (of the model at ``precision``); ``False`` if this exact
-        evaluation was stored already."""
+                     loss: Optional[float] = None, precision: str = "fp32",
+                     resolution: Optional[int] = None) -> bool:
+        """Store one accuracy (of the model at ``precision`` and input ``resolution``, default
+        the catalog's image size); ``False`` if this exact evaluation was stored already."""
+        resolution = self._resolution(resolution)
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO accuracy (subnet, run, run_sha256, dataset, split, recalibrated, "
-                "calib_images, images, top1, loss, date, precision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "calib_images, images, top1, loss, date, precision, resolution) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (subnet, run, run_sha256, dataset, split, int(recalibrated), int(calib_images), int(images),
-                 float(top1), loss, now(), precision))
+                 float(top1), loss, now(), precision, resolution))
             return cur.rowcount == 1
 
     def find_accuracy(self, subnet: str, *, run_sha256: str, dataset: str, split: str, recalibrated: bool,
-                      calib_images: int, images: int, precision: str = "fp32") -> Optional[dict[str, Any]]:
+                      calib_images: int, images: int, precision: str = "fp32",
+                      resolution: Optional[int] = None) -> Optional[dict[str, Any]]:
         row = self.conn.execute(
             "SELECT * FROM accuracy WHERE subnet = ? AND run_sha256 = ? AND dataset = ? AND split = ? "
-            "AND recalibrated = ? AND calib_images = ? AND images = ? AND precision = ?",
+            "AND recalibrated = ? AND calib_images = ? AND images = ? AND precision = ? AND resolution = ?",
             (subnet, run_sha256, dataset, split, int(recalibrated), int(calib_images), int(images),
-             precision)).fetchone()
+             precision, self._resolution(resolution))).fetchone()
         return dict(row) if row else None
 
     def add_artifact(self, subnet: str, target: str, kind: str, path: str | Path, sha256: str,
-                     precision: str = "fp32") -> None:
-        """Record (or replace) the artifact of ``kind`` for ``subnet`` at ``precision`` on ``target``."""
+                     precision: str = "fp32", resolution: Optional[int] = None) -> None:
+        """Record (or replace) the artifact of ``kind`` for ``subnet`` at ``precision`` and
+        ``resolution`` (default: the catalog's image size) on ``target``."""
         size = Path(path).stat().st_size
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO artifacts (subnet, target, kind, path, sha256, bytes, created, precision) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subnet, target, precision, kind) DO UPDATE SET "
-                "path = excluded.path, sha256 = excluded.sha256, bytes = excluded.bytes, created = excluded.created",
-                (subnet, target, kind, str(path), sha256, size, now(), precision))
+                "INSERT INTO artifacts (subnet, target, kind, path, sha256, bytes, created, precision, resolution) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subnet, target, precision, resolution, kind) DO "
+                "UPDATE SET path = excluded.path, sha256 = excluded.sha256, bytes = excluded.bytes, "
+                "created = excluded.created",
+                (subnet, target, kind, str(path), sha256, size, now(), precision, self._resolution(resolution)))
 
     def artifact(self, subnet: str, target: str, kind: str = "onnx",
-                 precision: str = "fp32") -> Optional[dict[str, Any]]:
+                 precision: str = "fp32", resolution: Optional[int] = None) -> Optional[dict[str, Any]]:
         row = self.conn.execute(
-            "SELECT * FROM artifacts WHERE subnet = ? AND target = ? AND kind = ? AND precision = ?",
-            (subnet, target, kind, precision)).fetchone()
+            "SELECT * FROM artifacts WHERE subnet = ? AND target = ? AND kind = ? AND precision = ? "
+            "AND resolution = ?", (subnet, target, kind, precision, self._resolution(resolution))).fetchone()
         return dict(row) if row else None
 
-    def add_latency(self, subnet: str, result: dict[str, Any], *, target: str, source: str = "measured") -> bool:
+    def add_latency(self, subnet: str, result: dict[str, Any], *, target: str, source: str = "measured",
+                    resolution: Optional[int] = None) -> bool:
         """Store one ``profile_model`` result for ``subnet`` on ``target``; ``False`` if this
-        very result (same content hash) is stored already."""
+        very result (same content hash) is stored already. Its ``resolution`` is the given
+        one, else the input size of the model it measured (``model.space.image_size``), else
+        the catalog's image size."""
+        if resolution is None:
+            model_space = (result.get("model") or {}).get("space") or {}
+            resolution = model_space.get("image_size") if isinstance(model_space, dict) else None
+        resolution = self._resolution(resolution)
         lat = result["latency_ms"]
         env = result.get("environment") or {}
         digest = result_hash({k: v for k, v in result.items() if k != "source"})
@@ -328,23 +399,24 @@ class Catalog:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO latency (subnet, target, backend, precision, batch, artifact_sha256, "
                 "p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment, host, source, date, "
-                "result_sha256, latency_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "result_sha256, latency_kind, resolution) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (subnet, target, result.get("backend") or "unknown", result.get("precision") or "unknown",
                  int(result.get("batch") or 1), (result.get("model") or {}).get("sha256"),
                  lat["p50"], lat["p90"], lat["p99"], lat["mean"], lat["std"], lat["min"], lat.get("max"),
                  float(result["cov"]), int(result["n"]), int(bool(result.get("unstable"))),
                  json.dumps({k: v for k, v in result.items() if k != "environment"}), json.dumps(env),
                  env.get("hostname"), source, env.get("date") or now(), digest,
-                 result.get("latency_kind") or "host"))
+                 result.get("latency_kind") or "host", resolution))
             return cur.rowcount == 1
 
     def find_latency(self, subnet: str, target: str, *, artifact_sha256: Optional[str] = None,
                      host: Optional[str] = None, batch: Optional[int] = None,
-                     precision: Optional[str] = None) -> Optional[dict[str, Any]]:
+                     precision: Optional[str] = None, resolution: Optional[int] = None) -> Optional[dict[str, Any]]:
         """The newest latency row matching every given field."""
         sql, args = "SELECT * FROM latency WHERE subnet = ? AND target = ?", [subnet, target]
         for column, value in (("artifact_sha256", artifact_sha256), ("host", host), ("batch", batch),
-                              ("precision", precision)):
+                              ("precision", precision), ("resolution", resolution)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 args.append(value)
@@ -370,9 +442,9 @@ class Catalog:
             "SELECT DISTINCT precision FROM latency WHERE target = ? ORDER BY precision", (target,))]
 
     def latency_rows(self, target: str, batch: Optional[int] = None,
-                     precision: Optional[str] = None) -> list[dict[str, Any]]:
+                     precision: Optional[str] = None, resolution: Optional[int] = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM latency WHERE target = ?", [target]
-        for column, value in (("batch", batch), ("precision", precision)):
+        for column, value in (("batch", batch), ("precision", precision), ("resolution", resolution)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 args.append(value)

@@ -22,9 +22,11 @@ class NothingFits(OfaError):
 
 
 def entries(catalog: Catalog, target: str, *, batch: int = 1, precision: Optional[str] = None,
-            dataset: Optional[str] = None, include_unstable: bool = True) -> list[dict[str, Any]]:
-    """One entry per subnet and precision measured on ``target`` at ``batch`` (only
-    ``precision`` if given), sorted by p90 latency.
+            dataset: Optional[str] = None, include_unstable: bool = True,
+            resolution: Optional[int] = None) -> list[dict[str, Any]]:
+    """One entry per subnet, input resolution and precision measured on ``target`` at
+    ``batch`` (only ``precision`` / ``resolution`` if given), sorted by p90 latency; an
+    entry's accuracy, ONNX and MACs are those at its resolution.
 
     An entry's latency is its newest stable measurement (an unstable one only if nothing
     else exists - and then the entry says ``"unstable": true``). Its accuracy is the
@@ -34,15 +36,15 @@ def entries(catalog: Catalog, target: str, *, batch: int = 1, precision: Optiona
     exported for this target at that precision, else one whose hash the measurement names,
     else ``None``.
     """
-    by_model: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in catalog.latency_rows(target, batch, precision):
-        by_model.setdefault((row["subnet"], row["precision"]), []).append(row)
+    by_model: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for row in catalog.latency_rows(target, batch, precision, resolution):
+        by_model.setdefault((row["subnet"], row["precision"], row["resolution"]), []).append(row)
     chosen = {}
     for model, rows in by_model.items():
         stable = [r for r in rows if not r["unstable"]]
         chosen[model] = max(stable or rows, key=lambda r: (r["date"], r["id"]))
     out = []
-    for (key, _), lat in chosen.items():
+    for (key, _, _), lat in chosen.items():
         if lat["unstable"] and not include_unstable:
             continue
         try:
@@ -50,7 +52,7 @@ def entries(catalog: Catalog, target: str, *, batch: int = 1, precision: Optiona
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # hand-edited or damaged columns
             raise OfaError(f"catalog {catalog.path} is damaged: the stats or spec of {key} do not read back "
                            f"({type(exc).__name__}: {str(exc)[:80]})") from None
-    out.sort(key=lambda e: (e["latency_ms"]["p90"], e["key"], e["precision"]))
+    out.sort(key=lambda e: (e["latency_ms"]["p90"], e["key"], e["precision"], e["resolution"]))
     return out
 
 
@@ -58,10 +60,11 @@ def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset
     sub = catalog.subnet(key)
     if sub is None:  # pragma: no cover - foreign keys forbid it
         raise OfaError(f"catalog {catalog.path} is inconsistent: latency for unknown subnet {key}")
-    rows = catalog.accuracy_rows(key)
+    res = lat["resolution"]
+    rows = [r for r in catalog.accuracy_rows(key) if r["resolution"] == res]
     acc = (_best_accuracy([r for r in rows if r["precision"] == lat["precision"]], dataset)
            or _best_accuracy([r for r in rows if r["precision"] == "fp32"], dataset))
-    art = catalog.artifact(key, target, "onnx", lat["precision"])
+    art = catalog.artifact(key, target, "onnx", lat["precision"], res)
     if art is None and lat["artifact_sha256"]:
         row = catalog.conn.execute("SELECT * FROM artifacts WHERE subnet = ? AND kind = 'onnx' AND sha256 = ?",
                                    (key, lat["artifact_sha256"])).fetchone()
@@ -71,8 +74,8 @@ def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset
         "key": key,
         "text": sub["text"],
         "subnet": json.loads(sub["spec"]),
-        "macs": sub["macs"],
-        "mflops": sub["macs"] / 1e6,
+        "resolution": res,
+        **_macs_at(catalog, sub, res),
         "params": sub["params"],
         "accuracy": acc["top1"] if acc else None,
         "accuracy_precision": acc["precision"] if acc else None,
@@ -93,6 +96,19 @@ def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset
         "onnx": art["path"] if art else None,
         "onnx_sha256": art["sha256"] if art else None,
     }
+
+
+def _macs_at(catalog: Catalog, sub: dict[str, Any], resolution: int) -> dict[str, Any]:
+    """MACs of the stored subnet at ``resolution`` (the stored count at the catalog's own size)."""
+    if resolution == catalog.default_resolution():
+        return {"macs": sub["macs"], "mflops": sub["macs"] / 1e6}
+    from ..cost import macs
+    from ..resolution import space_at
+    from ..space import SearchSpace, Subnet
+
+    space = space_at(SearchSpace.from_dict(catalog.space_dict() or {}), resolution)
+    count = macs(space, Subnet.from_dict(json.loads(sub["spec"]), space))
+    return {"macs": count, "mflops": count / 1e6}
 
 
 def _best_accuracy(rows: list[dict[str, Any]], dataset: Optional[str]) -> Optional[dict[str, Any]]:

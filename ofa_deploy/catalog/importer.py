@@ -3,6 +3,7 @@ catalog subnets by the identity the export sidecar put in them."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -84,8 +85,11 @@ def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] 
             raise OfaError(f"{path}: result {i} carries no search space and the catalog has none yet; "
                            "profile the export directory (its model.json has it)")
         space = SearchSpace.from_dict(space_of)
-        if model.get("space") and SearchSpace.from_dict(model["space"]) != space:
+        # a model exported at another resolution (elastic resolution) has the catalog's space at its own size
+        measured_space = SearchSpace.from_dict(model["space"]) if model.get("space") else space
+        if dataclasses.replace(measured_space, image_size=space.image_size) != space:
             raise OfaError(f"{path}: result {i} was measured on a subnet of another search space than the catalog's")
+        resolution = measured_space.image_size
         space_dict = space_dict or space.to_dict()
         spec = subnet if subnet is not None else model.get("subnet")
         if spec is None:
@@ -95,21 +99,22 @@ def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] 
         tgt = target or r.get("target")
         if not tgt:
             raise OfaError(f"{path}: result {i} names no target; give --target")
-        _check_model_hash(catalog, path, i, model, str(sub), tgt, str(r.get("precision") or "fp32"))
-        rows.append((space, sub, tgt, model, r))
+        _check_model_hash(catalog, path, i, model, str(sub), tgt, str(r.get("precision") or "fp32"), resolution)
+        rows.append((space, sub, tgt, model, r, resolution))
     added = duplicates = 0
     with catalog.transaction():
-        for space, sub, tgt, model, r in rows:
+        for space, sub, tgt, model, r, resolution in rows:
             catalog.set_space(space.to_dict())
             m, p = cost(space, sub)
             catalog.add_subnet(str(sub), sub.to_dict(), m, p)
-            _import_accuracy(catalog, str(sub), model)
-            if catalog.add_latency(str(sub), r, target=tgt, source=f"imported:{Path(path).name}"):
+            _import_accuracy(catalog, str(sub), model, resolution)
+            if catalog.add_latency(str(sub), r, target=tgt, source=f"imported:{Path(path).name}",
+                                   resolution=resolution):
                 added += 1
             else:
                 duplicates += 1
     return {"results": len(results), "added": added, "duplicates": duplicates,
-            "targets": sorted({tgt for _, _, tgt, _, _ in rows})}
+            "targets": sorted({row[2] for row in rows})}
 
 
 def import_file(catalog_path: str | Path, path: str | Path, **options: Any) -> dict[str, Any]:
@@ -146,7 +151,7 @@ def _remove_if_empty(catalog_path: Path) -> bool:
 
 
 def _check_model_hash(catalog: Catalog, path: str | Path, i: int, model: dict[str, Any], key: str,
-                      target: str, precision: str = "fp32") -> None:
+                      target: str, precision: str = "fp32", resolution: Optional[int] = None) -> None:
     """The file a result measured must be the one exported for its subnet: the SHA-256 the
     profiler took of it against the export sidecar's, and against the catalog's own ONNX
     artifact of that subnet on that target."""
@@ -159,7 +164,7 @@ def _check_model_hash(catalog: Catalog, path: str | Path, i: int, model: dict[st
     expected = entry.get("sha256") if isinstance(entry, dict) else None
     where = "the export's model.json"
     if expected is None and model.get("format") == "onnx":
-        art = catalog.artifact(key, target, "onnx", precision)
+        art = catalog.artifact(key, target, "onnx", precision, resolution)
         expected, where = (art["sha256"], f"the catalog's ONNX of it for {target}") if art else (None, "")
     if expected is not None and expected != measured:
         raise OfaError(f"{path}: result {i} measured {used} (SHA-256 {measured[:12]}...), not the file exported "
@@ -167,7 +172,7 @@ def _check_model_hash(catalog: Catalog, path: str | Path, i: int, model: dict[st
                        "itself")
 
 
-def _import_accuracy(catalog: Catalog, key: str, model: dict[str, Any]) -> None:
+def _import_accuracy(catalog: Catalog, key: str, model: dict[str, Any], resolution: Optional[int] = None) -> None:
     acc, source = model.get("accuracy"), model.get("source")
     if not isinstance(acc, dict) or "top1" not in acc or not isinstance(source, dict):
         return
@@ -178,4 +183,4 @@ def _import_accuracy(catalog: Catalog, key: str, model: dict[str, Any]) -> None:
         recalibrated=bool(bn.get("recalibrated", True)), calib_images=int(bn.get("images", 0) or 0),
         images=int(acc.get("images", 0) or 0), top1=float(acc["top1"]), loss=acc.get("loss"),
         # the accuracy of the exported file's own precision (sidecars before precision existed: fp32)
-        precision=str(acc.get("precision") or model.get("precision") or "fp32"))
+        precision=str(acc.get("precision") or model.get("precision") or "fp32"), resolution=resolution)

@@ -74,7 +74,8 @@ def _row(e: dict) -> str:
     if e["accuracy"] is not None and e.get("accuracy_precision") not in (None, e["precision"]):
         acc += f" ({e['accuracy_precision']})"  # an older catalog: no accuracy of this precision's own
     flag = "  UNSTABLE" if e["unstable"] else ""
-    return (f"{e['text']:<60} {e['precision']:<4} {e['mflops']:6.2f} MFLOPs  acc {acc}  "
+    res = e.get("resolution")
+    return (f"{e['text']:<60} {e['precision']:<4} {f'{res}px' if res else '-':>5} {e['mflops']:6.2f} MFLOPs  acc {acc}  "
             f"p50 {e['latency_ms']['p50']:.4f}  p90 {e['latency_ms']['p90']:.4f} ms{flag}")
 
 
@@ -110,13 +111,16 @@ def _row(e: dict) -> str:
                    "measured) [default: the target's precision].")
 @click.option("--calibration-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
               help="int8: training images that calibrate the activation ranges.")
+@click.option("--resolution", "resolutions", type=click.IntRange(8, 4096), multiple=True,
+              help="Input size to catalogue (repeatable), one the run was trained at; entries are (subnet, "
+                   "resolution) pairs on one Pareto front [default: every trained resolution].")
 @click.option("--warmup-s", type=limit_float("warmup_s"), default=None, help="Override the target's warm-up.")
 @click.option("--min-iterations", type=limit_int("min_iterations"), default=None, help="Override minimum iterations.")
 @click.option("--min-time-s", type=limit_float("min_time_s"), default=None, help="Override minimum seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
           data_dir, torch_threads, no_measure, remeasure_unstable, precision, calibration_images, warmup_s,
-          min_iterations, min_time_s, as_json, confidence=None) -> None:
+          min_iterations, min_time_s, as_json, confidence=None, resolutions=()) -> None:
     """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
     measure the finalists, and store everything. Rerunning does no work twice."""
     if torch_threads is not None:
@@ -148,7 +152,8 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
                                 predictor=predictor_path, seed=seed, calib_n=calib_images, test_images=test_images,
                                 data_dir=data_dir, remeasure_unstable=remeasure_unstable, measure=not no_measure,
                                 protocol=protocol, progress=progress, precision=precision,
-                                calibration_images=calibration_images, confidence=confidence)
+                                calibration_images=calibration_images, confidence=confidence,
+                                resolutions=resolutions or None)
     if as_json:
         emit_json(summary)
         return
@@ -225,7 +230,8 @@ def show(spec, catalog_path, target, batch, precision, as_json) -> None:
             raise OfaError(f"{key} has no entry for target {target}" + (f" in {precision}" if precision else "")
                            + f" in {catalog_path}")
         entry = max(found, key=lambda e: (e["accuracy"] is not None, e["accuracy"] or 0.0))
-        row = cat.find_latency(key, target, batch=batch, precision=entry["precision"])
+        row = cat.find_latency(key, target, batch=batch, precision=entry["precision"],
+                               resolution=entry["resolution"])
         entry["environment"] = json.loads(row["environment"]) if row else None
         entry["accuracy_history"] = cat.accuracy_rows(key)
     path = entry["onnx"]
@@ -236,6 +242,7 @@ def show(spec, catalog_path, target, batch, precision, as_json) -> None:
     click.echo(_row(entry))
     click.echo(f"onnx: {path} ({'hash verified' if entry['onnx_verified'] else 'MISSING OR CHANGED'})")
     click.echo(f"measured {entry['measured_at']} on {entry['host']} ({entry['backend']}, {entry['precision']}, "
+               f"{entry['resolution']}x{entry['resolution']} input, "
                f"batch {entry['batch']}, n={entry['n']}, CoV {entry['cov']:.2%}, {entry['source']})")
 
 
@@ -312,6 +319,10 @@ def _bound_entries(items: list, predictor_path, confidence, target: str) -> None
     check_confidence(model, confidence, predictor_path)
     if not items:
         return
+    other = sorted({e["resolution"] for e in items} - {model.space.image_size})
+    if other:  # its latency table is per input size: it cannot bound entries at another one
+        raise OfaError(f"--confidence: predictor {predictor_path} was fitted at {model.space.image_size}x"
+                       f"{model.space.image_size} inputs; this catalog also has entries at {', '.join(map(str, other))}")
     upper = budget_latency(model, [Subnet.from_dict(e["subnet"], model.space) for e in items], confidence)
     for e, bound in zip(items, upper):
         e["p90_upper_ms"] = float(bound)

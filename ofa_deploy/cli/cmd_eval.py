@@ -48,27 +48,55 @@ def parse_buckets(ctx, param, value: str) -> list[float]:
                    "buckets, tolerance, calib-n and test subset].")
 @click.option("--reuse", is_flag=True, help="Return an existing result with the same parameters instead.")
 @click.option("--overwrite", is_flag=True, help="Replace eval/NAME.json even if it holds a different evaluation.")
+@click.option("--resolution", callback=lambda ctx, param, value: _resolution(value), default=None,
+              help="Input size to evaluate at, one the run was trained at (--resolutions), or 'all' for each "
+                   "trained one (each its own eval/NAME-rR.json); BN is recalibrated at that size "
+                   "[default: the run's image size].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def command(run_dir, buckets, per_bucket, tolerance, seed, split, subnet, calib_n, batch_size, data_dir,
-            test_subset, download, device, checkpoint, name, reuse, overwrite, quiet, as_json) -> None:
+            test_subset, download, device, checkpoint, name, reuse, overwrite, quiet, as_json,
+            resolution=None) -> None:
     """Sample subnets per MFLOPs bucket (same seed, same subnets), recalibrate each one's BN
     on training images, and measure it; writes eval/NAME.json and .csv in the run."""
+    from ..evaluate.resolution import ALL, evaluate_resolutions
     from ..evaluate.runs import evaluate_run
 
-    path, result = evaluate_run(
-        run_dir, buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed, split=split,
-        subnet=subnet, calib_n=calib_n, batch_size=batch_size, data_dir=data_dir, test_subset=test_subset,
-        download=download, device=device, checkpoint=checkpoint, name=name, reuse=reuse, overwrite=overwrite,
-        progress=not quiet,
-    )
+    options = dict(buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed, split=split,
+                   subnet=subnet, calib_n=calib_n, batch_size=batch_size, data_dir=data_dir, test_subset=test_subset,
+                   download=download, device=device, checkpoint=checkpoint, reuse=reuse, overwrite=overwrite,
+                   progress=not quiet)
+    if resolution == ALL:
+        done = evaluate_resolutions(run_dir, ALL, name=name, **options)
+        if as_json:
+            emit_json([result for _, result in done])
+            return
+        for path, result in done:
+            _print(path, result)
+        return
+    path, result = evaluate_run(run_dir, name=name, resolution=resolution, **options)
     if as_json:
         emit_json(result)
         return
+    _print(path, result)
+
+
+def _resolution(value):
+    from ..errors import OfaError
+    from ..evaluate.resolution import parse_resolution_choice
+
+    try:
+        return parse_resolution_choice(value)
+    except OfaError as exc:
+        raise click.BadParameter(str(exc).replace("--resolution ", "", 1)) from None
+
+
+def _print(path, result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{result['run']} ({result['dataset']}, {result['method']}) - {result['split']} accuracy")
+    at = f" at {result['resolution']}x{result['resolution']}" if "resolution" in result else ""
+    table = Table(title=f"{result['run']} ({result['dataset']}, {result['method']}) - {result['split']} accuracy{at}")
     for col in ("MFLOPs", "n", "mean %", "std", "min %", "max %", "spread"):
         table.add_column(col, justify="right")
     for b in result["buckets"]:

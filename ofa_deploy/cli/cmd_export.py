@@ -51,10 +51,14 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet
               help="torch.onnx exporter (auto: the TorchScript tracer, dynamo as fallback).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Dataset directory [default: the run's].")
+@click.option("--resolution", type=click.IntRange(8, 4096), default=None,
+              help="Input size R, one the run was trained at (--resolutions): the ONNX takes (batch, C, R, R), BN "
+                   "is recalibrated and accuracy measured on images resized to R, MACs are counted at R "
+                   "[default: the run's image size].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, tolerance, target_name, out, overwrite,
             checkpoint, recalibrate, bn_images, precision, calibration_method, calibration_images, parity_images, measure_accuracy, exporter,
-            data_dir, as_json) -> None:
+            data_dir, as_json, resolution=None) -> None:
     """Export a subnet of the supernet trained in RUN for a deployment target.
 
     Extracts the static subnet, recalibrates its BN statistics, writes model.onnx and the
@@ -83,7 +87,12 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
 
     precision = check_precision(precision or target.precision, target.allowed_precisions, target=target.name)
     config = read_config(run_dir)
-    space = space_from_config(config)
+    from ..evaluate.resolution import run_resolution
+    from ..resolution import space_at
+
+    default_space = space_from_config(config)
+    resolution = run_resolution(config, resolution)  # one the run was trained at, checked before any work
+    space = space_at(default_space, resolution)  # --mflops and the buckets count MACs at this size
     rng = random.Random(seed)
     if all_buckets:
         picks = [(f"bucket-{int(round(b)):02d}", b, space.sample_in_bucket(b, tolerance, rng)) for b in PAPER_BUCKETS]
@@ -96,6 +105,7 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
     if out is None:
         leaf = f"buckets-seed{seed}" if all_buckets else _subnet_id(space, picks[0][2])
         leaf += "" if precision == target.precision else f"-{precision}"
+        leaf += "" if resolution == default_space.image_size else f"-r{resolution}"
         out = run_dir / "exports" / target.name / leaf
     from ..outputs import EXPORT, check_not_input, check_replaceable
 
@@ -111,9 +121,14 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
         from ..io import atomic_write_json
         from ..run import load_supernet
 
+        from ..evaluate.resolution import images_at, supernet_at
+
         supernet, _ = load_supernet(run_dir, checkpoint)
+        supernet = supernet_at(supernet, resolution)
         data = export_images(config, data_dir=data_dir, seed=seed, parity_images=parity_images,
                              train_images=max(bn_images, calibration_images), accuracy=measure_accuracy)
+        data.train, data.parity = images_at(data.train, resolution), images_at(data.parity, resolution)
+        data.eval = (images_at(data.eval[0], resolution), data.eval[1]) if data.eval is not None else None
         if data.in_channels != space.in_channels or data.num_classes != space.num_classes:
             raise OfaError(f"dataset {data.name} has {data.in_channels} channels and {data.num_classes} classes, "
                            f"the run's network {space.in_channels} and {space.num_classes}")

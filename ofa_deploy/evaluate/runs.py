@@ -28,10 +28,12 @@ DEFAULT_CALIB_N = 2000
 
 def default_name(split: str, seed: int, per_bucket: int | None, subnet: Subnet | None = None, *,
                  buckets: Sequence[float] = PAPER_BUCKETS, tolerance: float = DEFAULT_TOLERANCE,
-                 calib_n: int = DEFAULT_CALIB_N, test_subset: int | None = None) -> str:
+                 calib_n: int = DEFAULT_CALIB_N, test_subset: int | None = None,
+                 resolution: int | None = None) -> str:
     """``test-s0-n100`` for the paper's population, ``test-subnet-<text>`` for one subnet;
     any other bucket set, tolerance, calibration count or test subset is part of the name
-    (``test-s0-n5-b4_8-t2000``), so two different evaluations never share a file."""
+    (``test-s0-n5-b4_8-t2000``), so two different evaluations never share a file; so is a
+    ``resolution`` other than the run's default (``-r24``)."""
     name = f"{split}-subnet-{subnet}" if subnet is not None else f"{split}-s{seed}-n{per_bucket}"
     if subnet is None and [float(b) for b in buckets] != [float(b) for b in PAPER_BUCKETS]:
         listed = "_".join(f"{b:g}" for b in buckets)
@@ -42,10 +44,12 @@ def default_name(split: str, seed: int, per_bucket: int | None, subnet: Subnet |
         name += f"-c{calib_n}"
     if test_subset is not None:
         name += f"-t{test_subset}"
+    if resolution is not None:
+        name += f"-r{resolution}"
     return name
 
 
-DEFINING = ("buckets", "per_bucket", "tolerance", "seed", "split", "subnet", "calib_n", "test_subset")
+DEFINING = ("buckets", "per_bucket", "tolerance", "seed", "split", "subnet", "calib_n", "test_subset", "resolution")
 """The parameters that define an evaluation; the checkpoint may change (a re-evaluation
 after more training replaces the result of the same evaluation)."""
 
@@ -135,21 +139,29 @@ def evaluate_run(
     overwrite: bool = False,
     progress: bool = True,
     on_subnet: Callable[[int, int, dict], None] | None = None,
+    resolution: int | None = None,
 ) -> tuple[Path, dict]:
     """Evaluate the run's population (or one ``subnet``) and write ``eval/<name>.json`` and
     ``.csv`` atomically; returns (json path, result). With ``reuse``, an existing result
     with the same parameters and checkpoint is returned without measuring again. An
-    existing ``NAME.json`` of a different evaluation is refused unless ``overwrite``."""
+    existing ``NAME.json`` of a different evaluation is refused unless ``overwrite``.
+    ``resolution``: one the run was trained at (default: its space's ``image_size``); the
+    same subnets are drawn (buckets are MFLOPs at the default resolution), BN recalibrated
+    and tested on images resized to it, MACs counted at it (``evaluate.resolution``)."""
     from ..train.schedules import resolve_subnet
+    from ..resolution import space_at, trained_resolutions
     from .population import evaluate_population, sample_population
+    from .resolution import images_at, run_resolution, supernet_at
 
     run_dir = Path(run_dir)
     config = run.read_config(run_dir)
     space = run.space_from_config(config)
     ckpt = run.checkpoint_path(run_dir, checkpoint)
     single = resolve_subnet(space, subnet) if subnet is not None else None
+    res = run_resolution(config, resolution)
+    other_res = res if res != space.image_size else None  # only then named and a defining param
     name = name or default_name(split, seed, per_bucket, single, buckets=buckets, tolerance=tolerance,
-                                calib_n=calib_n, test_subset=test_subset)
+                                calib_n=calib_n, test_subset=test_subset, resolution=other_res)
     if "/" in name or name.startswith("."):
         raise OfaError(f"eval name {name!r} must be a plain file name")
     if [float(b) for b in buckets] == [float(b) for b in PAPER_BUCKETS] and space.image_size != 32:
@@ -167,6 +179,7 @@ def evaluate_run(
         "test_subset": test_subset if test_subset is not None else config.get("data", {}).get("test_subset"),
         "checkpoint": ckpt.name,
         "checkpoint_sha256": sha256_file(ckpt),
+        **({"resolution": other_res} if other_res is not None else {}),
     }
     json_path = run_dir / EVAL_DIR / f"{name}.json"
     if reuse and json_path.is_file():
@@ -180,11 +193,13 @@ def evaluate_run(
 
     device = resolve_device(device)
     # sample before loading anything: an unreachable bucket fails in a second
-    population = [(round(_mflops(space, single), 2), single)] if single is not None else \
+    population = [(round(_mflops(space_at(space, res), single), 2), single)] if single is not None else \
         sample_population(space, buckets, per_bucket, tolerance, seed)
     supernet, _ = run.load_supernet(run_dir, checkpoint, device=device)
+    supernet = supernet_at(supernet, res)
     calib, images, labels = load_eval_data(config, split=split, seed=seed, data_dir=data_dir,
                                            test_subset=test_subset, download=download, device=device)
+    calib, images = images_at(calib, res), images_at(images, res)
     if images.shape[1] != space.in_channels:
         raise OfaError(f"the data has {images.shape[1]} channels, the run's network expects {space.in_channels}")
     with _Bar(progress, len(population), run_dir.name) as bar:
@@ -194,7 +209,7 @@ def evaluate_run(
                 on_subnet(done, total, result)
 
         result = evaluate_population(
-            supernet, space, buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed,
+            supernet, supernet.space, buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed,
             calib_images=calib, test_images=images, test_labels=labels, calib_n=calib_n, batch_size=batch_size,
             subnets=population, on_subnet=measured,
         )
@@ -208,6 +223,8 @@ def evaluate_run(
         "method": run_table.get("method"),
         "name": name,
         "split": split,
+        "resolution": res,
+        "trained_resolutions": list(trained_resolutions(config)),
         "device": device,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "params": params,

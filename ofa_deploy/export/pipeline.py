@@ -189,6 +189,7 @@ def export_subnet(
             "mflops": round(macs / 1e6, 6),
             "params": params,
             "space": space.to_dict(),
+            "resolution": space.image_size,  # the input size it was exported (and BN-recalibrated) at
             "num_classes": space.num_classes,
             "precision": precision,
             "accuracy": accuracy,
