@@ -11,7 +11,8 @@ on the same measurements, all scored on the landscape's held-out subnets
 ``--source-landscape L``: also use, as source, a predictor fitted from scratch on landscape
 L's pool measurements of this campaign (written to OUT_DIR/source-L.json), so that source
 and target were measured in the same session. Writes OUT_DIR/curves.json and
-OUT_DIR/curves.png; prints one JSON document (the goals' figures per pair).
+OUT_DIR/curves.png, and each pair's adapted predictor after ``--keep`` measurements under
+OUT_DIR/adapted/; prints one JSON document (the goals' figures per pair).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import numpy as np
 
 from ofa_deploy.io import atomic_write_json
 from ofa_deploy.profile.collect import LatencyDataset
-from ofa_deploy.profile.learning_curve import learning_curve, plot_curves
+from ofa_deploy.profile.learning_curve import POPULATION, learning_curve, plot_curves, selection_order
 from ofa_deploy.profile.predictor import LatencyPredictor, fit
+from ofa_deploy.profile.transfer import adapt, population
 
 
 def _goals(point: dict) -> dict:
@@ -48,6 +50,7 @@ def main() -> None:
     ap.add_argument("--statistic", default="min")
     ap.add_argument("--source-landscape", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", type=int, default=20, help="save the adapted predictor after this many measurements")
     args = ap.parse_args()
     t0 = time.perf_counter()
     source = LatencyPredictor.load(args.source)
@@ -71,6 +74,11 @@ def main() -> None:
             curve = learning_curve(src, pool, pool_ms, held, held_ms, target=name, statistic=args.statistic,
                                    sizes=sizes, seed=args.seed)
             curve["source_label"] = label
+            k = min(args.keep, len(pool))  # the adapted predictor after k measurements, for bench_predictor.py
+            order = selection_order(src, pool, k, args.seed)
+            adapt(src, [pool[i] for i in order], [pool_ms[i] for i in order], target=name, statistic=args.statistic,
+                  pop=population(src.space, POPULATION, args.seed)).save(
+                args.out / "adapted" / f"{src.target}-{'own' if src is not source else 'committed'}-to-{name}-n{k}.json")
             curve["loadavg_seen"] = _loads(args.campaign / f"{name}.jsonl")
             curves.append(curve)
             summary.append({"source": f"{src.target} ({label})", "target": name, "pool": len(pool),

@@ -279,3 +279,13 @@ def test_a_device_target_is_chosen_here_measured_there_and_imported(capsys, fake
     (tmp_path / "wrong.json").write_text(json.dumps(wrong))
     code, _, err = run_cli(capsys, *base, "--import", tmp_path / "wrong.json")
     assert_one_line_error(code, err, "measured on target cpu, not jetson-orin")
+
+
+def test_predict_cli_states_each_prediction_with_its_interval(capsys, source, saved_source: Path):
+    sub = SPACE.middle()
+    code, stdout, err = run_cli(capsys, "predictor", "predict", "--predictor", saved_source, str(sub), "--json")
+    assert code == 0, err
+    row = json.loads(stdout)["predictions"][0]
+    lo, hi = row["interval_90_ms"]
+    assert lo < row["predicted_min_ms"] < hi and row["relative_se"] == pytest.approx(0.03)
+    assert hi / row["predicted_min_ms"] == pytest.approx(math.exp(1.6449 * 0.03), rel=1e-3)

@@ -237,8 +237,18 @@ def predict(predictor_path, specs, as_json) -> None:
     values = model.predict(subnets)
     rows = [{"subnet": s.to_dict(), "text": str(s), "macs": macs(model.space, s),
              f"predicted_{model.statistic}_ms": float(v)} for s, v in zip(subnets, values)]
+    bounds = ""
+    if model.uncertainty is not None:  # every prediction with its relative standard error and 90 % interval
+        _, sd = model.predict_distribution(subnets)
+        _, lo, hi = model.interval(subnets, 0.9)
+        for row, e, a, b in zip(rows, sd, lo, hi):
+            row.update(relative_se=float(e), interval_90_ms=[float(a), float(b)])
     if as_json:
-        emit_json({"target": model.target, "statistic": model.statistic, "predictions": rows})
+        emit_json({"target": model.target, "statistic": model.statistic,
+                   "uncertainty": model.uncertainty.kind if model.uncertainty else None, "predictions": rows})
         return
     for row, v in zip(rows, values):
-        click.echo(f"{row['text']}  {row['macs'] / 1e6:.2f} MFLOPs  {model.statistic} {v:.4f} ms ({model.target})")
+        if "interval_90_ms" in row:
+            bounds = f" (90 % interval {row['interval_90_ms'][0]:.4f}-{row['interval_90_ms'][1]:.4f})"
+        click.echo(f"{row['text']}  {row['macs'] / 1e6:.2f} MFLOPs  {model.statistic} {v:.4f} ms{bounds} "
+                   f"({model.target})")
