@@ -31,7 +31,7 @@ DEVICE_MODULES = [
     "cli/__init__.py", "cli/common.py", *(f"cli/{c}.py" for c in DEVICE_COMMANDS),
     "profile/__init__.py", "profile/backends.py", "profile/collect.py", "profile/environment.py",
     "profile/model.py", "profile/predictor.py", "profile/predictor_build.py", "profile/profiler.py",
-    "profile/protocol.py",
+    "profile/protocol.py", "profile/uncertainty.py",
     "catalog/__init__.py", "catalog/db.py", "catalog/entries.py", "catalog/importer.py", "catalog/html.py",
     "catalog/plot.py",
     "export/__init__.py", "export/sidecar.py", "export/tensorrt.py", "export/trt_env.py", "export/trt_plan.py",
