@@ -61,6 +61,9 @@ class TrainConfig:
     autocast precision (``amp.py``; ``resolved`` fills in the device's default: bf16 on a
     CUDA GPU with bf16, else fp32). ``cuda_graphs``: ``auto``/``on``/``off``, CUDA-graph
     replay of one-subnet epochs (``cuda_graphs.py``); not a hyper-parameter, so not in [train].
+    ``fidelity`` (``ofa``/``released-code``) and ``ps_lr``, ``teacher``, ``sort``,
+    ``data_protocol``, ``macs_stem``: how closely to follow the paper's released code
+    (``fidelity.py``); None = the preset's value, ``warmup_epochs`` is the sixth choice.
     """
 
     dataset: str = "digits"
@@ -176,7 +179,8 @@ class TrainConfig:
             cfg.epochs = int(table["rss-short" if cfg.preset == "paper-short" else "rss"]) if cfg.preset \
                 else DEFAULT_EPOCHS
         channels = dataset_info(cfg.dataset, **cfg.data_options()).in_channels
-        cfg = replace(cfg, **fidelity_fields(fidelity=cfg.fidelity, warmup_rule=cfg._warmup_rule(), in_channels=channels,
+        cfg = replace(cfg, **fidelity_fields(fidelity=cfg.fidelity, warmup_rule=cfg._warmup_rule(),
+                                             in_channels=channels,
                                              **{name: getattr(cfg, name) for name in FIDELITY_SWITCHES}))
         if cfg.data_protocol == "released":
             if channels != 1 or cfg.dataset == "folder":
