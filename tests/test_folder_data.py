@@ -119,6 +119,15 @@ def test_train_eval_export_profile_on_a_folder(digit_folder, tmp_path, capsys):
     profiled = json.loads(out)
     assert profiled["input_shape"][1:] == [1, 64, 64] and profiled["latency_ms"]["p50"] > 0
 
+    # catalog build reads the same folder and size: its finalist's export takes 64x64 too
+    catalog = tmp_path / "cat.db"
+    code, out, err = run_cli(capsys, "catalog", "build", run_dir, "--target", "cpu", "--catalog", catalog, "--n", 2,
+                             "--finalists", 1, "--calib-images", 64, "--no-measure", "--json")
+    assert code == 0, err
+    exported = [json.loads(p.read_text()) for p in (tmp_path / "artifacts").rglob("model.json")]
+    assert len(exported) == 1 and exported[0]["input"]["shape"][1:] == [1, 64, 64]
+    assert exported[0]["source"]["data_hash"] == data["data_hash"] and exported[0]["accuracy"]["images"] == 40
+
     # the folder changed since: reloading the run's data is refused
     victim = next((digit_folder / "val" / "digit0").iterdir())
     stat = victim.stat()
