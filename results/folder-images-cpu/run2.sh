@@ -1,0 +1,11 @@
+#!/bin/bash
+cd /tmp/r1/readme-work
+export PYTHONPATH=/work/wt-r1 OMP_NUM_THREADS=1 OFA_DEPLOY_CACHE=/tmp/r1/readme-cache
+O="/work/main/.venv/bin/python -m ofa_deploy"
+step() { echo "=== $(date -u +%T) load: $(cut -d' ' -f1-3 /proc/loadavg) :: $*"; /usr/bin/time -f "wall %e s" "$@"; echo "rc=$?"; }
+echo "commit $(git -C /work/wt-r1 rev-parse --short HEAD)"
+step $O catalog list --catalog photos.db --target cpu
+step $O eval runs/photos --per-bucket 3 --calib-n 500 --quiet
+step $O catalog build runs/photos --target cpu --catalog photos.db --n 20 --finalists 4 --calib-images 500 --torch-threads 1 --remeasure-unstable
+step $O catalog select --catalog photos.db --target cpu --max-latency-ms 5 --allow-unstable --json
+echo "=== end $(date -u +%T) load: $(cut -d' ' -f1-3 /proc/loadavg)"
