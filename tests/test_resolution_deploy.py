@@ -231,6 +231,11 @@ def test_select_returns_a_lower_resolution_when_that_is_the_best_way_under_the_b
     assert res.exit_code == 0 and res.output.count("24px") == 1 and res.output.count("32px") == 3
     res = CliRunner().invoke(cli, ["catalog", "show", str(large), "--catalog", str(db), "--target", "cpu"])
     assert res.exit_code == 0 and "32x32 input" in res.output  # the most accurate entry of that subnet
+    from ofa_deploy.catalog.html import page_data
+
+    with Catalog(db, readonly=True) as cat:  # the HTML page tells the two sizes of one subnet apart
+        rows = page_data(cat)["targets"][0]["entries"]
+    assert sorted(r["key"] for r in rows if r["key"].startswith(str(large))) == [str(large), f"{large}@24"]
 
 
 FAST = ["--warmup-s", "0.02", "--min-iterations", "20", "--min-time-s", "0.05"]

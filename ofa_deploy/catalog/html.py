@@ -80,10 +80,14 @@ def page_data(cat: Catalog, *, batch: int = 1, targets: Optional[Sequence[str]] 
             continue
         environments = _environments(cat, target, batch)
         rows = []
+        default_resolution = cat.default_resolution()
         for e in items:
             env_text = environments.get((e["key"], e["measured_at"], e["backend"], e.get("precision")), "{}")
             env_id = _env_id(envs, env_text)
             rows.append(_row(e, env_id))
+            if e.get("resolution", default_resolution) != default_resolution:  # one subnet, several input sizes
+                rows[-1]["key"] += f"@{e['resolution']}"
+                rows[-1]["text"] += f" @ {e['resolution']}px"
         per_target.append({"name": target, "entries": rows})
     if not per_target:
         batches = sorted({r[0] for r in cat.conn.execute("SELECT DISTINCT batch FROM latency")})
