@@ -4,6 +4,7 @@ with one line before anything is written."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -75,6 +76,17 @@ def test_train_at_48_records_the_size_and_everything_follows(tmp_path, capsys):
 
     data = export_images(config, train_images=8, parity_images=4, accuracy=False)
     assert data.train.shape[1:] == (1, 48, 48) and data.parity.shape[1:] == (1, 48, 48)
+
+    # --all-buckets: the paper's six buckets where they sit at 48x48, each subnet inside its bucket
+    code, out, err = run_cli(capsys, "export", out, "--all-buckets", "--no-recalibrate", "--no-accuracy",
+                             "--parity-images", 4, "--out", tmp_path / "buckets", "--json")
+    assert code == 0, err
+    space = net.space
+    rows = json.loads(out)["exports"]
+    assert [r["bucket_mflops"] for r in rows] == list(space.paper_buckets())
+    for r in rows:
+        assert abs(r["mflops"] - r["bucket_mflops"]) <= 0.5 * space.paper_scale()
+        assert r["sidecar"]["input"]["shape"] == ["batch", 1, 48, 48]
 
 
 @pytest.mark.parametrize("size", [64, 96])

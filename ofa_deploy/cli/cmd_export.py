@@ -18,7 +18,9 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet
 @click.option("--mflops", type=limit_float("mflops", lo_open=True), default=None, help="A random subnet within --tolerance of this many MFLOPs.")
 @click.option("--smallest", is_flag=True, help="The smallest subnet (k3 e3 d2 everywhere).")
 @click.option("--largest", is_flag=True, help="The largest subnet (k7 e6 d4 everywhere).")
-@click.option("--all-buckets", is_flag=True, help="One random subnet per paper MFLOPs bucket, in OUT/bucket-NN/.")
+@click.option("--all-buckets", is_flag=True,
+              help="One random subnet per paper MFLOPs bucket, in OUT/bucket-NN/ (at another image size than 32: "
+                   "the buckets, and a default --tolerance, where they sit in that size's MFLOPs range).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subnet draw and image choice.")
 @click.option("--tolerance", type=limit_float("tolerance"), default=0.5, show_default=True,
               help="Half-width of the MFLOPs bucket.")
@@ -71,7 +73,6 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
     from ..errors import OfaError
     from ..export.sidecar import INDEX_FILE
     from ..run import read_config, space_from_config
-    from ..space import PAPER_BUCKETS
     from ..targets import load_target
 
     chosen = [name for name, on in (("--subnet", spec is not None), ("--mflops", mflops is not None),
@@ -95,7 +96,9 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
     space = space_at(default_space, resolution)  # --mflops and the buckets count MACs at this size
     rng = random.Random(seed)
     if all_buckets:
-        picks = [(f"bucket-{int(round(b)):02d}", b, space.sample_in_bucket(b, tolerance, rng)) for b in PAPER_BUCKETS]
+        width = tolerance * space.paper_scale() if tolerance == 0.5 else tolerance  # 0.5: the default
+        picks = [(f"bucket-{int(round(b)):02d}", b, space.sample_in_bucket(b, width, rng))
+                 for b in space.paper_buckets()]
     elif spec is not None:
         picks = [(None, None, load_subnet(spec, space))]
     elif mflops is not None:
