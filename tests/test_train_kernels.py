@@ -4,14 +4,15 @@ and the training layout's guarantees that do not need a subprocess."""
 from __future__ import annotations
 
 import itertools
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ofa_deploy.nn import StaticSubnet, Supernet
-from ofa_deploy.nn.cpu_ops import depthwise_conv2d, effective_window, pointwise_conv2d, stock_ops
+from ofa_deploy.nn import cpu_ops
+from ofa_deploy.nn.cpu_ops import balance211, depthwise_conv2d, effective_window, pointwise_conv2d, stock_ops
 from ofa_deploy.space import SearchSpace
 
 from conftest import one_torch_thread
@@ -76,6 +77,89 @@ def test_pointwise_matches_conv2d(pixels):
     g = torch.randn(5, 20, pixels, pixels, dtype=torch.float64, generator=gen)
     for a, c in zip(_grads(F.conv2d, x, w, b, g), _grads(pointwise_conv2d, x, w, b, g)):
         assert torch.allclose(a, c, rtol=0, atol=1e-10)
+
+
+@contextmanager
+def _threads(n):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_balance211_splits_like_onednn():
+    assert balance211(64, 2) == [32, 32]
+    assert balance211(63, 2) == [32, 31]
+    assert balance211(10, 4) == [3, 3, 2, 2]
+    assert balance211(1, 2) == [1, 0]
+
+
+# (images, in, out, map side): the 1x1 convs of the smallest subnet on maps > 2x2, an odd
+# batch, a micro-batch smaller than the threads and wider layers of the larger subnets
+_POINTWISE_SHAPES = [(64, 16, 48, 16), (64, 24, 72, 8), (64, 72, 24, 8), (64, 40, 120, 4), (64, 240, 40, 4),
+                     (63, 24, 96, 8), (1, 8, 8, 4), (64, 160, 40, 8)]
+
+
+def test_pointwise_at_two_threads_is_bit_identical_to_conv2d():
+    """At 2 threads the 1x1 conv's weight gradient is summed from one-thread batch shares
+    (or oneDNN's own where that would differ): float32 output and both gradients must
+    equal F.conv2d's bit for bit, strides included."""
+    gen = torch.Generator().manual_seed(2)
+    with _threads(2):
+        for n, ci, co, s in _POINTWISE_SHAPES:
+            x = torch.randn(n, ci, s, s, generator=gen).contiguous(memory_format=torch.channels_last)
+            x.requires_grad_()
+            w = torch.randn(co, 2 * ci, 1, 1, generator=gen).contiguous(memory_format=torch.channels_last)
+            w = w.requires_grad_()
+            g = torch.randn(n, co, s, s, generator=gen).contiguous(memory_format=torch.channels_last)
+            # the supernet passes slices of its weights (here: the first ci input channels)
+            want = _grads(lambda a, b, _: F.conv2d(a, b[:, :ci]), x, w, None, g)
+            got = _grads(lambda a, b, _: pointwise_conv2d(a, b[:, :ci]), x, w, None, g)
+            for name, a, b in zip(("output", "input grad", "weight grad"), want, got):
+                assert a.stride() == b.stride() and torch.equal(a, b), (n, ci, co, s, name)
+
+
+def test_split_verdict_holds_on_other_values():
+    """A (shape, threads) judged exact on random values stays exact on other values; one
+    judged inexact is computed by the stock kernel."""
+    gen = torch.Generator().manual_seed(3)
+    with _threads(2):
+        for n, ci, co, s in _POINTWISE_SHAPES:
+            x = torch.randn(n, ci, s, s, generator=gen).contiguous(memory_format=torch.channels_last)
+            w = torch.randn(co, ci, 1, 1, generator=gen).contiguous(memory_format=torch.channels_last)
+            g = torch.randn(n, co, s, s, generator=gen).contiguous(memory_format=torch.channels_last)
+            want = cpu_ops._stock_pointwise_weight_grad(x, g, w)
+            if cpu_ops._split_is_exact(x, g, w, 2):
+                assert torch.equal(cpu_ops._split_pointwise_weight_grad(x, g, w, 2), want), (n, ci, co, s)
+            assert torch.equal(cpu_ops._pointwise_weight_grad(x, g, w), want)
+            assert torch.get_num_threads() == 2  # the split restores the thread count
+
+
+def test_supernet_two_thread_step_is_bit_identical_without_the_split(monkeypatch):
+    """A float32 training step of the smallest subnet at 2 threads: the same loss and
+    gradients, bit for bit, as with oneDNN's own 1x1 weight gradients."""
+    torch.manual_seed(0)
+    net = Supernet(SPACE).to(memory_format=torch.channels_last).train()
+    x = torch.randn(64, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (64,))
+    runs, calls = [], []
+    counted = cpu_ops._pointwise_weight_grad
+    with _threads(2):
+        for split in (False, True):
+            with monkeypatch.context() as m:
+                if not split:
+                    m.setattr(cpu_ops._Pointwise, "apply", lambda a, b: F.conv2d(a, b))
+                m.setattr(cpu_ops, "_pointwise_weight_grad", lambda *a: calls.append(split) or counted(*a))
+                net.zero_grad(set_to_none=True)
+                torch.manual_seed(1)
+                loss = F.cross_entropy(net(x, SPACE.smallest()), y)
+                loss.backward()
+            runs.append([loss.detach()] + [p.grad.clone() for p in net.parameters() if p.grad is not None])
+    assert calls and all(calls)  # the split route was taken (1x1 convs on 16x16 to 4x4 maps)
+    assert len(runs[0]) == len(runs[1])
+    assert all(a.stride() == b.stride() and torch.equal(a, b) for a, b in zip(*runs))
 
 
 def test_supernet_training_step_matches_stock_ops():

@@ -24,7 +24,15 @@ So:
   gradient gives that pair's k x k weight gradient; the sum over images is the channel's
   (``_weight_grad``). The input gradient is the stock one (``jit_dw``);
 * ``pointwise_conv2d`` runs a 1x1 convolution on a map of at most 2x2 as ``F.linear`` on
-  the channels-last view of its input (no copy for channels-last tensors).
+  the channels-last view of its input (no copy for channels-last tensors);
+* on larger maps with more than one thread it keeps oneDNN's convolution and its input
+  gradient, and computes oneDNN's *weight* gradient on one thread per batch share
+  (``_pointwise_weight_grad``). oneDNN splits that gradient's sum over the images among
+  the threads and joins them at a spin barrier; on a loaded 2-core machine the barrier
+  waited a whole time slice, 8.0 ms per call whatever the size (0.3 ms at one thread),
+  half of the smallest subnet's 2-thread step. The shares are ``balance211``'s, so the
+  sum is bit-identical to oneDNN's 2-thread result; each (shape, strides, threads) is
+  checked once on random data, and stays on the stock kernel if it is not.
 
 Every op is deterministic for a given thread count, so training stays a pure function of
 its seed. On CUDA (cuDNN has good kernels) and inside ``stock_ops()`` the stock ops run.
@@ -90,7 +98,12 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding
 
 def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias)`` for a (O, I, 1, 1) ``weight``."""
-    if not _FAST or x.device.type != "cpu" or x.shape[2] * x.shape[3] > _LINEAR_MAX_PIXELS:
+    if not _FAST or x.device.type != "cpu":
+        return F.conv2d(x, weight, bias)
+    if x.shape[2] * x.shape[3] > _LINEAR_MAX_PIXELS:
+        if bias is None and weight.requires_grad and torch.is_grad_enabled() and torch.get_num_threads() > 1 \
+                and not torch.is_autocast_enabled("cpu"):
+            return _Pointwise.apply(x, weight)
         return F.conv2d(x, weight, bias)
     out = F.linear(x.permute(0, 2, 3, 1), weight.reshape(weight.shape[0], weight.shape[1]), bias)
     return out.permute(0, 3, 1, 2)
@@ -103,6 +116,87 @@ def _weight_grad(x: torch.Tensor, grad_out: torch.Tensor, k: int, stride: int, p
     ho, wo = grad_out.shape[2:]
     pairs = F.conv2d(x.reshape(1, n * c, h, w), grad_out.reshape(n * c, 1, ho, wo), None, 1, padding, stride, n * c)
     return pairs[:, :, :k, :k].reshape(n, c, k, k).sum(0).unsqueeze(1)
+
+
+def balance211(n: int, parts: int) -> list[int]:
+    """oneDNN's split of ``n`` items over ``parts`` threads: the first ones get one more."""
+    big = -(-n // parts)
+    first = n - (big - 1) * parts
+    return [big if i < first else big - 1 for i in range(parts)]
+
+
+_SPLIT_EXACT: dict[tuple, bool] = {}  # (shapes, strides, dtype, threads) -> the split reproduces oneDNN
+
+
+def _stock_pointwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.convolution_backward(
+        grad_out, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1]
+
+
+def _split_pointwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor,
+                                 threads: int) -> torch.Tensor | None:
+    """The weight gradient as each of ``threads`` oneDNN threads computes its share of the
+    images, summed in thread order; run on one thread, so no barrier. None: a share is empty."""
+    shares = balance211(x.shape[0], threads)
+    if min(shares) == 0:
+        return None
+    torch.set_num_threads(1)
+    try:
+        total, lo = None, 0
+        for share in shares:
+            part = _stock_pointwise_weight_grad(x[lo:lo + share], grad_out[lo:lo + share], weight)
+            total = part if total is None else total.add_(part)  # in place: keeps oneDNN's strides
+            lo += share
+    finally:
+        torch.set_num_threads(threads)
+    return total
+
+
+def _pointwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    threads = torch.get_num_threads()
+    key = (tuple(x.shape), x.stride(), tuple(grad_out.shape), grad_out.stride(), tuple(weight.shape),
+           weight.stride(), x.dtype, threads)
+    exact = _SPLIT_EXACT.get(key)
+    if exact is None:
+        exact = _SPLIT_EXACT[key] = _split_is_exact(x, grad_out, weight, threads)
+    if exact:
+        return _split_pointwise_weight_grad(x, grad_out, weight, threads)
+    return _stock_pointwise_weight_grad(x, grad_out, weight)
+
+
+def _split_is_exact(x: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, threads: int) -> bool:
+    """Whether the split gives oneDNN's bits for tensors of these shapes and strides, tried
+    on random values from a private generator (the run's random stream is untouched)."""
+    if any(st == 0 and size > 1 for t in (x, grad_out, weight) for st, size in zip(t.stride(), t.shape)):
+        return False  # an expanded tensor: random values cannot be written into it
+    gen = torch.Generator().manual_seed(0)
+    a, g, w = (torch.empty_strided(t.shape, t.stride(), dtype=t.dtype).normal_(generator=gen)
+               for t in (x, grad_out, weight))
+    got = _split_pointwise_weight_grad(a, g, w, threads)
+    want = _stock_pointwise_weight_grad(a, g, w)
+    return got is not None and got.stride() == want.stride() and torch.equal(got, want)
+
+
+class _Pointwise(torch.autograd.Function):
+    """``F.conv2d(x, weight)`` (1x1, no bias) whose weight gradient avoids oneDNN's
+    multi-thread barrier (``_pointwise_weight_grad``); forward and input gradient are the
+    stock ones."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = _pointwise_weight_grad(x, grad_out, weight)
+        return grad_x, grad_w
 
 
 class _Depthwise(torch.autograd.Function):
