@@ -103,6 +103,7 @@ def plot_curves(path: Path, curves: Sequence[dict[str, Any]]) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     from ..io import atomic_write
 
@@ -121,9 +122,12 @@ def plot_curves(path: Path, curves: Sequence[dict[str, Any]]) -> Path:
                 goal = {"within_10pct": 0.95, "within_5pct": 0.75, "spearman": 0.98}[key]
                 ax.axhline(goal, color="0.6", lw=1, ls=":")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xticks(curve["sizes"])
             ax.set_xticklabels([str(n) for n in curve["sizes"]])
-            ax.set_title(f"{curve['source_target']} → {curve['target']}: {title}" if c == 0 else title, fontsize=9)
+            pair = f"{curve['source_target']} → {curve['target']}" + (
+                f" ({curve['source_label']})" if curve.get("source_label") else "")
+            ax.set_title(f"{pair}:\n{title}" if c == 0 else title, fontsize=8)
             if r == len(curves) - 1:
                 ax.set_xlabel("measured subnets")
     axes[0][0].legend(fontsize=7, loc="lower right")
