@@ -139,6 +139,7 @@ def build_catalog(
         test_at = {r: images_at(test.images, r) for r in chosen_res}
         candidates = [(sub, r) for r in chosen_res for sub in subnets]  # (subnet, resolution) pairs
         accuracy: dict[tuple[Subnet, int], float] = {}
+        measured_copies: dict[tuple[Subnet, int], Any] = {}  # a finalist's export reuses its recalibrated copy
         for i, (sub, r) in enumerate(candidates):
             say("accuracy", i, len(candidates))
             key = str(sub)
@@ -154,6 +155,7 @@ def build_catalog(
                                  top1=top1, loss=loss, resolution=r)
                 done["evaluated"] += 1
                 accuracy[(sub, r)] = top1
+                measured_copies[(sub, r)] = net
             else:
                 accuracy[(sub, r)] = found["top1"]
         say("accuracy", len(candidates), len(candidates))
@@ -179,7 +181,7 @@ def build_catalog(
                     sidecar = export_subnet(
                         nets[r], sub, target, out, calib_images=train_at[r], parity_images=test_at[r][:256],
                         recalibrate=True, run_dir=run_dir, bn_images=calib_n, overwrite=True, precision=precision,
-                        calibration_count=calibration_images,
+                        calibration_count=calibration_images, recalibrated_net=measured_copies.pop((sub, r), None),
                         eval_data=None if precision == "fp32" else (test_at[r], test.labels),
                         accuracy={"top1": accuracy[(sub, r)], "split": SPLIT, "images": len(test),
                                   "dataset": dataset})
