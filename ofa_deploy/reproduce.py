@@ -27,7 +27,6 @@ seed list may grow between calls (its first seed, the evaluation seed, may not c
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field

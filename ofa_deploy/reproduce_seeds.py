@@ -13,7 +13,6 @@ only.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -145,8 +144,3 @@ def _count(rows: Sequence[dict], field: str) -> dict[str, int]:
     for r in rows:
         counts[r[field]["verdict"]] += 1
     return counts
-
-
-def seed_dirs(out: Path, seeds: Sequence[int]) -> dict[int, dict[str, Path]]:
-    """seed -> plan key -> run directory of the main runs."""
-    return {s: {k: out / "runs" / run_key(k, s, seeds) for k in MAIN} for s in seeds}
