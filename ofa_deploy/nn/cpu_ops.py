@@ -28,9 +28,10 @@ So:
 * on larger maps with more than one thread it keeps oneDNN's convolution and its input
   gradient, and computes oneDNN's *weight* gradient on one thread per batch share
   (``_pointwise_weight_grad``). oneDNN splits that gradient's sum over the images among
-  the threads and joins them at a spin barrier; on a loaded 2-core machine the barrier
-  waited a whole time slice, 8.0 ms per call whatever the size (0.3 ms at one thread),
-  half of the smallest subnet's 2-thread step. The shares are ``balance211``'s, so the
+  the threads and joins them; on the loaded 2-core VM (load 7-10) that gradient took
+  8.0 ms per call at 2 threads whatever the size (0.3 ms at one thread, the input
+  gradient 0.3 ms at both): the smallest subnet has 9 such convs, ~70 ms of a profiled
+  ~130 ms 2-thread step. The shares are ``balance211``'s, so the
   sum is bit-identical to oneDNN's 2-thread result; each (shape, strides, threads) is
   checked once on random data, and stays on the stock kernel if it is not.
 
