@@ -102,8 +102,9 @@ def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if not _FAST or x.device.type != "cpu":
         return F.conv2d(x, weight, bias)
     if x.shape[2] * x.shape[3] > _LINEAR_MAX_PIXELS:
-        if bias is None and weight.requires_grad and torch.is_grad_enabled() and torch.get_num_threads() > 1 \
-                and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling():
+        # is_compiling first: torch.get_num_threads() would break a torch.compile graph
+        if not torch.compiler.is_compiling() and bias is None and weight.requires_grad and torch.is_grad_enabled() \
+                and torch.get_num_threads() > 1 and not torch.is_autocast_enabled("cpu"):
             return _Pointwise.apply(x, weight)
         return F.conv2d(x, weight, bias)
     out = F.linear(x.permute(0, 2, 3, 1), weight.reshape(weight.shape[0], weight.shape[1]), bias)
