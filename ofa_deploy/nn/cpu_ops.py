@@ -31,7 +31,8 @@ So:
   the threads and joins them; on the loaded 2-core VM (load 7-10) that gradient took
   8.0 ms per call at 2 threads whatever the size (0.3 ms at one thread, the input
   gradient 0.3 ms at both): the smallest subnet has 9 such convs, ~70 ms of a profiled
-  ~130 ms 2-thread step. The shares are ``balance211``'s, so the
+  ~130 ms 2-thread step (on a quiet machine the join costs little and this gains nothing
+  measurable). The shares are ``balance211``'s, so the
   sum is bit-identical to oneDNN's 2-thread result; each (shape, strides, threads) is
   checked once on random data, and stays on the stock kernel if it is not.
 
