@@ -199,6 +199,8 @@ def test_adapt_refuses_bad_input(capsys, fake_run: Path, saved_source: Path, tmp
     base = ["predictor", "adapt", "--from", saved_source, "--run", fake_run, "--out", out]
     code, _, err = run_cli(capsys, *base, "--target", "cpu", "--budget", "0")
     assert_one_line_error(code, err, "--budget 0")
+    code, _, err = run_cli(capsys, *base, "--target", "cpu", "--budget", "99999999999999999999")
+    assert_one_line_error(code, err, "--budget 99999999999999999999: at most 500")
     code, _, err = run_cli(capsys, *base, "--target", "jetson-orin")
     assert_one_line_error(code, err, "jetson-orin", "--no-measure", "--import")
     broken = tmp_path / "broken.json"

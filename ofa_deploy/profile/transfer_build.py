@@ -125,6 +125,8 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
     say = say or (lambda message: None)
     if budget < 1:
         raise OfaError(f"--budget {budget}: adapting needs at least one measured subnet")
+    if budget > CANDIDATES:
+        raise OfaError(f"--budget {budget}: at most {CANDIDATES}, the subnets active selection chooses from")
     if target_error is not None and not (0 < target_error < 1):
         raise OfaError(f"--target-error {target_error:g} must be a fraction between 0 and 1 (0.03 = 3 %)")
     target = load_target(target) if isinstance(target, (str, Path)) else target
