@@ -139,7 +139,9 @@ def build_catalog(
         test_at = {r: images_at(test.images, r) for r in chosen_res}
         candidates = [(sub, r) for r in chosen_res for sub in subnets]  # (subnet, resolution) pairs
         accuracy: dict[tuple[Subnet, int], float] = {}
-        measured_copies: dict[tuple[Subnet, int], Any] = {}  # a finalist's export reuses its recalibrated copy
+        # every candidate the caller chose is exported: its export reuses the recalibrated copy
+        # measured here; designed candidates are not kept (n x resolutions copies, few finalists)
+        measured_copies: dict[tuple[Subnet, int], Any] = {}
         for i, (sub, r) in enumerate(candidates):
             say("accuracy", i, len(candidates))
             key = str(sub)
@@ -155,7 +157,8 @@ def build_catalog(
                                  top1=top1, loss=loss, resolution=r)
                 done["evaluated"] += 1
                 accuracy[(sub, r)] = top1
-                measured_copies[(sub, r)] = net
+                if chosen_by_caller:
+                    measured_copies[(sub, r)] = net
             else:
                 accuracy[(sub, r)] = found["top1"]
         say("accuracy", len(candidates), len(candidates))
