@@ -1,0 +1,47 @@
+"""What the predictor's model form can reach with plenty of data: 5-fold cross-validation
+of a from-scratch fit (``profile.predictor.cross_validate``) on every subnet a
+``transfer_campaign.py`` directory measured (pool and held-out together), per landscape.
+
+Set against the measurement noise of ``measurement_repeatability.py``, this tells whether
+a landscape's prediction error comes from the measurements (CV error near the noise) or
+from the model (CV error well above it).
+
+    python benchmarks/predictor_cv.py SOURCE_PREDICTOR CAMPAIGN_DIR [--landscapes cpu,...]
+        [--statistic min]
+
+``SOURCE_PREDICTOR`` only supplies the search space. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ofa_deploy.profile.collect import LatencyDataset
+from ofa_deploy.profile.predictor import LatencyPredictor, cross_validate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("source", type=Path)
+    ap.add_argument("campaign", type=Path)
+    ap.add_argument("--landscapes", default="cpu,cpu-2t,cpu-b8,cpu-int8,torch")
+    ap.add_argument("--statistic", default="min")
+    args = ap.parse_args()
+    space = LatencyPredictor.load(args.source).space
+    out = {"campaign": str(args.campaign), "statistic": args.statistic, "landscapes": {}}
+    for land in (x for x in args.landscapes.split(",") if x):
+        data = LatencyDataset(args.campaign / f"{land}.jsonl", space)
+        subs, lat = [], []
+        for split in ("pool", "holdout"):
+            s, y = data.split(split, args.statistic)
+            subs += s
+            lat += y
+        report = cross_validate(space, subs, lat, target=land, statistic=args.statistic)
+        out["landscapes"][land] = {k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
