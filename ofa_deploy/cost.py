@@ -75,6 +75,17 @@ def cost(space: SearchSpace, subnet: Subnet) -> tuple[int, int]:
     return macs_total, params_total
 
 
+def draw_macs(space: SearchSpace, ks: list[int], e: list[int], d: list[int]) -> int:
+    """``macs`` of the subnet the raw lists ``(ks, e, d)`` describe, choices assumed valid
+    (what bucket sampling needs for each of its thousands of draws)."""
+    macs_total, tables = _tables(space)[0][0], _tables(space)[1]
+    max_depth = space.max_depth
+    for s, depth in enumerate(d):
+        for b in range(s * max_depth, s * max_depth + depth):
+            macs_total += tables[b][(ks[b], e[b])][0]
+    return macs_total
+
+
 def macs(space: SearchSpace, subnet: Subnet) -> int:
     """Multiply-accumulates of one forward pass at batch 1."""
     return cost(space, subnet)[0]

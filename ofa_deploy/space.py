@@ -255,6 +255,12 @@ class SearchSpace:
         lists restrict the draw (Progressive Shrinking's phases do this).
         """
         rng = as_rng(rng)
+        return self.subnet(*self._draw(rng, kernel_choices, expand_choices, depth_choices))
+
+    def _draw(self, rng: random.Random, kernel_choices: Sequence[int] | None = None,
+              expand_choices: Sequence[int] | None = None,
+              depth_choices: Sequence[int] | None = None) -> tuple[list[int], list[int], list[int]]:
+        """The raw (ks, e, d) lists of one ``sample`` draw, not yet validated."""
         kc = tuple(kernel_choices or self.kernel_choices)
         ec = tuple(expand_choices or self.expand_choices)
         dc = tuple(depth_choices or self.depth_choices)
@@ -262,7 +268,7 @@ class SearchSpace:
         ks = [rng.choice(kc) for _ in range(n)]
         e = [rng.choice(ec) for _ in range(n)]
         d = [rng.choice(dc) for _ in range(s)]
-        return self.subnet(ks, e, d)
+        return ks, e, d
 
     def sample_in_bucket(
         self,
@@ -282,7 +288,7 @@ class SearchSpace:
         A bucket no subnet can reach raises ``OfaError`` at once; one that is reachable but
         not found within ``max_tries`` draws raises too, never loops for ever.
         """
-        from .cost import macs
+        from .cost import draw_macs
 
         if tolerance < 0:
             raise OfaError(f"tolerance={tolerance} must not be negative")
@@ -307,10 +313,12 @@ class SearchSpace:
                 + (f" at {self.image_size}x{self.image_size} (the paper's buckets at this size: "
                    f"{','.join(f'{b:g}' for b in self.paper_buckets())})" if self.image_size != 32 else "")
             )
+        # thousands of draws per subnet: count each draw's MACs on the raw lists and validate
+        # only the one kept (the same draws, and so the same subnet, as ``sample``)
         for _ in range(max_tries):
-            candidate = self.sample(rng, expand_choices=expand)
-            if low <= macs(self, candidate) <= high:
-                return candidate
+            ks, e, d = self._draw(rng, expand_choices=expand)
+            if low <= draw_macs(self, ks, e, d) <= high:
+                return self.subnet(ks, e, d)
         raise OfaError(
             f"no subnet with {mflops:g} +- {tolerance:g} MFLOPs found in {max_tries} draws; "
             f"widen the tolerance or choose a bucket nearer the middle"

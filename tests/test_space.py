@@ -146,6 +146,32 @@ def test_sample_in_bucket_within_tolerance(bucket):
             assert all(s.e[b] == 6 for b in s.active_blocks())
 
 
+@pytest.mark.parametrize("space", [SPACE, SearchSpace(in_channels=3, num_classes=100, image_size=24)])
+def test_draw_macs_equals_macs_of_the_subnet(space):
+    from ofa_deploy.cost import draw_macs
+
+    rng = random.Random(7)
+    for _ in range(300):
+        ks, e, d = space._draw(rng)
+        assert draw_macs(space, ks, e, d) == macs(space, space.subnet(ks, e, d))
+
+
+@pytest.mark.parametrize("bucket", [4.0, 9.0, 14.0])
+def test_sample_in_bucket_same_subnet_as_plain_rejection(bucket):
+    """The fast loop keeps the draw that resampling with ``sample`` + ``macs`` keeps, and
+    leaves the generator in the same state."""
+    fast, plain = random.Random(11), random.Random(11)
+    lock = {4.0: (3,), 14.0: (6,)}.get(bucket)
+    for _ in range(5):
+        got = SPACE.sample_in_bucket(bucket, 0.5, fast)
+        while True:
+            want = SPACE.sample(plain, expand_choices=lock)
+            if abs(macs(SPACE, want) - bucket * 1e6) <= 0.5e6:
+                break
+        assert got == want
+    assert fast.random() == plain.random()
+
+
 def test_sample_in_bucket_unreachable_fails_fast():
     with pytest.raises(OfaError, match="no subnet has 2"):
         SPACE.sample_in_bucket(2.0, 0.5, 0)
