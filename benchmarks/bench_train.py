@@ -7,11 +7,16 @@ cross-entropy, backward, SGD step with Nesterov momentum) on random 32x32 inputs
 
 * ``default``: what ``ofa-deploy train`` does on this device - the supernet in the
   trainer's layout (``training_layout``: channels-last on a CPU) with its CPU kernels
-  (``nn.cpu_ops``);
-* ``nchw_eager``: the supernet in NCHW with plain ``F.conv2d`` everywhere (``stock_ops``),
-  the path CPU training took before; ``speedup`` = default / nchw_eager (goal >= 2.0);
+  (``nn.cpu_ops``), fused SGD, at the trainer's CPU thread count (``trainer.cpu_threads``:
+  one unless ``OMP_NUM_THREADS`` says otherwise);
+* ``nchw_eager``: the supernet in NCHW with plain ``F.conv2d`` everywhere (``stock_ops``)
+  and the per-tensor SGD at torch's default thread count, the path CPU training took
+  before; ``nchw_eager_same_threads``: the same at the default's thread count
+  (``speedup_same_threads``: the kernels and SGD alone, the threads equal);
+  ``speedup`` = default / nchw_eager (goal >= 2.0);
 * ``extracted``: ``Supernet.extract(subnet)``, a plain static network, in the default
-  layout; ``slowdown`` = extracted / default images/s of the supernet (goal <= 1.15).
+  layout, with fused SGD; ``slowdown`` = extracted / default images/s of the supernet
+  (goal <= 1.15).
 
 ``--precisions fp32,bf16`` adds ``default_bf16`` / ``extracted_bf16`` (autocast; bf16 runs
 on a CPU too, slowly without native bf16). On CUDA (``--device cuda``) the variants are
@@ -55,7 +60,7 @@ from ofa_deploy.nn.cpu_ops import stock_ops  # noqa: E402
 from ofa_deploy.space import SearchSpace  # noqa: E402
 from ofa_deploy.train import amp  # noqa: E402
 from ofa_deploy.train.cuda_graphs import CudaGraphApi, GraphedStep, training_step  # noqa: E402
-from ofa_deploy.train.trainer import training_layout  # noqa: E402
+from ofa_deploy.train.trainer import cpu_threads, training_layout  # noqa: E402
 
 PRECISIONS = amp.PRECISIONS
 FMNIST_TRAIN_IMAGES = 60_000
@@ -66,10 +71,11 @@ class _Variant:
     """One network, its optimizer, its input in its layout, its op context and precision;
     ``graph``: the step captured as a CUDA graph after ``GraphedStep``'s warm-up."""
 
-    def __init__(self, net, forward, layout, ops, x, y, precision="fp32", graph=False) -> None:
-        self.net, self.forward, self.ops, self.precision = net, forward, ops, precision
+    def __init__(self, net, forward, layout, ops, x, y, precision="fp32", graph=False, fused=False,
+                 threads=None) -> None:
+        self.net, self.forward, self.ops, self.precision, self.threads = net, forward, ops, precision, threads
         self.x, self.y = x.contiguous(memory_format=layout), y
-        fused = {"fused": True} if graph else {}
+        fused = {"fused": True} if graph or fused else {}
         self.opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=0.9, nesterov=True, **fused)
         self.graphed = None
         if graph:
@@ -80,6 +86,9 @@ class _Variant:
     def images_per_s(self, steps: int, device: torch.device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        saved = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
         start = time.perf_counter()
         with self.ops():
             for _ in range(steps):
@@ -93,7 +102,9 @@ class _Variant:
                 self.opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return steps * self.x.shape[0] / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        torch.set_num_threads(saved)
+        return steps * self.x.shape[0] / elapsed
 
 
 class _Forward:
@@ -120,14 +131,23 @@ def _variants(space: SearchSpace, subnet, device: torch.device, x, y, precisions
         default, extracted = _nets(space, subnet, device, layout)
         torch.manual_seed(0)
         plain = Supernet(space).to(device).train()
-        out["default"] = _Variant(default, lambda t: default(t, subnet), layout, nullcontext, x, y)
+        # fused SGD and the thread count of ``ofa-deploy train`` on a CPU; the baseline keeps the
+        # per-tensor SGD of before, at torch's default threads (before) and at the default's count
+        n = cpu_threads(None)
+        out["default"] = _Variant(default, lambda t: default(t, subnet), layout, nullcontext, x, y, fused=True,
+                                  threads=n)
         out["nchw_eager"] = _Variant(plain, lambda t: plain(t, subnet), torch.contiguous_format, stock_ops, x, y)
-        out["extracted"] = _Variant(extracted, extracted, layout, nullcontext, x, y)
+        torch.manual_seed(0)
+        plain_n = Supernet(space).to(device).train()
+        out["nchw_eager_same_threads"] = _Variant(plain_n, lambda t: plain_n(t, subnet), torch.contiguous_format,
+                                                  stock_ops, x, y, threads=n)
+        out["extracted"] = _Variant(extracted, extracted, layout, nullcontext, x, y, fused=True, threads=n)
         for p in precisions:
             if p != "fp32":
                 sup, ext = _nets(space, subnet, device, layout)
-                out[f"default_{p}"] = _Variant(sup, lambda t, s=sup: s(t, subnet), layout, nullcontext, x, y, p)
-                out[f"extracted_{p}"] = _Variant(ext, ext, layout, nullcontext, x, y, p)
+                out[f"default_{p}"] = _Variant(sup, lambda t, s=sup: s(t, subnet), layout, nullcontext, x, y, p,
+                                               fused=True, threads=n)
+                out[f"extracted_{p}"] = _Variant(ext, ext, layout, nullcontext, x, y, p, fused=True, threads=n)
         return out
     for p in precisions:
         for mode in ("eager", "graph") if graphs else ("eager",):
@@ -143,6 +163,8 @@ def _ratios(med: dict, device: torch.device, precisions, graphs: bool) -> dict:
         row = {
             "speedup": round(med["default"] / med["nchw_eager"], 3),
             "speedup_goal_met": med["default"] / med["nchw_eager"] >= 2.0,
+            "speedup_same_threads": round(med["default"] / med["nchw_eager_same_threads"], 3),
+            "speedup_same_threads_goal_met": med["default"] / med["nchw_eager_same_threads"] >= 2.0,
             "slowdown": round(med["extracted"] / med["default"], 3),
             "slowdown_goal_met": med["extracted"] / med["default"] <= 1.15,
         }
@@ -241,7 +263,9 @@ def main() -> None:
     load_before = os.getloadavg()
     start = time.perf_counter()
     rows = bench(device, args.batch_size, args.steps, args.rounds, args.in_channels, precisions, graphs)
-    summary = {"min_speedup": min(r["speedup"] for r in rows), "max_slowdown": max(r["slowdown"] for r in rows)} \
+    summary = {"min_speedup": min(r["speedup"] for r in rows),
+               "min_speedup_same_threads": min(r["speedup_same_threads"] for r in rows),
+               "default_threads": cpu_threads(None), "max_slowdown": max(r["slowdown"] for r in rows)} \
         if device.type == "cpu" else {
             k: max(r[k] for r in rows) for k in rows[0] if k.startswith("slowdown_") and not k.endswith("goal_met")}
     print(json.dumps({

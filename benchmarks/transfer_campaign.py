@@ -3,7 +3,7 @@ several CPU latency landscapes, interleaved, so that ``predictor check``'s learn
 for source -> target pairs can be computed offline from one set of measurements.
 
     python benchmarks/transfer_campaign.py RUN OUT [--pool 150] [--holdout 100] [--chunk 25]
-        [--rounds 3] [--warmup-s 0.3] [--min-time-s 0.6] [--min-iterations 60]
+        [--rounds 6] [--warmup-s 0.3] [--min-time-s 0.6] [--min-iterations 60]
 
 Landscapes (all on this machine):
   cpu       ONNX Runtime fp32, 1 intra-op thread, batch 1 (the built-in ``cpu`` target)
@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--pool-seed", type=int, default=2)
     ap.add_argument("--holdout-seed", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=25)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--warmup-s", type=float, default=0.3)
     ap.add_argument("--min-time-s", type=float, default=0.6)
     ap.add_argument("--min-iterations", type=int, default=60)

@@ -14,7 +14,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable
 
 import os
 
@@ -38,7 +38,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "test_subset": None,
         "per_bucket": 3,
         "calib_n": 500,
-        "measure": {"warmup_s": 0.2, "min_iterations": 50, "min_time_s": 0.5},
+        # 0.3 s per attempt still times 300-900 runs of these 0.3-1.5 ms models
+        "measure": {"warmup_s": 0.1, "min_iterations": 50, "min_time_s": 0.3},
     },
     "fast": {
         "epochs": 1,
@@ -109,15 +110,14 @@ def quickstart(
     started = time.perf_counter()
 
     say("train", 0, settings["epochs"])
-    with _one_cpu_thread(device):
-        train(
-            TrainConfig(dataset=DATASET, method="rss", epochs=settings["epochs"], lr=settings["lr"], seed=seed,
-                        device=device,
-                        out=str(paths.run), train_subset=settings["train_subset"],
-                        test_subset=settings["test_subset"], quiet=True),
-            progress=False,
-            on_epoch=lambda epoch, total: say("train", epoch, total),
-        )
+    # one torch thread on a CPU whatever $OMP_NUM_THREADS says (trainer.py's docstring: the
+    # fastest for these tiny batches), so a quickstart run and its resume are the same bits
+    # on any machine
+    config = TrainConfig(dataset=DATASET, method="rss", epochs=settings["epochs"], lr=settings["lr"], seed=seed,
+                         device=device, out=str(paths.run), train_subset=settings["train_subset"],
+                         test_subset=settings["test_subset"], quiet=True)
+    config.threads = 1
+    train(config, progress=False, on_epoch=lambda epoch, total: say("train", epoch, total))
     trained = read_summary(paths.run)
 
     say("evaluate", 0, len(PAPER_BUCKETS) * settings["per_bucket"])
@@ -166,16 +166,6 @@ def quickstart(
     }
     atomic_write_json(paths.summary, summary)
     return summary
-
-
-def _one_cpu_thread(device: str) -> ContextManager[None]:
-    """Train on one torch thread on a CPU: digits' batches of 64 tiny images split badly
-    over threads, and a second thread waits on whatever else the machine runs (2-core VM:
-    404-482 vs 278-355 images/s for 3 RSS epochs at load 1.3). Also makes a quickstart run,
-    and its resume, the same bits on any core count."""
-    from .profile.collect import quiet_torch
-
-    return quiet_torch() if device == "cpu" else nullcontext()
 
 
 def best_per_bucket(evaluation: dict[str, Any]) -> list[Subnet]:

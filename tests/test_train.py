@@ -161,3 +161,32 @@ def test_cli_json_and_errors(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
     code = main(["train", "--resume", str(tmp_path / "nothing")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_cpu_threads_default_explicit_and_restored(tmp_path, monkeypatch):
+    """One torch thread on a CPU by default, ``threads`` (``--threads``) or $OMP_NUM_THREADS
+    when given; the caller's own count is back after ``train``; fused SGD recorded."""
+    from ofa_deploy.train.trainer import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads(None) == 1 and cpu_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert cpu_threads(None) == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    torch.set_num_threads(2)
+    train(tiny(tmp_path / "default", method="rss", epochs=1))
+    assert torch.get_num_threads() == 2
+    ckpt = run.load_checkpoint(tmp_path / "default" / run.FINAL)
+    assert ckpt["threads"] == 1 and ckpt["sgd"] == "fused"
+    torch.set_num_threads(1)
+    cfg = tiny(tmp_path / "two", method="rss", epochs=1)
+    cfg.threads = 2
+    train(cfg)
+    assert torch.get_num_threads() == 1
+    assert run.load_checkpoint(tmp_path / "two" / run.FINAL)["threads"] == 2
+
+
+def test_cli_threads_option_is_checked(tmp_path, capsys):
+    code = main(["train", "--dataset", "digits", "--threads", "0", "--out", str(tmp_path / "r")])
+    assert code == 2 and "--threads" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

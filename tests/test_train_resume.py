@@ -106,3 +106,56 @@ def _resume_and_compare(killed, args, tmp_path):
     assert done.returncode == 0, done.stderr
     _assert_same_run(killed, reference)
     return reference
+
+
+def _env_without_threads() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def test_a_two_thread_run_resumes_at_its_own_count(tmp_path, monkeypatch):
+    """``--threads 2``, kill -9 in epoch 2, ``--resume`` with no thread setting at all (the
+    default would be one thread): the checkpoint's count is used, bit-identical to an
+    uninterrupted ``--threads 2`` run."""
+    monkeypatch.setattr(sys.modules[__name__], "_env", _env_without_threads)
+    args = [*ARGS[:5], "1,1,0,0,0,0", *ARGS[6:], "--threads", "2"]
+    killed = tmp_path / "killed"
+    _kill_during_epoch([*args, "--out", str(killed)], killed, 1)
+    resumed = _train("--resume", str(killed))  # no --threads, no OMP_NUM_THREADS
+    assert resumed.returncode == 0, resumed.stderr
+    assert "torch thread" not in resumed.stderr  # nothing to warn about
+    reference = tmp_path / "reference"
+    done = _train(*args, "--out", str(reference))
+    assert done.returncode == 0, done.stderr
+    _assert_same_run(killed, reference)
+    a = run.load_checkpoint(killed / run.FINAL)
+    assert a["threads"] == 2 and a["sgd"] == "fused"
+    assert all(g["fused"] for g in a["optimizer"]["param_groups"])
+
+
+def test_a_checkpoint_from_before_fused_sgd_resumes_with_per_tensor_sgd(tmp_path, monkeypatch):
+    """Runs started before CPU training used fused SGD carry no ``sgd`` key: they continue
+    with the per-tensor SGD they were trained with (other last bits than fused)."""
+    monkeypatch.setattr(sys.modules[__name__], "_env", _env_without_threads)
+    args = ["--dataset", "digits", "--method", "rss", "--epochs", "2", "--train-subset", "64", "--batch-size", "16",
+            "--seed", "3", "--device", "cpu", "--quiet"]
+    out = tmp_path / "old"
+    _kill_during_epoch([*args, "--out", str(out)], out, 1)
+    ckpt = run.load_checkpoint(out / run.LAST)
+    assert ckpt["sgd"] == "fused" and ckpt["threads"] == 1
+    del ckpt["sgd"]
+    for group in ckpt["optimizer"]["param_groups"]:
+        group["fused"] = None  # as torch.optim.SGD(...) without fused=True saved it
+    torch.save(ckpt, out / run.LAST)
+    resumed = _train("--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    final = run.load_checkpoint(out / run.FINAL)
+    assert final["sgd"] == "per-tensor"
+    assert not any(g["fused"] for g in final["optimizer"]["param_groups"])
+    fused = tmp_path / "fused"
+    assert _train(*args, "--out", str(fused)).returncode == 0
+    other = run.load_checkpoint(fused / run.FINAL)
+    assert other["sgd"] == "fused"
+    # the same run but for the optimizer's arithmetic in epoch 2 (equal or within rounding)
+    diffs = [float((final["model"][k].float() - other["model"][k].float()).abs().max()) for k in other["model"]
+             if other["model"][k].is_floating_point()]
+    assert max(diffs) < 1e-3

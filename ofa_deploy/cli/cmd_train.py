@@ -116,6 +116,9 @@ def _resolutions(ctx, param, value):
 @click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Capture the training step of an epoch that trains one subnet as a CUDA graph and replay it "
                    "(auto: where possible; on: also needs CUDA and says which epochs stay eager).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="Torch threads on a CPU [default: $OMP_NUM_THREADS, else 1 - on a small CPU one thread is the "
+                   "fastest for these tiny batches; a resume keeps the run's own count].")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default runs/DATASET-METHOD-sSEED).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
@@ -125,7 +128,7 @@ def _resolutions(ctx, param, value):
 def command(dataset, data_dir, download, method, per_batch, balance, subnet, epochs, ps_epochs, preset, lr_schedule,
             lr, batch_size, grad_accum, warmup_epochs, kd_ratio, augment, val_size, train_subset, test_subset, seed,
             device, amp, out, resume_dir, quiet, as_json, resolutions=None, image_size=None, val_fraction=None,
-            cuda_graphs="auto", **fidelity) -> None:
+            cuda_graphs="auto", threads=None, **fidelity) -> None:
     """Train a supernet; the run directory gets config.toml, metrics.jsonl, histogram.json,
     last.pt / final.pt and summary.json."""
     from ..train import TrainConfig, read_summary, resume, train
@@ -136,7 +139,7 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
         graphs_given = click.get_current_context().get_parameter_source("cuda_graphs") == \
             click.core.ParameterSource.COMMANDLINE
         run_dir = resume(resume_dir, quiet=quiet, device=device if explicit else None,
-                         cuda_graphs=cuda_graphs if graphs_given else None)
+                         cuda_graphs=cuda_graphs if graphs_given else None, threads=threads)
     else:
         config = TrainConfig(
             dataset=dataset, data_dir=data_dir, download=download, method=method, per_batch=per_batch,
@@ -147,7 +150,7 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
         )
         config.resolutions = resolutions
         config.image_size, config.val_fraction = image_size, val_fraction
-        config.cuda_graphs = cuda_graphs
+        config.cuda_graphs, config.threads = cuda_graphs, threads
         run_dir = train(config)
     summary = read_summary(run_dir)
     if as_json:
@@ -165,7 +168,7 @@ def _fidelity(options: dict) -> dict:
 
 
 # What --resume may change: where it runs and how it reports, never what it trains.
-_RESUME_MAY_CHANGE = {"resume_dir", "device", "quiet", "as_json", "cuda_graphs"}
+_RESUME_MAY_CHANGE = {"resume_dir", "device", "quiet", "as_json", "cuda_graphs", "threads"}
 
 
 def _refuse_changes_on_resume() -> None:

@@ -99,6 +99,9 @@ class TrainConfig:
     augment: str = "default"
     grad_accum: int = 1
     cuda_graphs: str = "auto"  # how the run executes, not what it trains: not in [train] (cuda_graphs.py)
+    # torch intra-op threads on a CPU; None: $OMP_NUM_THREADS if set, else 1 for a new run and
+    # the checkpoint's count on resume (trainer.cpu_threads). Not in [train] either.
+    threads: int | None = None
     resolutions: list[int] | None = None  # elastic resolution: one of these input sizes per batch
     # fidelity to the paper's released code (fidelity.py): the preset, then its six choices;
     # None = not given (the preset's value, ofa-deploy's without a preset)

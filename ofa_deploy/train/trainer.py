@@ -34,9 +34,17 @@ with the uninterrupted run:
 
 The fix (``_teacher``): the teacher is always a fresh net converted to the training layout
 and then loaded with the weights, whether they come from the supernet or a checkpoint.
-Thread count is the one thing a checkpoint cannot carry: reductions split over threads
-differently, so 1- and 2-thread runs differ in the last bits (each resumes exactly at its
-own count); a resume at another count than the checkpoint's is warned about.
+Threads. A CPU run trains on one torch thread unless told otherwise (``--threads``,
+``$OMP_NUM_THREADS``): on this project's 2-core VM one thread beat two for every subnet
+(quiet machine, fused SGD, images/s: smallest 900 vs 500, largest 319 vs 237), because
+each of the ~1,000 small ops of a step wakes the second, sleeping OpenMP worker
+(``OMP_WAIT_POLICY=PASSIVE``, see ``train/__init__.py``). Letting workers spin briefly
+(``GOMP_SPINCOUNT=10000``) made two threads faster on the quiet machine (1,070 and 420)
+but 3x slower than one under load (110 vs 300 for the smallest with two busy processes):
+one thread is the fast choice that never collapses. Reductions split over threads
+differently, so 1- and 2-thread runs differ in the last bits: the count is saved in every
+checkpoint and a resume without ``--threads`` uses the checkpoint's, so it continues
+bit-identically; a resume at another count is warned about.
 
 Each ``metrics.jsonl`` line lists the distinct subnets the epoch trained with their MACs
 (the first 32 for per-step schedules, with ``distinct_subnets`` and ``subnet_steps``
@@ -73,7 +81,7 @@ from ..space import SearchSpace, Subnet
 from . import amp, dist
 from .config import TrainConfig
 from .fidelity import with_defaults
-from .cuda_graphs import EpochGraphs
+from .cuda_graphs import EpochGraphs, prime_momentum
 from .histogram import SamplingHistogram
 from .progress import EpochProgress
 from .resolution import ResolutionSampler, check_training_space
@@ -85,6 +93,20 @@ that show their own progress (``ofa-deploy quickstart``)."""
 
 SUMMARY = "summary.json"
 MAX_LISTED_SUBNETS = 32
+
+
+def explicit_threads(threads: int | None) -> int | None:
+    """The CPU thread count the user asked for: ``threads`` (``--threads``), else
+    ``$OMP_NUM_THREADS``, else ``None``."""
+    if threads is not None:
+        return int(threads)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
+def cpu_threads(threads: int | None) -> int:
+    """Torch intra-op threads of a CPU run: the user's count, else one (module docstring)."""
+    return explicit_threads(threads) or 1
 
 
 def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | None = None) -> Path:
@@ -115,10 +137,12 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | Non
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = None,
-           device: str | None = None, on_epoch: OnEpoch | None = None, cuda_graphs: str | None = None) -> Path:
+           device: str | None = None, on_epoch: OnEpoch | None = None, cuda_graphs: str | None = None,
+           threads: int | None = None) -> Path:
     """Continue the run in ``run_dir`` from its last epoch-end checkpoint (or from the start
     if it was stopped during its first epoch); a finished run is returned as is. ``device``
-    overrides the one the run was started on (bit-identity is promised on the same device)."""
+    overrides the one the run was started on (bit-identity is promised on the same device);
+    ``threads`` the checkpoint's CPU thread count (bit-identity needs the same count)."""
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_tables(run.read_config(run_dir))
     if quiet is not None:
@@ -127,12 +151,14 @@ def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = N
         cfg.device = device
     if cuda_graphs is not None:
         cfg.cuda_graphs = cuda_graphs
+    cfg.threads = threads
     return _Trainer(run_dir, cfg, progress, on_epoch=on_epoch).fit()
 
 
 def _config_from_dir(run_dir: Path, requested: TrainConfig) -> TrainConfig:
     cfg = TrainConfig.from_tables(run.read_config(run_dir))
     cfg.quiet, cfg.device, cfg.cuda_graphs = requested.quiet, requested.device, requested.cuda_graphs
+    cfg.threads = requested.threads
     return cfg
 
 
@@ -221,6 +247,8 @@ class _Trainer:
         self.ctx = dist.init_from_env(requested)
         self.device = _resolve_device(cfg.device, self.ctx.local_rank)
         self.layout = training_layout(self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads(cfg.threads))
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         parts = self.ctx.world_size * cfg.grad_accum
@@ -251,6 +279,10 @@ class _Trainer:
         self.scaler = amp.grad_scaler(self.precision, self.device.type)
         self.graphs = EpochGraphs(cfg.cuda_graphs, self.device, self.precision, self.ctx.world_size, cfg.grad_accum,
                                   autocast=lambda: amp.autocast(self.device.type, self.precision, in_cuda_graph=True))
+        # fused SGD: one update kernel instead of ~5 ops per parameter (2.6 vs 15.3 ms per step of
+        # the middle subnet on one CPU thread: the whole supernet's tensors are updated). Other
+        # last bits than the per-tensor SGD, so a run keeps the one it started with (``_load``).
+        self.fused_sgd = self.device.type == "cpu" or bool(self.graphs.sgd_options().get("fused"))
 
     def _build(self) -> None:
         from ..nn import Supernet
@@ -272,7 +304,8 @@ class _Trainer:
         cfg = self.cfg
         return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                                 {"params": no_decay, "weight_decay": 0.0}], lr=phase.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0, **self.graphs.sgd_options())
+                               nesterov=cfg.nesterov and cfg.momentum > 0,
+                               **({"fused": True} if self.fused_sgd else {}))
 
     # -- the run ----------------------------------------------------------------------------
     def fit(self) -> Path:
@@ -280,8 +313,9 @@ class _Trainer:
             if self.show and int(os.environ.get("RANK", "0")) == 0:
                 EpochProgress(True).end(f"{self.out} is already complete")
             return self.out
-        self._setup()
+        saved_threads = torch.get_num_threads()
         try:
+            self._setup()
             created = self._prepare_dir()
             try:
                 self._loop()
@@ -291,7 +325,9 @@ class _Trainer:
                 raise
             return self.out
         finally:
-            dist.shutdown(self.ctx)
+            torch.set_num_threads(saved_threads)  # a caller's own count (quickstart, tests) is left alone
+            if hasattr(self, "ctx"):
+                dist.shutdown(self.ctx)
 
     def _completed(self) -> bool:
         return (self.out / SUMMARY).is_file() and (self.out / run.FINAL).is_file()
@@ -389,6 +425,8 @@ class _Trainer:
         seen = 0
         kd = phase.kd and self.teacher is not None and cfg.kd_ratio > 0
         autocast = amp.autocast(device.type, self.precision)
+        if self.fused_sgd:
+            prime_momentum(self.optimizer)  # fused SGD needs every buffer of a group or none (cuda_graphs.py)
         graphed = self.graphs.for_epoch(self.net, self.optimizer, self.schedule, epoch, self.steps, kd=kd)
         self.net.train()
         if device.type == "cuda":
@@ -490,6 +528,7 @@ class _Trainer:
             "metrics": self.metrics,
             "wall_time_s": self.wall_time,
             "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            "sgd": "fused" if self.fused_sgd else "per-tensor",
             "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             "train": self.cfg.train_table(),
@@ -534,6 +573,8 @@ class _Trainer:
         self.epoch = int(ckpt["epoch"])
         if ckpt.get("teacher") is not None:
             self.teacher = self._teacher(ckpt["teacher"], self.cfg.teacher)
+        # checkpoints from before fused SGD on a CPU: the per-tensor SGD they were trained with
+        self.fused_sgd = ckpt["sgd"] == "fused" if "sgd" in ckpt else bool(self.graphs.sgd_options().get("fused"))
         if self.epoch < self.schedule.total_epochs:
             self.optimizer = self._optimizer(self.schedule.locate(self.epoch)[1])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -550,11 +591,13 @@ class _Trainer:
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
         threads = ckpt.get("threads")
+        if threads is not None and self.device.type == "cpu" and explicit_threads(self.cfg.threads) is None:
+            torch.set_num_threads(int(threads))  # resumed at the count it was trained at: bit-identical
         if threads is not None and self.device.type == "cpu" and threads != torch.get_num_threads() \
                 and self.ctx.is_main and not self.cfg.quiet:
             print(f"warning: {self.out} was trained with {threads} torch thread(s), this resume uses "
                   f"{torch.get_num_threads()}; it continues exactly, but not bit-identically to an "
-                  f"uninterrupted run (set OMP_NUM_THREADS={threads} for that)", file=sys.stderr)
+                  f"uninterrupted run (resume without --threads and OMP_NUM_THREADS for that)", file=sys.stderr)
         if self.ctx.is_main:
             self._write_logs()  # drop lines of an epoch the crash interrupted after its checkpoint
 
