@@ -10,8 +10,9 @@ micro-batch) before every forward, so every random draw of the run is a pure fun
 the seed: a run resumed from its last epoch-end checkpoint replays exactly.
 
 On a CPU the run trains channels-last (``training_layout``) with the supernet's CPU kernels
-(``nn.cpu_ops``): 1.4-5.0x the images/s of plain NCHW eager for the smallest to the largest
-subnet on a shared 2-core CPU, depending on its load (``results/train-speed-cpu``).
+(``nn.cpu_ops``), fused SGD and one thread (below): 2.8-4.9x the images/s of plain NCHW eager
+as it ran before, 2.25-5.9x at the same single thread, for the smallest to the largest
+subnet on a 2-core CPU, quiet or loaded (``results/train-speed-cpu``).
 Channels-last once broke bit-identical resume. Why, measured on a PS run with a teacher
 resumed in a fresh process from each epoch-end checkpoint and compared tensor by tensor
 with the uninterrupted run:
