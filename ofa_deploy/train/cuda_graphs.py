@@ -40,7 +40,8 @@ What is bit-identical on a GPU (stated, not measured): a run resumes from its ep
 checkpoint exactly when it runs the same way (same ``--cuda-graphs``, precision, GPU model,
 torch/cuDNN versions; cuDNN picks algorithms per process unless deterministic mode is set,
 so even that is not promised); graph vs eager, fused vs foreach SGD and bf16 vs fp32 give
-different last bits. On a CPU nothing here runs and training is unchanged.
+different last bits. On a CPU nothing here runs (the trainer uses fused SGD there too, for
+speed, and primes the momentum with ``prime_momentum`` for the same reason).
 
 Lines only a GPU exercises: ``CudaGraphApi`` (``torch.cuda.CUDAGraph``, ``torch.cuda.graph``,
 side streams), the fused SGD kernel with a CUDA learning-rate tensor, and graph-safe
@@ -120,7 +121,7 @@ def check_mode(mode: str, device_type: str) -> None:
 def sgd_options(mode: str, device_type: str, precision: str, world_size: int, grad_accum: int) -> dict:
     """Extra ``torch.optim.SGD`` arguments of a run: ``fused=True`` wherever an epoch may be
     captured, for every step of the run (one update kernel, graphed or not); none elsewhere
-    (the CPU path is untouched)."""
+    (on a CPU the trainer chooses fused SGD itself)."""
     if static_reason(mode, device_type, precision, world_size, grad_accum) is not None:
         return {}
     return {"fused": True}
