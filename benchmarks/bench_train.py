@@ -7,7 +7,7 @@ cross-entropy, backward, SGD step with Nesterov momentum) on random 32x32 inputs
 
 * ``default``: what ``ofa-deploy train`` does on this device - the supernet in the
   trainer's layout (``training_layout``: channels-last on a CPU) with its CPU kernels
-  (``nn.cpu_ops``), fused SGD, at the trainer's CPU thread count (``trainer.cpu_threads``:
+  (``nn.cpu_ops``), fused SGD, at the trainer's CPU thread count (``train.threads.cpu_threads``:
   one unless ``OMP_NUM_THREADS`` says otherwise);
 * ``nchw_eager``: the supernet in NCHW with plain ``F.conv2d`` everywhere (``stock_ops``)
   and the per-tensor SGD at torch's default thread count, the path CPU training took
@@ -60,7 +60,8 @@ from ofa_deploy.nn.cpu_ops import stock_ops  # noqa: E402
 from ofa_deploy.space import SearchSpace  # noqa: E402
 from ofa_deploy.train import amp  # noqa: E402
 from ofa_deploy.train.cuda_graphs import CudaGraphApi, GraphedStep, training_step  # noqa: E402
-from ofa_deploy.train.trainer import cpu_threads, training_layout  # noqa: E402
+from ofa_deploy.train.threads import cpu_threads  # noqa: E402
+from ofa_deploy.train.trainer import training_layout  # noqa: E402
 
 PRECISIONS = amp.PRECISIONS
 FMNIST_TRAIN_IMAGES = 60_000

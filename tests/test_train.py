@@ -166,7 +166,7 @@ def test_cli_json_and_errors(tmp_path, capsys):
 def test_cpu_threads_default_explicit_and_restored(tmp_path, monkeypatch):
     """One torch thread on a CPU by default, ``threads`` (``--threads``) or $OMP_NUM_THREADS
     when given; the caller's own count is back after ``train``; fused SGD recorded."""
-    from ofa_deploy.train.trainer import cpu_threads
+    from ofa_deploy.train.threads import cpu_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert cpu_threads(None) == 1 and cpu_threads(3) == 3

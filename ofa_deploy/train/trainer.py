@@ -35,17 +35,8 @@ with the uninterrupted run:
 
 The fix (``_teacher``): the teacher is always a fresh net converted to the training layout
 and then loaded with the weights, whether they come from the supernet or a checkpoint.
-Threads. A CPU run trains on one torch thread unless told otherwise (``--threads``,
-``$OMP_NUM_THREADS``): on this project's 2-core VM one thread beat two for every subnet
-(quiet machine, fused SGD, images/s: smallest 900 vs 500, largest 319 vs 237), because
-each of the ~1,000 small ops of a step wakes the second, sleeping OpenMP worker
-(``OMP_WAIT_POLICY=PASSIVE``, see ``train/__init__.py``). Letting workers spin briefly
-(``GOMP_SPINCOUNT=10000``) made two threads faster on the quiet machine (1,070 and 420)
-but 3x slower than one under load (110 vs 300 for the smallest with two busy processes):
-one thread is the fast choice that never collapses. Reductions split over threads
-differently, so 1- and 2-thread runs differ in the last bits: the count is saved in every
-checkpoint and a resume without ``--threads`` uses the checkpoint's, so it continues
-bit-identically; a resume at another count is warned about.
+Threads: one torch thread on a CPU unless told otherwise, the count saved in every
+checkpoint and reused on resume (``threads.py`` says why).
 
 Each ``metrics.jsonl`` line lists the distinct subnets the epoch trained with their MACs
 (the first 32 for per-step schedules, with ``distinct_subnets`` and ``subnet_steps``
@@ -86,6 +77,7 @@ from .cuda_graphs import EpochGraphs, prime_momentum
 from .histogram import SamplingHistogram
 from .progress import EpochProgress
 from .resolution import ResolutionSampler, check_training_space
+from .threads import cpu_threads, explicit_threads
 from .schedules import Phase, Schedule
 
 OnEpoch = Callable[[int, int], None]
@@ -94,20 +86,6 @@ that show their own progress (``ofa-deploy quickstart``)."""
 
 SUMMARY = "summary.json"
 MAX_LISTED_SUBNETS = 32
-
-
-def explicit_threads(threads: int | None) -> int | None:
-    """The CPU thread count the user asked for: ``threads`` (``--threads``), else
-    ``$OMP_NUM_THREADS``, else ``None``."""
-    if threads is not None:
-        return int(threads)
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(env) if env.isdigit() and int(env) > 0 else None
-
-
-def cpu_threads(threads: int | None) -> int:
-    """Torch intra-op threads of a CPU run: the user's count, else one (module docstring)."""
-    return explicit_threads(threads) or 1
 
 
 def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | None = None) -> Path:
