@@ -78,7 +78,7 @@ def cost(space: SearchSpace, subnet: Subnet) -> tuple[int, int]:
 def draw_macs(space: SearchSpace, ks: list[int], e: list[int], d: list[int]) -> int:
     """``macs`` of the subnet the raw lists ``(ks, e, d)`` describe, choices assumed valid
     (what bucket sampling needs for each of its thousands of draws)."""
-    macs_total, tables = _tables(space)[0][0], _tables(space)[1]
+    (macs_total, _), tables = _tables(space)
     max_depth = space.max_depth
     for s, depth in enumerate(d):
         for b in range(s * max_depth, s * max_depth + depth):

@@ -115,8 +115,7 @@ def quickstart(
     # on any machine
     config = TrainConfig(dataset=DATASET, method="rss", epochs=settings["epochs"], lr=settings["lr"], seed=seed,
                          device=device, out=str(paths.run), train_subset=settings["train_subset"],
-                         test_subset=settings["test_subset"], quiet=True)
-    config.threads = 1
+                         test_subset=settings["test_subset"], quiet=True, threads=1)
     train(config, progress=False, on_epoch=lambda epoch, total: say("train", epoch, total))
     trained = read_summary(paths.run)
 
