@@ -24,12 +24,20 @@ landscape's rows go to ``OUT/<landscape>.jsonl`` (the ``predictor build`` latenc
 format, splits "pool" and "holdout") as each chunk finishes, with the load average seen
 before and after the chunk; rerunning measures only the subnets not yet measured.
 
+Drift between chunks: the same subnets measured in a later chunk of the same process read
+up to ~10 % slower than in the first (seen in four campaigns, monotone over the first 3-4
+chunks; the VM's speed and the process's memory both change over minutes). So ``--anchors``
+fixed subnets (the first of the pool) are measured again in every chunk, interleaved with
+it, into ``OUT/anchors.jsonl``; ``anchor_correct.py`` divides each chunk's latencies by its
+anchors' drift. Runners are released (and collected) after each chunk.
+
 Prints one JSON document (counts, wall time, load averages).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -87,6 +95,7 @@ def main() -> None:
     ap.add_argument("--pool-seed", type=int, default=2)
     ap.add_argument("--holdout-seed", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=25)
+    ap.add_argument("--anchors", type=int, default=3, help="subnets re-measured in every chunk [default: 3]")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--warmup-s", type=float, default=0.3)
     ap.add_argument("--min-time-s", type=float, default=0.6)
@@ -104,7 +113,9 @@ def main() -> None:
     pool = holdout_subnets(space, args.pool, args.pool_seed, exclude=held)
     items = [("pool", s) for s in pool] + [("holdout", s) for s in held]
     random.Random(0).shuffle(items)  # pool and held-out subnets share every chunk's conditions
+    anchors = pool[:args.anchors]
     args.out.mkdir(parents=True, exist_ok=True)
+    anchor_file = args.out / "anchors.jsonl"
     sets = {name: LatencyDataset(args.out / f"{name}.jsonl", space) for name in landscapes}
     fp32_target = load_target("cpu")
     onnx = args.onnx_dir or args.out / "onnx"
@@ -115,7 +126,7 @@ def main() -> None:
     measured = 0
     todo = [(split, sub) for split, sub in items if not all(sets[name].has(split, sub) for name in landscapes)]
     for start in range(0, len(todo), args.chunk):
-        part = todo[start:start + args.chunk]
+        part = todo[start:start + args.chunk] + [("anchor", s) for s in anchors]
         load_before = os.getloadavg()
         c0 = time.perf_counter()
         dirs = []
@@ -136,23 +147,36 @@ def main() -> None:
                 samples[key].extend(time_once(runners[key].step, burst).host_ms)
         measure_s = time.perf_counter() - m0
         load_after = os.getloadavg()
+        with open(anchor_file, "a") as f:
+            for name in landscapes:
+                for i, (split, sub) in enumerate(part):
+                    if split == "anchor":
+                        f.write(json.dumps({"chunk": start // args.chunk, "landscape": name, "key": str(sub),
+                                            "latency_ms": summarize(samples[(name, i)]),
+                                            "n": len(samples[(name, i)])}) + "\n")
         for name in landscapes:
             for i, (split, sub) in enumerate(part):
+                if split == "anchor":
+                    continue
                 xs = samples[(name, i)]
                 cov = robust_cov(xs)
                 sets[name].add({"split": split, "key": str(sub), "subnet": sub.to_dict(), "macs": macs(space, sub),
                                 "target": name, "latency_ms": summarize(xs), "n": len(xs), "cov": cov,
                                 "unstable": cov > 0.05, "chunk": start // args.chunk, "done_before": len(items) - len(todo),
                                 "loadavg_before": list(load_before), "loadavg_after": list(load_after)})
-        measured += len(part)
-        print(json.dumps({"chunk": start // args.chunk, "subnets": len(part), "export_s": round(export_s, 1),
+        for runner in runners.values():
+            runner.close()
+        del runners, samples
+        gc.collect()  # sessions of a finished chunk would otherwise linger until a collection (RSS 448 -> 106 MB)
+        measured += len(part) - len(anchors)
+        print(json.dumps({"chunk": start // args.chunk, "subnets": len(part) - len(anchors), "export_s": round(export_s, 1),
                           "measure_s": round(measure_s, 1), "loadavg_before": load_before,
                           "loadavg_after": load_after, "time": time.strftime("%H:%M:%S", time.gmtime())}),
               flush=True)
     print(json.dumps({
         "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": round(time.perf_counter() - t0, 1), "run": str(args.run.resolve()), "landscapes": landscapes,
-        "pool": len(pool), "holdout": len(held), "measured_now": measured, "rounds": rounds,
+        "pool": len(pool), "holdout": len(held), "anchors": [str(a) for a in anchors], "measured_now": measured, "rounds": rounds,
         "protocol_per_pair": {"warmup_s": args.warmup_s, "min_time_s": args.min_time_s,
                               "min_iterations": args.min_iterations},
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
