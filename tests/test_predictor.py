@@ -71,7 +71,7 @@ def test_fit_recovers_a_known_additive_device():
     model = fit(SPACE, train, _oracle(train), target="cpu")
     report = accuracy_report(_oracle(test), model.predict(test))
     assert report["within_5pct"] >= 0.95 and report["spearman"] > 0.99
-    assert set(model.info["forms"]) == {"additive", "multiplicative"}
+    assert set(model.info["forms"]) == {"additive", "multiplicative", "physics"}
     baseline = MacsBaseline(SPACE, train, _oracle(train))
     assert accuracy_report(_oracle(test), baseline.predict(test))["spearman"] < report["spearman"]
 
@@ -89,6 +89,35 @@ def test_a_device_where_blocks_do_not_add_up_gets_the_multiplicative_form():
     assert forms["multiplicative"]["cv_mean_abs_rel_error"] < forms["additive"]["cv_mean_abs_rel_error"]
     with pytest.raises(OfaError, match="unknown predictor form"):
         fit(SPACE, train, _cache_bound(train), target="cpu", forms=["cubic"])
+
+
+def _operation_bound(subs, noise=0.0, seed=0):
+    """A made-up device where each operation of each stage has its own cost per MAC and
+    per block, multiplied into the latency (what ``fit``'s physics table assumes)."""
+    feat = Featurizer(SPACE)
+    rng = np.random.default_rng(seed)
+    spread = (feat.counts(holdout_subnets(SPACE, 200, seed=99)) @ feat.physics).std(axis=0)
+    beta = rng.uniform(0.2, 1.0, len(spread)) / np.maximum(spread, 1e-9) * 0.05
+    return np.exp(-1.0 + feat.counts(subs) @ feat.physics @ beta + noise * rng.standard_normal(len(subs)))
+
+
+def test_a_device_priced_per_operation_gets_the_physics_table():
+    """With 40 measurements, the ~30 per-stage operation costs are learnable where ~90 free
+    keys are not: the physics fit wins the cross-validation, and its table is exactly a
+    combination of the keys' operation MACs."""
+    train = design_subnets(SPACE, 40, seed=0)
+    test = holdout_subnets(SPACE, 100, seed=1, exclude=train)
+    model = fit(SPACE, train, _operation_bound(train, noise=0.01), target="cpu")
+    free = fit(SPACE, train, _operation_bound(train, noise=0.01), target="cpu", forms=["multiplicative"])
+    truth = _operation_bound(test)
+    assert model.form == "multiplicative" and model.info["table_model"] == "physics"
+    assert free.info["table_model"] == "per-key"
+    got, per_key = accuracy_report(truth, model.predict(test)), accuracy_report(truth, free.predict(test))
+    assert got["rms_log_error"] < per_key["rms_log_error"] / 1.5 and got["within_5pct"] >= 0.95
+    feat = Featurizer(SPACE)
+    table = np.array([model.table[k] for k in feat.keys])
+    beta = np.linalg.lstsq(feat.physics, table, rcond=None)[0]
+    assert np.allclose(feat.physics @ beta, table, atol=1e-9)
 
 
 def test_noisy_measurements_still_rank_well():
@@ -153,6 +182,46 @@ def test_dataset_resumes_and_rejects_damage(tmp_path: Path):
         LatencyDataset(path, SPACE)
 
 
+def test_dataset_divides_out_the_drift_its_anchors_saw(tmp_path: Path):
+    """Three chunks; the machine ran 10 % slower in the second and 5 % faster in the third.
+    Every row of a chunk is divided by its anchors' drift from their median over chunks;
+    rows without a chunk (imported, or from before anchors) are used as measured."""
+    ds = LatencyDataset(tmp_path / "latency.jsonl", SPACE)
+    speed = {0: 1.0, 1: 1.1, 2: 0.95}
+    anchors = [SPACE.middle(), SPACE.largest()]
+    truth = {sub: 0.5 + 0.1 * i for i, sub in enumerate(holdout_subnets(SPACE, 6, seed=3))}
+    for i, (sub, ms) in enumerate(truth.items()):
+        chunk = i % 3
+        ds.add({"split": "train", "key": str(sub), "subnet": sub.to_dict(), "chunk": chunk,
+                "latency_ms": {"min": ms * speed[chunk], "p50": ms * speed[chunk] * 1.2}})
+    for chunk, f in speed.items():
+        for j, a in enumerate(anchors):  # anchors read the drift with a little noise of their own
+            noise = 1.0 + (0.004 if (chunk + j) % 2 else -0.004)
+            ds.add({"split": "anchor", "key": f"{a}@{chunk}", "subnet": a.to_dict(), "chunk": chunk,
+                    "latency_ms": {"min": (1.0 + j) * f * noise, "p50": (1.2 + j) * f * noise}})
+    plain = holdout_subnets(SPACE, 1, seed=4, exclude=truth)[0]
+    ds.add({"split": "train", "key": str(plain), "subnet": plain.to_dict(), "latency_ms": {"min": 0.42, "p50": 0.5}})
+    assert ds.next_chunk() == 3
+    factors = ds.drift("min")
+    assert factors[0] == pytest.approx(1.0, abs=1e-9) and factors[1] == pytest.approx(1.1, rel=0.005)
+    subs, lat = ds.split("train", "min")
+    got = dict(zip(subs, lat))
+    assert got[plain] == 0.42
+    for sub, ms in truth.items():
+        assert got[sub] == pytest.approx(ms, rel=0.005)
+    again = LatencyDataset(tmp_path / "latency.jsonl", SPACE)  # read back: the same correction
+    assert again.split("train", "p50")[1] == pytest.approx(ds.split("train", "p50")[1])
+    report = ds.drift_report("min")
+    assert report["anchored_chunks"] == 3 and set(report["factors"]) == {"0", "1", "2"}
+    good = {"split": "anchor", "key": "a@0", "subnet": SPACE.middle().to_dict(), "chunk": 0,
+            "latency_ms": {"min": 1.0, "p50": 1.0}}
+    for bad in ({"chunk": "1"}, {"chunk": True}, {"latency_ms": {"min": 0.0, "p50": 1.0}}):
+        path = tmp_path / "bad.jsonl"  # a damaged line that is not the last one
+        path.write_text(json.dumps({**good, **bad}) + "\n" + json.dumps({**good, "key": "a@1"}) + "\n")
+        with pytest.raises(OfaError, match="line 1 is damaged"):
+            LatencyDataset(path, SPACE)
+
+
 def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     out = tmp_path / "pred"
     args = ["predictor", "build", "--target", "cpu", "--run", str(fake_run), "--n", "12", "--holdout", "3",
@@ -163,8 +232,15 @@ def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index("{"):])
     assert summary["measured_now"] == 15 and summary["train_subnets"] == 12 and summary["holdout_subnets"] == 3
-    kept = sorted((tmp_path / "onnx").glob("*/model.onnx"))
-    assert len(kept) == 15
+    kept = {p.parent.name for p in (tmp_path / "onnx").glob("*/model.onnx")}
+    from ofa_deploy.profile.collect import anchor_subnets
+
+    rows = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
+    assert kept == {r["key"] for r in rows if r["split"] != "anchor"} | {str(a) for a in anchor_subnets(SPACE)}
+    anchor_rows = [r for r in rows if r["split"] == "anchor"]  # every chunk re-measures the anchors
+    assert {r["chunk"] for r in anchor_rows} == {r["chunk"] for r in rows} and len(anchor_rows) == 2 * len(
+        {r["chunk"] for r in rows})
+    assert summary["drift"]["anchored_chunks"] == len({r["chunk"] for r in rows})
     for key in ("within_5pct", "within_10pct", "spearman"):
         assert key in summary["validation"] and key in summary["macs_validation"]
     assert summary["statistic"] == "min"  # the cpu target's predictor_statistic

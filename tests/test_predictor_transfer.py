@@ -59,7 +59,7 @@ def test_selection_is_deterministic_nested_and_beats_random(source):
     assert select(pc, pp, prior, 5) == first[:5]  # a smaller budget measures a prefix
 
     def population_variance(idx):
-        post = posterior(pc[idx], np.zeros(len(idx)), prior, (1.0, 1.0))
+        post = posterior(pc[idx], np.zeros(len(idx)), prior, (1.0, 1.0, 1.0))
         return float(np.einsum("ij,ij->i", pp @ post.cov, pp).sum())
 
     rng = np.random.default_rng(0)
@@ -96,7 +96,7 @@ def test_intervals_cover_about_their_level_with_known_noise(source):
     prior = make_prior(source, FEAT.counts(pop))
     pc, ph = _rows(source, cand, prior), _rows(source, held, prior)
     chosen = select(pc, _rows(source, pop, prior), prior, 20)
-    root = np.linalg.cholesky(prior.cov((1.0, 1.0)) + 1e-12 * np.eye(len(prior.mean)))
+    root = np.linalg.cholesky(prior.cov((1.0, 1.0, 1.0)) + 1e-12 * np.eye(len(prior.mean)))
     coverage = []
     for seed in range(10):
         rng = np.random.default_rng(seed)
@@ -173,7 +173,9 @@ def test_adapt_cli_end_to_end(capsys, fake_run: Path, saved_source: Path, tmp_pa
     assert saved["target"] == "cpu-2t" and saved["uncertainty"]["kind"] == "bayesian"
     assert saved["transfer"]["source_target"] == "cpu" and saved["selection"]["budget"] == 6
     rows = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and {r["split"] for r in rows} == {"adapt"} and {r["target"] for r in rows} == {"cpu-2t"}
+    assert sum(r["split"] == "adapt" for r in rows) == 6 and {r["target"] for r in rows} == {"cpu-2t"}
+    assert sum(r["split"] == "anchor" for r in rows) == 4  # two anchors in each of the two steps
+    assert saved["drift"]["anchored_chunks"] == 2
     with one_torch_thread():
         code, stdout, err = run_cli(capsys, *args)  # resumes: nothing left to measure
     assert code == 0 and json.loads(stdout)["measured_now"] == 0

@@ -6,13 +6,25 @@ seconds and then subnet B attributes any slow phase to one of them. Each round h
 visits every loaded model in a fresh random order for a short burst, and a model's
 statistics pool its bursts, so slow phases are spread over all models alike.
 
+Why anchors: interleaving evens out drift *within* a chunk, not between chunks. Four
+campaigns of 160 subnets x 5 CPU landscapes (``results/predictor-transfer/drift``) read
+the same subnets up to ~10 % slower in later chunks of a process than in its first; as
+a chunk's latencies move together, that is noise a predictor cannot fit and a bias
+between sets measured apart (training vs held-out). So every chunk also times a few fixed
+*anchor* subnets (split "anchor", one row per chunk), and ``LatencyDataset`` divides each
+chunk's latencies by its anchors' drift from their median over all chunks. Rows without
+anchors (imported, or from before) are used as measured.
+
 Export needs torch (``ofa_deploy.export``); it is imported only when exporting.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import random
+import statistics
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -76,6 +88,26 @@ def holdout_subnets(space: SearchSpace, n: int, seed: int, exclude: Iterable[Sub
     return out
 
 
+ANCHOR = "anchor"
+ANCHOR_SEED = 7919
+
+
+def anchor_subnets(space: SearchSpace) -> list[Subnet]:
+    """The subnets every chunk re-measures: the middle one and one fixed uniform draw."""
+    return list(dict.fromkeys([space.middle(), *holdout_subnets(space, 1, ANCHOR_SEED)]))
+
+
+def _check_chunk(row: dict[str, Any]) -> None:
+    """A row's chunk, where it has one, is an integer; an anchor's latencies (taken logs
+    of) are positive numbers."""
+    if ("chunk" in row or row["split"] == ANCHOR) and (not isinstance(row.get("chunk"), int)
+                                                        or isinstance(row["chunk"], bool)):
+        raise TypeError(f"chunk {row.get('chunk')!r} is not an integer")
+    if row["split"] == ANCHOR and not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+                                          for v in row["latency_ms"].values()):
+        raise TypeError("an anchor's latencies must be positive numbers")
+
+
 class LatencyDataset:
     """Measured subnets in ``path`` (JSON lines), one per subnet and split; appended as
     measured so an interrupted build resumes where it stopped."""
@@ -93,11 +125,13 @@ class LatencyDataset:
                     row = json.loads(line)
                     Subnet.from_dict(row["subnet"], space)
                     row["latency_ms"]["p50"]
+                    _check_chunk(row)
                 except (json.JSONDecodeError, KeyError, TypeError, OfaError, RecursionError) as exc:
                     if lineno == len(lines):  # a crash mid-append tears at most the last line
                         continue
                     raise OfaError(f"{self.path} line {lineno} is damaged ({exc}); delete it to re-measure") from None
                 self.rows[(row["split"], row["key"])] = row
+        self._drift: dict[str, dict[int, float]] = {}
 
     def has(self, split: str, subnet: Subnet) -> bool:
         return (split, str(subnet)) in self.rows
@@ -108,11 +142,43 @@ class LatencyDataset:
             f.write(json.dumps(row) + "\n")
             f.flush()
         self.rows[(row["split"], row["key"])] = row
+        self._drift = {}
+
+    def next_chunk(self) -> int:
+        return 1 + max((r["chunk"] for r in self.rows.values() if "chunk" in r), default=-1)
+
+    def drift(self, statistic: str) -> dict[int, float]:
+        """{chunk: factor} - per chunk with anchors, the geometric mean over its anchors of
+        (their ``statistic`` in that chunk / their median over all chunks)."""
+        if statistic not in self._drift:
+            per_anchor: dict[str, dict[int, float]] = {}
+            for row in self.rows.values():
+                if row["split"] == ANCHOR and statistic in row["latency_ms"]:
+                    per_anchor.setdefault(str(row["subnet"]), {})[row["chunk"]] = math.log(
+                        row["latency_ms"][statistic])
+            logs: dict[int, list[float]] = {}
+            for values in per_anchor.values():
+                middle = statistics.median(values.values())
+                for chunk, v in values.items():
+                    logs.setdefault(chunk, []).append(v - middle)
+            self._drift[statistic] = {c: math.exp(sum(v) / len(v)) for c, v in logs.items()}
+        return self._drift[statistic]
+
+    def drift_report(self, statistic: str) -> dict[str, Any]:
+        """What the anchors saw: per chunk, the factor its latencies were divided by."""
+        factors = self.drift(statistic)
+        return {"anchored_chunks": len(factors), "statistic": statistic,
+                "factors": {str(c): round(f, 4) for c, f in sorted(factors.items())}}
+
+    def latency(self, row: dict[str, Any], statistic: str) -> float:
+        """``row``'s ``statistic`` (ms) with its chunk's drift divided out (see ``drift``)."""
+        factor = self.drift(statistic).get(row["chunk"], 1.0) if "chunk" in row else 1.0
+        return float(row["latency_ms"][statistic]) / factor
 
     def split(self, split: str, statistic: str = "p50") -> tuple[list[Subnet], list[float]]:
         rows = [r for (s, _), r in self.rows.items() if s == split]
         return ([Subnet.from_dict(r["subnet"], self.space) for r in rows],
-                [r["latency_ms"][statistic] for r in rows])
+                [self.latency(r, statistic) for r in rows])
 
 
 @contextmanager
@@ -185,6 +251,10 @@ def measure_interleaved(
             samples[i].extend(time_once(runners[i].step, burst).host_ms)
         if on_round:
             on_round(r)
+    for runner in runners:
+        runner.close()
+    del runners
+    gc.collect()  # ORT sessions otherwise outlive their chunk until a collection (RSS 448 vs 106 MB, 170 models)
     out = []
     for xs in samples:
         cov = robust_cov(xs)
@@ -204,9 +274,11 @@ def collect(
     onnx_dir: Optional[Path] = None,
     seed: int = 0,
     progress: Optional[Progress] = None,
+    anchors: Optional[Sequence[Subnet]] = None,
 ) -> int:
     """Export and measure every (split, subnet) of ``items`` not yet in ``dataset``;
-    returns how many were measured now.
+    returns how many were measured now. Each chunk also measures ``anchors`` (default
+    ``anchor_subnets``; ``()`` for none) and records them as split "anchor".
 
     The work is shuffled (by ``seed``) so that splits measured together - training and
     held-out subnets - share the machine's slow and fast phases alike, then done in
@@ -218,15 +290,17 @@ def collect(
     todo = [(split, sub) for split, sub in dict.fromkeys(items) if not dataset.has(split, sub)]
     random.Random(seed).shuffle(todo)
     space = supernet.space
+    anchors = anchor_subnets(space) if anchors is None else list(anchors)
     done = 0
     for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
+        chunk_id = dataset.next_chunk()
+        part = todo[start:start + chunk] + [(ANCHOR, a) for a in anchors]
         with tempfile.TemporaryDirectory(prefix="ofa-latency-") as tmp, quiet_torch():
             base = Path(onnx_dir) if onnx_dir is not None else Path(tmp)
             paths = []
             for _, sub in part:
                 if progress:
-                    progress("exporting", done + len(paths), len(todo))
+                    progress("exporting", min(done + len(paths), len(todo)), len(todo))
                 # one directory per subnet and precision: an fp32 file must never stand in for int8
                 name = str(sub) if target.precision == "fp32" else f"{sub}-{target.precision}"
                 paths.append(export_for_timing(supernet, sub, target, base / name))
@@ -234,9 +308,10 @@ def collect(
                 progress("measuring", done, len(todo))
             results = measure_interleaved(paths, target, rounds=rounds, protocol=protocol, batch=target.batch)
         for (split, sub), res in zip(part, results):
-            dataset.add({"split": split, "key": str(sub), "subnet": sub.to_dict(), "macs": macs(space, sub),
-                         "target": target.name, **res})
-        done += len(part)
+            key = f"{sub}@{chunk_id}" if split == ANCHOR else str(sub)
+            dataset.add({"split": split, "key": key, "subnet": sub.to_dict(), "macs": macs(space, sub),
+                         "target": target.name, "chunk": chunk_id, **res})
+        done += len(part) - len(anchors)
         if progress:
             progress("measured", done, len(todo))
     return done

@@ -8,7 +8,7 @@ stage, a first block and a repeated block, times 3 kernels x 3 expand ratios). T
 first block and head are the same in every subnet and land in the intercept.
 
 Model: ``latency = T^-1(intercept + counts . table + z . coef)``, fitted on the measured
-subnets in one of two forms, whichever has the lower 5-fold relative error:
+subnets in one of three ways, whichever has the lowest 5-fold relative error:
 
 - *additive* (``T`` = identity, no ``z``): OFA's lookup table, each key's cost in ms.
   The table is fitted as a *physics prior* ``phi(key) . beta`` (``phi`` = 1, expand MACs,
@@ -22,6 +22,13 @@ subnets in one of two forms, whichever has the lower 5-fold relative error:
   within +-10 % and this one 98 % (``results/predictor-cpu-full``): a block costs more
   inside a larger network (weights and activations leave the caches), which a sum of
   fixed per-block costs cannot express and a product of factors roughly does.
+- *physics* (saved as multiplicative, ``info["table_model"] = "physics"``): the same
+  log-space model with the table restricted to ``physics(key) . beta`` - per stage, a
+  block's count and its MACs in each operation (expand, depthwise per kernel size,
+  project, SE), ~35 numbers instead of ~90 free keys. Measured on five CPU landscapes
+  (``results/predictor-transfer/drift``), the free table overfits 128 measurements (its
+  cross-validated error 1.5-2x this one's): a key's cost is mostly what its operations
+  cost on that stage's feature map, which this states and the free table must learn.
 
 Ridge strengths are chosen by the same cross-validation. Prediction is a sparse dot
 product and an ``exp``: numpy only, thousands of subnets per second.
@@ -72,7 +79,8 @@ def _key_index(space: SearchSpace) -> tuple[tuple[str, ...], np.ndarray]:
 
 PHI_FEATURES = ("block", "expand_mmacs", "depthwise_mmacs", "project_mmacs", "se_mmacs", "act_melems")
 SIZE_FEATURES = tuple(f"log_{name}" for name in PHI_FEATURES[1:])
-FORMS = ("additive", "multiplicative")
+FORMS = ("additive", "multiplicative")  # how a saved predictor computes
+FITS = ("additive", "multiplicative", "physics")  # how its table may be fitted
 
 
 def block_phi(spec: BlockSpec) -> list[float]:
@@ -95,6 +103,31 @@ def _phi_matrix(space: SearchSpace) -> np.ndarray:
     return np.array([block_phi(specs[key]) for key in keys])
 
 
+def block_physics(spec: BlockSpec, kernels: Sequence[int]) -> list[float]:
+    """One block's operations, in MMACs: expand, depthwise per kernel size, project, SE."""
+    area_in, area_out = spec.size_in**2, spec.size_out**2
+    dw = area_out * spec.mid * spec.kernel**2 / 1e6
+    return [1.0, area_in * spec.in_ch * spec.mid / 1e6, *[dw if spec.kernel == k else 0.0 for k in kernels],
+            area_out * spec.mid * spec.out_ch / 1e6, 2 * spec.mid * spec.se_hidden / 1e6]
+
+
+@functools.lru_cache(maxsize=16)
+def _physics_matrix(space: SearchSpace) -> np.ndarray:
+    """(K, P): each key's ``block_physics`` in its stage's columns; columns no key touches
+    (SE in stages without it) are dropped."""
+    keys, _ = _key_index(space)
+    per = 4 + len(space.kernel_choices)
+    out = np.zeros((len(keys), space.num_stages * per))
+    n, full = space.num_blocks, [space.max_depth] * space.num_stages
+    col = {key: i for i, key in enumerate(keys)}
+    for k in space.kernel_choices:
+        for e in space.expand_choices:
+            for spec in space.block_specs(space.subnet([k] * n, [e] * n, full)):
+                row = col[block_key(spec)]
+                out[row, spec.stage * per:(spec.stage + 1) * per] = block_physics(spec, space.kernel_choices)
+    return out[:, np.any(out != 0, axis=0)]
+
+
 class Featurizer:
     """Subnets of one space -> (N, K) key counts; counts -> (N, G) global features."""
 
@@ -102,6 +135,7 @@ class Featurizer:
         self.space = space
         self.keys, self._index = _key_index(space)
         self.phi = _phi_matrix(space)
+        self.physics = _physics_matrix(space)
         self._k = {k: i for i, k in enumerate(space.kernel_choices)}
         self._e = {e: i for i, e in enumerate(space.expand_choices)}
 
@@ -267,7 +301,8 @@ class LatencyPredictor:
             raise OfaError(f"{path}: {exc}") from None
 
 
-ALPHAS = {"additive": (1.0, 10.0, 100.0, 1e3, 1e4), "multiplicative": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)}
+ALPHAS = {"additive": (1.0, 10.0, 100.0, 1e3, 1e4), "multiplicative": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+          "physics": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)}
 
 
 @dataclass
@@ -300,6 +335,15 @@ def _fit_model(feat: Featurizer, x: np.ndarray, y: np.ndarray, form: str, alpha:
     z = feat.size(x)
     mean, scale = z.mean(axis=0), z.std(axis=0)
     scale[scale == 0] = 1.0
+    if form == "physics":  # ridge on standardised per-stage operation costs, mapped back onto the keys
+        ops = x @ feat.physics
+        ops_mean, ops_scale = ops.mean(axis=0), ops.std(axis=0)
+        ops_scale[ops_scale == 0] = 1.0
+        p = ops.shape[1]
+        reg = Ridge(alpha=alpha).fit(np.column_stack([(ops - ops_mean) / ops_scale, (z - mean) / scale]), np.log(y))
+        beta = reg.coef_[:p] / ops_scale
+        return _Model("multiplicative", float(reg.intercept_ - ops_mean @ beta), feat.physics @ beta, mean, scale,
+                      reg.coef_[p:].astype(float)), np.zeros(0)
     k = x.shape[1]
     reg = Ridge(alpha=alpha).fit(np.column_stack([x, (z - mean) / scale]), np.log(y))
     return _Model(form, float(reg.intercept_), reg.coef_[:k].astype(float), mean, scale,
@@ -312,7 +356,7 @@ def _folds(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
 
 
 def fit(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Sequence[float], *, target: str,
-        statistic: str = "p50", seed: int = 0, forms: Sequence[str] = FORMS,
+        statistic: str = "p50", seed: int = 0, forms: Sequence[str] = FITS,
         statistic_ratios: Optional[dict[str, float]] = None,
         info: Optional[dict[str, Any]] = None) -> LatencyPredictor:
     """Fit the predictor to measured ``latency_ms`` of ``subnets``: the form and ridge
@@ -325,9 +369,9 @@ def fit(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Sequence[floa
         raise OfaError(f"a predictor needs at least 6 measured subnets, got {len(y)}")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise OfaError("measured latencies must be positive numbers")
-    unknown = [f for f in forms if f not in FORMS]
+    unknown = [f for f in forms if f not in FITS]
     if unknown or not forms:
-        raise OfaError(f"unknown predictor form(s) {unknown}; expected some of {', '.join(FORMS)}")
+        raise OfaError(f"unknown predictor form(s) {unknown}; expected some of {', '.join(FITS)}")
     feat = Featurizer(space)
     x = feat.counts(subnets)
     splits = _folds(len(y), 5, seed)
@@ -343,11 +387,12 @@ def fit(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Sequence[floa
     form = min(scores, key=lambda f: scores[f]["cv_mean_abs_rel_error"])
     model, beta = _fit_model(feat, x, y, form, scores[form]["alpha"])
     extra: dict[str, Any] = {"fitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                             "train_subnets": len(y), "forms": scores}
+                             "train_subnets": len(y), "forms": scores,
+                             "table_model": "physics" if form == "physics" else "per-key"}
     if form == "additive":
         extra["prior"] = dict(zip(PHI_FEATURES, beta.tolist()))
     return LatencyPredictor(
-        space=space, target=target, statistic=statistic, form=form, intercept=model.intercept,
+        space=space, target=target, statistic=statistic, form=model.form, intercept=model.intercept,
         table={k: float(c) for k, c in zip(feat.keys, model.table)}, size_mean=model.size_mean,
         size_scale=model.size_scale, size_coef=model.size_coef, info={**extra, **(info or {})},
         statistic_ratios=dict(statistic_ratios or {}),

@@ -110,6 +110,7 @@ def build_predictor(
         "validation": {"method": "5-fold cross-validation on the measured design", **validation},
         "macs_validation": {"method": "5-fold, latency = a * MACs + b", **macs_validation},
         "design": {"n": len(subs), "seed": seed, "unstable_measurements": unstable},
+        "drift": dataset.drift_report(statistic),
         "holdout_measured": {"n": len(held), "seed": holdout_seed},
         "protocol": {**protocol.to_dict(), "rounds": rounds, "interleaved": True},
         "environment": _environment(target),
@@ -126,6 +127,7 @@ def build_predictor(
         "train_subnets": len(subs),
         "holdout_subnets": len(held),
         "unstable_measurements": unstable,
+        "drift": dataset.drift_report(statistic),
         "validation": validation,
         "macs_validation": macs_validation,
     }

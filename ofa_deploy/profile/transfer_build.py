@@ -187,7 +187,7 @@ def _fit(source: LatencyPredictor, dataset: LatencyDataset, target: Any, statist
     if not rows:
         raise OfaError(f"no measurements of target {target.name} to adapt from")
     subs = [Subnet.from_dict(r["subnet"], source.space) for r in rows]
-    lat = [r["latency_ms"][statistic] for r in rows]
+    lat = [dataset.latency(r, statistic) for r in rows]
     pop = population(source.space, POPULATION, seed)
     return adapt(source, subs, lat, target=target.name, statistic=statistic, pop=pop,
                  statistic_ratios=_ratios(rows, statistic), info={
@@ -197,6 +197,7 @@ def _fit(source: LatencyPredictor, dataset: LatencyDataset, target: Any, statist
                                    "population": POPULATION},
                      "protocol": {**protocol.to_dict(), "rounds": rounds, "interleaved": True},
                      "unstable_measurements": sum(1 for r in rows if r.get("unstable")),
+                     "drift": dataset.drift_report(statistic),
                      "environment": _environment(target)})
 
 
@@ -222,7 +223,7 @@ def check_curve(model: LatencyPredictor, out_dir: Path, supernet: Any, held: Seq
     dataset = LatencyDataset(out_dir / DATASET_FILE, source.space)
     collect(supernet, [("adapt", s) for s in chosen], target, dataset, protocol=protocol, rounds=rounds,
             onnx_dir=Path(onnx_dir) if onnx_dir else None, seed=seed, progress=progress)
-    pool_ms = [dataset.rows[("adapt", str(s))]["latency_ms"][model.statistic] for s in chosen]
+    pool_ms = [dataset.latency(dataset.rows[("adapt", str(s))], model.statistic) for s in chosen]
     curve = learning_curve(source, chosen, pool_ms, list(held), held_ms, target=model.target,
                            statistic=model.statistic, sizes=sizes, seed=seed, order=list(range(len(chosen))),
                            compare_random=False)

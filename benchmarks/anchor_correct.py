@@ -1,0 +1,88 @@
+"""Remove the drift between chunks from a ``transfer_campaign.py`` directory, using the
+anchor subnets it re-measured in every chunk (``anchors.jsonl``).
+
+Per landscape, statistic and chunk, the drift factor is the geometric mean over anchors of
+(anchor's value in that chunk / its median over all chunks); every row measured in that
+chunk is divided by it. The result goes to ``OUT/<landscape>.jsonl`` in the campaign
+format (the raw figures kept as ``raw_latency_ms``, the factor as ``drift``), so
+``transfer_curves.py``, ``predictor_cv.py`` and ``measurement_repeatability.py`` read it
+unchanged.
+
+    python benchmarks/anchor_correct.py CAMPAIGN OUT [--landscapes cpu,...]
+
+Prints one JSON document: per landscape the drift factors of the ``min`` statistic by
+chunk, and how much of the anchors' own spread is left after the correction (the
+anchors' noise: what the correction adds to every row of a chunk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ofa_deploy.io import atomic_write_text
+
+LANDSCAPES = ("cpu", "cpu-2t", "cpu-b8", "cpu-int8", "torch")
+
+
+def drift_factors(anchor_rows: list[dict]) -> dict[str, dict[str, dict[int, float]]]:
+    """{landscape: {statistic: {chunk: factor}}} from the rows of ``anchors.jsonl``."""
+    by = defaultdict(lambda: defaultdict(dict))  # (landscape, statistic) -> anchor key -> chunk -> value
+    for row in anchor_rows:
+        for stat, value in row["latency_ms"].items():
+            by[(row["landscape"], stat)][row["key"]][row["chunk"]] = float(value)
+    out: dict[str, dict[str, dict[int, float]]] = defaultdict(dict)
+    for (land, stat), anchors in by.items():
+        chunks = sorted(set.intersection(*(set(v) for v in anchors.values())))
+        logs = np.array([[np.log(anchors[a][c]) for c in chunks] for a in sorted(anchors)])
+        rel = logs - np.median(logs, axis=1, keepdims=True)
+        out[land][stat] = {c: float(np.exp(f)) for c, f in zip(chunks, rel.mean(axis=0))}
+    return out
+
+
+def anchor_spread(anchor_rows: list[dict], land: str, factors: dict[int, float]) -> dict[str, float]:
+    """sd of the anchors' log values across chunks before and after dividing by the factor
+    (after: each anchor's own noise, shrunk by the factor it helped estimate)."""
+    vals = defaultdict(dict)
+    for row in anchor_rows:
+        if row["landscape"] == land:
+            vals[row["key"]][row["chunk"]] = np.log(row["latency_ms"]["min"])
+    before, after = [], []
+    for per in vals.values():
+        chunks = [c for c in sorted(per) if c in factors]
+        x = np.array([per[c] for c in chunks])
+        before.append(np.std(x))
+        after.append(np.std(x - np.log([factors[c] for c in chunks])))
+    return {"sd_before": float(np.mean(before)), "sd_after": float(np.mean(after))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("campaign", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--landscapes", default=",".join(LANDSCAPES))
+    args = ap.parse_args()
+    anchor_rows = [json.loads(x) for x in (args.campaign / "anchors.jsonl").read_text().splitlines() if x.strip()]
+    factors = drift_factors(anchor_rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"campaign": str(args.campaign), "landscapes": {}}
+    for land in (x for x in args.landscapes.split(",") if x):
+        rows = [json.loads(x) for x in (args.campaign / f"{land}.jsonl").read_text().splitlines() if x.strip()]
+        lines = []
+        for row in rows:
+            drift = {stat: factors[land][stat][row["chunk"]] for stat in row["latency_ms"]}
+            lines.append(json.dumps({**row, "raw_latency_ms": row["latency_ms"], "drift": drift,
+                                     "latency_ms": {s: v / drift[s] for s, v in row["latency_ms"].items()}}))
+        atomic_write_text(args.out / f"{land}.jsonl", "\n".join(lines) + "\n")
+        report["landscapes"][land] = {
+            "drift_min_by_chunk": {str(c): round(f, 4) for c, f in sorted(factors[land]["min"].items())},
+            **{k: round(v, 4) for k, v in anchor_spread(anchor_rows, land, factors[land]["min"]).items()}}
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
