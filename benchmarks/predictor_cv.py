@@ -7,7 +7,10 @@ a landscape's prediction error comes from the measurements (CV error near the no
 from the model (CV error well above it).
 
     python benchmarks/predictor_cv.py SOURCE_PREDICTOR CAMPAIGN_DIR [--landscapes cpu,...]
-        [--statistic min]
+        [--statistic min] [--forms additive,multiplicative,physics]
+
+``--forms``: the fits ``fit`` may choose from (``additive,multiplicative`` = the per-key
+tables alone, as before the physics table existed).
 
 ``SOURCE_PREDICTOR`` only supplies the search space. Prints one JSON document.
 """
@@ -28,9 +31,11 @@ def main() -> None:
     ap.add_argument("campaign", type=Path)
     ap.add_argument("--landscapes", default="cpu,cpu-2t,cpu-b8,cpu-int8,torch")
     ap.add_argument("--statistic", default="min")
+    ap.add_argument("--forms", default="additive,multiplicative,physics")
     args = ap.parse_args()
     space = LatencyPredictor.load(args.source).space
-    out = {"campaign": str(args.campaign), "statistic": args.statistic, "landscapes": {}}
+    forms = [f for f in args.forms.split(",") if f]
+    out = {"campaign": str(args.campaign), "statistic": args.statistic, "forms": forms, "landscapes": {}}
     for land in (x for x in args.landscapes.split(",") if x):
         data = LatencyDataset(args.campaign / f"{land}.jsonl", space)
         subs, lat = [], []
@@ -38,7 +43,7 @@ def main() -> None:
             s, y = data.split(split, args.statistic)
             subs += s
             lat += y
-        report = cross_validate(space, subs, lat, target=land, statistic=args.statistic)
+        report = cross_validate(space, subs, lat, target=land, statistic=args.statistic, forms=forms)
         out["landscapes"][land] = {k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}
     print(json.dumps(out, indent=1))
 

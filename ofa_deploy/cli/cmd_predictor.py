@@ -79,13 +79,17 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
         emit_json(summary)
         return
     v, m = summary["validation"], summary["macs_validation"]
-    click.echo(f"predictor: {summary['predictor']} ({summary['form']} model of the {summary['statistic']} latency, "
-               f"{summary['train_subnets']} subnets, "
+    click.echo(f"predictor: {summary['predictor']} ({summary['form']} model, {summary['table_model']} table, of the "
+               f"{summary['statistic']} latency, {summary['train_subnets']} subnets, "
                f"{summary['measured_now']} measured now, {summary['unstable_measurements']} flagged unstable)")
     click.echo(f"5-fold validation: {v['within_10pct']:.1%} within ±10%, {v['within_5pct']:.1%} within ±5%, "
                f"Spearman {v['spearman']:.3f}")
     click.echo(f"MACs linear fit:   {m['within_10pct']:.1%} within ±10%, {m['within_5pct']:.1%} within ±5%, "
                f"Spearman {m['spearman']:.3f}")
+    factors = list(summary["drift"]["factors"].values())
+    if len(factors) > 1:
+        click.echo(f"drift between the {len(factors)} measuring chunks, seen by the anchor subnets and divided out: "
+                   f"{min(factors):.3f}-{max(factors):.3f}x")
 
 
 @command.command("check")

@@ -6,11 +6,11 @@ seconds and then subnet B attributes any slow phase to one of them. Each round h
 visits every loaded model in a fresh random order for a short burst, and a model's
 statistics pool its bursts, so slow phases are spread over all models alike.
 
-Why anchors: interleaving evens out drift *within* a chunk, not between chunks. Four
-campaigns of 160 subnets x 5 CPU landscapes (``results/predictor-transfer/drift``) read
-the same subnets up to ~10 % slower in later chunks of a process than in its first; as
-a chunk's latencies move together, that is noise a predictor cannot fit and a bias
-between sets measured apart (training vs held-out). So every chunk also times a few fixed
+Why anchors: interleaving evens out drift *within* a chunk, not between chunks. In six
+campaigns of 160 subnets x 5 CPU landscapes (``results/predictor-transfer/drift``) the
+chunks of one process ran 5-20 % apart (the first usually fastest); as a chunk's
+latencies move together, that is noise a predictor cannot fit and a bias between sets
+measured apart (training vs held-out). So every chunk also times a few fixed
 *anchor* subnets (split "anchor", one row per chunk), and ``LatencyDataset`` divides each
 chunk's latencies by its anchors' drift from their median over all chunks. Rows without
 anchors (imported, or from before) are used as measured.

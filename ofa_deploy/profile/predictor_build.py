@@ -122,6 +122,7 @@ def build_predictor(
         "target": target.name,
         "statistic": statistic,
         "form": model.form,
+        "table_model": model.info["table_model"],
         "measured_now": measured,
         "measure_seconds": round(measure_s, 1),
         "train_subnets": len(subs),
