@@ -2,13 +2,14 @@
 anchor subnets it re-measured in every chunk (``anchors.jsonl``).
 
 Per landscape, statistic and chunk, the drift factor is the geometric mean over anchors of
-(anchor's value in that chunk / its median over all chunks); every row measured in that
-chunk is divided by it. The result goes to ``OUT/<landscape>.jsonl`` in the campaign
+(anchor's value in that chunk / its median over all chunks), shrunk toward 1 by the
+empirical-Bayes weight of ``ofa_deploy.profile.drift`` (``--no-shrink``: as measured, the
+estimate before that module existed); every row measured in that chunk is divided by it. The result goes to ``OUT/<landscape>.jsonl`` in the campaign
 format (the raw figures kept as ``raw_latency_ms``, the factor as ``drift``), so
 ``transfer_curves.py``, ``predictor_cv.py`` and ``measurement_repeatability.py`` read it
 unchanged.
 
-    python benchmarks/anchor_correct.py CAMPAIGN OUT [--landscapes cpu,...]
+    python benchmarks/anchor_correct.py CAMPAIGN OUT [--landscapes cpu,...] [--no-shrink]
 
 Prints one JSON document: per landscape the drift factors of the ``min`` statistic by
 chunk, and how much of the anchors' own spread is left after the correction (the
@@ -25,23 +26,28 @@ from pathlib import Path
 import numpy as np
 
 from ofa_deploy.io import atomic_write_text
+from ofa_deploy.profile.drift import chunk_drift
 
 LANDSCAPES = ("cpu", "cpu-2t", "cpu-b8", "cpu-int8", "torch")
 
 
-def drift_factors(anchor_rows: list[dict]) -> dict[str, dict[str, dict[int, float]]]:
-    """{landscape: {statistic: {chunk: factor}}} from the rows of ``anchors.jsonl``."""
+def drift_factors(anchor_rows: list[dict], shrink: bool = True) -> tuple[dict, dict]:
+    """({landscape: {statistic: {chunk: factor}}}, {landscape: shrinkage details of ``min``})
+    from the rows of ``anchors.jsonl``, by the library's estimator (``profile.drift``);
+    ``shrink=False``: the plain estimate (weight 1)."""
     by = defaultdict(lambda: defaultdict(dict))  # (landscape, statistic) -> anchor key -> chunk -> value
     for row in anchor_rows:
         for stat, value in row["latency_ms"].items():
-            by[(row["landscape"], stat)][row["key"]][row["chunk"]] = float(value)
+            if value > 0:
+                by[(row["landscape"], stat)][row["key"]][row["chunk"]] = float(value)
     out: dict[str, dict[str, dict[int, float]]] = defaultdict(dict)
+    details: dict[str, dict] = {}
     for (land, stat), anchors in by.items():
-        chunks = sorted(set.intersection(*(set(v) for v in anchors.values())))
-        logs = np.array([[np.log(anchors[a][c]) for c in chunks] for a in sorted(anchors)])
-        rel = logs - np.median(logs, axis=1, keepdims=True)
-        out[land][stat] = {c: float(np.exp(f)) for c, f in zip(chunks, rel.mean(axis=0))}
-    return out
+        factors, info = chunk_drift(anchors, shrink=shrink)
+        out[land][stat] = factors
+        if stat == "min":
+            details[land] = {k: round(v, 4) for k, v in info.items()}
+    return out, details
 
 
 def anchor_spread(anchor_rows: list[dict], land: str, factors: dict[int, float]) -> dict[str, float]:
@@ -65,9 +71,13 @@ def main() -> None:
     ap.add_argument("campaign", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--landscapes", default=",".join(LANDSCAPES))
+    ap.add_argument("--no-shrink", action="store_true",
+                    help="the plain estimate: divide by the anchors' mean drift as measured")
     args = ap.parse_args()
+    if not (args.campaign / "anchors.jsonl").is_file():
+        raise SystemExit(f"{args.campaign} has no anchors.jsonl: measure it with transfer_campaign.py --anchors N")
     anchor_rows = [json.loads(x) for x in (args.campaign / "anchors.jsonl").read_text().splitlines() if x.strip()]
-    factors = drift_factors(anchor_rows)
+    factors, details = drift_factors(anchor_rows, shrink=not args.no_shrink)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"campaign": str(args.campaign), "landscapes": {}}
     for land in (x for x in args.landscapes.split(",") if x):
@@ -80,6 +90,7 @@ def main() -> None:
         atomic_write_text(args.out / f"{land}.jsonl", "\n".join(lines) + "\n")
         report["landscapes"][land] = {
             "drift_min_by_chunk": {str(c): round(f, 4) for c, f in sorted(factors[land]["min"].items())},
+            "shrinkage": details[land],
             **{k: round(v, 4) for k, v in anchor_spread(anchor_rows, land, factors[land]["min"]).items()}}
     print(json.dumps(report, indent=1))
 

@@ -57,7 +57,10 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
 
     Measurements are appended to latency.jsonl as they finish, so an interrupted build
     resumes; the predictor is saved with its cross-validated error and a MACs-only fit's.
-    The held-out subnets `predictor check` uses are measured in the same session.
+    The held-out subnets `predictor check` uses are measured in the same session. Every
+    measuring chunk also re-measures two anchor subnets, and each chunk's drift (the machine
+    runs 5-20 % apart between chunks), shrunk by what the anchors' own noise explains, is
+    divided out before fitting.
     """
     from ..profile import Protocol
     from ..profile.predictor_build import build_predictor
@@ -211,8 +214,8 @@ def adapt(source, target, run_dir, budget, out, target_error, step, statistic, s
         emit_json(summary)
         return
     if "to_measure" in summary:
-        click.echo(f"profile these on the device (`ofa-deploy build-engine DIR` where needed, then "
-                   f"`ofa-deploy profile DIR --json > DIR.json`) and rerun with --import DIR.json for each:")
+        click.echo("profile these on the device (`ofa-deploy build-engine DIR` where needed, then "
+                   "`ofa-deploy profile DIR --json > DIR.json`) and rerun with --import DIR.json for each:")
         for path in summary["to_measure"]:
             click.echo(f"  {path}")
         return

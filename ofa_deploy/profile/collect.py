@@ -12,8 +12,10 @@ chunks of one process ran 5-20 % apart (the first usually fastest); as a chunk's
 latencies move together, that is noise a predictor cannot fit and a bias between sets
 measured apart (training vs held-out). So every chunk also times a few fixed
 *anchor* subnets (split "anchor", one row per chunk), and ``LatencyDataset`` divides each
-chunk's latencies by its anchors' drift from their median over all chunks. Rows without
-anchors (imported, or from before) are used as measured.
+chunk's latencies by its anchors' drift from their median over all chunks, shrunk toward
+no drift by as much as the anchors' own noise could explain it (``profile.drift``: with
+2 s per subnet on a quiet machine the drift was often smaller than that noise). Rows
+without anchors (imported, or from before) are used as measured.
 
 Export needs torch (``ofa_deploy.export``); it is imported only when exporting.
 """
@@ -24,7 +26,6 @@ import gc
 import json
 import math
 import random
-import statistics
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -33,6 +34,7 @@ from ..cost import macs
 from ..errors import OfaError
 from ..space import SearchSpace, Subnet, as_rng
 from .backends import onnxruntime_runner
+from .drift import chunk_drift
 from .protocol import Protocol, robust_cov, summarize, time_once
 
 Progress = Callable[[str, int, int], None]
@@ -131,7 +133,7 @@ class LatencyDataset:
                         continue
                     raise OfaError(f"{self.path} line {lineno} is damaged ({exc}); delete it to re-measure") from None
                 self.rows[(row["split"], row["key"])] = row
-        self._drift: dict[str, dict[int, float]] = {}
+        self._drift: dict[str, tuple[dict[int, float], dict[str, float]]] = {}
 
     def has(self, split: str, subnet: Subnet) -> bool:
         return (split, str(subnet)) in self.rows
@@ -148,27 +150,27 @@ class LatencyDataset:
         return 1 + max((r["chunk"] for r in self.rows.values() if "chunk" in r), default=-1)
 
     def drift(self, statistic: str) -> dict[int, float]:
-        """{chunk: factor} - per chunk with anchors, the geometric mean over its anchors of
-        (their ``statistic`` in that chunk / their median over all chunks)."""
+        """{chunk: factor} its rows are divided by: per chunk with anchors, the geometric mean
+        over its anchors of (their ``statistic`` there / their median over all chunks), shrunk
+        toward 1 by how much of that the anchors' own noise explains (``profile.drift``)."""
+        return self._drift_of(statistic)[0]
+
+    def _drift_of(self, statistic: str) -> tuple[dict[int, float], dict[str, float]]:
         if statistic not in self._drift:
             per_anchor: dict[str, dict[int, float]] = {}
             for row in self.rows.values():
                 if row["split"] == ANCHOR and statistic in row["latency_ms"]:
-                    per_anchor.setdefault(str(row["subnet"]), {})[row["chunk"]] = math.log(
-                        row["latency_ms"][statistic])
-            logs: dict[int, list[float]] = {}
-            for values in per_anchor.values():
-                middle = statistics.median(values.values())
-                for chunk, v in values.items():
-                    logs.setdefault(chunk, []).append(v - middle)
-            self._drift[statistic] = {c: math.exp(sum(v) / len(v)) for c, v in logs.items()}
+                    per_anchor.setdefault(str(row["subnet"]), {})[row["chunk"]] = float(row["latency_ms"][statistic])
+            self._drift[statistic] = chunk_drift(per_anchor)
         return self._drift[statistic]
 
     def drift_report(self, statistic: str) -> dict[str, Any]:
-        """What the anchors saw: per chunk, the factor its latencies were divided by."""
-        factors = self.drift(statistic)
+        """What the anchors saw: per chunk, the factor its latencies were divided by, and the
+        shrinkage weight with the anchor noise and chunk drift it was estimated from."""
+        factors, details = self._drift_of(statistic)
         return {"anchored_chunks": len(factors), "statistic": statistic,
-                "factors": {str(c): round(f, 4) for c, f in sorted(factors.items())}}
+                "factors": {str(c): round(f, 4) for c, f in sorted(factors.items())},
+                **{k: round(v, 4) for k, v in details.items() if math.isfinite(v)}}
 
     def latency(self, row: dict[str, Any], statistic: str) -> float:
         """``row``'s ``statistic`` (ms) with its chunk's drift divided out (see ``drift``)."""
