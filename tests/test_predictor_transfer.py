@@ -187,13 +187,22 @@ def test_adapt_cli_end_to_end(capsys, fake_run: Path, saved_source: Path, tmp_pa
     assert 0.0 <= report["interval_90"]["coverage"] <= 1.0
     assert [p["n"] for p in report["curve"]["points"]] == [2, 4] and (out / "curve.png").is_file()
     assert report["curve"]["points"][1]["scratch"] is None and "macs" in report["curve"]["points"][1]
-    # early stop: an estimated error below --target-error after the first step ends measuring
+    # early stop: an estimated error below --target-error, and the first fit's error on the next step's subnets
+    # (measured after it) below it too, end measuring after the second step of three
+    longer = [a if a != out else tmp_path / "early" for a in args]
+    longer[longer.index("--budget") + 1] = "9"
     with one_torch_thread():
-        code, stdout, err = run_cli(capsys, *[a if a != out else tmp_path / "early" for a in args],
-                                    "--target-error", "0.9")
+        code, stdout, err = run_cli(capsys, *longer, "--target-error", "0.9")
     assert code == 0, err
     early = json.loads(stdout)
-    assert early["stopped"] == "target_error" and early["measured"] == 3 and early["estimated_error"] <= 0.9
+    assert early["stopped"] == "target_error" and early["measured"] == 6 and early["estimated_error"] <= 0.9
+    assert 0.0 <= early["checked_error"] <= 0.9 and "the previous fit's error on them" in err
+    with one_torch_thread():  # a target no fit reaches: the whole budget, each step checked
+        code, stdout, err = run_cli(capsys, *[a if a != out else tmp_path / "strict" for a in longer],
+                                    "--target-error", "0.0001")
+    assert code == 0, err
+    strict = json.loads(stdout)
+    assert strict["stopped"] == "budget" and strict["measured"] == 9 and strict["checked_error"] > 0.0001
 
 
 def test_adapt_refuses_bad_input(capsys, fake_run: Path, saved_source: Path, tmp_path: Path):

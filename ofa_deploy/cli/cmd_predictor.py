@@ -177,7 +177,8 @@ def _sizes(text: str) -> tuple[int, ...]:
               help="At most this many subnets are measured on the new target.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The adapted predictor's directory.")
 @click.option("--target-error", type=float, default=None,
-              help="Stop measuring once the estimated mean relative error is below this (0.03 = 3 %).")
+              help="Stop measuring once the estimated mean relative error is below this (0.03 = 3 %) and so "
+                   "was the previous fit's error on the subnets measured since (never after the first step).")
 @click.option("--step", type=click.IntRange(1, MAX_COUNT), default=5, show_default=True,
               help="Subnets measured between refits (each refit may stop early).")
 @click.option("--statistic", type=click.Choice(PREDICTOR_STATISTICS), default=None,
