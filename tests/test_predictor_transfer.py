@@ -179,6 +179,11 @@ def test_adapt_cli_end_to_end(capsys, fake_run: Path, saved_source: Path, tmp_pa
     with one_torch_thread():
         code, stdout, err = run_cli(capsys, *args)  # resumes: nothing left to measure
     assert code == 0 and json.loads(stdout)["measured_now"] == 0
+    assert 0 <= json.loads(stdout)["checked_error"] < 10  # the 3-subnet fit on the 3 measured after it
+    with one_torch_thread():  # the same, told to a person
+        code, stdout, err = run_cli(capsys, *[a for a in args if a != "--json"])
+    assert code == 0 and "6 measured subnets, 0 now; stopped by budget" in stdout
+    assert "the previous fit's on the last subnets measured" in stdout
     with one_torch_thread():
         code, stdout, err = run_cli(capsys, "predictor", "check", "--predictor", out, "--run", fake_run, "--n", "3",
                                     "--curve", "2,4", "--onnx-dir", tmp_path / "onnx", *PROTOCOL, "--json")

@@ -223,7 +223,10 @@ def adapt(source, target, run_dir, budget, out, target_error, step, statistic, s
     click.echo(f"predictor: {summary['predictor']} ({summary['target']} from {summary['source']}, "
                f"{summary['measured']} measured subnets, {summary['measured_now']} now; stopped by "
                f"{summary['stopped']})")
-    click.echo(f"estimated mean error {summary['estimated_error']:.1%}, device scale {summary['device_scale']:.3f}")
+    checked = summary.get("checked_error")
+    also = f"; the previous fit's on the last subnets measured {checked:.1%}" if checked is not None else ""
+    click.echo(f"estimated mean error {summary['estimated_error']:.1%}{also}, "
+               f"device scale {summary['device_scale']:.3f}")
 
 
 @command.command("predict")
