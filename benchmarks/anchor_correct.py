@@ -4,8 +4,9 @@ anchor subnets it re-measured in every chunk (``anchors.jsonl``).
 Per landscape, statistic and chunk, the drift factor is the geometric mean over anchors of
 (anchor's value in that chunk / its median over all chunks), shrunk toward 1 by the
 empirical-Bayes weight of ``ofa_deploy.profile.drift`` (``--no-shrink``: as measured, the
-estimate before that module existed); every row measured in that chunk is divided by it. The result goes to ``OUT/<landscape>.jsonl`` in the campaign
-format (the raw figures kept as ``raw_latency_ms``, the factor as ``drift``), so
+estimate before that module existed); every row measured in that chunk is divided by it.
+The result goes to ``OUT/<landscape>.jsonl`` in the campaign format (the raw figures kept
+as ``raw_latency_ms``, the factor as ``drift``), so
 ``transfer_curves.py``, ``predictor_cv.py`` and ``measurement_repeatability.py`` read it
 unchanged.
 

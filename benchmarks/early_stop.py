@@ -24,14 +24,15 @@ import numpy as np
 
 from ofa_deploy.profile.collect import LatencyDataset
 from ofa_deploy.profile.learning_curve import POPULATION, selection_order
-from ofa_deploy.profile.predictor import LatencyPredictor
+from ofa_deploy.profile.predictor import LatencyPredictor, accuracy_report
 from ofa_deploy.profile.transfer import adapt, population
+from ofa_deploy.profile.transfer_build import stops_early
 
 STEP, MOST = 5, 50
 
 
 def _mare(model: LatencyPredictor, subnets: list, measured: np.ndarray) -> float:
-    return float(np.mean(np.abs(model.predict(subnets) - measured) / measured))
+    return accuracy_report(measured, model.predict(subnets))["mean_abs_rel_error"]
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
                       "estimated_error": round(est, 4)}
                 if stops["estimate"][str(t)] is None and est <= t:
                     stops["estimate"][str(t)] = at
-                if stops["checked"][str(t)] is None and est <= t and checked is not None and checked <= t:
+                if stops["checked"][str(t)] is None and stops_early(est, checked, t):
                     stops["checked"][str(t)] = {**at, "checked_error": round(checked, 4)}
             previous = model
         out["landscapes"][land] = stops

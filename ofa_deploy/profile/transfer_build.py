@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import OfaError
 from ..space import SearchSpace, Subnet
 from .collect import LatencyDataset, collect, holdout_subnets
-from .predictor import LatencyPredictor
+from .predictor import LatencyPredictor, accuracy_report
 from .predictor_build import DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS, _environment, _supernet
 from .protocol import Protocol
 from .transfer import adapt, features, make_prior, population, select
@@ -174,7 +174,7 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
         said = f"; the previous fit's error on them {checked:.1%}" if checked is not None else ""
         say(f"{model.info['train_subnets']} measured: estimated mean error {est:.1%}{said}, "
             f"device scale {model.info['transfer']['device_scale']:.3f}")
-        if target_error is not None and est <= target_error and checked is not None and checked <= target_error:
+        if stops_early(est, checked, target_error):
             stopped = "target_error"
             break
     assert model is not None
@@ -188,6 +188,14 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
             "device_scale": model.info["transfer"]["device_scale"], "strength": model.info["transfer"]["strength"]}
 
 
+def stops_early(estimated: float, checked: Optional[float], target_error: Optional[float]) -> bool:
+    """``adapt --target-error``'s rule: the posterior's estimated mean error and the previous
+    fit's error on the subnets measured since (``None`` after the first step) both at most
+    the target."""
+    return target_error is not None and checked is not None and estimated <= target_error \
+        and checked <= target_error
+
+
 def _checked_error(model: LatencyPredictor, dataset: LatencyDataset, fresh: Sequence[Subnet],
                    statistic: str) -> Optional[float]:
     """Mean relative error of ``model`` on subnets measured after it was fitted: an
@@ -198,9 +206,7 @@ def _checked_error(model: LatencyPredictor, dataset: LatencyDataset, fresh: Sequ
     pairs = [(dataset.latency(r, statistic), Subnet.from_dict(r["subnet"], dataset.space)) for r in rows if r]
     if not pairs:
         return None
-    measured = np.array([m for m, _ in pairs])
-    predicted = np.asarray(model.predict([s for _, s in pairs]))
-    return float(np.mean(np.abs(predicted - measured) / measured))
+    return accuracy_report([m for m, _ in pairs], model.predict([s for _, s in pairs]))["mean_abs_rel_error"]
 
 
 def _fit(source: LatencyPredictor, dataset: LatencyDataset, target: Any, statistic: str, seed: int,
