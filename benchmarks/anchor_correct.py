@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -67,6 +68,46 @@ def anchor_spread(anchor_rows: list[dict], land: str, factors: dict[int, float])
     return {"sd_before": float(np.mean(before)), "sd_after": float(np.mean(after))}
 
 
+def _rows(path: Path, what: str) -> list[dict]:
+    """The JSON lines of ``path``, each with positive finite latencies and an integer chunk;
+    anything else ends the script with one line naming the file and line."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise SystemExit(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            ok = isinstance(row.get("chunk"), int) and all(
+                isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in row["latency_ms"].values())
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise SystemExit(f"{path} line {lineno} is not a measured row (JSON with an integer chunk and positive "
+                             "finite latency_ms)")
+        rows.append(row)
+    return rows
+
+
+def _check_own(out: Path, campaign: Path, land: str) -> None:
+    """OUT must not be the campaign, and a landscape file already in OUT must be this
+    script's output (every row keeps ``raw_latency_ms``): nothing else is overwritten."""
+    if out.resolve() == campaign.resolve():
+        raise SystemExit(f"OUT {out} is the campaign itself: its measurements would be overwritten")
+    path = out / f"{land}.jsonl"
+    if not path.exists():
+        return
+    try:
+        first = next((json.loads(x) for x in path.read_text().splitlines() if x.strip()), None)
+    except (OSError, json.JSONDecodeError):
+        first = None
+    if not (isinstance(first, dict) and "raw_latency_ms" in first):
+        raise SystemExit(f"{path} exists and is not a drift-corrected file this script wrote; choose another OUT")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("campaign", type=Path)
@@ -77,22 +118,31 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.campaign / "anchors.jsonl").is_file():
         raise SystemExit(f"{args.campaign} has no anchors.jsonl: measure it with transfer_campaign.py --anchors N")
-    anchor_rows = [json.loads(x) for x in (args.campaign / "anchors.jsonl").read_text().splitlines() if x.strip()]
+    lands = [x for x in args.landscapes.split(",") if x]
+    for land in lands:
+        _check_own(args.out, args.campaign, land)
+    anchor_rows = _rows(args.campaign / "anchors.jsonl", "anchors")
     factors, details = drift_factors(anchor_rows, shrink=not args.no_shrink)
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {"campaign": str(args.campaign), "landscapes": {}}
-    for land in (x for x in args.landscapes.split(",") if x):
-        rows = [json.loads(x) for x in (args.campaign / f"{land}.jsonl").read_text().splitlines() if x.strip()]
+    outputs = {}
+    for land in lands:  # everything is checked before anything is written
         lines = []
-        for row in rows:
-            drift = {stat: factors[land][stat][row["chunk"]] for stat in row["latency_ms"]}
+        for row in _rows(args.campaign / f"{land}.jsonl", f"{land} measurements"):
+            try:
+                drift = {stat: factors[land][stat][row["chunk"]] for stat in row["latency_ms"]}
+            except KeyError:
+                raise SystemExit(f"{args.campaign / (land + '.jsonl')}: chunk {row['chunk']} has no anchors in "
+                                 "anchors.jsonl") from None
             lines.append(json.dumps({**row, "raw_latency_ms": row["latency_ms"], "drift": drift,
                                      "latency_ms": {s: v / drift[s] for s, v in row["latency_ms"].items()}}))
-        atomic_write_text(args.out / f"{land}.jsonl", "\n".join(lines) + "\n")
+        outputs[land] = "\n".join(lines) + "\n"
         report["landscapes"][land] = {
             "drift_min_by_chunk": {str(c): round(f, 4) for c, f in sorted(factors[land]["min"].items())},
             "shrinkage": details[land],
             **{k: round(v, 4) for k, v in anchor_spread(anchor_rows, land, factors[land]["min"]).items()}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for land, text in outputs.items():
+        atomic_write_text(args.out / f"{land}.jsonl", text)
     print(json.dumps(report, indent=1))
 
 
