@@ -1,4 +1,5 @@
-"""The chunk-drift estimator (profile.drift) against drifts and noises it was given."""
+"""The chunk-drift estimator (profile.drift) against drifts and noises it was given, and the
+warning it gives when the anchors say a machine measures too noisily."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ofa_deploy.profile.drift import chunk_drift
+from ofa_deploy.profile.drift import NOISY_SD, chunk_drift, noise_warning
 
 
 def _anchors(drift: list[float], noise: np.ndarray, base=(1.0, 2.0, 0.5)) -> dict[str, dict[int, float]]:
@@ -67,3 +68,15 @@ def test_shrinking_is_no_worse_than_the_plain_estimate_on_average(seed, drift_sd
     assert err[True] <= 1.1 * err[False]
     if drift_sd == 0.0:
         assert err[True] < 0.6 * err[False]
+
+
+def test_noise_warning_names_the_anchor_noise_only_when_it_is_large():
+    rng = np.random.default_rng(0)
+    quiet = chunk_drift(_anchors([0.0, 0.05, -0.03, 0.08], 0.01 * rng.standard_normal((3, 4))))[1]
+    noisy = chunk_drift(_anchors([0.0, 0.05, -0.03, 0.08], 0.15 * rng.standard_normal((3, 4))))[1]
+    assert quiet["anchor_noise_sd"] < NOISY_SD < noisy["anchor_noise_sd"]
+    assert noise_warning({"anchored_chunks": 4, **quiet}) is None
+    text = noise_warning({"anchored_chunks": 4, **noisy})
+    assert text and f"{noisy['anchor_noise_sd']:.1%}" in text and "4 chunks" in text and "\n" not in text
+    # what drift_report leaves out (one chunk, one anchor: nothing tells noise from drift) warns of nothing
+    assert noise_warning({"anchored_chunks": 1}) is None and noise_warning({}) is None

@@ -210,6 +210,54 @@ def test_adapt_cli_end_to_end(capsys, fake_run: Path, saved_source: Path, tmp_pa
     assert strict["stopped"] == "budget" and strict["measured"] == 9 and strict["checked_error"] > 0.0001
 
 
+def _fake_measuring(monkeypatch, anchor_swing: float) -> None:
+    """Measuring without exporting or timing: a subnet's latency is a function of its MACs;
+    the anchors read ``anchor_swing`` apart, in opposite directions, from one chunk to the next
+    (a machine whose speed changes between models, not between chunks)."""
+    from ofa_deploy.cost import macs
+    from ofa_deploy.profile import collect as collect_module
+    from ofa_deploy.profile.collect import anchor_subnets
+    from ofa_deploy.space import Subnet
+
+    anchors = [str(a) for a in anchor_subnets(SPACE)]
+    calls = []
+
+    def export(supernet, sub, target, out_dir):
+        return Path(out_dir) / "model.onnx"
+
+    def measure(paths, target, **kwargs):
+        calls.append(len(calls))
+        out = []
+        for p in paths:
+            ms = 0.1 + macs(SPACE, Subnet.parse(p.parent.name, SPACE)) / 1e7
+            if p.parent.name in anchors:
+                ms *= anchor_swing ** ((anchors.index(p.parent.name) + len(calls)) % 2)
+            out.append({"latency_ms": {s: ms for s in ("min", "mean", "p50", "p90", "p95", "p99", "max", "std")},
+                        "n": 10, "cov": 0.01, "unstable": False})
+        return out
+
+    monkeypatch.setattr(collect_module, "export_for_timing", export)
+    monkeypatch.setattr(collect_module, "measure_interleaved", measure)
+
+
+@pytest.mark.parametrize("swing", [1.0, 1.3])
+def test_adapt_warns_when_the_anchors_say_the_machine_is_noisy(capsys, monkeypatch, fake_run: Path,
+                                                                saved_source: Path, tmp_path: Path, swing: float):
+    _fake_measuring(monkeypatch, swing)
+    code, stdout, err = run_cli(capsys, "predictor", "adapt", "--from", saved_source, "--target", "cpu", "--run",
+                                fake_run, "--budget", "6", "--step", "2", "--out", tmp_path / "a", "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["measured"] == 6 and summary["drift"]["anchored_chunks"] == 3
+    if swing == 1.0:
+        assert summary["warnings"] == [] and "warning:" not in err
+        return
+    assert summary["drift"]["anchor_noise_sd"] > 0.1
+    (warning,) = summary["warnings"]
+    assert "measurements on this machine are noisy" in warning and "3 chunks" in warning
+    assert err.count(f"warning: {warning}") == 1  # also told on stderr, once
+
+
 def test_adapt_refuses_bad_input(capsys, fake_run: Path, saved_source: Path, tmp_path: Path):
     out = tmp_path / "adapted"
     base = ["predictor", "adapt", "--from", saved_source, "--run", fake_run, "--out", out]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..targets import PREDICTOR_STATISTICS
-from .common import MAX_COUNT, SEED, emit_json, limit_float, limit_int
+from .common import MAX_COUNT, SEED, echo_warnings, emit_json, limit_float, limit_int
 
 
 @click.group("predictor")
@@ -78,6 +78,7 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
         summary = build_predictor(run_dir, tgt, out, n=count, holdout=holdout, seed=seed, holdout_seed=holdout_seed,
                                   statistic=statistic, protocol=protocol, rounds=rounds, onnx_dir=onnx_dir,
                                   progress=progress)
+    echo_warnings(summary)
     if as_json:
         emit_json(summary)
         return
@@ -135,6 +136,7 @@ def check(predictor_path, run_dir, count, seed, curve, onnx_dir, rounds, min_tim
 
         report = check_predictor(predictor_path, run_dir, n=count, seed=seed, protocol=protocol, rounds=rounds,
                                  onnx_dir=onnx_dir, progress=progress, curve=sizes)
+    echo_warnings(report)
     if as_json:
         emit_json(report)
         return
@@ -211,6 +213,7 @@ def adapt(source, target, run_dir, budget, out, target_error, step, statistic, s
                               step=step, statistic=statistic, protocol=protocol, rounds=rounds, onnx_dir=onnx_dir,
                               measure=not no_measure, imports=imports,
                               say=lambda message: click.echo(message, err=True))
+    echo_warnings(summary)
     if as_json:
         emit_json(summary)
         return

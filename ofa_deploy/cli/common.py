@@ -21,6 +21,13 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
+def echo_warnings(summary: dict) -> None:
+    """A library summary's ``warnings``, one ``warning:`` line each on stderr (also with
+    ``--json``: they are in the document, and a person reading the terminal sees them)."""
+    for warning in summary.get("warnings", ()):
+        click.echo(f"warning: {warning}", err=True)
+
+
 def load_subnet(spec: str, space: SearchSpace) -> Subnet:
     """A SPEC argument: the text form, a JSON object, or the path of a JSON file holding one
     (an object ``{"ks","e","d"}`` or ``{"subnet": {...}}``, such as an export sidecar).

@@ -16,9 +16,16 @@ Numpy only (the device side).
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
+
+# One measurement's noise (log sd) above which the anchors' verdict is "noisy": with 5 %
+# noise even a perfect predictor, scored against single measurements, has only 68 % of
+# them within +-5 % (P(|N(0, 0.05)| < 0.05)). Seen: 0.8-4.9 % on quiet 2-core VMs except
+# cpu-2t (8.7 %: two threads on two shared cores), 11-12 % on a VM whose anchors moved 35 %
+# between chunks (results/predictor-transfer/second-vm-2s/README.md).
+NOISY_SD = 0.05
 
 
 def chunk_drift(anchors: Mapping[str, Mapping[int, float]], shrink: bool = True,
@@ -49,3 +56,15 @@ def chunk_drift(anchors: Mapping[str, Mapping[int, float]], shrink: bool = True,
     weight = weight if shrink else 1.0
     factors = {c: float(np.exp(weight * d)) for c, d in zip(chunks, raw)}
     return factors, {"weight": weight, "anchor_noise_sd": noise2**0.5, "drift_sd": drift2**0.5}
+
+
+def noise_warning(report: Mapping[str, Any]) -> Optional[str]:
+    """One line for the user when ``LatencyDataset.drift_report``'s anchors say a single
+    measurement on this machine is noisier than ``NOISY_SD``, else None."""
+    sd = report.get("anchor_noise_sd")
+    if not isinstance(sd, (int, float)) or not sd > NOISY_SD:
+        return None
+    return (f"measurements on this machine are noisy: the anchor subnets re-measured in each of "
+            f"{report.get('anchored_chunks', '?')} chunks disagree by {sd:.1%} (sd of one measurement): a predictor "
+            f"fitted to or checked against them is no more accurate than that; stop other work on the machine (or "
+            f"raise --min-time-s) and measure again into a new output directory")

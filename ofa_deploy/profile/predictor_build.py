@@ -22,6 +22,7 @@ from ..errors import OfaError
 from ..io import atomic_write_json
 from ..space import SearchSpace
 from .collect import LatencyDataset, collect, design_subnets, holdout_subnets
+from .drift import noise_warning
 from .predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
 from .protocol import Protocol
 
@@ -128,7 +129,8 @@ def build_predictor(
         "train_subnets": len(subs),
         "holdout_subnets": len(held),
         "unstable_measurements": unstable,
-        "drift": dataset.drift_report(statistic),
+        "drift": model.info["drift"],
+        "warnings": _warnings(model.info["drift"]),
         "validation": validation,
         "macs_validation": macs_validation,
     }
@@ -207,8 +209,10 @@ def check_predictor(
         "predictions_per_second": round(rate),
         "unstable_measurements": sum(1 for r in dataset.rows.values()
                                      if r["split"] == "holdout" and r["key"] in wanted and r["unstable"]),
+        "drift": dataset.drift_report(model.statistic),
         "environment": _environment(target),
     }
+    report["warnings"] = _warnings(report["drift"])
     atomic_write_json(out_dir / CHECK_FILE, report)
     if figure:
         report["figure"] = str(plot_check(out_dir / FIGURE_FILE, measured, predicted, macs_pred, report))
@@ -260,6 +264,12 @@ def plot_check(path: Path, measured: np.ndarray, predicted: np.ndarray, macs_pre
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return path
+
+
+def _warnings(drift: dict[str, Any]) -> list[str]:
+    """What the user should know about the measurements (``drift.noise_warning``)."""
+    warning = noise_warning(drift)
+    return [warning] if warning else []
 
 
 def _environment(target: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ..errors import OfaError
 from ..space import SearchSpace, Subnet
 from .collect import LatencyDataset, collect, holdout_subnets
 from .predictor import LatencyPredictor, accuracy_report
-from .predictor_build import DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS, _environment, _supernet
+from .predictor_build import DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS, _environment, _supernet, _warnings
 from .protocol import Protocol
 from .transfer import adapt, features, make_prior, population, select
 
@@ -185,7 +185,8 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
             "statistic": statistic, "measured": model.info["train_subnets"], "measured_now": measured_now,
             "imported": imported, "budget": budget, "stopped": stopped,
             "estimated_error": model.info["transfer"]["estimated_error"], "checked_error": checked,
-            "device_scale": model.info["transfer"]["device_scale"], "strength": model.info["transfer"]["strength"]}
+            "device_scale": model.info["transfer"]["device_scale"], "strength": model.info["transfer"]["strength"],
+            "drift": model.info["drift"], "warnings": _warnings(model.info["drift"])}
 
 
 def stops_early(estimated: float, checked: Optional[float], target_error: Optional[float]) -> bool:
