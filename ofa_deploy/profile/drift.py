@@ -24,7 +24,7 @@ import numpy as np
 # noise even a perfect predictor, scored against single measurements, has only 68 % of
 # them within +-5 % (P(|N(0, 0.05)| < 0.05)). Seen: 0.8-4.9 % on quiet 2-core VMs except
 # cpu-2t (8.7 %: two threads on two shared cores), 11-12 % on a VM whose anchors moved 35 %
-# between chunks (results/predictor-transfer/second-vm-2s/README.md).
+# between chunks (results/predictor-transfer/third-vm-noisy).
 NOISY_SD = 0.05
 
 
