@@ -29,9 +29,11 @@ DEVICE_MODULES = [
     "space.py",
     "cost.py", "targets.py", "resolution.py",
     "cli/__init__.py", "cli/common.py", *(f"cli/{c}.py" for c in DEVICE_COMMANDS),
-    "profile/__init__.py", "profile/backends.py", "profile/collect.py", "profile/environment.py",
+    "profile/__init__.py", "profile/backends.py", "profile/collect.py", "profile/drift.py", "profile/environment.py",
+    "profile/features.py",
     "profile/model.py", "profile/predictor.py", "profile/predictor_build.py", "profile/profiler.py",
-    "profile/protocol.py", "profile/uncertainty.py",
+    "profile/protocol.py", "profile/uncertainty.py", "profile/transfer.py", "profile/transfer_build.py",
+    "profile/learning_curve.py",
     "catalog/__init__.py", "catalog/db.py", "catalog/entries.py", "catalog/importer.py", "catalog/html.py",
     "catalog/plot.py",
     "export/__init__.py", "export/sidecar.py", "export/tensorrt.py", "export/trt_env.py", "export/trt_plan.py",
@@ -143,7 +145,8 @@ def _imports(module: str) -> set:
 def test_the_device_module_list_is_complete():
     listed = {"ofa_deploy." + m[:-3].replace("/", ".").replace(".__init__", "") for m in DEVICE_MODULES}
     listed.add("ofa_deploy")
-    todo = ["ofa_deploy.cli"] + [f"ofa_deploy.cli.{c}" for c in DEVICE_COMMANDS]
+    # from the device commands, and from every listed module (a listed module's own imports are device-side too)
+    todo = ["ofa_deploy.cli"] + [f"ofa_deploy.cli.{c}" for c in DEVICE_COMMANDS] + sorted(listed - {"ofa_deploy"})
     seen = set()
     while todo:
         module = todo.pop()

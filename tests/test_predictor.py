@@ -16,15 +16,8 @@ from ofa_deploy.cli import cli
 from ofa_deploy.cost import macs
 from ofa_deploy.errors import OfaError
 from ofa_deploy.profile.collect import LatencyDataset, design_subnets, holdout_subnets
-from ofa_deploy.profile.predictor import (
-    Featurizer,
-    LatencyPredictor,
-    MacsBaseline,
-    accuracy_report,
-    block_key,
-    cross_validate,
-    fit,
-)
+from ofa_deploy.profile.features import Featurizer, block_key
+from ofa_deploy.profile.predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
 from ofa_deploy.space import SearchSpace
 
 from conftest import one_torch_thread

@@ -13,7 +13,8 @@ import pytest
 
 from ofa_deploy.errors import OfaError
 from ofa_deploy.profile.collect import design_subnets, holdout_subnets
-from ofa_deploy.profile.predictor import Featurizer, LatencyPredictor, accuracy_report, fit
+from ofa_deploy.profile.features import Featurizer
+from ofa_deploy.profile.predictor import LatencyPredictor, accuracy_report, fit
 from ofa_deploy.profile.transfer import adapt, features, make_prior, population, posterior, select
 from ofa_deploy.profile.uncertainty import t_quantile
 from ofa_deploy.space import SearchSpace

@@ -36,13 +36,14 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import OfaError
 from ..space import SearchSpace, Subnet
-from .predictor import Featurizer, LatencyPredictor
+from .features import Featurizer
+from .predictor import LatencyPredictor
 from .uncertainty import Uncertainty
 
 # Prior standard deviations, in log-latency (0.03 = 3 %). The noise prior is the
@@ -57,7 +58,7 @@ NOISE_SD, NOISE_A0 = 0.03, 2.0
 SHARED_STRENGTHS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 KEY_STRENGTHS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
 PHYSICS_STRENGTHS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
-Strength = tuple[float, float, float]  # multipliers of the shared, per-key and physics covariances
+Strength = Tuple[float, float, float]  # multipliers of the shared, per-key and physics covariances
 
 
 @dataclass(frozen=True)
