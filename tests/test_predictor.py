@@ -234,6 +234,10 @@ def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     assert {r["chunk"] for r in anchor_rows} == {r["chunk"] for r in rows} and len(anchor_rows) == 2 * len(
         {r["chunk"] for r in rows})
     assert summary["drift"]["anchored_chunks"] == len({r["chunk"] for r in rows})
+    # a noise warning exactly when the anchors' noise calls for one (this machine may be quiet or not)
+    from ofa_deploy.profile.drift import noise_warning
+
+    assert summary["warnings"] == [w for w in [noise_warning(summary["drift"])] if w]
     for key in ("within_5pct", "within_10pct", "spearman"):
         assert key in summary["validation"] and key in summary["macs_validation"]
     assert summary["statistic"] == "min"  # the cpu target's predictor_statistic

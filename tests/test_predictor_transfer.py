@@ -191,6 +191,7 @@ def test_adapt_cli_end_to_end(capsys, fake_run: Path, saved_source: Path, tmp_pa
     assert code == 0, err
     report = json.loads(stdout)
     assert 0.0 <= report["interval_90"]["coverage"] <= 1.0
+    assert report["drift"]["anchored_chunks"] == 3 and isinstance(report["warnings"], list)  # 2 adapt + 1 held-out
     assert [p["n"] for p in report["curve"]["points"]] == [2, 4] and (out / "curve.png").is_file()
     assert report["curve"]["points"][1]["scratch"] is None and "macs" in report["curve"]["points"][1]
     # early stop: an estimated error below --target-error, and the first fit's error on the next step's subnets
