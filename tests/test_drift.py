@@ -80,3 +80,4 @@ def test_noise_warning_names_the_anchor_noise_only_when_it_is_large():
     assert text and f"{noisy['anchor_noise_sd']:.1%}" in text and "4 chunks" in text and "\n" not in text
     # what drift_report leaves out (one chunk, one anchor: nothing tells noise from drift) warns of nothing
     assert noise_warning({"anchored_chunks": 1}) is None and noise_warning({}) is None
+    assert noise_warning({"anchor_noise_sd": float("nan")}) is None and noise_warning({"anchor_noise_sd": True}) is None

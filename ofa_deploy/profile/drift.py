@@ -62,7 +62,7 @@ def noise_warning(report: Mapping[str, Any]) -> Optional[str]:
     """One line for the user when ``LatencyDataset.drift_report``'s anchors say a single
     measurement on this machine is noisier than ``NOISY_SD``, else None."""
     sd = report.get("anchor_noise_sd")
-    if not isinstance(sd, (int, float)) or not sd > NOISY_SD:
+    if isinstance(sd, bool) or not isinstance(sd, (int, float)) or not sd > NOISY_SD:
         return None
     return (f"measurements on this machine are noisy: the anchor subnets re-measured in each of "
             f"{report.get('anchored_chunks', '?')} chunks disagree by {sd:.1%} (sd of one measurement): a predictor "
