@@ -256,7 +256,7 @@ def test_adapt_warns_when_the_anchors_say_the_machine_is_noisy(capsys, monkeypat
         return
     assert summary["drift"]["anchor_noise_sd"] > 0.1
     (warning,) = summary["warnings"]
-    assert "measurements on this machine are noisy" in warning and "3 chunks" in warning
+    assert "the latency measurements are noisy" in warning and "3 chunks" in warning
     assert err.count(f"warning: {warning}") == 1  # also told on stderr, once
 
 
@@ -347,6 +347,54 @@ def test_a_device_target_is_chosen_here_measured_there_and_imported(capsys, fake
     (tmp_path / "wrong.json").write_text(json.dumps(wrong))
     code, _, err = run_cli(capsys, *base, "--import", tmp_path / "wrong.json")
     assert_one_line_error(code, err, "measured on target cpu, not jetson-orin")
+
+
+def test_device_results_are_cut_into_chunks_by_the_anchors_and_their_drift_divided_out(
+        capsys, fake_run: Path, saved_source: Path, tmp_path: Path):
+    """The device warms up after the first two subnets: from then on everything, anchors too,
+    reads 25 % slower. The import sees it through the anchors profiled between the steps."""
+    from test_catalog import fake_result
+
+    from ofa_deploy.profile.collect import LatencyDataset
+
+    out = tmp_path / "orin"
+    base = ["predictor", "adapt", "--from", saved_source, "--run", fake_run, "--out", out, "--target", "jetson-orin",
+            "--budget", "4", "--step", "2"]
+    with one_torch_thread():
+        code, stdout, err = run_cli(capsys, *base, "--no-measure", "--json")
+    assert code == 0, err
+    plan = json.loads(stdout)
+    a, s = plan["anchors"], plan["to_measure"]
+    assert len(a) == 2 and all(Path(d).parent == out / "to-measure" / "anchors" for d in a)
+    assert plan["order"] == a + s[:2] + a + s[2:] + a
+    with one_torch_thread():  # the same plan, told to a person: numbered, in order
+        code, stdout, err = run_cli(capsys, *base, "--no-measure")
+    assert code == 0 and "again after every 2" in stdout and f"   10  {a[1]}" in stdout
+    results = []
+    for i, d in enumerate(plan["order"]):
+        sidecar = json.loads((Path(d) / "model.json").read_text())
+        ms = 2.0 + 0.1 * (a + s).index(d)  # each subnet, each anchor, its own latency
+        r = fake_result(ms * (1.25 if i >= 4 else 1.0), subnet=sidecar["subnet"], target="jetson-orin")
+        r["environment"]["date"] = f"2026-01-01T00:00:{i:02d}+00:00"
+        results.append(r)
+    # one file per profile run, given in another order than measured: the dates decide
+    files = []
+    for i, r in reversed(list(enumerate(results))):
+        files += ["--import", tmp_path / f"r{i}.json"]
+        (tmp_path / f"r{i}.json").write_text(json.dumps(r))
+    code, stdout, err = run_cli(capsys, *base, *files, "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["imported"] == 4 and summary["measured"] == 4
+    assert summary["drift"]["anchored_chunks"] == 3 and summary["warnings"] == []
+    assert summary["drift"]["factors"] == {"0": 0.8, "1": 1.0, "2": 1.0}  # the warm device is the norm
+    data = LatencyDataset(out / "latency.jsonl", SPACE)
+    first = data.rows[("adapt", plan["chosen"][0])]
+    assert first["chunk"] == 0 and data.latency(first, "min") == pytest.approx(first["latency_ms"]["min"] / 0.8)
+    assert data.rows[("adapt", plan["chosen"][3])]["chunk"] == 1
+    lines = (out / "latency.jsonl").read_text()
+    code, stdout, err = run_cli(capsys, *base, *files, "--json")  # importing again adds nothing
+    assert code == 0 and json.loads(stdout)["imported"] == 0 and (out / "latency.jsonl").read_text() == lines
 
 
 def test_predict_cli_states_each_prediction_with_its_interval(capsys, source, saved_source: Path):

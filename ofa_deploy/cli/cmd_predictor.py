@@ -218,10 +218,12 @@ def adapt(source, target, run_dir, budget, out, target_error, step, statistic, s
         emit_json(summary)
         return
     if "to_measure" in summary:
-        click.echo("profile these on the device (`ofa-deploy build-engine DIR` where needed, then "
-                   "`ofa-deploy profile DIR --json > DIR.json`) and rerun with --import DIR.json for each:")
-        for path in summary["to_measure"]:
-            click.echo(f"  {path}")
+        click.echo(f"profile these on the device in this order (`ofa-deploy build-engine DIR` where needed, then "
+                   f"`ofa-deploy profile DIR --json > FILE`) and rerun with --import FILE for each result; the "
+                   f"{len(summary['anchors'])} anchor subnets come again after every {step} so that the import can "
+                   f"divide out the device's drift:")
+        for i, path in enumerate(summary["order"], 1):
+            click.echo(f"  {i:>3}  {path}")
         return
     click.echo(f"predictor: {summary['predictor']} ({summary['target']} from {summary['source']}, "
                f"{summary['measured']} measured subnets, {summary['measured_now']} now; stopped by "

@@ -64,7 +64,7 @@ def noise_warning(report: Mapping[str, Any]) -> Optional[str]:
     sd = report.get("anchor_noise_sd")
     if isinstance(sd, bool) or not isinstance(sd, (int, float)) or not sd > NOISY_SD:
         return None
-    return (f"measurements on this machine are noisy: the anchor subnets re-measured in each of "
+    return (f"the latency measurements are noisy: the anchor subnets re-measured in each of "
             f"{report.get('anchored_chunks', '?')} chunks disagree by {sd:.1%} (sd of one measurement): a predictor "
-            f"fitted to or checked against them is no more accurate than that; stop other work on the machine (or "
-            f"raise --min-time-s) and measure again into a new output directory")
+            f"fitted to or checked against them is no more accurate than that; stop other work on the machine that "
+            f"measures (or raise --min-time-s) and measure again into a new output directory")

@@ -3,7 +3,9 @@
 An adapted predictor directory holds what ``predictor build`` writes (``predictor.json``,
 ``latency.jsonl`` with split "adapt" for the chosen subnets, later "holdout" from
 ``predictor check``), plus ``curve.json``/``curve.png`` after ``check --curve``, and
-``to-measure/`` when the target is measured elsewhere (``--no-measure``).
+``to-measure/`` when the target is measured elsewhere (``--no-measure``: the chosen
+subnets' exports, and under ``to-measure/anchors/`` the anchor subnets', with the order to
+profile them in; ``--import`` reads the results back, cut into chunks by the anchors).
 
 Measuring goes through ``collect`` (export per subnet as ``predictor build`` does, time
 interleaved, append to ``latency.jsonl``), ``step`` subnets at a time in the fixed
@@ -21,7 +23,8 @@ import numpy as np
 
 from ..errors import OfaError
 from ..space import SearchSpace, Subnet
-from .collect import LatencyDataset, collect, holdout_subnets
+from ..cost import macs
+from .collect import ANCHOR, LatencyDataset, anchor_subnets, collect, holdout_subnets
 from .predictor import LatencyPredictor, accuracy_report
 from .predictor_build import DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS, _environment, _supernet, _warnings
 from .protocol import Protocol
@@ -29,6 +32,7 @@ from .transfer import adapt, features, make_prior, population, select
 
 CURVE_FILE, CURVE_FIGURE = "curve.json", "curve.png"
 TO_MEASURE = "to-measure"
+ANCHOR_DIR = "anchors"  # under TO_MEASURE: the anchor subnets, profiled between every --step chosen ones
 CANDIDATES, POPULATION = 500, 1000
 Say = Callable[[str], None]
 
@@ -76,12 +80,17 @@ def selection(source: LatencyPredictor, budget: int, seed: int) -> list[Subnet]:
 
 
 def import_results(dataset: LatencyDataset, paths: Sequence[Path], target: Any) -> int:
-    """Add ``profile --json`` results of exported subnets (``to-measure/``) as split "adapt"."""
+    """Add ``profile --json`` results of exported subnets (``to-measure/``) as split "adapt";
+    returns how many subnets were new. Results of the anchor subnets (``to-measure/anchors/``)
+    cut the others, in the order they were measured (``environment.date``, then file and
+    position), into chunks: each group of anchor results starts one, and its rows' drift is
+    divided out as in a measuring run here (``LatencyDataset.drift``). Rows measured before
+    any anchor are used as measured. Importing a file again adds nothing."""
     from ..catalog.importer import load_results
-    from ..cost import macs
 
-    added = 0
-    for path in paths:
+    anchors = {str(a) for a in anchor_subnets(dataset.space)}
+    found = []
+    for f, path in enumerate(paths):
         for i, r in enumerate(load_results(path)):
             model = r.get("model") or {}
             if r.get("target") not in (None, target.name):
@@ -94,13 +103,35 @@ def import_results(dataset: LatencyDataset, paths: Sequence[Path], target: Any) 
                 raise OfaError(f"--import {path}: result {i} is a subnet of another search space")
             spec = model["subnet"]
             sub = Subnet.parse(spec, dataset.space) if isinstance(spec, str) else Subnet.from_dict(spec, dataset.space)
-            if not dataset.has("adapt", sub):
-                dataset.add({"split": "adapt", "key": str(sub), "subnet": sub.to_dict(),
-                             "macs": macs(dataset.space, sub), "target": target.name, "latency_ms": r["latency_ms"],
-                             "n": r["n"], "cov": r["cov"], "unstable": bool(r.get("unstable", False)),
-                             "imported": str(path)})
-                added += 1
+            date = str((r.get("environment") or {}).get("date") or "")
+            found.append((date, f, i, f"{Path(path).resolve()}#{i}", sub, r))
+    found.sort(key=lambda item: item[:3])
+    added, chunk, in_anchor_group = 0, None, False
+    for _, _, _, origin, sub, r in found:
+        is_anchor = str(sub) in anchors
+        key = f"{sub}@{origin}" if is_anchor else str(sub)
+        if is_anchor and not in_anchor_group:  # a new group: a new chunk (or the one this file gave before)
+            seen = dataset.rows.get((ANCHOR, key))
+            chunk = seen["chunk"] if seen else dataset.next_chunk()
+        in_anchor_group = is_anchor
+        split = ANCHOR if is_anchor else "adapt"
+        if dataset.rows.get((split, key)):
+            continue
+        dataset.add({"split": split, "key": key, "subnet": sub.to_dict(), "macs": macs(dataset.space, sub),
+                     "target": target.name, "latency_ms": r["latency_ms"], "n": r["n"], "cov": r["cov"],
+                     "unstable": bool(r.get("unstable", False)), "imported": origin,
+                     **({"chunk": chunk} if chunk is not None else {})})
+        added += not is_anchor
     return added
+
+
+def measuring_order(chosen: Sequence[str], anchors: Sequence[str], step: int) -> list[str]:
+    """The order to profile ``chosen`` in on a device: the anchors first, again after every
+    ``step``, and once more at the end (what ``import_results`` cuts into chunks)."""
+    order = list(anchors)
+    for start in range(0, len(chosen), step):
+        order += list(chosen[start:start + step]) + list(anchors)
+    return order
 
 
 def _ratios(rows: list[dict[str, Any]], statistic: str) -> dict[str, float]:
@@ -136,10 +167,10 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
     statistic = statistic or target.measure.predictor_statistic
     why_not = measurable_here(target)
     if why_not and measure and not imports:
-        raise OfaError(f"{why_not}: rerun with --no-measure to export the {budget} chosen subnets to "
-                       f"{Path(out_dir) / TO_MEASURE}, profile each on the device (`ofa-deploy build-engine DIR` "
-                       "where needed, then `ofa-deploy profile DIR --json > DIR.json`), and rerun with --import "
-                       "FILE for each result")
+        raise OfaError(f"{why_not}: rerun with --no-measure to export the {budget} chosen subnets (and the anchor "
+                       f"subnets) to {Path(out_dir) / TO_MEASURE}, profile each on the device in the order it "
+                       "prints (`ofa-deploy build-engine DIR` where needed, then `ofa-deploy profile DIR --json > "
+                       "FILE`), and rerun with --import FILE for each result")
     out_dir = check_own_dir(out_dir, PREDICTOR, inputs=[("run directory", run_dir), ("--from", source_file),
                                                         ("--onnx-dir", onnx_dir)])
     supernet = _supernet(run_dir)
@@ -150,12 +181,17 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
     if not measure:
         from .collect import export_for_timing, quiet_torch
 
+        anchors = anchor_subnets(source.space)
+        places = [(sub, out_dir / TO_MEASURE / str(sub)) for sub in chosen]
+        places += [(sub, out_dir / TO_MEASURE / ANCHOR_DIR / str(sub)) for sub in anchors]
         dirs = []
         with quiet_torch():
-            for i, sub in enumerate(chosen):
-                say(f"exporting {i + 1}/{len(chosen)} for {target.name}")
-                dirs.append(str(export_for_timing(supernet, sub, target, out_dir / TO_MEASURE / str(sub)).parent))
-        return {"target": target.name, "chosen": [str(s) for s in chosen], "to_measure": dirs, "imported": imported}
+            for i, (sub, where) in enumerate(places):
+                say(f"exporting {i + 1}/{len(places)} for {target.name}")
+                dirs.append(str(export_for_timing(supernet, sub, target, where).parent))
+        return {"target": target.name, "chosen": [str(s) for s in chosen], "to_measure": dirs[:len(chosen)],
+                "anchors": dirs[len(chosen):], "order": measuring_order(dirs[:len(chosen)], dirs[len(chosen):], step),
+                "imported": imported}
     protocol = protocol or Protocol.from_target(target)
     measured_now, model, stopped, checked = 0, None, "budget", None
     ends = list(range(min(step, budget), budget, step)) + [budget]
