@@ -3,7 +3,7 @@ several CPU latency landscapes, interleaved, so that ``predictor check``'s learn
 for source -> target pairs can be computed offline from one set of measurements.
 
     python benchmarks/transfer_campaign.py RUN OUT [--pool 150] [--holdout 100] [--chunk 25]
-        [--rounds 6] [--warmup-s 0.3] [--min-time-s 0.6] [--min-iterations 60]
+        [--rounds 6] [--warmup-s 0.3] [--min-time-s 0.6] [--min-iterations 60] [--order-seed 0]
 
 Landscapes (all on this machine):
   cpu       ONNX Runtime fp32, 1 intra-op thread, batch 1 (the built-in ``cpu`` target)
@@ -100,6 +100,9 @@ def main() -> None:
     ap.add_argument("--warmup-s", type=float, default=0.3)
     ap.add_argument("--min-time-s", type=float, default=0.6)
     ap.add_argument("--min-iterations", type=int, default=60)
+    ap.add_argument("--order-seed", type=int, default=0,
+                    help="seed of the order subnets are measured in, hence of their chunks; a repeat campaign with "
+                         "another seed does not share the first one's chunk drift [default: 0]")
     ap.add_argument("--landscapes", default=",".join(LANDSCAPES))
     ap.add_argument("--onnx-dir", type=Path, default=None, help="[default: OUT/onnx]")
     args = ap.parse_args()
@@ -112,7 +115,7 @@ def main() -> None:
     held = holdout_subnets(space, args.holdout, args.holdout_seed)
     pool = holdout_subnets(space, args.pool, args.pool_seed, exclude=held)
     items = [("pool", s) for s in pool] + [("holdout", s) for s in held]
-    random.Random(0).shuffle(items)  # pool and held-out subnets share every chunk's conditions
+    random.Random(args.order_seed).shuffle(items)  # pool and held-out subnets share every chunk's conditions
     anchors = pool[:args.anchors]
     args.out.mkdir(parents=True, exist_ok=True)
     anchor_file = args.out / "anchors.jsonl"
@@ -177,6 +180,7 @@ def main() -> None:
         "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": round(time.perf_counter() - t0, 1), "run": str(args.run.resolve()), "landscapes": landscapes,
         "pool": len(pool), "holdout": len(held), "anchors": [str(a) for a in anchors], "measured_now": measured, "rounds": rounds,
+        "order_seed": args.order_seed,
         "protocol_per_pair": {"warmup_s": args.warmup_s, "min_time_s": args.min_time_s,
                               "min_iterations": args.min_iterations},
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cpu_count": os.cpu_count(),

@@ -110,7 +110,7 @@ def quickstart(
     started = time.perf_counter()
 
     say("train", 0, settings["epochs"])
-    # one torch thread on a CPU whatever $OMP_NUM_THREADS says (trainer.py's docstring: the
+    # one torch thread on a CPU whatever $OMP_NUM_THREADS says (train/threads.py: the
     # fastest for these tiny batches), so a quickstart run and its resume are the same bits
     # on any machine
     config = TrainConfig(dataset=DATASET, method="rss", epochs=settings["epochs"], lr=settings["lr"], seed=seed,

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from ofa_deploy.catalog import Catalog, NothingFits, entries, import_results, pareto, select
-from ofa_deploy.catalog.db import MIGRATIONS, SCHEMA_VERSION, _statements
+from ofa_deploy.catalog.schema import MIGRATIONS, SCHEMA_VERSION, statements
 from ofa_deploy.cli import cli
 from ofa_deploy.cost import cost
 from ofa_deploy.errors import OfaError
@@ -69,7 +69,7 @@ def test_schema_is_current_and_newer_is_refused(tmp_path: Path):
 def test_migration_from_version_1_keeps_rows(tmp_path: Path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    for statement in _statements(MIGRATIONS[0]):
+    for statement in statements(MIGRATIONS[0]):
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO subnets VALUES ('k', 'k', '{}', 1, 2, 'd')")

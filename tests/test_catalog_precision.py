@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from ofa_deploy.catalog import Catalog, entries, pareto, select
-from ofa_deploy.catalog.db import MIGRATIONS, SCHEMA_VERSION, _statements
+from ofa_deploy.catalog.schema import MIGRATIONS, SCHEMA_VERSION, statements
 from ofa_deploy.cli import cli
 from ofa_deploy.cost import cost
 from ofa_deploy.io import sha256_file
@@ -103,7 +103,7 @@ def _schema2_catalog(path: Path, tmp: Path) -> str:
     """A catalog as schema 2 wrote it (no precision in accuracy/artifacts), one entry."""
     conn = sqlite3.connect(path)
     for version in (0, 1):
-        for statement in _statements(MIGRATIONS[version]):
+        for statement in statements(MIGRATIONS[version]):
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 2")
     key = str(SMALL)

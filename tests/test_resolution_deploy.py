@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ofa_deploy import run
 from ofa_deploy.catalog import Catalog, entries, pareto, select
-from ofa_deploy.catalog.db import MIGRATIONS, _statements
+from ofa_deploy.catalog.schema import MIGRATIONS, statements
 from ofa_deploy.cli import cli
 from ofa_deploy.cost import cost, macs
 from ofa_deploy.io import sha256_file
@@ -144,7 +144,7 @@ def _schema3_catalog(path: Path, image_size: int) -> str:
     space = SearchSpace(in_channels=1, image_size=image_size)
     conn = sqlite3.connect(str(path))
     for version in range(3):
-        for statement in _statements(MIGRATIONS[version]):
+        for statement in statements(MIGRATIONS[version]):
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 3")
     sub = space.middle()

@@ -4,7 +4,8 @@ import into or select from a catalog; ``build_catalog`` (which trains nothing bu
 evaluates and exports subnets) imports torch when called.
 """
 
-from .db import SCHEMA_VERSION, Catalog
+from .db import Catalog
+from .schema import SCHEMA_VERSION
 from .entries import NothingFits, entries, pareto, select
 from .importer import import_results
 

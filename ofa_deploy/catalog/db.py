@@ -1,31 +1,9 @@
 """The catalog database: one SQLite file holding subnets, their accuracy, their latency on
-each target, and their artifacts.
+each target, and their artifacts (tables and migrations: ``schema``).
 
-Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``; older files are migrated in place
-when opened, one numbered step at a time, each in its own transaction)::
-
-    meta(key PK, value)                      - the catalog's search space (JSON), creation date
-    subnets(key PK, text, spec, macs, params, created)
-    accuracy(subnet, run, run_sha256, dataset, split, recalibrated, calib_images,
-             images, top1, loss, date, precision, resolution)
-                                             UNIQUE(subnet, run_sha256, dataset, split, recalibrated,
-                                                    calib_images, images, precision, resolution)
-    artifacts(subnet, target, kind, path, sha256, bytes, created, precision, resolution)
-                                             UNIQUE(subnet, target, precision, resolution, kind)
-    latency(subnet, target, backend, precision, batch, latency_kind, artifact_sha256,
-            p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment,
-            host, source, date, result_sha256 UNIQUE, resolution)
-
-A subnet's key is its canonical text form (``str(Subnet)``); ``spec`` is its JSON
-(ks/e/d). A catalog entry is subnet x target x precision x batch: the precision is the one
-the ONNX carries (fp32, fp16, int8), and accuracy is stored per precision (an int8 model's
-own accuracy); rows from before precision was recorded (schema 2) are fp32. Every write runs in a ``BEGIN IMMEDIATE`` transaction on a WAL-mode database
-with a busy timeout, so several processes can fill one catalog at once.
-
-Schema 4 adds the input resolution (elastic resolution, ``ofa_deploy.resolution``): an
-entry is subnet x resolution x target x precision x batch, and accuracy and artifacts are
-keyed by it too. ``subnets.macs`` stays the count at the catalog space's ``image_size``
-(the meta record); rows from before (schema 3) are at that size.
+Every write runs in a ``BEGIN IMMEDIATE`` transaction on a WAL-mode database with a busy
+timeout, so several processes can fill one catalog at once; read-only opens create no
+file beside the catalog.
 """
 
 from __future__ import annotations
@@ -40,112 +18,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..errors import OfaError
+from .schema import CATALOG_TABLES, DEFAULT_IMAGE_SIZE, SCHEMA_VERSION, migration_script, statements
 
-SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 60_000
-
-# MIGRATIONS[v] takes a database at user_version v to v + 1.
-MIGRATIONS: dict[int, str] = {
-    0: """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE subnets (
-            key TEXT PRIMARY KEY, text TEXT NOT NULL, spec TEXT NOT NULL,
-            macs INTEGER NOT NULL, params INTEGER NOT NULL, created TEXT NOT NULL);
-        CREATE TABLE accuracy (
-            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key),
-            run TEXT NOT NULL, run_sha256 TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL,
-            recalibrated INTEGER NOT NULL, calib_images INTEGER NOT NULL, images INTEGER NOT NULL,
-            top1 REAL NOT NULL, loss REAL, date TEXT NOT NULL,
-            UNIQUE (subnet, run_sha256, dataset, split, recalibrated, calib_images, images));
-        CREATE TABLE artifacts (
-            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key), target TEXT NOT NULL,
-            kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
-            created TEXT NOT NULL, UNIQUE (subnet, target, kind));
-        CREATE TABLE latency (
-            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key), target TEXT NOT NULL,
-            backend TEXT NOT NULL, precision TEXT NOT NULL, batch INTEGER NOT NULL,
-            artifact_sha256 TEXT, p50 REAL NOT NULL, p90 REAL NOT NULL, p99 REAL NOT NULL,
-            mean REAL NOT NULL, std REAL NOT NULL, min REAL NOT NULL, max REAL, cov REAL NOT NULL,
-            n INTEGER NOT NULL, unstable INTEGER NOT NULL, stats TEXT NOT NULL, environment TEXT NOT NULL,
-            host TEXT, source TEXT NOT NULL, date TEXT NOT NULL, result_sha256 TEXT NOT NULL UNIQUE);
-    """,
-    # v2: what a latency row times (device compute vs host) and the indexes lookups use.
-    1: """
-        ALTER TABLE latency ADD COLUMN latency_kind TEXT NOT NULL DEFAULT 'host';
-        CREATE INDEX latency_by_target ON latency (target, subnet);
-        CREATE INDEX accuracy_by_subnet ON accuracy (subnet);
-    """,
-    # v3: precision in the keys of accuracy and artifacts (SQLite cannot alter a UNIQUE
-    # constraint, so both tables are rebuilt; every older row was an fp32 ONNX / accuracy).
-    2: """
-        CREATE TABLE accuracy_v3 (
-            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key),
-            run TEXT NOT NULL, run_sha256 TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL,
-            recalibrated INTEGER NOT NULL, calib_images INTEGER NOT NULL, images INTEGER NOT NULL,
-            top1 REAL NOT NULL, loss REAL, date TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32',
-            UNIQUE (subnet, run_sha256, dataset, split, recalibrated, calib_images, images, precision));
-        INSERT INTO accuracy_v3 (id, subnet, run, run_sha256, dataset, split, recalibrated, calib_images, images,
-                                 top1, loss, date, precision)
-            SELECT id, subnet, run, run_sha256, dataset, split, recalibrated, calib_images, images, top1, loss,
-                   date, 'fp32' FROM accuracy;
-        DROP TABLE accuracy;
-        ALTER TABLE accuracy_v3 RENAME TO accuracy;
-        CREATE INDEX accuracy_by_subnet ON accuracy (subnet);
-        CREATE TABLE artifacts_v3 (
-            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key), target TEXT NOT NULL,
-            kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
-            created TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32',
-            UNIQUE (subnet, target, precision, kind));
-        INSERT INTO artifacts_v3 (id, subnet, target, kind, path, sha256, bytes, created, precision)
-            SELECT id, subnet, target, kind, path, sha256, bytes, created, 'fp32' FROM artifacts;
-        DROP TABLE artifacts;
-        ALTER TABLE artifacts_v3 RENAME TO artifacts;
-        CREATE INDEX latency_by_precision ON latency (target, precision, batch);
-    """,
-    # v4: resolution in the keys of accuracy and artifacts and a column of latency; older rows
-    # are at the catalog space's image size ({image_size}, filled in by _migration_script).
-    3: """
-        CREATE TABLE accuracy_v4 (
-            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key),
-            run TEXT NOT NULL, run_sha256 TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL,
-            recalibrated INTEGER NOT NULL, calib_images INTEGER NOT NULL, images INTEGER NOT NULL,
-            top1 REAL NOT NULL, loss REAL, date TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32',
-            resolution INTEGER NOT NULL,
-            UNIQUE (subnet, run_sha256, dataset, split, recalibrated, calib_images, images, precision, resolution));
-        INSERT INTO accuracy_v4 (id, subnet, run, run_sha256, dataset, split, recalibrated, calib_images, images,
-                                 top1, loss, date, precision, resolution)
-            SELECT id, subnet, run, run_sha256, dataset, split, recalibrated, calib_images, images, top1, loss,
-                   date, precision, {image_size} FROM accuracy;
-        DROP TABLE accuracy;
-        ALTER TABLE accuracy_v4 RENAME TO accuracy;
-        CREATE INDEX accuracy_by_subnet ON accuracy (subnet);
-        CREATE TABLE artifacts_v4 (
-            id INTEGER PRIMARY KEY, subnet TEXT NOT NULL REFERENCES subnets(key), target TEXT NOT NULL,
-            kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
-            created TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32', resolution INTEGER NOT NULL,
-            UNIQUE (subnet, target, precision, resolution, kind));
-        INSERT INTO artifacts_v4 (id, subnet, target, kind, path, sha256, bytes, created, precision, resolution)
-            SELECT id, subnet, target, kind, path, sha256, bytes, created, precision, {image_size} FROM artifacts;
-        DROP TABLE artifacts;
-        ALTER TABLE artifacts_v4 RENAME TO artifacts;
-        ALTER TABLE latency ADD COLUMN resolution INTEGER NOT NULL DEFAULT {image_size};
-    """,
-}
-DEFAULT_IMAGE_SIZE = 32  # SearchSpace's default: a catalog without a space record has no rows to place
-
-
-def _migration_script(conn: sqlite3.Connection, version: int) -> str:
-    """``MIGRATIONS[version]`` with the catalog space's image size filled in where it needs it."""
-    script = MIGRATIONS[version]
-    if "{image_size}" not in script:
-        return script
-    row = conn.execute("SELECT value FROM meta WHERE key = 'space'").fetchone()
-    try:
-        size = int(json.loads(row[0]).get("image_size", DEFAULT_IMAGE_SIZE)) if row else DEFAULT_IMAGE_SIZE
-    except (ValueError, TypeError, AttributeError, RecursionError):
-        raise OfaError("the catalog is damaged: its search-space record is not JSON with an integer image_size") \
-            from None
-    return script.replace("{image_size}", str(size))
 
 
 def now() -> str:
@@ -293,7 +168,7 @@ class Catalog:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version >= SCHEMA_VERSION:  # another process migrated meanwhile
                     break
-                for statement in _statements(_migration_script(conn, version)):
+                for statement in statements(migration_script(conn, version)):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
@@ -455,7 +330,6 @@ class Catalog:
             "SELECT * FROM accuracy WHERE subnet = ? ORDER BY date, id", (subnet,))]
 
 
-CATALOG_TABLES = frozenset({"meta", "subnets", "accuracy", "artifacts", "latency"})
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -485,7 +359,3 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     if len(header) == 20 and header[18] == 2 and not wal.exists():
         uri += "&immutable=1"
     return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]

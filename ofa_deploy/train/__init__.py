@@ -16,7 +16,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import PAPER_EPOCHS, PRESETS, TrainConfig  # noqa: E402
 from .schedules import METHODS, FlopsBalancedSampler, Phase, Schedule  # noqa: E402
-from .trainer import SUMMARY, read_summary, resume, train  # noqa: E402
+from .run_tables import SUMMARY, read_summary  # noqa: E402
+from .trainer import resume, train  # noqa: E402
 
 __all__ = ["METHODS", "PAPER_EPOCHS", "PRESETS", "SUMMARY", "FlopsBalancedSampler", "Phase", "Schedule",
            "TrainConfig", "read_summary", "resume", "train"]

@@ -9,33 +9,9 @@ schedule's learning rate. Dropout is reseeded from (seed, epoch, step, subnet,
 micro-batch) before every forward, so every random draw of the run is a pure function of
 the seed: a run resumed from its last epoch-end checkpoint replays exactly.
 
-On a CPU the run trains channels-last (``training_layout``) with the supernet's CPU kernels
-(``nn.cpu_ops``), fused SGD and one thread (below): 2.8-4.9x the images/s of plain NCHW eager
-as it ran before, 2.25-5.9x at the same single thread, for the smallest to the largest
-subnet on a 2-core CPU, quiet or loaded (``results/train-speed-cpu``).
-Channels-last once broke bit-identical resume. Why, measured on a PS run with a teacher
-resumed in a fresh process from each epoch-end checkpoint and compared tensor by tensor
-with the uninterrupted run:
-
-* not the supernet, its gradients or its momentum: a fresh supernet converted to
-  channels-last *before* ``load_state_dict`` keeps its strides (``copy_`` writes into the
-  existing tensors), ``torch.save``/``torch.load`` keep every momentum buffer's strides
-  (40 of them legitimately differ from their parameter's in size-1 dimensions), and one
-  more step after the round trip is bit-identical;
-* not a different oneDNN algorithm on the first step after loading: oneDNN picks kernels
-  from shapes and memory formats only, and with equal strides the steps agree;
-* the teacher: the uninterrupted run extracted it from the channels-last supernet
-  (``deepcopy`` keeps the stem channels-last), the resumed run rebuilt it from the
-  checkpoint as a fresh, NCHW net. A 1-channel input is the same tensor in both layouts,
-  so the stem weight's strides decide the layout of the stem's output and with it of the
-  whole forward: the extracted teacher ran channels-last, the reloaded one NCHW, on other
-  oneDNN kernels, and its logits differed in the last bits. The distillation loss carried
-  that into every weight within the epoch: resuming before the first distilled phase was
-  exact, after it never.
-
-The fix (``_teacher``): the teacher is always a fresh net converted to the training layout
-and then loaded with the weights, whether they come from the supernet or a checkpoint.
-Threads: one torch thread on a CPU unless told otherwise, the count saved in every
+On a CPU the run trains channels-last with the supernet's CPU kernels and fused SGD
+(``layout.py`` says what that gains, and why exact resume needs the teacher built as in
+``_teacher``), on one torch thread unless told otherwise, the count saved in every
 checkpoint and reused on resume (``threads.py`` says why).
 
 Each ``metrics.jsonl`` line lists the distinct subnets the epoch trained with their MACs
@@ -45,18 +21,16 @@ counting all); ``lr`` is the learning rate of the epoch's last step.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +38,7 @@ from torch import nn
 
 from .. import __version__, run
 from ..data import load_dataset, resolve_policy
-from ..data.folder import folder_summary, folder_tables
+from ..data.folder import folder_summary
 from ..data.augment import apply as apply_augment
 from ..data.augment import sample_params as augment_params
 from ..errors import OfaError
@@ -75,8 +49,10 @@ from .config import TrainConfig
 from .fidelity import with_defaults
 from .cuda_graphs import EpochGraphs, prime_momentum
 from .histogram import SamplingHistogram
+from .layout import resolve_device, training_layout
 from .progress import EpochProgress
 from .resolution import ResolutionSampler, check_training_space
+from .run_tables import completed, config_from_dir, config_tables, data_info, same_run, write_summary
 from .threads import cpu_threads, explicit_threads
 from .schedules import Phase, Schedule
 
@@ -84,7 +60,6 @@ OnEpoch = Callable[[int, int], None]
 """Called on the main rank after each epoch with (epochs done, total epochs) - for callers
 that show their own progress (``ofa-deploy quickstart``)."""
 
-SUMMARY = "summary.json"
 MAX_LISTED_SUBNETS = 32
 
 
@@ -95,20 +70,20 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | Non
     resumed, or returned as is if complete; one holding a different run is refused.
     """
     cfg = config.resolved()
-    data = _data_info(cfg)
+    data = data_info(cfg)
     space = SearchSpace(in_channels=data.in_channels, num_classes=data.num_classes, image_size=cfg.input_size(),
                         macs_in_channels=cfg.macs_stem)
     cfg.schedule(space)  # validates the subnet spec before anything is written
     check_training_space(space, cfg.resolutions)
     out = Path(cfg.out) if cfg.out else Path("runs") / (cfg.name or f"{cfg.dataset}-{cfg.method}-s{cfg.seed}")
-    tables = _config_tables(cfg, space, out)
+    tables = config_tables(cfg, space, out)
     if out.exists():
         if (out / run.CONFIG).is_file():
             existing = run.read_config(out)
-            if not _same_run(existing, tables):
+            if not same_run(existing, tables):
                 raise OfaError(f"{out} holds a different run; choose another --out, or --resume {out} to "
                                f"continue that one")
-            return _Trainer(out, _config_from_dir(out, cfg), progress, on_epoch=on_epoch).fit()
+            return _Trainer(out, config_from_dir(out, cfg), progress, on_epoch=on_epoch).fit()
         from ..outputs import RUN, check_own_dir
 
         check_own_dir(out, RUN)  # empty (leftovers of a killed start aside), else the user's: refused
@@ -132,71 +107,6 @@ def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = N
         cfg.cuda_graphs = cuda_graphs
     cfg.threads = threads
     return _Trainer(run_dir, cfg, progress, on_epoch=on_epoch).fit()
-
-
-def _config_from_dir(run_dir: Path, requested: TrainConfig) -> TrainConfig:
-    cfg = TrainConfig.from_tables(run.read_config(run_dir))
-    cfg.quiet, cfg.device, cfg.cuda_graphs = requested.quiet, requested.device, requested.cuda_graphs
-    cfg.threads = requested.threads
-    return cfg
-
-
-def _data_info(cfg: TrainConfig):
-    from ..data import dataset_info
-
-    return dataset_info(cfg.dataset, **cfg.data_options())
-
-
-def _config_tables(cfg: TrainConfig, space: SearchSpace, out: Path) -> dict[str, Any]:
-    return {
-        "run": {
-            "name": cfg.name or out.name,
-            "method": cfg.method,
-            "seed": cfg.seed,
-            "device": cfg.device,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "versions": {"ofa_deploy": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            "completed": False,
-        },
-        "data": {**cfg.data_table(), **folder_tables(cfg.dataset, cfg.data_options())},
-        "space": space.to_dict(),
-        "train": cfg.train_table(),
-    }
-
-
-def _same_run(existing: dict, tables: dict) -> bool:
-    """Same data, space, hyper-parameters and seed (device, time and versions may differ)."""
-    clean = run._drop_none
-    existing = {**existing, "train": with_defaults(existing.get("train", {}))}  # runs from before --fidelity
-    for key in ("data", "space", "train"):
-        if clean(existing.get(key, {})) != clean(tables[key]):
-            return False
-    return all(existing.get("run", {}).get(k) == tables["run"][k] for k in ("method", "seed"))
-
-
-def _resolve_device(name: str, ctx_local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise OfaError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise OfaError("CUDA was requested but torch sees no CUDA device; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", ctx_local_rank % torch.cuda.device_count())
-    elif device.type != "cpu":
-        raise OfaError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
-    return device
-
-
-def training_layout(device: torch.device) -> torch.memory_format:
-    """The memory format a run trains in: channels-last on a CPU (oneDNN's fastest
-    layout for this network, see the module docstring), PyTorch's default elsewhere.
-    A pure function of the device type, so a resumed run trains in the layout its
-    checkpoint was written in."""
-    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
 def _soft_cross_entropy(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -224,7 +134,7 @@ class _Trainer:
         requested = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) \
             else "cpu"
         self.ctx = dist.init_from_env(requested)
-        self.device = _resolve_device(cfg.device, self.ctx.local_rank)
+        self.device = resolve_device(cfg.device, self.ctx.local_rank)
         self.layout = training_layout(self.device)
         if self.device.type == "cpu":
             torch.set_num_threads(cpu_threads(cfg.threads))
@@ -288,7 +198,7 @@ class _Trainer:
 
     # -- the run ----------------------------------------------------------------------------
     def fit(self) -> Path:
-        if self._completed():
+        if completed(self.out):
             if self.show and int(os.environ.get("RANK", "0")) == 0:
                 EpochProgress(True).end(f"{self.out} is already complete")
             return self.out
@@ -308,9 +218,6 @@ class _Trainer:
             if hasattr(self, "ctx"):
                 dist.shutdown(self.ctx)
 
-    def _completed(self) -> bool:
-        return (self.out / SUMMARY).is_file() and (self.out / run.FINAL).is_file()
-
     def _prepare_dir(self) -> bool:
         """Create the run directory (main rank) or load its last checkpoint; True if created."""
         self._build()
@@ -324,7 +231,7 @@ class _Trainer:
                 created = True
                 self.out.mkdir(parents=True)
             if not (self.out / run.CONFIG).is_file():
-                tables = self.tables or _config_tables(self.cfg, self.space, self.out)
+                tables = self.tables or config_tables(self.cfg, self.space, self.out)
                 tables["run"]["device"] = str(self.device)
                 run.write_config(self.out, tables)
         dist.barrier(self.ctx)
@@ -590,28 +497,7 @@ class _Trainer:
         config = run.read_config(self.out)
         config["run"]["completed"] = True
         run.write_config(self.out, config)
-        last = self.metrics[-1]
-        images = sum(m["images_per_s"] * m["epoch_time_s"] for m in self.metrics)
-        atomic_write_json(self.out / SUMMARY, {
-            "completed": True,
-            "train_wall_time_s": self.wall_time,
-            "epochs": self.schedule.total_epochs,
-            "method": self.cfg.method,
-            "dataset": self.cfg.dataset,
-            "final_train_loss": last["loss"],
-            "final_train_acc": last["train_acc"],
-            "images_per_s": images / self.wall_time if self.wall_time > 0 else 0.0,
-        })
+        write_summary(self.out, self.cfg, self.metrics, self.wall_time, self.schedule.total_epochs)
 
 
-def read_summary(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / SUMMARY
-    if not path.is_file():
-        raise OfaError(f"{run_dir} has no {SUMMARY}: the run has not finished")
-    from ..io import read_json
-    from ..schemas import check_summary
-
-    return check_summary(read_json(path), str(path), complete=True)
-
-
-__all__ = ["train", "resume", "read_summary", "SUMMARY"]
+__all__ = ["train", "resume"]
