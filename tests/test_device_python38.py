@@ -33,7 +33,7 @@ DEVICE_MODULES = [
     "profile/features.py",
     "profile/model.py", "profile/predictor.py", "profile/predictor_build.py", "profile/profiler.py",
     "profile/protocol.py", "profile/uncertainty.py", "profile/transfer.py", "profile/transfer_build.py",
-    "profile/learning_curve.py",
+    "profile/learning_curve.py", "profile/repeats.py",
     "catalog/__init__.py", "catalog/db.py", "catalog/schema.py", "catalog/entries.py", "catalog/importer.py",
     "catalog/html.py", "catalog/plot.py",
     "export/__init__.py", "export/sidecar.py", "export/tensorrt.py", "export/trt_env.py", "export/trt_plan.py",

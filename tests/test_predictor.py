@@ -18,7 +18,7 @@ from ofa_deploy.errors import OfaError
 from ofa_deploy.profile.collect import LatencyDataset, design_subnets, holdout_subnets
 from ofa_deploy.profile.features import Featurizer, block_key
 from ofa_deploy.profile.predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
-from ofa_deploy.space import SearchSpace
+from ofa_deploy.space import SearchSpace, Subnet
 
 from conftest import one_torch_thread
 
@@ -260,6 +260,29 @@ def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     assert "macs_spearman" in report and (out / "check.png").read_bytes()[:4] == b"\x89PNG"
     rows = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
     assert sum(r["split"] == "holdout" for r in rows) == 4 and all(r["latency_ms"]["min"] > 0 for r in rows)
+
+    # --repeats 2: the same 4 measured again in chunks of their own, scored against the geometric mean
+    res = CliRunner().invoke(cli, ["predictor", "check", "--predictor", str(out), "--run", str(fake_run),
+                                   "--n", "4", "--repeats", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{"):])
+    rows = [json.loads(line) for line in (out / "latency.jsonl").read_text().splitlines()]
+    first = {r["key"]: r for r in rows if r["split"] == "holdout"}
+    second = {r["key"]: r for r in rows if r["split"] == "holdout-2"}
+    assert set(second) == set(first) and len(second) == 4
+    assert not {r["chunk"] for r in second.values()} & {r["chunk"] for r in first.values()}
+    assert report["holdout"]["repeats"] == 2 and report["truth"]["repeats"] == 2 and report["truth"]["n"] == 4
+    from ofa_deploy.profile.repeats import repeat_truth
+
+    data = LatencyDataset(out / "latency.jsonl", SPACE)
+    keys = sorted(first)
+    lat = [dict(zip(map(str, subs), values)) for subs, values in (data.split(s, "min") for s in
+                                                                     ("holdout", "holdout-2"))]
+    truth, _ = repeat_truth(np.array([[lat[0][k], lat[1][k]] for k in keys]).T)
+    model = LatencyPredictor.load(out / "predictor.json")
+    expected = accuracy_report(truth, model.predict([Subnet.parse(k, SPACE) for k in keys]))
+    assert report["predictor_accuracy"]["within_10pct"] == expected["within_10pct"]
+    assert report["predictor_accuracy"]["rmse_ms"] == pytest.approx(expected["rmse_ms"])
 
     res = CliRunner().invoke(cli, ["predictor", "predict", "--predictor", str(out), str(SPACE.middle()), "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["predictions"][0]["predicted_min_ms"] > 0

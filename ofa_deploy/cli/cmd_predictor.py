@@ -104,13 +104,17 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
               help="Held-out subnets to measure.")
 @click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the held-out draw (build's --holdout-seed: reuse what build measured).")
+@click.option("--repeats", type=click.IntRange(1, 5), default=1, show_default=True,
+              help="Measure each held-out subnet this many times (each pass in its own chunks and order) and score "
+                   "against the geometric mean; reports how noisy one measurement is and the best any predictor "
+                   "could score against the mean.")
 @click.option("--curve", default="", metavar="SIZES",
               help="Adapted predictors: also the learning curve after these many measured subnets, e.g. 5,10,20,50 "
                    "(measures the selection up to the largest); writes curve.json and curve.png.")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(predictor_path, run_dir, count, seed, curve, onnx_dir, rounds, min_time_s, min_iterations, warmup_s,
-          as_json) -> None:
+def check(predictor_path, run_dir, count, seed, repeats, curve, onnx_dir, rounds, min_time_s, min_iterations,
+          warmup_s, as_json) -> None:
     """Measure held-out subnets and report the predictor's accuracy next to MACs'.
 
     Writes check.json and check.png beside the predictor. Without protocol flags the
@@ -135,7 +139,7 @@ def check(predictor_path, run_dir, count, seed, curve, onnx_dir, rounds, min_tim
             bar.update(task, description=what, completed=done, total=total)
 
         report = check_predictor(predictor_path, run_dir, n=count, seed=seed, protocol=protocol, rounds=rounds,
-                                 onnx_dir=onnx_dir, progress=progress, curve=sizes)
+                                 onnx_dir=onnx_dir, progress=progress, curve=sizes, repeats=repeats)
     echo_warnings(report)
     if as_json:
         emit_json(report)
@@ -149,6 +153,11 @@ def check(predictor_path, run_dir, count, seed, curve, onnx_dir, rounds, min_tim
     if "interval_90" in report:
         click.echo(f"  90 % intervals hold {report['interval_90']['coverage']:.1%} of the measurements "
                    f"({report['interval_90']['uncertainty']})")
+    if "truth" in report:
+        t = report["truth"]
+        click.echo(f"  the measurements: one carries {t['noise_sd']:.1%} noise (sd between the {t['repeats']} repeats); "
+                   f"against their mean a perfect predictor would score {t['ceiling_within_10pct']:.0%} within ±10%, "
+                   f"{t['ceiling_within_5pct']:.0%} within ±5%, Spearman {t['ceiling_spearman']:.3f}")
     click.echo(f"  {report['predictions_per_second']:,} predictions per second; figure {report.get('figure')}")
     for point in (report.get("curve") or {}).get("points", []):
         a, sc, mc = point["adapt"], point.get("scratch"), point.get("macs")

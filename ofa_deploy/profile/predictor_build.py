@@ -3,7 +3,8 @@
 Layout of a predictor directory (``--out``, default ``predictors/<target>``)::
 
     predictor.json   the fitted model (table + correction) with its cross-validated error
-    latency.jsonl    every measured subnet (split "train" for fitting, "holdout" for check)
+    latency.jsonl    every measured subnet (split "train" for fitting, "holdout" and with
+                     --repeats "holdout-2", ... for check)
     check.json       the held-out report (predictor next to a linear fit on MACs)
     check.png        predicted vs measured latency, predictor and MACs side by side
 
@@ -25,6 +26,7 @@ from .collect import LatencyDataset, collect, design_subnets, holdout_subnets
 from .drift import noise_warning
 from .predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
 from .protocol import Protocol
+from .repeats import MAX_REPEATS, repeat_truth
 
 PREDICTOR_FILE = "predictor.json"
 DATASET_FILE = "latency.jsonl"
@@ -148,15 +150,21 @@ def check_predictor(
     onnx_dir: Optional[str | Path] = None,
     progress: Optional[Progress] = None,
     curve: Sequence[int] = (),
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Report the predictor's and the MACs fit's accuracy on ``n`` held-out uniform
     subnets (drawn with ``seed``, none from the training design), measuring those that
     ``build_predictor`` has not measured already, and the coverage of its 90 % intervals.
+    ``repeats`` > 1: each held-out subnet is measured that many times (split "holdout",
+    then "holdout-2", ..., each pass in its own chunks and order) and scored against the
+    geometric mean; ``"truth"`` says how noisy one measurement was (``repeats.py``).
     Writes ``check.json`` (and ``check.png``) beside the predictor. ``curve`` (sizes, for
     a predictor made by ``predictor adapt``): also the learning curve, measuring the
     selection up to its largest size (``transfer_build.check_curve``)."""
     from ..targets import load_target
 
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise OfaError(f"--repeats {repeats}: give 1 to {MAX_REPEATS}")
     predictor_path = Path(predictor_path)
     model = LatencyPredictor.load(predictor_path)
     if curve and "transfer" not in model.info:
@@ -177,13 +185,22 @@ def check_predictor(
     if len(train_subs) < 2:
         raise OfaError(f"{out_dir / DATASET_FILE} has no training measurements for the MACs baseline")
     held = holdout_subnets(space, n, seed, exclude=train_subs)
-    measured_now = collect(supernet, [("holdout", s) for s in held], target, dataset, protocol=protocol,
-                           rounds=rounds, onnx_dir=Path(onnx_dir) if onnx_dir else None, seed=seed,
-                           progress=progress)
-    wanted = {str(s) for s in held}
-    subs, lat = dataset.split("holdout", model.statistic)
-    keep = [i for i, s in enumerate(subs) if str(s) in wanted]
-    subs, measured = [subs[i] for i in keep], np.array([lat[i] for i in keep])
+    splits = ["holdout"] + [f"holdout-{r}" for r in range(2, repeats + 1)]
+    measured_now = 0
+    for r, split in enumerate(splits):  # pass after pass: a subnet's repeats never share a chunk
+        measured_now += collect(supernet, [(split, s) for s in held], target, dataset, protocol=protocol,
+                                rounds=rounds, onnx_dir=Path(onnx_dir) if onnx_dir else None, seed=seed + 7919 * r,
+                                progress=progress)
+    found = [dict(zip(map(str, subs), zip(subs, lat))) for subs, lat in
+             (dataset.split(split, model.statistic) for split in splits)]
+    keys = [str(s) for s in held if all(str(s) in f for f in found)]
+    subs = [found[0][k][0] for k in keys]
+    truth = None
+    if repeats > 1:
+        measured, truth = repeat_truth(np.array([[f[k][1] for k in keys] for f in found]))
+    else:
+        measured = np.array([found[0][k][1] for k in keys])
+    wanted = set(keys)
     predicted = model.predict(subs)
     many = holdout_subnets(space, 5000, seed + 10_000)
     t1 = time.perf_counter()
@@ -201,14 +218,15 @@ def check_predictor(
         "target": model.target,
         "statistic": model.statistic,
         "holdout": {"n": len(subs), "seed": seed, "sampling": "uniform, disjoint from the training design",
-                    "measured_with_training_set": measured_now == 0},
+                    "measured_with_training_set": measured_now == 0, "repeats": repeats},
+        **({"truth": truth} if truth else {}),
         "predictor_accuracy": accuracy_report(measured, predicted),
         "macs_linear_fit": accuracy_report(measured, macs_pred),
         **({"interval_90": _coverage(model, subs, measured)} if model.uncertainty is not None else {}),
         "macs_spearman": float(spearmanr(mm, measured).statistic),
         "predictions_per_second": round(rate),
         "unstable_measurements": sum(1 for r in dataset.rows.values()
-                                     if r["split"] == "holdout" and r["key"] in wanted and r["unstable"]),
+                                     if r["split"] in splits and r["key"] in wanted and r["unstable"]),
         "drift": dataset.drift_report(model.statistic),
         "environment": _environment(target),
     }
