@@ -19,7 +19,8 @@ def _few_threads():
     except ImportError:
         yield
         return
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # pytest -n: the cores are shared out
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // workers))
     yield
 
 
