@@ -37,3 +37,9 @@ def test_check_refuses_a_repeat_count_out_of_range(tmp_path):
     for bad in (0, 6):
         with pytest.raises(OfaError, match="--repeats"):
             check_predictor(tmp_path / "predictor.json", tmp_path, repeats=bad)
+
+
+def test_too_few_subnets_state_no_rank_ceiling():
+    _, report = repeat_truth(np.array([[1.0, 2.0], [1.1, 2.1]]))
+    assert report["spearman_between_repeats"] is None and report["ceiling_spearman"] is None
+    assert 0.9 < report["ceiling_within_10pct"] <= 1.0

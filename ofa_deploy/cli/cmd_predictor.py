@@ -157,7 +157,8 @@ def check(predictor_path, run_dir, count, seed, repeats, curve, onnx_dir, rounds
         t = report["truth"]
         click.echo(f"  the measurements: one carries {t['noise_sd']:.1%} noise (sd between the {t['repeats']} repeats); "
                    f"against their mean a perfect predictor would score {t['ceiling_within_10pct']:.0%} within ±10%, "
-                   f"{t['ceiling_within_5pct']:.0%} within ±5%, Spearman {t['ceiling_spearman']:.3f}")
+                   f"{t['ceiling_within_5pct']:.0%} within ±5%"
+                   + (f", Spearman {t['ceiling_spearman']:.3f}" if t["ceiling_spearman"] is not None else ""))
     click.echo(f"  {report['predictions_per_second']:,} predictions per second; figure {report.get('figure')}")
     for point in (report.get("curve") or {}).get("points", []):
         a, sc, mc = point["adapt"], point.get("scratch"), point.get("macs")

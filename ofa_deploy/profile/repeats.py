@@ -29,8 +29,7 @@ def _within(sd: float, tolerance: float) -> float:
     if sd <= 0:
         return 1.0
     lo, hi = math.log(1 / (1 + tolerance)), math.log(1 / (1 - tolerance))
-    cdf = lambda x: 0.5 * (1 + math.erf(x / (sd * math.sqrt(2))))  # noqa: E731
-    return cdf(hi) - cdf(lo)
+    return 0.5 * (math.erf(hi / (sd * math.sqrt(2))) - math.erf(lo / (sd * math.sqrt(2))))
 
 
 def repeat_truth(latency_ms: np.ndarray) -> Tuple[np.ndarray, dict[str, Any]]:
@@ -48,18 +47,19 @@ def repeat_truth(latency_ms: np.ndarray) -> Tuple[np.ndarray, dict[str, Any]]:
     dev = (logs - scale) - (logs - scale).mean(axis=0)
     noise = float(np.sqrt(np.sum(dev ** 2) / ((k - 1) * n)))
     truth_sd = noise / math.sqrt(k)
-    pairs = [float(spearmanr(logs[a], logs[b]).statistic) for a in range(k) for b in range(a + 1, k)]
-    r = float(np.mean(pairs)) if n > 2 else float("nan")
-    reliability = k * r / (1 + (k - 1) * r) if r > 0 else float("nan")
+    # rank correlations need 3 subnets; a non-positive one leaves no ceiling to state (None)
+    r = float(np.mean([spearmanr(logs[a], logs[b]).statistic for a in range(k) for b in range(a + 1, k)])) \
+        if n > 2 else None
+    reliability = k * r / (1 + (k - 1) * r) if r is not None and r > 0 else None
     report = {
         "repeats": k,
         "n": n,
         "noise_sd": round(noise, 5),
         "truth_noise_sd": round(truth_sd, 5),
         "scale_by_repeat": [round(float(x), 4) for x in np.exp(scale[:, 0])],
-        "spearman_between_repeats": round(r, 4),
+        "spearman_between_repeats": round(r, 4) if r is not None and r == r else None,
         "ceiling_within_10pct": round(_within(truth_sd, 0.10), 4),
         "ceiling_within_5pct": round(_within(truth_sd, 0.05), 4),
-        "ceiling_spearman": round(math.sqrt(reliability), 4) if reliability == reliability else float("nan"),
+        "ceiling_spearman": round(math.sqrt(reliability), 4) if reliability is not None else None,
     }
     return np.exp(logs.mean(axis=0)), report
