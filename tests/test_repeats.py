@@ -43,3 +43,11 @@ def test_too_few_subnets_state_no_rank_ceiling():
     _, report = repeat_truth(np.array([[1.0, 2.0], [1.1, 2.1]]))
     assert report["spearman_between_repeats"] is None and report["ceiling_spearman"] is None
     assert 0.9 < report["ceiling_within_10pct"] <= 1.0
+
+
+def test_the_cli_bound_is_the_library_bound():
+    from ofa_deploy.cli.cmd_predictor import check
+    from ofa_deploy.profile.repeats import MAX_REPEATS
+
+    option = next(p for p in check.params if p.name == "repeats")
+    assert (option.type.min, option.type.max) == (1, MAX_REPEATS)

@@ -104,6 +104,7 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
               help="Held-out subnets to measure.")
 @click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the held-out draw (build's --holdout-seed: reuse what build measured).")
+# 5 = profile.repeats.MAX_REPEATS, not imported: that would load numpy with the CLI (test_repeats keeps them equal)
 @click.option("--repeats", type=click.IntRange(1, 5), default=1, show_default=True,
               help="Measure each held-out subnet this many times (each pass in its own chunks and order) and score "
                    "against the geometric mean; reports how noisy one measurement is and the best any predictor "

@@ -25,8 +25,9 @@ with the uninterrupted run:
   that into every weight within the epoch: resuming before the first distilled phase was
   exact, after it never.
 
-The fix (``trainer._Trainer._teacher``): the teacher is always a fresh net converted to the training layout
-and then loaded with the weights, whether they come from the supernet or a checkpoint.
+The fix (``trainer._Trainer._teacher``): the teacher is always a fresh net converted to
+the training layout and then loaded with the weights, whether they come from the supernet
+or a checkpoint.
 """
 
 from __future__ import annotations
