@@ -15,7 +15,8 @@ from ofa_deploy.errors import OfaError
 from ofa_deploy.profile.collect import design_subnets, holdout_subnets
 from ofa_deploy.profile.features import Featurizer
 from ofa_deploy.profile.predictor import LatencyPredictor, accuracy_report, fit
-from ofa_deploy.profile.transfer import adapt, features, make_prior, population, posterior, select
+from ofa_deploy.profile.transfer import (SELECT_STRENGTH, adapt, make_prior, population, posterior, rows,
+                                         select, selection_order)
 from ofa_deploy.profile.uncertainty import t_quantile
 from ofa_deploy.space import SearchSpace
 
@@ -23,7 +24,6 @@ from conftest import assert_one_line_error, one_torch_thread, run_cli
 
 SPACE = SearchSpace(in_channels=1)
 FEAT = Featurizer(SPACE)
-K7 = np.array(["kernel:7" in k for k in FEAT.keys], dtype=float)
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +39,21 @@ def source() -> LatencyPredictor:
                statistic_ratios={"p90": 1.2}, info={"validation": {"n": 150, "rms_log_error": 0.03}})
 
 
+BLOCKS = FEAT.physics[:, [i for i, op in enumerate(FEAT.physics_ops) if op == "block"]].sum(axis=1)
+DW7 = FEAT.physics[:, [i for i, op in enumerate(FEAT.physics_ops) if op == "depthwise7"]].sum(axis=1)
+
+
 def _target(source, subs, noise=0.0, seed=0):
-    """The new device: 1.7x the source, every 7x7 block 8 % dearer, log-normal noise."""
+    """The new device, an eager framework's: 1.7x the source, plus 0.03 ms per block and
+    0.4 ms per MMAC of 7x7 depthwise convolution, log-normal noise."""
     rng = np.random.default_rng(seed)
-    return (source.predict(subs) * 1.7 * np.exp(0.08 * FEAT.counts(subs) @ K7)
+    counts = FEAT.counts(subs)
+    return ((1.7 * source.predict(subs) + 0.03 * counts @ BLOCKS + 0.4 * counts @ DW7)
             * np.exp(noise * rng.standard_normal(len(subs))))
 
 
 def _rows(source, subs, prior):
-    return features(FEAT, FEAT.counts(subs), prior)
+    return rows(source, FEAT.counts(subs), prior)
 
 
 def test_selection_is_deterministic_nested_and_beats_random(source):
@@ -58,10 +64,12 @@ def test_selection_is_deterministic_nested_and_beats_random(source):
     first = select(pc, pp, prior, 12)
     assert first == select(pc, pp, prior, 12) and len(set(first)) == 12
     assert select(pc, pp, prior, 5) == first[:5]  # a smaller budget measures a prefix
+    assert first == selection_order(source, cand, pop, 12)
+    relative_c, relative_p = pc / pc[:, :1], pp / pp[:, :1]  # rows over the prior's prediction (a S(x))
 
     def population_variance(idx):
-        post = posterior(pc[idx], np.zeros(len(idx)), prior, (1.0, 1.0, 1.0))
-        return float(np.einsum("ij,ij->i", pp @ post.cov, pp).sum())
+        post = posterior(relative_c[idx], np.zeros(len(idx)), prior, SELECT_STRENGTH)
+        return float(np.einsum("ij,ij->i", relative_p @ post.cov, relative_p).sum())
 
     rng = np.random.default_rng(0)
     randoms = [population_variance(list(rng.choice(len(cand), 12, replace=False))) for _ in range(10)]
@@ -70,40 +78,48 @@ def test_selection_is_deterministic_nested_and_beats_random(source):
         select(pc[:3], pp, prior, 4)
 
 
-def test_adapt_recovers_a_known_scale_and_correction(source):
+def test_adapt_recovers_a_known_scale_and_per_operation_costs(source):
     pop = population(SPACE, 400, seed=0)
     cand = holdout_subnets(SPACE, 200, seed=1)
     held = holdout_subnets(SPACE, 150, seed=2, exclude=cand)
-    prior = make_prior(source, FEAT.counts(pop))
-    chosen = [cand[i] for i in select(_rows(source, cand, prior), _rows(source, pop, prior), prior, 20)]
+    chosen = [cand[i] for i in selection_order(source, cand, pop, 20)]
     model = adapt(source, chosen, _target(source, chosen, noise=0.01), target="new", statistic="min", pop=pop)
+    assert model.form == "hybrid"
     truth = _target(source, held)
     report = accuracy_report(truth, model.predict(held))
     assert report["within_5pct"] >= 0.95 and report["spearman"] > 0.99, report
-    # the recovered correction: predicted target/source ratio against the number of 7x7 blocks
-    ratio = np.log(model.predict(held) / source.predict(held))
-    slope, scale = np.polyfit(FEAT.counts(held) @ K7, ratio, 1)
-    assert abs(slope - 0.08) < 0.02 and abs(math.exp(scale) - 1.7) < 0.1
+    # what the target adds to the scaled source, regressed on the two operations it charges for
+    counts = FEAT.counts(held)
+    added = model.predict(held) - model.info["transfer"]["source_scale"] * source.predict(held)
+    per_block, per_dw7, _ = np.linalg.lstsq(np.column_stack([counts @ BLOCKS, counts @ DW7, np.ones(len(held))]),
+                                            added, rcond=None)[0]
+    assert abs(model.info["transfer"]["source_scale"] - 1.7) < 0.2 and abs(per_block - 0.03) < 0.01
+    assert abs(per_dw7 - 0.4) < 0.1
     # the source alone is off by the scale: the transfer did the work
     assert accuracy_report(truth, source.predict(held))["within_10pct"] < 0.1
 
 
 def test_intervals_cover_about_their_level_with_known_noise(source):
-    """Devices drawn from the transfer model's own prior, 3 % log-normal noise: the stated
-    90 % intervals must hold about 90 % of held-out measurements (not just be wide)."""
+    """Devices drawn from the transfer model's prior (per-operation costs at the selection's
+    strength, in units of the typical latency), 0.5-3x as slow as that, 3 % log-normal noise:
+    the stated 90 % intervals must hold about 90 % of held-out measurements (not just be wide)."""
     pop = population(SPACE, 400, seed=0)
     cand = holdout_subnets(SPACE, 200, seed=1)
     held = holdout_subnets(SPACE, 200, seed=2, exclude=cand)
     prior = make_prior(source, FEAT.counts(pop))
     pc, ph = _rows(source, cand, prior), _rows(source, held, prior)
     chosen = select(pc, _rows(source, pop, prior), prior, 20)
-    root = np.linalg.cholesky(prior.cov((1.0, 1.0, 1.0)) + 1e-12 * np.eye(len(prior.mean)))
+    dim = len(prior.mean)
+    root = np.linalg.cholesky(prior.cov(SELECT_STRENGTH)[2:, 2:] + 1e-12 * np.eye(dim - 2))
     coverage = []
     for seed in range(10):
         rng = np.random.default_rng(seed)
-        theta = prior.mean + root @ rng.standard_normal(len(prior.mean))
-        measured = np.exp(pc[chosen] @ theta + 0.03 * rng.standard_normal(20))
-        truth = np.exp(ph @ theta + 0.03 * rng.standard_normal(len(held)))
+        theta = np.concatenate([[rng.uniform(0.8, 1.25), 0.05 * rng.standard_normal()],
+                                root @ rng.standard_normal(dim - 2)])
+        scale = rng.uniform(0.5, 3.0)
+        measured = scale * pc[chosen] @ theta * np.exp(0.03 * rng.standard_normal(20))
+        truth = scale * ph @ theta * np.exp(0.03 * rng.standard_normal(len(held)))
+        assert np.all(measured > 0) and np.all(truth > 0)
         model = adapt(source, [cand[i] for i in chosen], measured, target="new", statistic="min", pop=pop)
         _, lo, hi = model.interval(held, 0.9)
         coverage.append(np.mean((truth >= lo) & (truth <= hi)))
@@ -148,6 +164,54 @@ def test_adapted_predictor_round_trips(source, tmp_path: Path):
     held = holdout_subnets(SPACE, 20, seed=6)
     assert np.allclose(again.interval(held)[2], model.interval(held)[2])
     assert again.uncertainty.kind == "bayesian" and again.uncertainty.dof > 2
+
+
+def test_an_adapted_predictor_adapts_again(source, tmp_path: Path):
+    """A hybrid's source may itself be a hybrid (cpu -> a -> b): the nested model saves,
+    loads and predicts the same."""
+    pop = population(SPACE, 200, seed=0)
+    subs = holdout_subnets(SPACE, 12, seed=5)
+    first = adapt(source, subs, _target(source, subs, 0.01), target="a", statistic="min", pop=pop)
+    second = adapt(first, subs, 2.0 * np.asarray(first.predict(subs)), target="b", statistic="min", pop=pop)
+    second.save(tmp_path / "b.json")
+    again = LatencyPredictor.load(tmp_path / "b.json")
+    held = holdout_subnets(SPACE, 20, seed=6)
+    assert np.allclose(again.predict(held), second.predict(held), rtol=1e-12)
+    assert np.allclose(again.interval(held)[2], second.interval(held)[2])
+    assert again.to_dict()["base"]["form"] == "hybrid" and again.to_dict()["base"]["base"]["form"] == "multiplicative"
+    assert accuracy_report(2.0 * np.asarray(first.predict(held)), again.predict(held))["within_5pct"] >= 0.95
+
+
+def test_malformed_hybrid_predictors_are_refused_in_one_line(source, tmp_path: Path):
+    pop = population(SPACE, 200, seed=0)
+    subs = holdout_subnets(SPACE, 8, seed=5)
+    good = adapt(source, subs, _target(source, subs, 0.01), target="new", statistic="min", pop=pop).to_dict()
+
+    def nested(depth):
+        data = json.loads(json.dumps(good))
+        inner = data["base"]
+        for _ in range(depth):
+            inner = {**inner, "form": "hybrid", "base": inner, "base_scale": 1.0, "floor": 1e-6}
+        data["base"] = inner
+        return data
+
+    cases = {
+        "no base": ({k: v for k, v in good.items() if k != "base"}, "base"),
+        "negative floor": ({**good, "floor": -1.0}, "floor must be a positive number"),
+        "nan scale": ({**good, "base_scale": "nan"}, "non-finite|base_scale"),
+        "base of another space": ({**good, "base": {**good["base"], "table": {"x": 1.0}}}, "no table entry"),
+        "too deep": (nested(9), "nest deeper than 8"),
+        "base on a multiplicative": ({**good, "form": "multiplicative"}, "only a hybrid has one|uncertainty cov"),
+    }
+    for name, (data, message) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(data))
+        with pytest.raises(OfaError, match=message) as info:
+            LatencyPredictor.load(path)
+        assert "\n" not in str(info.value) and str(path) in str(info.value), name
+    path = tmp_path / "deep-but-fine.json"
+    path.write_text(json.dumps(nested(6)))
+    assert LatencyPredictor.load(path).form == "hybrid"
 
 
 @pytest.fixture
@@ -202,7 +266,7 @@ def test_adapt_cli_end_to_end(capsys, fake_run: Path, saved_source: Path, tmp_pa
         code, stdout, err = run_cli(capsys, *longer, "--target-error", "0.9")
     assert code == 0, err
     early = json.loads(stdout)
-    assert early["stopped"] == "target_error" and early["measured"] == 6 and early["estimated_error"] <= 0.9
+    assert early["stopped"] == "target_error" and early["measured"] == 6 and early["estimated_error"] <= 0.9, early
     assert 0.0 <= early["checked_error"] <= 0.9 and "the previous fit's error on them" in err
     with one_torch_thread():  # a target no fit reaches: the whole budget, each step checked
         code, stdout, err = run_cli(capsys, *[a if a != out else tmp_path / "strict" for a in longer],

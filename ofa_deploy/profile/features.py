@@ -8,7 +8,8 @@ stage, a first block and a repeated block, times 3 kernels x 3 expand ratios). T
 first block and head are the same in every subnet and land in a predictor's intercept.
 Per key, ``phi`` gives its size (block, expand/depthwise/project/SE MMACs, activation
 elements) and ``physics`` its operations' MMACs in its stage's columns (depthwise split by
-kernel size), which the physics table and the transfer prior are built on.
+kernel size; ``physics_ops`` names each column's operation), which the physics table and the
+transfer model are built on.
 
 Numpy only (the device side).
 """
@@ -78,12 +79,18 @@ def block_physics(spec: BlockSpec, kernels: Sequence[int]) -> list[float]:
             area_out * spec.mid * spec.out_ch / 1e6, 2 * spec.mid * spec.se_hidden / 1e6]
 
 
+def physics_ops(space: SearchSpace) -> tuple[str, ...]:
+    """The operation behind each of a stage's ``block_physics`` columns."""
+    return ("block", "expand", *[f"depthwise{k}" for k in space.kernel_choices], "project", "se")
+
+
 @functools.lru_cache(maxsize=16)
-def _physics_matrix(space: SearchSpace) -> np.ndarray:
-    """(K, P): each key's ``block_physics`` in its stage's columns; columns no key touches
-    (SE in stages without it) are dropped."""
+def _physics_matrix(space: SearchSpace) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(K, P): each key's ``block_physics`` in its stage's columns, and each column's
+    operation; columns no key touches (SE in stages without it) are dropped."""
     keys, _ = _key_index(space)
-    per = 4 + len(space.kernel_choices)
+    ops = physics_ops(space)
+    per = len(ops)
     out = np.zeros((len(keys), space.num_stages * per))
     n, full = space.num_blocks, [space.max_depth] * space.num_stages
     col = {key: i for i, key in enumerate(keys)}
@@ -92,7 +99,8 @@ def _physics_matrix(space: SearchSpace) -> np.ndarray:
             for spec in space.block_specs(space.subnet([k] * n, [e] * n, full)):
                 row = col[block_key(spec)]
                 out[row, spec.stage * per:(spec.stage + 1) * per] = block_physics(spec, space.kernel_choices)
-    return out[:, np.any(out != 0, axis=0)]
+    used = np.any(out != 0, axis=0)
+    return out[:, used], tuple(op for op, u in zip(ops * space.num_stages, used) if u)
 
 
 class Featurizer:
@@ -102,7 +110,7 @@ class Featurizer:
         self.space = space
         self.keys, self._index = _key_index(space)
         self.phi = _phi_matrix(space)
-        self.physics = _physics_matrix(space)
+        self.physics, self.physics_ops = _physics_matrix(space)
         self._k = {k: i for i, k in enumerate(space.kernel_choices)}
         self._e = {e: i for i, e in enumerate(space.expand_choices)}
 

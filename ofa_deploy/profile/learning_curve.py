@@ -24,7 +24,8 @@ import numpy as np
 from ..errors import OfaError
 from ..space import Subnet
 from .predictor import LatencyPredictor, MacsBaseline, accuracy_report, fit
-from .transfer import adapt, features, make_prior, population, select
+from .transfer import adapt, population
+from .transfer import selection_order as _order
 
 CURVE_SIZES = (5, 10, 20, 50)
 POPULATION = 1000
@@ -43,10 +44,7 @@ def _score(model: Any, subs: Sequence[Subnet], measured: np.ndarray) -> dict[str
 
 def selection_order(source: LatencyPredictor, pool: Sequence[Subnet], k: int, seed: int) -> list[int]:
     """Active-selection order of ``k`` subnets of ``pool`` (population drawn with ``seed``)."""
-    feat = source._feat
-    pop = population(source.space, POPULATION, seed)
-    prior = make_prior(source, feat.counts(pop))
-    return select(features(feat, feat.counts(list(pool)), prior), features(feat, feat.counts(pop), prior), prior, k)
+    return _order(source, pool, population(source.space, POPULATION, seed), k)
 
 
 def learning_curve(source: LatencyPredictor, pool: Sequence[Subnet], pool_ms: Sequence[float],

@@ -28,6 +28,10 @@ subnets in one of three ways, whichever has the lowest 5-fold relative error:
   fit, five CPU landscapes): r.m.s. error 1.6-4.7 % vs 1.9-5.4 % with the per-key tables
   alone; on the committed ``cpu`` data (300 subnets) mean error 2.8 % vs 3.4 %.
 
+A third saved form, *hybrid*, is what ``predictor adapt`` writes (``profile.transfer``):
+``base_scale x`` its source's model ``+ intercept + counts . table``, the source nested in
+the file (``base``).
+
 Ridge strengths are chosen by the same cross-validation. Prediction is a sparse dot
 product and an ``exp``: numpy only, thousands of subnets per second.
 """
@@ -35,6 +39,7 @@ product and an ``exp``: numpy only, thousands of subnets per second.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -50,7 +55,8 @@ from .uncertainty import Uncertainty, check_level, from_validation
 
 FORMAT = "ofa-deploy/latency-predictor"
 FORMAT_VERSION = 2
-FORMS = ("additive", "multiplicative")  # how a saved predictor computes
+FORMS = ("additive", "multiplicative", "hybrid")  # how a saved predictor computes
+MAX_BASE_DEPTH = 8  # a hybrid adapted from a hybrid nests; a file nesting deeper is refused
 FITS = ("additive", "multiplicative", "physics")  # how its table may be fitted
 
 
@@ -72,6 +78,9 @@ class LatencyPredictor:
     size_coef: np.ndarray
     info: dict[str, Any]
     statistic_ratios: dict[str, float] = field(default_factory=dict)
+    base: Optional["_Model"] = None  # hybrid only: the source's model, times ``base_scale``
+    base_scale: float = 1.0
+    floor: float = 1e-6  # ms; no prediction is lower (see ``_Model``)
 
     def __post_init__(self) -> None:
         self.statistic_ratios = {**self.statistic_ratios, self.statistic: 1.0}
@@ -82,14 +91,17 @@ class LatencyPredictor:
         if missing:
             raise OfaError(f"predictor has no table entry for {len(missing)} block keys of this space "
                            f"(e.g. {missing[0]}); it was fitted for another space")
+        if (self.form == "hybrid") != (self.base is not None):
+            raise OfaError("a hybrid predictor needs a base model, and only a hybrid has one")
         self._model = _Model(self.form, self.intercept, np.array([self.table[k] for k in self._feat.keys]),
-                             self.size_mean, self.size_scale, self.size_coef)
+                             self.size_mean, self.size_scale, self.size_coef, self.base, self.base_scale, self.floor)
         # files written before predictions carried uncertainty hold only their validation error
         recorded = self.info.get("uncertainty")
         self.uncertainty = Uncertainty.from_dict(recorded) if recorded is not None else from_validation(self.info)
         if self.uncertainty is not None and self.uncertainty.cov is not None:
-            if self.form != "multiplicative" or self.uncertainty.cov.shape[0] != 1 + len(self._feat.keys) + len(
-                    self.size_coef):
+            dim = {"multiplicative": 1 + len(self._feat.keys) + len(self.size_coef),
+                   "hybrid": 2 + len(self._feat.keys)}.get(self.form)
+            if self.uncertainty.cov.shape[0] != dim:
                 raise OfaError("uncertainty cov does not match the predictor's features")
 
     def predict(self, subnets: Sequence[Subnet] | Subnet, statistic: Optional[str] = None) -> np.ndarray | float:
@@ -107,8 +119,14 @@ class LatencyPredictor:
         return float(pred[0]) if single else pred
 
     def features(self, counts: np.ndarray) -> np.ndarray:
-        """(N, 1 + K + G) rows ``psi = [1, key counts, standardised size features]``: the
-        multiplicative model is ``log latency = psi . [intercept, table, size_coef]``."""
+        """The rows ``psi`` the posterior covariance of ``uncertainty`` is over. Multiplicative:
+        (N, 1 + K + G) ``[1, key counts, standardised size features]``, ``log latency = psi .
+        [intercept, table, size_coef]``. Hybrid: (N, 2 + K) ``[base latency, 1, key counts]``
+        divided by the predicted latency, ``latency = psi . [base_scale, intercept, table]``
+        times it - a relative error, as the multiplicative rows give."""
+        if self.form == "hybrid":
+            rows = np.column_stack([self._model.base.predict(self._feat, counts), np.ones(len(counts)), counts])
+            return rows / self._model.predict(self._feat, counts)[:, None]
         z = (self._feat.size(counts) - self.size_mean) / self.size_scale if len(self.size_coef) else np.zeros(
             (len(counts), 0))
         return np.column_stack([np.ones(len(counts)), counts, z])
@@ -157,6 +175,8 @@ class LatencyPredictor:
                 "scale": self.size_scale.tolist(),
                 "coef": self.size_coef.tolist(),
             },
+            **({"base": self.base.to_dict(self._feat.keys), "base_scale": self.base_scale, "floor": self.floor}
+               if self.base else {}),
             **self.info,
         }
 
@@ -174,9 +194,15 @@ class LatencyPredictor:
         try:
             size = data["size"]
             known = {"format", "format_version", "target", "statistic", "statistic_ratios", "form", "space",
-                     "intercept", "table", "size"}
+                     "intercept", "table", "size", "base", "base_scale", "floor"}
+            space = SearchSpace.from_dict(data["space"])
+            hybrid = data["form"] == "hybrid"
+            numbers = [data["intercept"], *data["table"].values(), *size["mean"], *size["scale"], *size["coef"],
+                       data.get("base_scale", 1.0)]
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+                raise ValueError("intercept, table, size and base_scale must be finite numbers")
             return cls(
-                space=SearchSpace.from_dict(data["space"]),
+                space=space,
                 target=data["target"],
                 statistic=data["statistic"],
                 form=data["form"],
@@ -187,6 +213,9 @@ class LatencyPredictor:
                 size_coef=np.asarray(size["coef"], dtype=float),
                 info={k: v for k, v in data.items() if k not in known},
                 statistic_ratios={k: float(v) for k, v in data.get("statistic_ratios", {}).items()},
+                base=_Model.from_dict(data["base"], Featurizer(space).keys) if hybrid else None,
+                base_scale=float(data["base_scale"]) if hybrid else 1.0,
+                floor=_positive(data["floor"], "floor") if hybrid else 1e-6,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise OfaError(f"latency predictor is malformed: {exc}") from None
@@ -203,24 +232,72 @@ class LatencyPredictor:
             raise OfaError(f"{path}: {exc}") from None
 
 
+def _positive(value: Any, name: str) -> float:
+    out = float(value)
+    if not (math.isfinite(out) and out > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return out
+
+
 ALPHAS = {"additive": (1.0, 10.0, 100.0, 1e3, 1e4), "multiplicative": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
           "physics": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)}
 
 
 @dataclass
 class _Model:
+    """What computes a prediction: ``intercept + counts . table`` as is (additive), through
+    ``exp`` with the size features (multiplicative), or added to ``base_scale`` x another
+    model's prediction (hybrid: an adapted predictor on top of its source's model). Sums
+    are held at ``floor`` ms or above: a hybrid fitted to wild measurements can extrapolate
+    below zero, and ``transfer.adapt`` sets its floor at a quarter of the fastest measurement."""
+
     form: str
     intercept: float
     table: np.ndarray
     size_mean: np.ndarray
     size_scale: np.ndarray
     size_coef: np.ndarray
+    base: Optional["_Model"] = None
+    base_scale: float = 1.0
+    floor: float = 1e-6
 
     def predict(self, feat: Featurizer, counts: np.ndarray) -> np.ndarray:
         lin = self.intercept + counts @ self.table
+        if self.form == "hybrid":
+            return np.maximum(self.base_scale * self.base.predict(feat, counts) + lin, self.floor)
         if self.form == "additive":
-            return np.maximum(lin, 1e-6)
+            return np.maximum(lin, self.floor)
         return np.exp(lin + ((feat.size(counts) - self.size_mean) / self.size_scale) @ self.size_coef)
+
+    def to_dict(self, keys: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"form": self.form, "intercept": self.intercept,
+                               "table": dict(zip(keys, self.table.tolist())),
+                               "size": {"mean": self.size_mean.tolist(), "scale": self.size_scale.tolist(),
+                                        "coef": self.size_coef.tolist()}}
+        if self.base is not None:
+            out.update(base=self.base.to_dict(keys), base_scale=self.base_scale, floor=self.floor)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], keys: Sequence[str], depth: int = 1) -> "_Model":
+        """Raises KeyError/TypeError/ValueError on a malformed model (the caller words it)."""
+        if depth > MAX_BASE_DEPTH:
+            raise ValueError(f"base models nest deeper than {MAX_BASE_DEPTH}")
+        if data["form"] not in FORMS:
+            raise ValueError(f"unknown base model form {data['form']!r}")
+        missing = [k for k in keys if k not in data["table"]]
+        if missing:
+            raise ValueError(f"base model has no table entry for {missing[0]}")
+        size = {k: np.asarray(data["size"][k], dtype=float) for k in ("mean", "scale", "coef")}
+        hybrid = data["form"] == "hybrid"
+        model = cls(data["form"], float(data["intercept"]), np.array([float(data["table"][k]) for k in keys]),
+                    size["mean"], size["scale"], size["coef"],
+                    cls.from_dict(data["base"], keys, depth + 1) if hybrid else None,
+                    float(data["base_scale"]) if hybrid else 1.0, _positive(data["floor"], "floor") if hybrid else 1e-6)
+        values = [model.intercept, model.base_scale, *model.table, *size["mean"], *size["scale"], *size["coef"]]
+        if not np.all(np.isfinite(values)):
+            raise ValueError("base model holds a non-finite number")
+        return model
 
 
 def _fit_model(feat: Featurizer, x: np.ndarray, y: np.ndarray, form: str, alpha: float) -> tuple[_Model, np.ndarray]:

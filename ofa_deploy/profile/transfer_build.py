@@ -28,7 +28,7 @@ from .collect import ANCHOR, LatencyDataset, anchor_subnets, collect, holdout_su
 from .predictor import LatencyPredictor, accuracy_report
 from .predictor_build import DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS, _environment, _supernet, _warnings
 from .protocol import Protocol
-from .transfer import adapt, features, make_prior, population, select
+from .transfer import adapt, population, selection_order
 
 CURVE_FILE, CURVE_FIGURE = "curve.json", "curve.png"
 TO_MEASURE = "to-measure"
@@ -70,12 +70,8 @@ def measurable_here(target: Any) -> Optional[str]:
 def selection(source: LatencyPredictor, budget: int, seed: int) -> list[Subnet]:
     """The ``budget`` subnets to measure, in order: active selection among ``CANDIDATES``
     uniform draws (seed ``seed + 1``) for a population sample of ``POPULATION`` (seed ``seed``)."""
-    space, feat = source.space, source._feat
-    pop = population(space, POPULATION, seed)
-    cand = holdout_subnets(space, CANDIDATES, seed + 1)
-    prior = make_prior(source, feat.counts(pop))
-    order = select(features(feat, feat.counts(cand), prior), features(feat, feat.counts(pop), prior), prior,
-                   min(budget, len(cand)))
+    cand = holdout_subnets(source.space, CANDIDATES, seed + 1)
+    order = selection_order(source, cand, population(source.space, POPULATION, seed), min(budget, len(cand)))
     return [cand[i] for i in order]
 
 
