@@ -30,7 +30,7 @@ DEVICE_MODULES = [
     "cost.py", "targets.py", "resolution.py",
     "cli/__init__.py", "cli/common.py", *(f"cli/{c}.py" for c in DEVICE_COMMANDS),
     "profile/__init__.py", "profile/backends.py", "profile/collect.py", "profile/drift.py", "profile/environment.py",
-    "profile/features.py",
+    "profile/features.py", "profile/latency_model.py",
     "profile/model.py", "profile/predictor.py", "profile/predictor_build.py", "profile/profiler.py",
     "profile/protocol.py", "profile/uncertainty.py", "profile/transfer.py", "profile/transfer_build.py",
     "profile/learning_curve.py", "profile/repeats.py",

@@ -51,12 +51,11 @@ from ..errors import OfaError
 from ..io import atomic_write_json, read_json
 from ..space import SearchSpace, Subnet
 from .features import PHI_FEATURES, SIZE_FEATURES, Featurizer
+from .latency_model import FORMS, LatencyModel, positive_number
 from .uncertainty import Uncertainty, check_level, from_validation
 
 FORMAT = "ofa-deploy/latency-predictor"
 FORMAT_VERSION = 2
-FORMS = ("additive", "multiplicative", "hybrid")  # how a saved predictor computes
-MAX_BASE_DEPTH = 8  # a hybrid adapted from a hybrid nests; a file nesting deeper is refused
 FITS = ("additive", "multiplicative", "physics")  # how its table may be fitted
 
 
@@ -78,9 +77,9 @@ class LatencyPredictor:
     size_coef: np.ndarray
     info: dict[str, Any]
     statistic_ratios: dict[str, float] = field(default_factory=dict)
-    base: Optional["_Model"] = None  # hybrid only: the source's model, times ``base_scale``
+    base: Optional[LatencyModel] = None  # hybrid only: the source's model, times ``base_scale``
     base_scale: float = 1.0
-    floor: float = 1e-6  # ms; no prediction is lower (see ``_Model``)
+    floor: float = 1e-6  # ms; no prediction is lower (see ``LatencyModel``)
 
     def __post_init__(self) -> None:
         self.statistic_ratios = {**self.statistic_ratios, self.statistic: 1.0}
@@ -93,7 +92,7 @@ class LatencyPredictor:
                            f"(e.g. {missing[0]}); it was fitted for another space")
         if (self.form == "hybrid") != (self.base is not None):
             raise OfaError("a hybrid predictor needs a base model, and only a hybrid has one")
-        self._model = _Model(self.form, self.intercept, np.array([self.table[k] for k in self._feat.keys]),
+        self._model = LatencyModel(self.form, self.intercept, np.array([self.table[k] for k in self._feat.keys]),
                              self.size_mean, self.size_scale, self.size_coef, self.base, self.base_scale, self.floor)
         # files written before predictions carried uncertainty hold only their validation error
         recorded = self.info.get("uncertainty")
@@ -213,9 +212,9 @@ class LatencyPredictor:
                 size_coef=np.asarray(size["coef"], dtype=float),
                 info={k: v for k, v in data.items() if k not in known},
                 statistic_ratios={k: float(v) for k, v in data.get("statistic_ratios", {}).items()},
-                base=_Model.from_dict(data["base"], Featurizer(space).keys) if hybrid else None,
+                base=LatencyModel.from_dict(data["base"], Featurizer(space).keys) if hybrid else None,
                 base_scale=float(data["base_scale"]) if hybrid else 1.0,
-                floor=_positive(data["floor"], "floor") if hybrid else 1e-6,
+                floor=positive_number(data["floor"], "floor") if hybrid else 1e-6,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise OfaError(f"latency predictor is malformed: {exc}") from None
@@ -232,75 +231,12 @@ class LatencyPredictor:
             raise OfaError(f"{path}: {exc}") from None
 
 
-def _positive(value: Any, name: str) -> float:
-    out = float(value)
-    if not (math.isfinite(out) and out > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return out
-
-
 ALPHAS = {"additive": (1.0, 10.0, 100.0, 1e3, 1e4), "multiplicative": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
           "physics": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)}
 
 
-@dataclass
-class _Model:
-    """What computes a prediction: ``intercept + counts . table`` as is (additive), through
-    ``exp`` with the size features (multiplicative), or added to ``base_scale`` x another
-    model's prediction (hybrid: an adapted predictor on top of its source's model). Sums
-    are held at ``floor`` ms or above: a hybrid fitted to wild measurements can extrapolate
-    below zero, and ``transfer.adapt`` sets its floor at a quarter of the fastest measurement."""
-
-    form: str
-    intercept: float
-    table: np.ndarray
-    size_mean: np.ndarray
-    size_scale: np.ndarray
-    size_coef: np.ndarray
-    base: Optional["_Model"] = None
-    base_scale: float = 1.0
-    floor: float = 1e-6
-
-    def predict(self, feat: Featurizer, counts: np.ndarray) -> np.ndarray:
-        lin = self.intercept + counts @ self.table
-        if self.form == "hybrid":
-            return np.maximum(self.base_scale * self.base.predict(feat, counts) + lin, self.floor)
-        if self.form == "additive":
-            return np.maximum(lin, self.floor)
-        return np.exp(lin + ((feat.size(counts) - self.size_mean) / self.size_scale) @ self.size_coef)
-
-    def to_dict(self, keys: Sequence[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {"form": self.form, "intercept": self.intercept,
-                               "table": dict(zip(keys, self.table.tolist())),
-                               "size": {"mean": self.size_mean.tolist(), "scale": self.size_scale.tolist(),
-                                        "coef": self.size_coef.tolist()}}
-        if self.base is not None:
-            out.update(base=self.base.to_dict(keys), base_scale=self.base_scale, floor=self.floor)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], keys: Sequence[str], depth: int = 1) -> "_Model":
-        """Raises KeyError/TypeError/ValueError on a malformed model (the caller words it)."""
-        if depth > MAX_BASE_DEPTH:
-            raise ValueError(f"base models nest deeper than {MAX_BASE_DEPTH}")
-        if data["form"] not in FORMS:
-            raise ValueError(f"unknown base model form {data['form']!r}")
-        missing = [k for k in keys if k not in data["table"]]
-        if missing:
-            raise ValueError(f"base model has no table entry for {missing[0]}")
-        size = {k: np.asarray(data["size"][k], dtype=float) for k in ("mean", "scale", "coef")}
-        hybrid = data["form"] == "hybrid"
-        model = cls(data["form"], float(data["intercept"]), np.array([float(data["table"][k]) for k in keys]),
-                    size["mean"], size["scale"], size["coef"],
-                    cls.from_dict(data["base"], keys, depth + 1) if hybrid else None,
-                    float(data["base_scale"]) if hybrid else 1.0, _positive(data["floor"], "floor") if hybrid else 1e-6)
-        values = [model.intercept, model.base_scale, *model.table, *size["mean"], *size["scale"], *size["coef"]]
-        if not np.all(np.isfinite(values)):
-            raise ValueError("base model holds a non-finite number")
-        return model
-
-
-def _fit_model(feat: Featurizer, x: np.ndarray, y: np.ndarray, form: str, alpha: float) -> tuple[_Model, np.ndarray]:
+def _fit_model(feat: Featurizer, x: np.ndarray, y: np.ndarray, form: str,
+               alpha: float) -> tuple[LatencyModel, np.ndarray]:
     """One form at one ridge strength; returns the model and (additive only) the prior's beta."""
     from sklearn.linear_model import LinearRegression, Ridge
 
@@ -309,7 +245,7 @@ def _fit_model(feat: Featurizer, x: np.ndarray, y: np.ndarray, form: str, alpha:
         table_prior = feat.phi @ prior.coef_
         deviation = Ridge(alpha=alpha, fit_intercept=False).fit(x, y - prior.intercept_ - x @ table_prior).coef_
         empty = np.zeros(0)
-        return (_Model(form, float(prior.intercept_), table_prior + deviation, empty, empty, empty),
+        return (LatencyModel(form, float(prior.intercept_), table_prior + deviation, empty, empty, empty),
                 prior.coef_.astype(float))
     z = feat.size(x)
     mean, scale = z.mean(axis=0), z.std(axis=0)
@@ -321,11 +257,11 @@ def _fit_model(feat: Featurizer, x: np.ndarray, y: np.ndarray, form: str, alpha:
         p = ops.shape[1]
         reg = Ridge(alpha=alpha).fit(np.column_stack([(ops - ops_mean) / ops_scale, (z - mean) / scale]), np.log(y))
         beta = reg.coef_[:p] / ops_scale
-        return _Model("multiplicative", float(reg.intercept_ - ops_mean @ beta), feat.physics @ beta, mean, scale,
+        return LatencyModel("multiplicative", float(reg.intercept_ - ops_mean @ beta), feat.physics @ beta, mean, scale,
                       reg.coef_[p:].astype(float)), np.zeros(0)
     k = x.shape[1]
     reg = Ridge(alpha=alpha).fit(np.column_stack([x, (z - mean) / scale]), np.log(y))
-    return _Model(form, float(reg.intercept_), reg.coef_[:k].astype(float), mean, scale,
+    return LatencyModel(form, float(reg.intercept_), reg.coef_[:k].astype(float), mean, scale,
                   reg.coef_[k:].astype(float)), np.zeros(0)
 
 
