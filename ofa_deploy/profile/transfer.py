@@ -24,7 +24,10 @@ source -> target pairs of seven campaigns (``results/predictor-transfer/hybrid``
 measured subnets 69.8 % of held-out subnets within +-5 % on average instead of 62.1 % (at
 least as many on 26 pairs), on torch eager 72-82 % instead of 65-67 % on the three
 quietest campaigns; its 90 % intervals held 90.2 % on average (92.5 % before) but fell
-outside 85-95 % on 16 pairs (11 before).
+outside 85-95 % on 16 pairs (11 before). Those campaigns were also where its settings were
+chosen; on a fresh one measured afterwards (``results/predictor-transfer/fresh-campaign``,
+a noisier VM) it was level or slightly worse at 5-20 measurements (+-5 %: 63.0 vs 64.8 %
+at 20) and ahead only at 50.
 
 Noise is relative (a measurement's spread grows with its latency), so each measured row is
 divided by its latency and the unknowns are in units of the typical target latency ``m``
