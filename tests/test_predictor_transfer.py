@@ -196,7 +196,7 @@ def test_malformed_hybrid_predictors_are_refused_in_one_line(source, tmp_path: P
         return data
 
     cases = {
-        "no base": ({k: v for k, v in good.items() if k != "base"}, "base"),
+        "no base": ({k: v for k, v in good.items() if k != "base"}, "missing field 'base'"),
         "negative floor": ({**good, "floor": -1.0}, "floor must be a positive number"),
         "nan scale": ({**good, "base_scale": "nan"}, "non-finite|base_scale"),
         "base of another space": ({**good, "base": {**good["base"], "table": {"x": 1.0}}}, "no table entry"),

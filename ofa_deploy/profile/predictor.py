@@ -216,7 +216,9 @@ class LatencyPredictor:
                 base_scale=float(data["base_scale"]) if hybrid else 1.0,
                 floor=positive_number(data["floor"], "floor") if hybrid else 1e-6,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except KeyError as exc:
+            raise OfaError(f"latency predictor is malformed: missing field {exc}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
             raise OfaError(f"latency predictor is malformed: {exc}") from None
 
     @classmethod
