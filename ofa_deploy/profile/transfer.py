@@ -59,7 +59,8 @@ from .uncertainty import Uncertainty
 
 # Prior standard deviations in units of the typical target latency m (1.0 = 100 %): the
 # scale a relative to the source's (a new device may be several times slower: broad); the
-# fixed cost c is weighed by evidence over FIXED_COST_STRENGTHS. Fixed at 1.0 it let a few
+# fixed cost c is weighed by evidence over FIXED_COST_STRENGTHS. In scratch variants (not
+# committed; results/predictor-transfer/hybrid/README.md), fixed at 1.0 it let a few
 # measurements swing the fit (at 10, 9.6 points fewer held-out subnets within +-5 % over 18
 # campaign pairs than at 0.1); fixed at 0.1 it cost torch eager 15 points on one campaign.
 PRIOR_SD = {"scale": 1.0}
@@ -72,7 +73,8 @@ OP_STRENGTHS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3)
 STAGE_STRENGTHS = (0.0, 0.003, 0.01, 0.03, 0.1)
 Strength = Tuple[float, float, float, float]  # (per operation per MAC, per spread, per stage; fixed cost)
 # The strength active selection plans with, chosen on the campaigns of
-# results/predictor-transfer (hybrid/README.md): planning for the per-MAC term too picked
+# results/predictor-transfer (hybrid/README.md; figures here from scratch variants of this
+# module, not committed): planning for the per-MAC term too picked
 # subnets that left torch eager 5-15 points lower within +-5 % at 20; a fixed-cost strength
 # of 0.1, 0.3 or 1.0 changed the 20-subnet mean by under 4 points (0.1 was best at 10).
 SELECT_STRENGTH: Strength = (0.0, 0.01, 0.01, 0.1)
@@ -282,8 +284,9 @@ def adapt(source: LatencyPredictor, subnets: Sequence[Subnet], latency_ms: Seque
     best = average(fits)
     mean, cov = _to_predictor_units(best, prior, feat.physics, m)
     # the posterior's noise scale, or the residuals' with the fit's freedom taken out where
-    # larger: with ~35 parameters and 20 measurements the posterior alone put 67-82 % of
-    # held-out subnets in its 90 % interval on 10 of 29 campaign pairs
+    # larger: with ~35 parameters and 20 measurements the posterior alone put 67-84 % of
+    # held-out subnets in its 90 % interval on 12 of 29 campaign pairs (a scratch run, see
+    # results/predictor-transfer/hybrid)
     scale2 = max(best.b / best.a, residual_scale2(psi, np.ones(len(y)), best))
     uncertainty = Uncertainty("bayesian", scale2, 2 * best.a, cov,
                               source="posterior predictive of the transfer model (Student t)")
@@ -295,7 +298,8 @@ def adapt(source: LatencyPredictor, subnets: Sequence[Subnet], latency_ms: Seque
                      "stages": best.strength[2], "fixed_cost": best.strength[3]},
         "strength_averaged": True,
         "log_evidence": round(best.log_evidence, 3),
-        "noise_sd": math.sqrt(best.b / best.a),
+        "noise_sd": math.sqrt(scale2),  # what the intervals use
+        "posterior_noise_sd": math.sqrt(best.b / best.a),
         "source_scale": float(mean[0]),
         "fixed_cost_ms": float(mean[1]),
         "prior_sd": dict(PRIOR_SD, noise=NOISE_SD, noise_a0=NOISE_A0),
