@@ -2,7 +2,7 @@
 several CPU latency landscapes, interleaved, so that ``predictor check``'s learning curves
 for source -> target pairs can be computed offline from one set of measurements.
 
-    python benchmarks/transfer_campaign.py RUN OUT [--pool 150] [--holdout 100] [--chunk 25]
+    python benchmarks/transfer_campaign.py RUN|PREDICTOR.json OUT [--pool 150] [--holdout 100] [--chunk 25]
         [--rounds 6] [--warmup-s 0.3] [--min-time-s 0.6] [--min-iterations 60] [--order-seed 0]
 
 Landscapes (all on this machine):
@@ -11,6 +11,9 @@ Landscapes (all on this machine):
   cpu-b8    the same ONNX file, batch 8
   cpu-int8  the int8 (QDQ) export of the subnet, 1 thread, batch 1 (``export --precision int8``)
   torch     the subnet as a static eager PyTorch network, 1 thread, batch 1
+  torch-cuda, torch-cuda-graph
+            the same network on the GPU (host latency of a synchronised call, batch 1), eager
+            or replayed as one CUDA graph; only on a machine with CUDA, not in the default set
 
 Subnets: ``--pool`` uniform draws (seed ``--pool-seed``; what active selection chooses from)
 and ``--holdout`` uniform draws (seed ``--holdout-seed``, disjoint; never chosen). One fp32
@@ -58,6 +61,7 @@ from ofa_deploy.run import load_supernet
 from ofa_deploy.targets import load_target
 
 LANDSCAPES = ("cpu", "cpu-2t", "cpu-b8", "cpu-int8", "torch")
+GPU_LANDSCAPES = ("torch-cuda", "torch-cuda-graph")
 
 
 def _runner(landscape: str, fp32_dir: Path, int8_dir: Path):
@@ -69,7 +73,22 @@ def _runner(landscape: str, fp32_dir: Path, int8_dir: Path):
         return onnxruntime_runner(fp32_dir / "model.onnx", threads=1, batch=8)
     if landscape == "cpu-int8":
         return onnxruntime_runner(int8_dir / "model.onnx", threads=1, batch=1)
+    if landscape in GPU_LANDSCAPES:
+        return torch_runner(read_sidecar(fp32_dir), threads=1, batch=1, device="cuda",
+                            cuda_graph=landscape == "torch-cuda-graph")
     return torch_runner(read_sidecar(fp32_dir), threads=1, batch=1)
+
+
+def _supernet(run: Path):
+    """The run's supernet, or for a predictor file an untrained one of its search space
+    (latency does not depend on the weights; for a machine a checkpoint cannot travel to)."""
+    if run.is_file():
+        from ofa_deploy.nn import Supernet
+        from ofa_deploy.profile.predictor import LatencyPredictor
+
+        torch.manual_seed(0)
+        return Supernet(LatencyPredictor.load(run).space).eval()
+    return load_supernet(run)[0]
 
 
 def _int8(fp32_dir: Path, int8_dir: Path, shape: tuple) -> Path:
@@ -107,10 +126,15 @@ def main() -> None:
     ap.add_argument("--onnx-dir", type=Path, default=None, help="[default: OUT/onnx]")
     args = ap.parse_args()
     landscapes = [x for x in args.landscapes.split(",") if x]
+    unknown = sorted(set(landscapes) - set(LANDSCAPES) - set(GPU_LANDSCAPES))
+    if unknown:
+        raise SystemExit(f"--landscapes: unknown {', '.join(unknown)} (of {', '.join(LANDSCAPES + GPU_LANDSCAPES)})")
+    if set(landscapes) & set(GPU_LANDSCAPES) and not torch.cuda.is_available():
+        raise SystemExit("--landscapes: torch sees no CUDA device here for the torch-cuda landscapes")
     torch.set_num_threads(1)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     load_start = os.getloadavg()
-    supernet, _ = load_supernet(args.run)
+    supernet = _supernet(args.run)
     space = supernet.space
     held = holdout_subnets(space, args.holdout, args.holdout_seed)
     pool = holdout_subnets(space, args.pool, args.pool_seed, exclude=held)
@@ -135,7 +159,7 @@ def main() -> None:
         dirs = []
         for _, sub in part:
             fp32_dir = export_for_timing(supernet, sub, fp32_target, onnx / str(sub)).parent
-            int8_dir = _int8(fp32_dir, onnx / f"{sub}-int8q", shape)
+            int8_dir = _int8(fp32_dir, onnx / f"{sub}-int8q", shape) if "cpu-int8" in landscapes else fp32_dir
             dirs.append((fp32_dir, int8_dir))
         export_s = time.perf_counter() - c0
         runners = {(name, i): _runner(name, *dirs[i]) for name in landscapes for i in range(len(part))}
