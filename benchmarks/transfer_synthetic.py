@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ofa_deploy.profile.collect import holdout_subnets
-from ofa_deploy.profile.learning_curve import _score
+from ofa_deploy.profile.learning_curve import score
 from ofa_deploy.profile.predictor import LatencyPredictor, accuracy_report
 from ofa_deploy.profile.transfer import adapt, population, selection_order
 from ofa_deploy.profile.transfer_build import CANDIDATES, POPULATION
@@ -118,7 +118,7 @@ def run(source: LatencyPredictor, name: str, noise: float, sizes: Sequence[int],
         scores = {}
         for label, idx in runs:
             model = adapt(source, [cand[i] for i in idx], cand_ms[idx], target=name, statistic="min", pop=pop)
-            scores[label] = _summary(_score(model, held, held_ms))
+            scores[label] = _summary(score(model, held, held_ms))
         row["adapt"] = scores["adapt"]
         rand = [scores[f"random{r}"] for r in range(random_repeats)]
         row["adapt_random_mean"] = {k: round(float(np.mean([s[k] for s in rand])), 4) for k in rand[0]}
