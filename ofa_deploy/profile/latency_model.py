@@ -70,10 +70,15 @@ class LatencyModel:
                     cls.from_dict(data["base"], keys, depth + 1) if hybrid else None,
                     float(data["base_scale"]) if hybrid else 1.0,
                     positive_number(data["floor"], "floor") if hybrid else 1e-6)
-        values = [model.intercept, model.base_scale, *model.table, *size["mean"], *size["scale"], *size["coef"]]
-        if not np.all(np.isfinite(values)):
+        if not all_finite([model.intercept, model.base_scale, *model.table, *size["mean"], *size["scale"],
+                           *size["coef"]]):
             raise ValueError("base model holds a non-finite number")
         return model
+
+
+def all_finite(values: Sequence[Any]) -> bool:
+    """Every value a finite int or float (what a saved model's numbers must be)."""
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
 def positive_number(value: Any, name: str) -> float:

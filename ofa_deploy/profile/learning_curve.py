@@ -24,11 +24,10 @@ import numpy as np
 from ..errors import OfaError
 from ..space import Subnet
 from .predictor import LatencyPredictor, MacsBaseline, accuracy_report, fit
-from .transfer import adapt, population
+from .transfer import POPULATION, adapt, population
 from .transfer import selection_order as _order
 
 CURVE_SIZES = (5, 10, 20, 50)
-POPULATION = 1000
 LEVEL = 0.9
 
 

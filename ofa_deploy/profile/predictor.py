@@ -39,7 +39,6 @@ product and an ``exp``: numpy only, thousands of subnets per second.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -51,7 +50,7 @@ from ..errors import OfaError
 from ..io import atomic_write_json, read_json
 from ..space import SearchSpace, Subnet
 from .features import PHI_FEATURES, SIZE_FEATURES, Featurizer
-from .latency_model import FORMS, LatencyModel, positive_number
+from .latency_model import FORMS, LatencyModel, all_finite, positive_number
 from .uncertainty import Uncertainty, check_level, from_validation
 
 FORMAT = "ofa-deploy/latency-predictor"
@@ -198,7 +197,7 @@ class LatencyPredictor:
             hybrid = data["form"] == "hybrid"
             numbers = [data["intercept"], *data["table"].values(), *size["mean"], *size["scale"], *size["coef"],
                        data.get("base_scale", 1.0)]
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+            if not all_finite(numbers):
                 raise ValueError("intercept, table, size and base_scale must be finite numbers")
             return cls(
                 space=space,

@@ -100,6 +100,9 @@ class Prior:
                 + strength[2] ** 2 * self.stages + strength[3] ** 2 * self.fixed_cost)
 
 
+POPULATION = 1000  # the population sample selection and adapt plan for (``population``)
+
+
 def population(space: SearchSpace, n: int, seed: int) -> list[Subnet]:
     """``n`` uniform subnets drawn with ``seed`` (repeats allowed: this is a sample of
     what a search meets, weighted as it meets it)."""

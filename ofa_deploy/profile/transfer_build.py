@@ -28,12 +28,12 @@ from .collect import ANCHOR, LatencyDataset, anchor_subnets, collect, holdout_su
 from .predictor import LatencyPredictor, accuracy_report
 from .predictor_build import DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS, _environment, _supernet, _warnings
 from .protocol import Protocol
-from .transfer import adapt, population, selection_order
+from .transfer import POPULATION, adapt, population, selection_order
 
 CURVE_FILE, CURVE_FIGURE = "curve.json", "curve.png"
 TO_MEASURE = "to-measure"
 ANCHOR_DIR = "anchors"  # under TO_MEASURE: the anchor subnets, profiled between every --step chosen ones
-CANDIDATES, POPULATION = 500, 1000
+CANDIDATES = 500
 Say = Callable[[str], None]
 
 
