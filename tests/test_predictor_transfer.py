@@ -202,6 +202,11 @@ def test_malformed_hybrid_predictors_are_refused_in_one_line(source, tmp_path: P
         "base of another space": ({**good, "base": {**good["base"], "table": {"x": 1.0}}}, "no table entry"),
         "too deep": (nested(9), "nest deeper than 8"),
         "base on a multiplicative": ({**good, "form": "multiplicative"}, "only a hybrid has one|uncertainty cov"),
+        # integers too large for a float (JSON holds them) once escaped as an OverflowError traceback
+        "huge intercept": ({**good, "intercept": 10**400}, "must be finite numbers"),
+        "huge base number": ({**good, "base": {**good["base"], "intercept": 10**400}}, "too large for a float"),
+        "huge floor": ({**good, "floor": 10**400}, "floor must be a positive number"),
+        "huge uncertainty": ({**good, "uncertainty": {**good["uncertainty"], "scale2": 10**400}}, "too large"),
     }
     for name, (data, message) in cases.items():
         path = tmp_path / f"{name}.json"

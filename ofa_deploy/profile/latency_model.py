@@ -63,13 +63,16 @@ class LatencyModel:
         missing = [k for k in keys if k not in data["table"]]
         if missing:
             raise ValueError(f"base model has no table entry for {missing[0]}")
-        size = {k: np.asarray(data["size"][k], dtype=float) for k in ("mean", "scale", "coef")}
         hybrid = data["form"] == "hybrid"
-        model = cls(data["form"], float(data["intercept"]), np.array([float(data["table"][k]) for k in keys]),
-                    size["mean"], size["scale"], size["coef"],
-                    cls.from_dict(data["base"], keys, depth + 1) if hybrid else None,
-                    float(data["base_scale"]) if hybrid else 1.0,
-                    positive_number(data["floor"], "floor") if hybrid else 1e-6)
+        try:
+            size = {k: np.asarray(data["size"][k], dtype=float) for k in ("mean", "scale", "coef")}
+            model = cls(data["form"], float(data["intercept"]), np.array([float(data["table"][k]) for k in keys]),
+                        size["mean"], size["scale"], size["coef"],
+                        cls.from_dict(data["base"], keys, depth + 1) if hybrid else None,
+                        float(data["base_scale"]) if hybrid else 1.0,
+                        positive_number(data["floor"], "floor") if hybrid else 1e-6)
+        except OverflowError:
+            raise ValueError("base model holds a number too large for a float") from None
         if not all_finite([model.intercept, model.base_scale, *model.table, *size["mean"], *size["scale"],
                            *size["coef"]]):
             raise ValueError("base model holds a non-finite number")
@@ -77,12 +80,19 @@ class LatencyModel:
 
 
 def all_finite(values: Sequence[Any]) -> bool:
-    """Every value a finite int or float (what a saved model's numbers must be)."""
-    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    """Every value a finite int or float (what a saved model's numbers must be); an int too
+    large for a float is not."""
+    try:
+        return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    except OverflowError:
+        return False
 
 
 def positive_number(value: Any, name: str) -> float:
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a positive number, got an integer too large for a float") from None
     if not (math.isfinite(out) and out > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return out

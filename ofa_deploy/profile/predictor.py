@@ -217,7 +217,7 @@ class LatencyPredictor:
             )
         except KeyError as exc:
             raise OfaError(f"latency predictor is malformed: missing field {exc}") from None
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise OfaError(f"latency predictor is malformed: {exc}") from None
 
     @classmethod
