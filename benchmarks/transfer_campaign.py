@@ -79,6 +79,20 @@ def _runner(landscape: str, fp32_dir: Path, int8_dir: Path):
     return torch_runner(read_sidecar(fp32_dir), threads=1, batch=1)
 
 
+def _check_out(out: Path) -> None:
+    """OUT must be new, or a campaign's own directory (its .jsonl files, onnx/, saved
+    campaign-*.json/log output): never a file, a training run or anything else."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SystemExit(f"OUT {out} is a file, not a campaign directory")
+    foreign = sorted(p.name for p in out.iterdir() if not (
+        p.suffix == ".jsonl" or (p.name == "onnx" and p.is_dir()) or p.name.startswith("campaign")))
+    if foreign:
+        raise SystemExit(f"OUT {out} holds files a campaign does not write (e.g. {foreign[0]}); "
+                         f"give a new directory or a campaign's own")
+
+
 def _supernet(run: Path):
     """The run's supernet, or for a predictor file an untrained one of its search space
     (latency does not depend on the weights; for a machine a checkpoint cannot travel to)."""
@@ -126,6 +140,13 @@ def main() -> None:
     ap.add_argument("--onnx-dir", type=Path, default=None, help="[default: OUT/onnx]")
     args = ap.parse_args()
     landscapes = [x for x in args.landscapes.split(",") if x]
+    _check_out(args.out)
+    for name in ("warmup_s", "min_time_s"):
+        if not 0 <= getattr(args, name) <= 3600:  # also refuses nan
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: give 0 to 3600 seconds")
+    for name in ("pool", "holdout", "chunk", "rounds", "min_iterations"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: give a positive number")
     unknown = sorted(set(landscapes) - set(LANDSCAPES) - set(GPU_LANDSCAPES))
     if unknown:
         raise SystemExit(f"--landscapes: unknown {', '.join(unknown)} (of {', '.join(LANDSCAPES + GPU_LANDSCAPES)})")
