@@ -15,6 +15,7 @@ import time
 
 
 def cost_throughput(seconds: float = 2.0) -> dict:
+    from ofa_deploy.buckets import sample_in_bucket
     from ofa_deploy.cost import macs
     from ofa_deploy.space import SearchSpace
 
@@ -37,7 +38,7 @@ def cost_throughput(seconds: float = 2.0) -> dict:
     start = time.perf_counter()
     for bucket in (4, 6, 8, 10, 12, 14):
         for _ in range(10):
-            space.sample_in_bucket(bucket, 0.5, rng)
+            sample_in_bucket(space, bucket, 0.5, rng)
     per_bucket_subnet_ms = (time.perf_counter() - start) / 60 * 1e3
     return {
         "macs_per_s": round(counted),

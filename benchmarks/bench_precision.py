@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ofa_deploy.buckets import sample_in_bucket
 from ofa_deploy.cost import macs
 from ofa_deploy.export import export_subnet
 from ofa_deploy.export.sidecar import library_versions
@@ -140,9 +141,9 @@ def main() -> None:
     train = load_dataset(data["dataset"], "train", data_dir=data_dir, subset=wanted, seed=args.seed)
     test = load_dataset(data["dataset"], "test", data_dir=data_dir, subset=args.test_images, seed=args.seed)
     rng = random.Random(args.seed)
-    subnets = [("smallest", space.smallest()), ("bucket-6", space.sample_in_bucket(6, 0.5, rng)),
-               ("middle", space.middle()), ("bucket-10", space.sample_in_bucket(10, 0.5, rng)),
-               ("bucket-12", space.sample_in_bucket(12, 0.5, rng)), ("largest", space.largest())]
+    subnets = [("smallest", space.smallest()), ("bucket-6", sample_in_bucket(space, 6, 0.5, rng)),
+               ("middle", space.middle()), ("bucket-10", sample_in_bucket(space, 10, 0.5, rng)),
+               ("bucket-12", sample_in_bucket(space, 12, 0.5, rng)), ("largest", space.largest())]
     if args.subnets:
         wanted_subnets = args.subnets.split(",")
         subnets = [(label, sub) for label, sub in subnets if label in wanted_subnets]

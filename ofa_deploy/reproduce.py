@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .buckets import PAPER_BUCKETS
 from .errors import OfaError
 from .io import atomic_write_json, atomic_write_text, read_json
 from .report.verdict import PAPER_TIME_RATIOS, verdict_markdown
 from .reproduce_seeds import aggregate, mean_times, run_key
-from .space import PAPER_BUCKETS
 
 MANIFEST = "reproduce.json"
 FIDELITY_DEFAULT = "ofa"

@@ -24,10 +24,6 @@ from typing import Iterable, Iterator, Sequence
 
 from .errors import OfaError
 
-PAPER_BUCKETS: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0, 12.0, 14.0)
-"""The MFLOPs (millions of multiply-accumulates) the paper evaluates populations at."""
-
-
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round ``value`` to the nearest multiple of ``divisor``, never below ``divisor``
     and never more than 10% below ``value`` (the rule MobileNet and OFA use)."""
@@ -255,9 +251,9 @@ class SearchSpace:
         lists restrict the draw (Progressive Shrinking's phases do this).
         """
         rng = as_rng(rng)
-        return self.subnet(*self._draw(rng, kernel_choices, expand_choices, depth_choices))
+        return self.subnet(*self.draw(rng, kernel_choices, expand_choices, depth_choices))
 
-    def _draw(self, rng: random.Random, kernel_choices: Sequence[int] | None = None,
+    def draw(self, rng: random.Random, kernel_choices: Sequence[int] | None = None,
               expand_choices: Sequence[int] | None = None,
               depth_choices: Sequence[int] | None = None) -> tuple[list[int], list[int], list[int]]:
         """The raw (ks, e, d) lists of one ``sample`` draw, not yet validated."""
@@ -269,104 +265,6 @@ class SearchSpace:
         e = [rng.choice(ec) for _ in range(n)]
         d = [rng.choice(dc) for _ in range(s)]
         return ks, e, d
-
-    def sample_in_bucket(
-        self,
-        mflops: float,
-        tolerance: float = 0.5,
-        rng: random.Random | int = 0,
-        *,
-        lock_width: str = "auto",
-        max_tries: int = 200_000,
-    ) -> "Subnet":
-        """A uniformly drawn subnet whose MACs lie within ``mflops`` +- ``tolerance`` (millions).
-
-        The paper's protocol: resample until inside the bucket. Buckets at or below the
-        paper's smallest (4) have every expand ratio locked to its minimum, buckets at or
-        above its largest (14) to its maximum, because uniform sampling almost never lands
-        there (``lock_width`` = ``"auto"``; ``"min"``, ``"max"`` or ``"none"`` force it).
-        A bucket no subnet can reach raises ``OfaError`` at once; one that is reachable but
-        not found within ``max_tries`` draws raises too, never loops for ever.
-        """
-        from .cost import draw_macs
-
-        if tolerance < 0:
-            raise OfaError(f"tolerance={tolerance} must not be negative")
-        rng = as_rng(rng)
-        if lock_width == "auto":
-            at_32 = self.at_paper_size(mflops)  # 0.05 of slack: paper_buckets() are rounded to 0.1
-            lock_width = "min" if at_32 <= PAPER_BUCKETS[0] + 0.05 else "max" if at_32 >= PAPER_BUCKETS[-1] - 0.05 \
-                else "none"
-        if lock_width not in ("min", "max", "none"):
-            raise OfaError(f"lock_width={lock_width!r} must be one of auto, min, max, none")
-        expand = {
-            "min": (self.expand_choices[0],),
-            "max": (self.expand_choices[-1],),
-            "none": self.expand_choices,
-        }[lock_width]
-        low, high = (mflops - tolerance) * 1e6, (mflops + tolerance) * 1e6
-        reach_lo, reach_hi = self.macs_range(expand_choices=expand)
-        if high < reach_lo or low > reach_hi:
-            raise OfaError(
-                f"no subnet has {mflops:g} +- {tolerance:g} MFLOPs: with expand ratios {list(expand)} "
-                f"subnets span {reach_lo / 1e6:.2f} to {reach_hi / 1e6:.2f} MFLOPs"
-                + (f" at {self.image_size}x{self.image_size} (the paper's buckets at this size: "
-                   f"{','.join(f'{b:g}' for b in self.paper_buckets())})" if self.image_size != 32 else "")
-            )
-        # thousands of draws per subnet: count each draw's MACs on the raw lists and validate
-        # only the one kept (the same draws, and so the same subnet, as ``sample``)
-        for _ in range(max_tries):
-            ks, e, d = self._draw(rng, expand_choices=expand)
-            if low <= draw_macs(self, ks, e, d) <= high:
-                return self.subnet(ks, e, d)
-        raise OfaError(
-            f"no subnet with {mflops:g} +- {tolerance:g} MFLOPs found in {max_tries} draws; "
-            f"widen the tolerance or choose a bucket nearer the middle"
-        )
-
-    def at_paper_size(self, mflops: float) -> float:
-        """``mflops`` of this space mapped to the same place in the MFLOPs range of this space at
-        the paper's 32x32 input (linearly between the smallest and the largest subnet): what
-        the paper's bucket thresholds (4 and 14) are compared with at other image sizes."""
-        if self.image_size == 32:
-            return mflops
-        import dataclasses
-
-        lo, hi = self.macs_range()
-        lo32, hi32 = dataclasses.replace(self, image_size=32).macs_range()
-        return (lo32 + (mflops * 1e6 - lo) * (hi32 - lo32) / (hi - lo)) / 1e6
-
-    def paper_buckets(self) -> tuple[float, ...]:
-        """``PAPER_BUCKETS`` at this space's input size: the same places in its MFLOPs range
-        (rounded to 0.1 MFLOPs), so a 64x64 space has buckets where its subnets are."""
-        if self.image_size == 32:
-            return PAPER_BUCKETS
-        import dataclasses
-
-        lo = self.macs_range()[0]
-        lo32 = dataclasses.replace(self, image_size=32).macs_range()[0]
-        return tuple(round((lo + (b * 1e6 - lo32) * self.paper_scale()) / 1e6, 1) for b in PAPER_BUCKETS)
-
-    def paper_scale(self) -> float:
-        """How much wider this space's MFLOPs range is than at 32x32 (1 there): a bucket's
-        tolerance of 0.5 MFLOPs at 32x32 holds as many subnets as 0.5 x this."""
-        if self.image_size == 32:
-            return 1.0
-        import dataclasses
-
-        lo, hi = self.macs_range()
-        lo32, hi32 = dataclasses.replace(self, image_size=32).macs_range()
-        return (hi - lo) / (hi32 - lo32)
-
-    def macs_range(self, *, expand_choices: Sequence[int] | None = None) -> tuple[int, int]:
-        """Fewest and most MACs over all subnets (optionally with restricted expand ratios)."""
-        from .cost import macs
-
-        ec = tuple(expand_choices or self.expand_choices)
-        n, s = self.num_blocks, self.num_stages
-        lo = self.subnet([self.kernel_choices[0]] * n, [ec[0]] * n, [self.depth_choices[0]] * s)
-        hi = self.subnet([self.kernel_choices[-1]] * n, [ec[-1]] * n, [self.depth_choices[-1]] * s)
-        return macs(self, lo), macs(self, hi)
 
     @property
     def population_size(self) -> int:

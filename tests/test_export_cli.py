@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ofa_deploy.buckets import PAPER_BUCKETS
 from ofa_deploy.export import read_sidecar, verify_files
 from ofa_deploy.export.tensorrt import tensorrt_available
-from ofa_deploy.space import PAPER_BUCKETS
 
 from conftest import assert_one_line_error, make_fake_run, one_torch_thread, run_cli
 

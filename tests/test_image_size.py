@@ -12,6 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import assert_one_line_error, run_cli
+from ofa_deploy.buckets import PAPER_BUCKETS, at_paper_size, macs_range, paper_buckets, paper_scale, sample_in_bucket
 from ofa_deploy.cost import cost
 from ofa_deploy.nn import Supernet
 from ofa_deploy.space import SearchSpace
@@ -83,26 +84,25 @@ def test_train_at_48_records_the_size_and_everything_follows(tmp_path, capsys):
     assert code == 0, err
     space = net.space
     rows = json.loads(out)["exports"]
-    assert [r["bucket_mflops"] for r in rows] == list(space.paper_buckets())
+    assert [r["bucket_mflops"] for r in rows] == list(paper_buckets(space))
     for r in rows:
-        assert abs(r["mflops"] - r["bucket_mflops"]) <= 0.5 * space.paper_scale()
+        assert abs(r["mflops"] - r["bucket_mflops"]) <= 0.5 * paper_scale(space)
         assert r["sidecar"]["input"]["shape"] == ["batch", 1, 48, 48]
 
 
 @pytest.mark.parametrize("size", [64, 96])
 def test_paper_buckets_move_with_the_image_size_and_keep_their_expand_locks(size):
     from ofa_deploy.cost import macs
-    from ofa_deploy.space import PAPER_BUCKETS
 
-    assert SearchSpace(in_channels=1).paper_buckets() == PAPER_BUCKETS
+    assert paper_buckets(SearchSpace(in_channels=1)) == PAPER_BUCKETS
     space = SearchSpace(in_channels=1, num_classes=4, image_size=size)
-    buckets = space.paper_buckets()
-    lo, hi = space.macs_range()
+    buckets = paper_buckets(space)
+    lo, hi = macs_range(space)
     assert lo / 1e6 < buckets[0] < buckets[-1] < hi / 1e6
     for b in buckets:
-        assert abs(space.at_paper_size(b) - PAPER_BUCKETS[buckets.index(b)]) < 0.05
-        tolerance = 0.5 * space.paper_scale()  # as wide as the paper's 0.5 MFLOPs at 32x32
-        s = space.sample_in_bucket(b, tolerance, rng=size)
+        assert abs(at_paper_size(space, b) - PAPER_BUCKETS[buckets.index(b)]) < 0.05
+        tolerance = 0.5 * paper_scale(space)  # as wide as the paper's 0.5 MFLOPs at 32x32
+        s = sample_in_bucket(space, b, tolerance, rng=size)
         assert abs(macs(space, s) / 1e6 - b) <= tolerance
         active = [s.e[i] for i in s.active_blocks()]
         if b == buckets[0]:  # as at 32x32: the smallest bucket is sampled with the smallest expand ratio

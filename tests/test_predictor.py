@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ofa_deploy.buckets import macs_range
 from ofa_deploy.cli import cli
 from ofa_deploy.cost import macs
 from ofa_deploy.errors import OfaError
@@ -154,7 +155,7 @@ def test_design_spans_the_space():
     assert len(set(subs)) == 60 and subs[:3] == [SPACE.smallest(), SPACE.middle(), SPACE.largest()]
     assert subs == design_subnets(SPACE, 60, seed=0)
     m = sorted(macs(SPACE, s) for s in subs)
-    lo, hi = SPACE.macs_range()
+    lo, hi = macs_range(SPACE)
     assert m[0] == lo and m[-1] == hi
     assert np.histogram(m, bins=4, range=(lo, hi))[0].min() >= 4  # every quarter of the MACs range is covered
     held = holdout_subnets(SPACE, 20, seed=1, exclude=subs)

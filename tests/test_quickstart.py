@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ofa_deploy.buckets import PAPER_BUCKETS
 from ofa_deploy.cli import main
 from ofa_deploy.io import sha256_file
-from ofa_deploy.space import PAPER_BUCKETS, SearchSpace, Subnet
+from ofa_deploy.space import SearchSpace, Subnet
 
 
 @pytest.fixture(scope="module")

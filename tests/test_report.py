@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from ofa_deploy.buckets import sample_in_bucket
 from ofa_deploy.errors import OfaError
 
 SYNTHETIC = textwrap.dedent('''
@@ -39,7 +40,7 @@ SYNTHETIC = textwrap.dedent('''
         subnets = []
         for b in (4.0, 6.0, 8.0, 10.0, 12.0, 14.0):
             for i in range(3):
-                s = space.sample_in_bucket(b, 0.5, rng)
+                s = sample_in_bucket(space, b, 0.5, rng)
                 m, p = cost(space, s)
                 acc = base + 0.004 * b + rng.uniform(-0.02, 0.02)
                 subnets.append({"bucket": b, "subnet": s.to_dict(), "text": str(s), "macs": m,

@@ -9,9 +9,10 @@ import sys
 
 import pytest
 
+from ofa_deploy.buckets import PAPER_BUCKETS, sample_in_bucket
 from ofa_deploy.cost import macs
 from ofa_deploy.errors import OfaError
-from ofa_deploy.space import PAPER_BUCKETS, SearchSpace, Subnet, make_divisible
+from ofa_deploy.space import SearchSpace, Subnet, make_divisible
 
 SPACE = SearchSpace()
 
@@ -124,10 +125,10 @@ def test_same_seed_same_subnets_and_independent_streams():
 
 def test_same_seed_same_subnets_across_processes():
     code = (
-        "import random; from ofa_deploy.space import SearchSpace;"
+        "import random; from ofa_deploy.space import SearchSpace; from ofa_deploy.buckets import sample_in_bucket;"
         "s=SearchSpace(); r=random.Random(42);"
         "print([str(s.sample(r)) for _ in range(20)]);"
-        "print([str(s.sample_in_bucket(b, 0.5, r)) for b in (4, 8, 14)])"
+        "print([str(sample_in_bucket(s, b, 0.5, r)) for b in (4, 8, 14)])"
     )
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)}
@@ -138,7 +139,7 @@ def test_same_seed_same_subnets_across_processes():
 def test_sample_in_bucket_within_tolerance(bucket):
     rng = random.Random(int(bucket))
     for _ in range(20):
-        s = SPACE.sample_in_bucket(bucket, 0.5, rng)
+        s = sample_in_bucket(SPACE, bucket, 0.5, rng)
         assert abs(macs(SPACE, s) / 1e6 - bucket) <= 0.5
         if bucket == 4.0:
             assert all(s.e[b] == 3 for b in s.active_blocks())
@@ -152,7 +153,7 @@ def test_draw_macs_equals_macs_of_the_subnet(space):
 
     rng = random.Random(7)
     for _ in range(300):
-        ks, e, d = space._draw(rng)
+        ks, e, d = space.draw(rng)
         assert draw_macs(space, ks, e, d) == macs(space, space.subnet(ks, e, d))
 
 
@@ -163,7 +164,7 @@ def test_sample_in_bucket_same_subnet_as_plain_rejection(bucket):
     fast, plain = random.Random(11), random.Random(11)
     lock = {4.0: (3,), 14.0: (6,)}.get(bucket)
     for _ in range(5):
-        got = SPACE.sample_in_bucket(bucket, 0.5, fast)
+        got = sample_in_bucket(SPACE, bucket, 0.5, fast)
         while True:
             want = SPACE.sample(plain, expand_choices=lock)
             if abs(macs(SPACE, want) - bucket * 1e6) <= 0.5e6:
@@ -174,13 +175,13 @@ def test_sample_in_bucket_same_subnet_as_plain_rejection(bucket):
 
 def test_sample_in_bucket_unreachable_fails_fast():
     with pytest.raises(OfaError, match="no subnet has 2"):
-        SPACE.sample_in_bucket(2.0, 0.5, 0)
+        sample_in_bucket(SPACE, 2.0, 0.5, 0)
     with pytest.raises(OfaError, match="no subnet has 20"):
-        SPACE.sample_in_bucket(20.0, 0.5, 0)
+        sample_in_bucket(SPACE, 20.0, 0.5, 0)
     with pytest.raises(OfaError, match="found in 5 draws"):
-        SPACE.sample_in_bucket(15.1, 0.05, 0, max_tries=5)
+        sample_in_bucket(SPACE, 15.1, 0.05, 0, max_tries=5)
     with pytest.raises(OfaError, match="lock_width"):
-        SPACE.sample_in_bucket(8.0, 0.5, 0, lock_width="wide")
+        sample_in_bucket(SPACE, 8.0, 0.5, 0, lock_width="wide")
 
 
 def test_restricted_sampling_respects_choices():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ..buckets import paper_buckets, paper_scale, sample_in_bucket
 from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet
 
 
@@ -96,13 +97,13 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
     space = space_at(default_space, resolution)  # --mflops and the buckets count MACs at this size
     rng = random.Random(seed)
     if all_buckets:
-        width = tolerance * space.paper_scale() if tolerance == 0.5 else tolerance  # 0.5: the default
-        picks = [(f"bucket-{int(round(b)):02d}", b, space.sample_in_bucket(b, width, rng))
-                 for b in space.paper_buckets()]
+        width = tolerance * paper_scale(space) if tolerance == 0.5 else tolerance  # 0.5: the default
+        picks = [(f"bucket-{int(round(b)):02d}", b, sample_in_bucket(space, b, width, rng))
+                 for b in paper_buckets(space)]
     elif spec is not None:
         picks = [(None, None, load_subnet(spec, space))]
     elif mflops is not None:
-        picks = [(None, mflops, space.sample_in_bucket(mflops, tolerance, rng))]
+        picks = [(None, mflops, sample_in_bucket(space, mflops, tolerance, rng))]
     else:
         picks = [(None, None, space.smallest() if smallest else space.largest())]
     if out is None:

@@ -6,6 +6,7 @@ import random
 
 import click
 
+from ..buckets import sample_in_bucket
 from ..space import SearchSpace
 from .common import SEED, emit_json, limit_float, load_subnet, space_options, subnet_summary
 
@@ -28,7 +29,7 @@ def sample(mflops, tolerance, count, seed, in_channels, num_classes, as_json) ->
     space = SearchSpace(in_channels=in_channels, num_classes=num_classes)
     rng = random.Random(seed)
     subnets = [
-        space.sample(rng) if mflops is None else space.sample_in_bucket(mflops, tolerance, rng)
+        space.sample(rng) if mflops is None else sample_in_bucket(space, mflops, tolerance, rng)
         for _ in range(count)
     ]
     rows = [subnet_summary(space, s) for s in subnets]

@@ -17,9 +17,10 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from ..buckets import PAPER_BUCKETS, sample_in_bucket
 from ..cost import cost
 from ..errors import OfaError
-from ..space import PAPER_BUCKETS, SearchSpace, Subnet
+from ..space import SearchSpace, Subnet
 from .bn import calibration_images, recalibrate_bn
 from .metrics import evaluate_accuracy
 
@@ -44,7 +45,7 @@ def sample_population(
     """``per_bucket`` distinct subnets per bucket as (bucket MFLOPs, subnet), bucket by bucket.
 
     Widths are locked at the extreme buckets as the paper does (see
-    ``SearchSpace.sample_in_bucket``). Raises ``OfaError`` for an unreachable bucket or
+    ``buckets.sample_in_bucket``). Raises ``OfaError`` for an unreachable bucket or
     a bucket holding fewer distinct subnets than asked for.
     """
     if per_bucket < 1:
@@ -59,7 +60,7 @@ def sample_population(
         seen: set[Subnet] = set()
         tries = 0
         while len(seen) < per_bucket:
-            subnet = space.sample_in_bucket(mflops, tolerance, rng)
+            subnet = sample_in_bucket(space, mflops, tolerance, rng)
             tries += 1
             if subnet in seen:
                 if tries > 20 * per_bucket + 100:

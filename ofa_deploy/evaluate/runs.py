@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..buckets import PAPER_BUCKETS, paper_buckets, paper_scale
 from .. import run
 from ..errors import OfaError
 from ..io import sha256_file
 from ..report.results import EVAL_DIR, write_eval
-from ..space import PAPER_BUCKETS, Subnet
+from ..space import Subnet
 
 DEFAULT_TOLERANCE = 0.5
 DEFAULT_CALIB_N = 2000
@@ -166,8 +167,8 @@ def evaluate_run(
         raise OfaError(f"eval name {name!r} must be a plain file name")
     if [float(b) for b in buckets] == [float(b) for b in PAPER_BUCKETS] and space.image_size != 32:
         # the paper's buckets (and their width) where they sit at the run's image size
-        buckets = space.paper_buckets()
-        tolerance = round(tolerance * space.paper_scale(), 2) if tolerance == DEFAULT_TOLERANCE else tolerance
+        buckets = paper_buckets(space)
+        tolerance = round(tolerance * paper_scale(space), 2) if tolerance == DEFAULT_TOLERANCE else tolerance
     params = {
         "buckets": [float(b) for b in buckets] if single is None else None,
         "per_bucket": per_bucket if single is None else None,

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
+from ..buckets import macs_range, sample_in_bucket
 from ..cost import macs
 from ..errors import OfaError
 from ..space import SearchSpace, Subnet, as_rng
@@ -47,7 +48,7 @@ def design_subnets(space: SearchSpace, n: int, seed: int = 0) -> list[Subnet]:
     subnet (extreme, homogeneous networks the uniform draw almost never produces)."""
     rng = as_rng(seed)
     out: dict[Subnet, None] = dict.fromkeys([space.smallest(), space.middle(), space.largest()])
-    lo, hi = space.macs_range()
+    lo, hi = macs_range(space)
     strata = max(1, n // 3)
     i = 0
     while len(out) < n:
@@ -71,7 +72,7 @@ def _in_bucket(space: SearchSpace, level: float, width: float, rng: random.Rando
     are reachable only with expand ratios locked to their extreme, so then those."""
     for lock, tries in (("none", 300), ("max" if high else "min", 3000)):
         try:
-            return space.sample_in_bucket(level, width, rng, lock_width=lock, max_tries=tries)
+            return sample_in_bucket(space, level, width, rng, lock_width=lock, max_tries=tries)
         except OfaError:
             continue
     return space.sample(rng)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from ..buckets import macs_range, paper_buckets
 from ..cost import macs
 from ..space import SearchSpace, Subnet
 
@@ -18,13 +19,13 @@ class SamplingHistogram:
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
-        lo, hi = space.macs_range()
+        lo, hi = macs_range(space)
         self.edges = list(range(math.floor(lo / 1e6), math.ceil(hi / 1e6) + 1))
         self.ks = [[0] * len(space.kernel_choices) for _ in range(space.num_blocks)]
         self.e = [[0] * len(space.expand_choices) for _ in range(space.num_blocks)]
         self.d = [[0] * len(space.depth_choices) for _ in range(space.num_stages)]
         self.mflops = [0] * (len(self.edges) - 1)
-        self.paper_buckets = space.paper_buckets()  # PAPER_BUCKETS at 32x32, their places at other sizes
+        self.paper_buckets = paper_buckets(space)  # PAPER_BUCKETS at 32x32, their places at other sizes
         self.buckets = {f"{b:g}": 0 for b in self.paper_buckets}
         self.total = 0
         self._macs: dict[Subnet, int] = {}

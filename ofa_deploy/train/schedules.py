@@ -20,6 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..buckets import macs_range
 from ..cost import macs
 from ..errors import OfaError
 from ..space import SearchSpace, Subnet
@@ -139,7 +140,7 @@ class FlopsBalancedSampler:
 
     def __init__(self, space: SearchSpace, calibration_draws: int = 64) -> None:
         self.space = space
-        lo, hi = space.macs_range()
+        lo, hi = macs_range(space)
         self.centres = tuple(range(max(1, round(lo / 1e6)), round(hi / 1e6) + 1))
         rng = random.Random(0)
         means = []
