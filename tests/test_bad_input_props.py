@@ -45,7 +45,7 @@ def test_any_text_parses_to_a_subnet_or_ofa_error(text):
 def test_any_spec_argument_is_never_an_os_error(text, tmp_path, monkeypatch):
     """``load_subnet`` tries a spec as a path only when it could be one (no traceback for a
     300-character spec, a NUL or a directory)."""
-    from ofa_deploy.cli.common import load_subnet
+    from ofa_deploy.specs import load_subnet
 
     monkeypatch.chdir(tmp_path)
     try:

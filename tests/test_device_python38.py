@@ -26,7 +26,7 @@ PKG = REPO / "ofa_deploy"
 DEVICE_COMMANDS = ["cmd_space", "cmd_subnet", "cmd_targets", "cmd_profile", "cmd_catalog", "cmd_build_engine"]
 DEVICE_MODULES = [
     "__init__.py", "__main__.py", "errors.py", "io.py", "outputs.py", "outputs_fs.py", "validate.py", "schemas.py",
-    "space.py",
+    "space.py", "buckets.py", "specs.py",
     "cost.py", "targets.py", "resolution.py",
     "cli/__init__.py", "cli/common.py", *(f"cli/{c}.py" for c in DEVICE_COMMANDS),
     "profile/__init__.py", "profile/backends.py", "profile/collect.py", "profile/drift.py", "profile/environment.py",

@@ -182,7 +182,7 @@ def summarize(results: Sequence[dict]) -> dict:
 
 def named_pair(space, spec: str) -> tuple[Subnet, Subnet]:
     """``A,B`` with each a name (smallest, middle, largest) or a text spec."""
-    from ..train.schedules import resolve_subnet
+    from ..specs import resolve_subnet
 
     parts = spec.split(",")
     if len(parts) != 2:

@@ -217,7 +217,7 @@ def show(spec, catalog_path, target, batch, precision, as_json) -> None:
     from ..errors import OfaError
     from ..io import sha256_file
     from ..space import SearchSpace
-    from .common import load_subnet
+    from ..specs import load_subnet
 
     with Catalog(catalog_path, readonly=True) as cat:
         space_dict = cat.space_dict()

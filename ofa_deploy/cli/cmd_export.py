@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from ..buckets import paper_buckets, paper_scale, sample_in_bucket
-from .common import MAX_COUNT, SEED, emit_json, limit_float, load_subnet
+from ..specs import load_subnet
+from .common import MAX_COUNT, SEED, emit_json, limit_float
 
 
 @click.command("export")

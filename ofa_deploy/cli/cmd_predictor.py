@@ -255,7 +255,7 @@ def predict(predictor_path, specs, as_json) -> None:
     from ..cost import macs
     from ..profile.predictor import LatencyPredictor
     from ..profile.predictor_build import PREDICTOR_FILE
-    from .common import load_subnet
+    from ..specs import load_subnet
 
     if predictor_path.is_dir():
         predictor_path = predictor_path / PREDICTOR_FILE

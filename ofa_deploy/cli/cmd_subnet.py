@@ -8,7 +8,8 @@ import click
 
 from ..buckets import sample_in_bucket
 from ..space import SearchSpace
-from .common import SEED, emit_json, limit_float, load_subnet, space_options, subnet_summary
+from ..specs import load_subnet
+from .common import SEED, emit_json, limit_float, space_options, subnet_summary
 
 
 @click.group("subnet")

@@ -1,19 +1,16 @@
-"""Helpers shared by the CLI commands: JSON output, subnet specs, the space option."""
+"""Helpers shared by the CLI commands: JSON output, option types, the space option."""
 
 from __future__ import annotations
 
 import json
-import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import OfaError
-from ..io import read_json
 from ..space import SearchSpace, Subnet
-from ..validate import LIMITS, MAX_SEED, finite, kind_of, path_text
+from ..validate import LIMITS, MAX_SEED, finite
 
 
 def emit_json(obj: Any) -> None:
@@ -26,36 +23,6 @@ def echo_warnings(summary: dict) -> None:
     ``--json``: they are in the document, and a person reading the terminal sees them)."""
     for warning in summary.get("warnings", ()):
         click.echo(f"warning: {warning}", err=True)
-
-
-def load_subnet(spec: str, space: SearchSpace) -> Subnet:
-    """A SPEC argument: the text form, a JSON object, or the path of a JSON file holding one
-    (an object ``{"ks","e","d"}`` or ``{"subnet": {...}}``, such as an export sidecar).
-
-    Text forms and JSON objects are recognised by their characters before anything touches
-    the filesystem, so a long or odd spec is never tried as a path."""
-    spec = spec.strip()
-    if spec.startswith("{") or _TEXT_CHARS.fullmatch(spec):
-        return Subnet.parse(spec, space)
-    try:
-        path_text(spec, "subnet spec")
-    except OfaError:
-        return Subnet.parse(spec, space)  # not a usable path either: say what a spec looks like
-    path = Path(spec)
-    kind = kind_of(path)
-    if kind == "dir":
-        raise OfaError(f"subnet file {path} is a directory, not a JSON file")
-    if kind == "file":
-        data = read_json(path, "subnet file")
-        if isinstance(data, dict) and "subnet" in data:
-            data = data["subnet"]
-        return Subnet.from_dict(data, space)
-    if spec.endswith(".json"):
-        raise OfaError(f"subnet file {path} does not exist")
-    return Subnet.parse(spec, space)
-
-
-_TEXT_CHARS = re.compile(r"[0-9_-]*")
 
 
 class FiniteFloat(click.ParamType):

@@ -149,8 +149,8 @@ def evaluate_run(
     ``resolution``: one the run was trained at (default: its space's ``image_size``); the
     same subnets are drawn (buckets are MFLOPs at the default resolution), BN recalibrated
     and tested on images resized to it, MACs counted at it (``evaluate.resolution``)."""
-    from ..train.schedules import resolve_subnet
     from ..resolution import space_at, trained_resolutions
+    from ..specs import resolve_subnet
     from .population import evaluate_population, sample_population
     from .resolution import images_at, run_resolution, supernet_at
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import OfaError
 from ..space import SearchSpace
+from ..specs import resolve_subnet
 from .amp import resolve_precision, table_value
 from .schedules import (
     METHODS,
@@ -23,7 +24,6 @@ from .schedules import (
     Schedule,
     TwoSubnets,
     ps_phase_epochs,
-    resolve_subnet,
     scale_epochs,
 )
 from .fidelity import SWITCHES as FIDELITY_SWITCHES

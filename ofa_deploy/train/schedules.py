@@ -341,18 +341,3 @@ def scale_epochs(parts: Sequence[int], total: int) -> list[int]:
         out[donor] -= 1
         out[0] += 1
     return out
-
-
-def resolve_subnet(space: SearchSpace, spec: str | Subnet | None) -> Subnet:
-    """``smallest``, ``middle``, ``largest``, a text/JSON spec or a Subnet."""
-    if isinstance(spec, Subnet):
-        space.check(spec)
-        return spec
-    if spec is None:
-        raise OfaError("--method fixed needs --subnet smallest|middle|largest|SPEC")
-    named = {"smallest": space.smallest, "middle": space.middle, "largest": space.largest}
-    if spec in named:
-        return named[spec]()
-    from ..cli.common import load_subnet
-
-    return load_subnet(spec, space)
