@@ -1,15 +1,25 @@
-"""Atomic file writing and hashing: a crash or a full disk never leaves a half-written file."""
+"""Atomic file writing, hashing and size-capped reading of JSON and TOML: a crash or a full disk
+never leaves a half-written file, and a hostile input file is refused in one line."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
 from .errors import OfaError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python < 3.11
+    import tomli as tomllib
+
+MAX_TOML_BYTES = 1 << 20
+"""Run configurations and target profiles are a few KiB; a larger file is not one."""
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -82,3 +92,19 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_toml(path: Path, label: str, kind: str) -> dict[str, Any]:
+    """The TOML document in ``path`` (a file: the caller has checked), or ``OfaError`` in one
+    line naming ``label`` when it is larger than ``MAX_TOML_BYTES``, unreadable, not TOML or
+    nested too deeply to be a ``kind``."""
+    try:
+        if path.stat().st_size > MAX_TOML_BYTES:
+            raise OfaError(f"{label} is larger than 1 MiB; it is not a {kind}")
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise OfaError(f"{label} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise OfaError(f"cannot read {label}: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise OfaError(f"{label} is nested too deeply to be a {kind}") from None

@@ -92,7 +92,7 @@ def quickstart(
     ``on_stage(stage, done, total)`` reports progress inside a stage (one of ``STAGES``).
     """
     from .catalog import Catalog
-    from .catalog.build import build_catalog
+    from .search.build import build_catalog
     from .catalog.entries import entries, pareto
     from .catalog.html import write_catalog_html
     from .catalog.plot import plot_catalog

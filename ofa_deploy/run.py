@@ -16,18 +16,12 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from .errors import OfaError
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, read_toml
 from .space import SearchSpace
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
@@ -52,16 +46,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
         raise OfaError(f"run directory {run_dir} {'is a file' if kind == 'file' else 'does not exist'}")
     if kind_of(path) != "file":
         raise OfaError(f"{run_dir} is not a run directory: no {CONFIG} in it")
-    try:
-        if path.stat().st_size > 1 << 20:
-            raise OfaError(f"{path} is larger than 1 MiB; it is not a run configuration")
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise OfaError(f"{path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise OfaError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except RecursionError:
-        raise OfaError(f"{path} is nested too deeply to be a run configuration") from None
+    config = read_toml(path, str(path), "run configuration")
     return check_config(config, str(path))
 
 

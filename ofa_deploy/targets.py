@@ -20,17 +20,12 @@ short; an unknown key, a value of the wrong type or an out-of-range value is an
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
-
 from .errors import OfaError
+from .io import read_toml
 from .validate import limited
 
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -42,6 +37,17 @@ ENV_PROFILE_DIRS = "OFA_DEPLOY_PROFILES"
 
 
 PREDICTOR_STATISTICS = ("min", "p50", "mean", "p90")
+
+
+def check_precision(precision: str, allowed: "tuple[str, ...] | None" = None, *, target: str = "") -> str:
+    """``precision`` if it is one of ``PRECISIONS`` (and in ``allowed``, a target's
+    precisions), else ``OfaError``: the one check of an export's precision."""
+    if precision not in PRECISIONS:
+        raise OfaError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if allowed is not None and precision not in allowed:
+        raise OfaError(f"--precision {precision}: target {target} allows only {', '.join(allowed)} "
+                       "(its profile's `precisions`)")
+    return precision
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,11 @@ class Target:
         """The precisions an export for this target may carry (``precisions``, else just
         ``precision``, the default)."""
         return self.precisions or (self.precision,)
+
+    def resolve_precision(self, requested: str | None = None) -> str:
+        """The precision an export for this target carries: ``requested`` (one of its
+        ``allowed_precisions``) or, when None, its default ``precision``; else ``OfaError``."""
+        return check_precision(requested or self.precision, self.allowed_precisions, target=self.name)
 
     @property
     def batch(self) -> int:
@@ -306,16 +317,7 @@ def read_target(path: str | os.PathLike) -> Target:
     kind = kind_of(path)
     if kind != "file":
         raise OfaError(f"target profile {path} {'is a directory' if kind == 'dir' else 'does not exist'}")
-    try:
-        if path.stat().st_size > 1 << 20:
-            raise OfaError(f"target profile {path} is larger than 1 MiB; it is not a profile")
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise OfaError(f"target profile {path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise OfaError(f"cannot read target profile {path}: {exc.strerror or exc}") from None
-    except RecursionError:
-        raise OfaError(f"target profile {path} is nested too deeply") from None
+    data = read_toml(path, f"target profile {path}", "profile")
     return parse_target(data, source=str(path), default_name=path.stem)
 
 

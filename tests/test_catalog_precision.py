@@ -197,7 +197,7 @@ def test_build_int8_stores_its_own_accuracy_beside_fp32(fake_run: Path, tmp_path
     with its own ONNX, latency and accuracy (int8's measured on the int8 file)."""
     from conftest import one_torch_thread
 
-    from ofa_deploy.catalog.build import build_catalog
+    from ofa_deploy.search.build import build_catalog
     from ofa_deploy.export import read_sidecar
     from ofa_deploy.profile import Protocol
 

@@ -35,14 +35,14 @@ DEVICE_MODULES = [
     "profile/protocol.py", "profile/uncertainty.py", "profile/transfer.py", "profile/transfer_build.py",
     "profile/learning_curve.py", "profile/repeats.py",
     "catalog/__init__.py", "catalog/db.py", "catalog/schema.py", "catalog/entries.py", "catalog/importer.py",
-    "catalog/html.py", "catalog/plot.py",
+    "catalog/html.py", "catalog/plot.py", "catalog/budgets.py",
     "export/__init__.py", "export/sidecar.py", "export/tensorrt.py", "export/trt_env.py", "export/trt_plan.py",
     "export/trt_build.py", "export/trt_runtime.py",
 ]
 # Host-side modules a device command may reach only through a lazy import on a torch path
 # (catalog build, export, the torch latency backend): they need torch and are not checked.
 HOST_ONLY = ("ofa_deploy.nn", "ofa_deploy.data", "ofa_deploy.train", "ofa_deploy.evaluate", "ofa_deploy.report",
-             "ofa_deploy.analyze", "ofa_deploy.run", "ofa_deploy.catalog.build", "ofa_deploy.export.pipeline",
+             "ofa_deploy.analyze", "ofa_deploy.run", "ofa_deploy.search", "ofa_deploy.export.pipeline",
              "ofa_deploy.export.to_onnx", "ofa_deploy.export.images", "ofa_deploy.export.precision",
              "ofa_deploy.export.staging", "ofa_deploy.quickstart", "ofa_deploy.reproduce")
 NO_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "

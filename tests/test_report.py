@@ -9,7 +9,6 @@ import textwrap
 
 import pytest
 
-from ofa_deploy.buckets import sample_in_bucket
 from ofa_deploy.errors import OfaError
 
 SYNTHETIC = textwrap.dedent('''
@@ -18,6 +17,7 @@ SYNTHETIC = textwrap.dedent('''
     from ofa_deploy import run
     from ofa_deploy.cost import macs, cost
     from ofa_deploy.space import SearchSpace
+    from ofa_deploy.buckets import sample_in_bucket
     from ofa_deploy.report.results import write_eval
     from ofa_deploy.evaluate.population import bucket_statistics  # noqa - replaced below when torch is blocked
 

@@ -129,7 +129,7 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
         torch.set_num_threads(torch_threads)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..catalog.build import build_catalog
+    from ..search.build import build_catalog
     from ..errors import OfaError
     from ..profile import Protocol
     from ..targets import load_target
@@ -137,9 +137,7 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
     if budgets and predictor_path is None:
         raise OfaError("--budget-ms needs --predictor (budgets are matched against predicted latency)")
     tgt = load_target(target)
-    from ..export.precision import check_precision
-
-    precision = check_precision(precision or tgt.precision, tgt.allowed_precisions, target=tgt.name)
+    precision = tgt.resolve_precision(precision)
     protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as bar:
@@ -289,7 +287,9 @@ def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, 
         raise OfaError("give a budget: --max-latency-ms or --max-mflops")
     items = _entries(catalog_path, target, batch, precision)
     if confidence is not None or predictor_path is not None:
-        _bound_entries(items, predictor_path, confidence, target)
+        from ..catalog.budgets import bound_entries
+
+        bound_entries(items, predictor_path, confidence, target)
     try:
         entry = select(items, max_latency_ms=max_latency_ms, max_mflops=max_mflops, min_accuracy=min_accuracy,
                        allow_unstable=allow_unstable)
@@ -304,30 +304,6 @@ def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, 
     click.echo(f"onnx: {entry['onnx']} ({entry['precision']})")
     if entry["unstable"]:
         click.echo("warning: this entry's latency was flagged unstable", err=True)
-
-
-def _bound_entries(items: list, predictor_path, confidence, target: str) -> None:
-    """Set each entry's ``budget_latency_ms``: max(measured p90, the predictor's p90 upper bound)."""
-    from ..catalog.build import _load_predictor, budget_latency, check_confidence
-    from ..errors import OfaError
-    from ..space import Subnet
-    from ..targets import load_target
-
-    if confidence is None:
-        raise OfaError("--predictor is used by select only with --confidence")
-    model = _load_predictor(predictor_path, load_target(target))
-    check_confidence(model, confidence, predictor_path)
-    if not items:
-        return
-    other = sorted({e["resolution"] for e in items} - {model.space.image_size})
-    if other:  # its latency table is per input size: it cannot bound entries at another one
-        raise OfaError(f"--confidence: predictor {predictor_path} was fitted at {model.space.image_size}x"
-                       f"{model.space.image_size} inputs; this catalog also has entries at {', '.join(map(str, other))}")
-    upper = budget_latency(model, [Subnet.from_dict(e["subnet"], model.space) for e in items], confidence)
-    for e, bound in zip(items, upper):
-        e["p90_upper_ms"] = float(bound)
-        e["confidence"] = confidence
-        e["budget_latency_ms"] = max(float(e["latency_ms"]["p90"]), float(bound))
 
 
 @command.command("plot")

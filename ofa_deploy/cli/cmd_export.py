@@ -1,16 +1,13 @@
-"""``ofa-deploy export RUN``: one subnet (or one per MFLOPs bucket) -> ONNX + sidecar for a target."""
+"""``ofa-deploy export RUN``: one subnet (or one per MFLOPs bucket) -> ONNX + sidecar for a target.
+
+The work is ``export.workflow.export_run``; this module holds the options and the printing."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import random
 from pathlib import Path
 
 import click
 
-from ..buckets import paper_buckets, paper_scale, sample_in_bucket
-from ..specs import load_subnet
 from .common import MAX_COUNT, SEED, emit_json, limit_float
 
 
@@ -72,104 +69,30 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
     """
     from rich.console import Console
 
-    from ..errors import OfaError
-    from ..export.sidecar import INDEX_FILE
-    from ..run import read_config, space_from_config
-    from ..targets import load_target
+    from ..export.workflow import choice_problem, export_run
 
-    chosen = [name for name, on in (("--subnet", spec is not None), ("--mflops", mflops is not None),
-                                    ("--smallest", smallest), ("--largest", largest),
-                                    ("--all-buckets", all_buckets)) if on]
-    if len(chosen) != 1:
-        raise click.UsageError("choose exactly one of --subnet, --mflops, --smallest, --largest, --all-buckets"
-                               + (f" (got {', '.join(chosen)})" if chosen else ""))
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
-        raise OfaError("export needs torch and onnx on this machine: pip install 'ofa-deploy[torch]'")
-    target = load_target(target_name)
-    from ..export.precision import check_precision
-
-    precision = check_precision(precision or target.precision, target.allowed_precisions, target=target.name)
-    config = read_config(run_dir)
-    from ..evaluate.resolution import run_resolution
-    from ..resolution import space_at
-
-    default_space = space_from_config(config)
-    resolution = run_resolution(config, resolution)  # one the run was trained at, checked before any work
-    space = space_at(default_space, resolution)  # --mflops and the buckets count MACs at this size
-    rng = random.Random(seed)
-    if all_buckets:
-        width = tolerance * paper_scale(space) if tolerance == 0.5 else tolerance  # 0.5: the default
-        picks = [(f"bucket-{int(round(b)):02d}", b, sample_in_bucket(space, b, width, rng))
-                 for b in paper_buckets(space)]
-    elif spec is not None:
-        picks = [(None, None, load_subnet(spec, space))]
-    elif mflops is not None:
-        picks = [(None, mflops, sample_in_bucket(space, mflops, tolerance, rng))]
-    else:
-        picks = [(None, None, space.smallest() if smallest else space.largest())]
-    if out is None:
-        leaf = f"buckets-seed{seed}" if all_buckets else _subnet_id(space, picks[0][2])
-        leaf += "" if precision == target.precision else f"-{precision}"
-        leaf += "" if resolution == default_space.image_size else f"-r{resolution}"
-        out = run_dir / "exports" / target.name / leaf
-    from ..outputs import EXPORT, check_not_input, check_replaceable
-
-    inputs = [("run directory", run_dir), ("--data-dir", data_dir)]
-    check_not_input(out, inputs)  # before any work; checked again when the export is renamed into place
-    check_replaceable(out, EXPORT, overwrite=overwrite)
-    console = Console(stderr=True)
-
-    with console.status("loading the supernet and data", spinner="dots") as status:
-        from ..export import export_subnet
-        from ..export.images import export_images
-        from ..export.staging import staged_directory
-        from ..io import atomic_write_json
-        from ..run import load_supernet
-
-        from ..evaluate.resolution import images_at, supernet_at
-
-        supernet, _ = load_supernet(run_dir, checkpoint)
-        supernet = supernet_at(supernet, resolution)
-        data = export_images(config, data_dir=data_dir, seed=seed, parity_images=parity_images,
-                             train_images=max(bn_images, calibration_images), accuracy=measure_accuracy)
-        data.train, data.parity = images_at(data.train, resolution), images_at(data.parity, resolution)
-        data.eval = (images_at(data.eval[0], resolution), data.eval[1]) if data.eval is not None else None
-        if data.in_channels != space.in_channels or data.num_classes != space.num_classes:
-            raise OfaError(f"dataset {data.name} has {data.in_channels} channels and {data.num_classes} classes, "
-                           f"the run's network {space.in_channels} and {space.num_classes}")
-
-        def export_one(subnet, where: Path, label: str) -> dict:
-            return export_subnet(
-                supernet, subnet, target, where, calib_images=data.train, parity_images=data.parity,
-                recalibrate=recalibrate, run_dir=run_dir, exporter=exporter,
-                eval_data=data.eval, normalization=data.normalization, bn_images=bn_images,
-                calibration_count=calibration_images, seed=seed, overwrite=overwrite and not all_buckets,
-                precision=precision, calibration_method=calibration_method,
-                progress=lambda message: status.update(f"{label}: {message}"),
-            )
-
-        if all_buckets:
-            results = []
-            with staged_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
-                for i, (name, bucket, subnet) in enumerate(picks):
-                    results.append((name, bucket, export_one(subnet, tmp / name, f"[{i + 1}/{len(picks)}] {name}")))
-                atomic_write_json(tmp / INDEX_FILE, {
-                    "target": target.name, "seed": seed, "tolerance": tolerance,
-                    "exports": [_row(name, bucket, sc) for name, bucket, sc in results],
-                })
-        else:
-            results = [(None, picks[0][1], export_one(picks[0][2], out, str(picks[0][2])))]
-
-    device_command = _device_command(out, target, target_name)
+    problem = choice_problem(spec, mflops, smallest, largest, all_buckets)
+    if problem:
+        raise click.UsageError(problem)
+    with Console(stderr=True).status("checking the run and the target", spinner="dots") as status:
+        made = export_run(
+            run_dir, subnet=spec, mflops=mflops, smallest=smallest, largest=largest, all_buckets=all_buckets,
+            seed=seed, tolerance=tolerance, target=target_name, out=out, overwrite=overwrite, checkpoint=checkpoint,
+            recalibrate=recalibrate, bn_images=bn_images, precision=precision,
+            calibration_method=calibration_method, calibration_images=calibration_images,
+            parity_images=parity_images, measure_accuracy=measure_accuracy, exporter=exporter, data_dir=data_dir,
+            resolution=resolution, progress=status.update,
+        )
+    out, target = made.out, made.target
     if as_json:
         emit_json({
             "out": str(out),
             "target": target.name,
-            "exports": [{**_row(name, bucket, sc), "sidecar": sc} for name, bucket, sc in results],
-            "device_command": device_command,
+            "exports": [{**row, "sidecar": sc} for row, (_, _, sc) in zip(made.rows(), made.exports)],
+            "device_command": made.device_command,
         })
         return
-    for name, bucket, sc in results:
+    for name, bucket, sc in made.exports:
         where = out / name if name else out
         acc = sc["accuracy"] or {}
         par, vs32 = sc["parity"], sc["precision_parity"]
@@ -182,28 +105,7 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
                    + (f"  vs fp32 max|diff| {vs32['max_abs_diff']:.1e} top-1 agree {vs32['top1_agreement']:.1%}"
                       if sc["precision"] != "fp32" else "")
                    + f"  ({sc['onnx']['exporter']}, opset {sc['onnx']['opset']})")
-    if device_command:
+    if made.device_command:
         where = "on the device" if target.build_on_device else "on a machine with TensorRT and the target GPU"
-        click.echo(f"next, {where}: {device_command}")
+        click.echo(f"next, {where}: {made.device_command}")
 
-
-def _subnet_id(space, subnet) -> str:
-    """``07.01mflops-<10 hex>``: sorts by cost, unique per architecture."""
-    from ..cost import macs
-
-    return f"{macs(space, subnet) / 1e6:05.2f}mflops-{hashlib.sha1(str(subnet).encode()).hexdigest()[:10]}"
-
-
-def _row(name, bucket, sidecar: dict) -> dict:
-    return {"name": name, "bucket_mflops": bucket, "subnet": sidecar["subnet_text"], "mflops": sidecar["mflops"],
-            "params": sidecar["params"], "precision": sidecar["precision"],
-            "accuracy": (sidecar.get("accuracy") or {}).get("top1"),
-            "accuracy_drop_points": (sidecar.get("accuracy") or {}).get("drop_points"),
-            "max_abs_diff": sidecar["parity"]["max_abs_diff"], "top1_agreement": sidecar["parity"]["top1_agreement"],
-            "vs_fp32": sidecar["precision_parity"]}
-
-
-def _device_command(out: Path, target, target_name: str) -> str | None:
-    if target.backend != "tensorrt":
-        return None
-    return f"ofa-deploy build-engine {out} --target {target_name}"

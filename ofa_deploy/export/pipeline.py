@@ -31,8 +31,7 @@ from .sidecar import (
     file_entry,
     library_versions,
 )
-from .precision import (DEFAULT_CALIBRATION_METHOD, PRECISION_METADATA_KEY, check_precision, compare_logits,
-                        convert_precision)
+from .precision import DEFAULT_CALIBRATION_METHOD, PRECISION_METADATA_KEY, compare_logits, convert_precision
 from .staging import staged_directory
 from .to_onnx import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx, ort_session, run_onnx
 
@@ -92,7 +91,7 @@ def export_subnet(
     Returns the sidecar, also written as ``out_dir/model.json``.
     """
     target = load_target(target) if isinstance(target, str) else target
-    precision = check_precision(precision or target.precision, target.allowed_precisions, target=target.name)
+    precision = target.resolve_precision(precision)
     needs_calibration = target.backend == "tensorrt" or precision == "int8"
     space = supernet.space
     space.check(subnet)

@@ -42,8 +42,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ..errors import OfaError
+from ..targets import check_precision
 
-PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Chosen by measurement (results/precision-cpu/README.md): on an F-MNIST RSS supernet, 512
 # training images, 2,000 test images, Percentile (ORT's default 99.999th) was the only
@@ -52,16 +52,6 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIBRATION_METHOD = "percentile"
 PRECISION_METADATA_KEY = "ofa_deploy.precision"
 CALIBRATION_BATCH = 32
-
-
-def check_precision(precision: str, allowed: Optional[tuple[str, ...]] = None, *, target: str = "") -> str:
-    """``precision`` if it is known (and in ``allowed``, a target's precisions), else ``OfaError``."""
-    if precision not in PRECISIONS:
-        raise OfaError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if allowed is not None and precision not in allowed:
-        raise OfaError(f"--precision {precision}: target {target} allows only {', '.join(allowed)} "
-                       "(its profile's `precisions`)")
-    return precision
 
 
 def convert_precision(

@@ -32,13 +32,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import OfaError
 from ..io import read_json, sha256_file
-from ..targets import Target
+from ..targets import PRECISIONS, Target
 
 ENGINE_FILE = "model.engine"
 ENGINE_SIDECAR = "engine.json"
 ENGINE_FORMAT = "ofa-deploy/engine"
 ENGINE_FORMAT_VERSION = 2
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def model_precision(model: Dict[str, Any], where: str = "model.json") -> str:

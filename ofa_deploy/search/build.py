@@ -37,7 +37,8 @@ from ..cost import cost
 from ..errors import OfaError
 from ..io import sha256_file
 from ..space import SearchSpace, Subnet
-from .db import Catalog
+from ..catalog.budgets import budget_latency, check_confidence, load_predictor
+from ..catalog.db import Catalog
 
 Progress = Callable[[str, int, int], None]
 SPLIT = "test"
@@ -91,17 +92,16 @@ def build_catalog(
     from ..targets import load_target
 
     from ..evaluate.resolution import images_at, run_resolution, supernet_at
-    from ..export.precision import check_precision
     from ..resolution import trained_resolutions
 
     target = load_target(target) if isinstance(target, (str, Path)) else target
-    precision = check_precision(precision or target.precision, target.allowed_precisions, target=target.name)
+    precision = target.resolve_precision(precision)
     if n < 2 or finalists < 1:
         raise OfaError("need --n of at least 2 candidates and at least 1 finalist")
     say = progress or (lambda what, done, total: None)
     if measure:
         check_measurable(target)
-    lat_model = _load_predictor(predictor, target)
+    lat_model = load_predictor(predictor, target)
     if confidence is not None:
         check_confidence(lat_model, confidence, predictor)
     supernet, config = load_supernet(run_dir)
@@ -274,38 +274,3 @@ def check_predictor_resolutions(model: Any, space: SearchSpace, resolutions: Seq
                        f"and cannot rank subnets at {', '.join(map(str, other))} (its latency table is per input "
                        f"size); pass --resolution {model.space.image_size}, or leave out --predictor to rank by "
                        f"MACs at each resolution")
-
-
-def _load_predictor(path: Optional[str | Path], target: Any):
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        path = path / "predictor.json"
-    from ..profile.predictor import LatencyPredictor
-
-    model = LatencyPredictor.load(path)
-    if model.target != target.name:
-        raise OfaError(f"predictor {path} was fitted for target {model.target}, not {target.name}")
-    return model
-
-
-def check_confidence(model: Any, confidence: float, path: Any) -> None:
-    """``--confidence`` needs a predictor that states its uncertainty."""
-    from ..profile.uncertainty import check_level
-
-    check_level(confidence, "--confidence")
-    if model is None:
-        raise OfaError("--confidence needs --predictor (it holds budgets to the predictor's upper bound)")
-    if model.uncertainty is None:
-        raise OfaError(f"--confidence: predictor {path} records no uncertainty (no validation error, no posterior); "
-                       "refit it with `ofa-deploy predictor build` or adapt one with `ofa-deploy predictor adapt`")
-
-
-def budget_latency(model: Any, subnets: Sequence[Subnet], confidence: Optional[float]) -> np.ndarray:
-    """Predicted p90 (where the predictor knows its ratio; ``select`` holds budgets to p90)
-    or, with ``confidence``, the latency that p90 stays below with that probability."""
-    statistic = "p90" if "p90" in model.statistic_ratios else None
-    if confidence is None:
-        return np.asarray(model.predict(list(subnets), statistic))
-    return model.upper_bound(list(subnets), confidence, statistic)
