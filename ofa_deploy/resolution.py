@@ -22,6 +22,7 @@ from .errors import OfaError
 from .space import SearchSpace
 
 MAX_RESOLUTION = 4096
+ALL = "all"  # every resolution a run was trained at (``eval --resolution all``)
 MAX_RESOLUTIONS = 32
 
 

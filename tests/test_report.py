@@ -18,7 +18,7 @@ SYNTHETIC = textwrap.dedent('''
     from ofa_deploy.cost import macs, cost
     from ofa_deploy.space import SearchSpace
     from ofa_deploy.buckets import sample_in_bucket
-    from ofa_deploy.report.results import write_eval
+    from ofa_deploy.evals import write_eval
     from ofa_deploy.evaluate.population import bucket_statistics  # noqa - replaced below when torch is blocked
 
     def make(path, method, epochs, wall, base, seed):

@@ -5,7 +5,8 @@
 """
 
 from .augment import AugmentPolicy, augment, default_policy, resolve_policy
-from .datasets import DATASETS, IMAGE_SIZE, DatasetInfo, ImageSet, cache_dir, dataset_info, load_dataset
+from .datasets import DATASETS, IMAGE_SIZE, DatasetInfo, dataset_info, load_dataset
+from .imageset import ImageSet, cache_dir
 
 __all__ = [
     "DATASETS",

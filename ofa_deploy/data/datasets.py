@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ..errors import OfaError
 from ..io import atomic_write
 from .folder import FOLDER
+from .imageset import ImageSet, cache_dir
 
 IMAGE_SIZE = 32  # the paper's input size, the default of --image-size
 SPLITS = ("train", "val", "test")
@@ -63,41 +64,6 @@ DATASET_NAMES = (*DATASETS, FOLDER)  # what --dataset takes: the tables above an
 
 # The original IDX files of MNIST-like datasets, as published and as torchvision expects them.
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-@dataclass
-class ImageSet:
-    """One split of a dataset, ready for training or evaluation.
-
-    ``images``: float32 (N, C, 32, 32), normalised with ``mean``/``std``; ``labels``:
-    int64 (N,); both on the same device.
-    """
-
-    name: str
-    split: str
-    images: torch.Tensor
-    labels: torch.Tensor
-    num_classes: int
-    in_channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: tuple[str, ...] | None = None  # class names (``folder`` data sets), label i = classes[i]
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def device(self) -> torch.device:
-        return self.images.device
-
-    def to(self, device: str | torch.device) -> "ImageSet":
-        return ImageSet(self.name, self.split, self.images.to(device), self.labels.to(device), self.num_classes,
-                        self.in_channels, self.mean, self.std, self.classes)
-
-
-def cache_dir() -> Path:
-    """Where prepared datasets and decoded tensors are kept."""
-    return Path(os.environ.get("OFA_DEPLOY_CACHE") or Path.home() / ".cache" / "ofa-deploy")
 
 
 def dataset_info(name: str, **folder_options: Any) -> DatasetInfo:
@@ -199,8 +165,9 @@ def load_dataset(
         if name == FOLDER:
             raise OfaError("--data-protocol released is the released code's F-MNIST provider; it does not apply "
                            "to --dataset folder")
-        return load_released(dataset_info(name), split, data_dir=data_dir, download=download, subset=subset,
-                             val_size=val_size, seed=seed, device=device, image_size=image_size)
+        info = dataset_info(name)
+        return load_released(info, split, read_raw=lambda which: _raw_split(info, which, data_dir, download),
+                             subset=subset, val_size=val_size, seed=seed, device=device, image_size=image_size)
     if protocol not in (None, "ofa-deploy"):
         raise OfaError(f"unknown data protocol {protocol!r}; choose ofa-deploy or released")
 

@@ -198,7 +198,7 @@ _MEMO: dict[tuple[str, str, int], Decoded] = {}
 
 def decode(data_dir: str | os.PathLike, image_size: int, *, expected_hash: str | None = None) -> Decoded:
     """The folder at ``image_size``, from the cache or decoded now (and cached)."""
-    from .datasets import cache_dir
+    from .imageset import cache_dir
 
     listing = scan(data_dir)
     if expected_hash is not None and listing.hash != expected_hash:

@@ -20,10 +20,13 @@ What the released code's F-MNIST provider does, in ofa-deploy's device-tensor fo
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import OfaError
+from .imageset import ImageSet
 
 VALID_SEED = 2147483647  # the released code's DataProvider.VALID_SEED
 
@@ -33,17 +36,16 @@ def held_out(n: int) -> int:
     return n // 6
 
 
-def load_released(info, split: str, *, data_dir, download: bool, subset: int | None, val_size: int, seed: int,
-                  device, image_size: int):
+def load_released(info, split: str, *, read_raw: Callable[[str], tuple[torch.Tensor, torch.Tensor]],
+                  subset: int | None, val_size: int, seed: int, device, image_size: int) -> ImageSet:
     """``load_dataset(..., protocol="released")``: see the module docstring. ``val`` is the
     first ``val_size`` held-out images; ``train`` the rest, whatever ``val_size`` is;
-    ``subset`` keeps the first N of a ``seed`` permutation, as the default protocol."""
-    from .datasets import ImageSet, _raw_split
-
+    ``subset`` keeps the first N of a ``seed`` permutation, as the default protocol.
+    ``read_raw("train" | "test")``: the data set's uint8 images and labels of that split."""
     if info.in_channels != 1:
         raise OfaError(f"--data-protocol released follows the released code's F-MNIST provider and applies to "
                        f"1-channel datasets only, not {info.name}")
-    raw_images, raw_labels = _raw_split(info, "test" if split == "test" else "train", data_dir, download)
+    raw_images, raw_labels = read_raw("test" if split == "test" else "train")
     n = raw_labels.shape[0]
     if split == "test":
         index = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if subset is not None \

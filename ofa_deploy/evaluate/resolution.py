@@ -10,17 +10,14 @@ those of a 32x32 one, which is why OFA recalibrates per resolution too.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data.resize import resize
 from ..errors import OfaError
-from ..resolution import require_trained, space_at, trained_resolutions
-
-ALL = "all"
+from ..resolution import ALL, require_trained, space_at
 
 
 def run_resolution(config: dict[str, Any], requested: int | None, flag: str = "--resolution") -> int:
@@ -62,21 +59,4 @@ def parse_resolution_choice(value: str | int | None) -> int | str | None:
     return int(text)
 
 
-def evaluate_resolutions(run_dir: str | Path, resolutions: Sequence[int] | str = ALL,
-                         **kwargs: Any) -> list[tuple[Path, dict]]:
-    """``evaluate_run`` at each of ``resolutions`` (``all``: every trained one, smallest
-    first); each result is written as its own ``eval/NAME.json`` (names carry ``-rR`` for
-    every resolution but the default), so accuracy per trained resolution is on record."""
-    from ..run import read_config
-    from .runs import evaluate_run
-
-    if kwargs.get("name") is not None:
-        raise OfaError("--name names one result; with --resolution all each resolution gets its default name")
-    config = read_config(run_dir)
-    chosen = trained_resolutions(config) if resolutions == ALL else tuple(resolutions)
-    for r in chosen:  # every one checked before anything is measured
-        run_resolution(config, r)
-    return [evaluate_run(run_dir, resolution=r, **kwargs) for r in chosen]
-
-
-__all__ = ["run_resolution", "supernet_at", "images_at", "parse_resolution_choice", "evaluate_resolutions", "ALL"]
+__all__ = ["run_resolution", "supernet_at", "images_at", "parse_resolution_choice", "ALL"]

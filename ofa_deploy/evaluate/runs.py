@@ -14,13 +14,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..buckets import PAPER_BUCKETS, paper_buckets, paper_scale
 from .. import run
 from ..errors import OfaError
+from ..evals import EVAL_DIR, write_eval
 from ..io import sha256_file
-from ..report.results import EVAL_DIR, write_eval
+from ..resolution import ALL, space_at, trained_resolutions
 from ..space import Subnet
 
 DEFAULT_TOLERANCE = 0.5
@@ -149,7 +150,6 @@ def evaluate_run(
     ``resolution``: one the run was trained at (default: its space's ``image_size``); the
     same subnets are drawn (buckets are MFLOPs at the default resolution), BN recalibrated
     and tested on images resized to it, MACs counted at it (``evaluate.resolution``)."""
-    from ..resolution import space_at, trained_resolutions
     from ..specs import resolve_subnet
     from .population import evaluate_population, sample_population
     from .resolution import images_at, run_resolution, supernet_at
@@ -276,3 +276,19 @@ class _Bar:
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def evaluate_resolutions(run_dir: str | Path, resolutions: Sequence[int] | str = ALL,
+                         **kwargs: Any) -> list[tuple[Path, dict]]:
+    """``evaluate_run`` at each of ``resolutions`` (``all``: every trained one, smallest
+    first); each result is written as its own ``eval/NAME.json`` (names carry ``-rR`` for
+    every resolution but the default), so accuracy per trained resolution is on record."""
+    from .resolution import run_resolution
+
+    if kwargs.get("name") is not None:
+        raise OfaError("--name names one result; with --resolution all each resolution gets its default name")
+    config = run.read_config(run_dir)
+    chosen = trained_resolutions(config) if resolutions == ALL else tuple(resolutions)
+    for r in chosen:  # every one checked before anything is measured
+        run_resolution(config, r)
+    return [evaluate_run(run_dir, resolution=r, **kwargs) for r in chosen]

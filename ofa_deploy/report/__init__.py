@@ -5,6 +5,7 @@
 """
 
 from .build import build_report
-from .results import RunFacts, list_evals, load_run, read_eval
+from ..evals import list_evals, read_eval
+from .results import RunFacts, load_run
 
 __all__ = ["RunFacts", "build_report", "list_evals", "load_run", "read_eval"]
