@@ -10,7 +10,7 @@ as ``raw_latency_ms``, the factor as ``drift``), so
 ``transfer_curves.py``, ``predictor_cv.py`` and ``measurement_repeatability.py`` read it
 unchanged.
 
-    python benchmarks/anchor_correct.py CAMPAIGN OUT [--landscapes cpu,...] [--no-shrink]
+    python experiments/predictor-transfer/anchor_correct.py CAMPAIGN OUT [--landscapes cpu,...] [--no-shrink]
 
 Prints one JSON document: per landscape the drift factors of the ``min`` statistic by
 chunk, and how much of the anchors' own spread is left after the correction (the
@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from study import DEFAULT_LANDSCAPES, names, read_rows
 
 from ofa_deploy.io import atomic_write_text
 from ofa_deploy.profile.drift import chunk_drift
-
-LANDSCAPES = ("cpu", "cpu-2t", "cpu-b8", "cpu-int8", "torch")
 
 
 def drift_factors(anchor_rows: list[dict], shrink: bool = True) -> tuple[dict, dict]:
@@ -68,30 +66,6 @@ def anchor_spread(anchor_rows: list[dict], land: str, factors: dict[int, float])
     return {"sd_before": float(np.mean(before)), "sd_after": float(np.mean(after))}
 
 
-def _rows(path: Path, what: str) -> list[dict]:
-    """The JSON lines of ``path``, each with positive finite latencies and an integer chunk;
-    anything else ends the script with one line naming the file and line."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise SystemExit(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    rows = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            ok = isinstance(row.get("chunk"), int) and all(
-                isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in row["latency_ms"].values())
-        except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise SystemExit(f"{path} line {lineno} is not a measured row (JSON with an integer chunk and positive "
-                             "finite latency_ms)")
-        rows.append(row)
-    return rows
-
-
 def _check_own(out: Path, campaign: Path, land: str) -> None:
     """OUT must not be the campaign, and a landscape file already in OUT must be this
     script's output (every row keeps ``raw_latency_ms``): nothing else is overwritten."""
@@ -112,22 +86,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("campaign", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--landscapes", default=",".join(LANDSCAPES))
+    ap.add_argument("--landscapes", default=DEFAULT_LANDSCAPES)
     ap.add_argument("--no-shrink", action="store_true",
                     help="the plain estimate: divide by the anchors' mean drift as measured")
     args = ap.parse_args()
     if not (args.campaign / "anchors.jsonl").is_file():
         raise SystemExit(f"{args.campaign} has no anchors.jsonl: measure it with transfer_campaign.py --anchors N")
-    lands = [x for x in args.landscapes.split(",") if x]
+    lands = names(args.landscapes)
     for land in lands:
         _check_own(args.out, args.campaign, land)
-    anchor_rows = _rows(args.campaign / "anchors.jsonl", "anchors")
+    anchor_rows = read_rows(args.campaign / "anchors.jsonl", "anchors")
     factors, details = drift_factors(anchor_rows, shrink=not args.no_shrink)
     report = {"campaign": str(args.campaign), "landscapes": {}}
     outputs = {}
     for land in lands:  # everything is checked before anything is written
         lines = []
-        for row in _rows(args.campaign / f"{land}.jsonl", f"{land} measurements"):
+        for row in read_rows(args.campaign / f"{land}.jsonl", f"{land} measurements"):
             try:
                 drift = {stat: factors[land][stat][row["chunk"]] for stat in row["latency_ms"]}
             except KeyError:

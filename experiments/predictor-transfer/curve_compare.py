@@ -2,7 +2,7 @@
 pair: held-out accuracy and 90 % interval coverage of ``adapt`` at each number of measured
 subnets, and the means over all pairs.
 
-    python benchmarks/curve_compare.py --before A/summary.json [...] --after B/summary.json [...]
+    python experiments/predictor-transfer/curve_compare.py --before A/summary.json [...] --after B/summary.json [...]
 
 Summaries are matched by position (the same campaign in the same place of both lists) and
 pairs by source and target. Prints one JSON document.
@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from study import COVERAGE_90, calibrated
 
 FIELDS = ("within_10pct", "within_5pct", "spearman", "coverage_90")
 
@@ -28,7 +29,7 @@ def _means(rows: list[dict], side: str) -> dict:
     values = {f: [r[side][f] for r in rows] for f in FIELDS}
     out = {f: round(float(np.mean(v)), 4) for f, v in values.items()}
     cover = np.array(values["coverage_90"])
-    out["coverage_in_85_95"] = int(np.sum((cover >= 0.85) & (cover <= 0.95)))
+    out[f"coverage_in_{round(COVERAGE_90[0] * 100)}_{round(COVERAGE_90[1] * 100)}"] = int(sum(calibrated(c) for c in cover))
     out["mean_abs_coverage_miss"] = round(float(np.mean(np.abs(cover - 0.9))), 4)
     out["goals_met"] = int(sum(r[side]["met"] for r in rows))
     return out

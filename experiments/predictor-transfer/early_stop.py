@@ -7,7 +7,7 @@ order of the campaign's pool, scored on its held-out subnets, under two stopping
 - ``checked``: that, and the previous fit's mean error on the 5 subnets measured since
   <= T (what ``adapt`` does now; never after the first step).
 
-    python benchmarks/early_stop.py SOURCE_PREDICTOR CAMPAIGN_DIR [--targets 0.03,0.05]
+    python experiments/predictor-transfer/early_stop.py SOURCE_PREDICTOR CAMPAIGN_DIR [--targets 0.03,0.05]
         [--landscapes cpu,...] [--statistic min]
 
 Prints one JSON document: per landscape, rule and T, the number measured at the stop and
@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from study import DEFAULT_LANDSCAPES, names, splits
 
-from ofa_deploy.profile.collect import LatencyDataset
 from ofa_deploy.profile.learning_curve import POPULATION, selection_order
 from ofa_deploy.profile.predictor import LatencyPredictor, accuracy_report
 from ofa_deploy.profile.transfer import adapt, population
@@ -40,17 +40,15 @@ def main() -> None:
     ap.add_argument("source", type=Path)
     ap.add_argument("campaign", type=Path)
     ap.add_argument("--targets", default="0.03,0.05")
-    ap.add_argument("--landscapes", default="cpu,cpu-2t,cpu-b8,cpu-int8,torch")
+    ap.add_argument("--landscapes", default=DEFAULT_LANDSCAPES)
     ap.add_argument("--statistic", default="min")
     args = ap.parse_args()
     source = LatencyPredictor.load(args.source)
     pop = population(source.space, POPULATION, 0)
     targets = [float(t) for t in args.targets.split(",") if t]
     out: dict = {"campaign": str(args.campaign), "step": STEP, "landscapes": {}}
-    for land in (x for x in args.landscapes.split(",") if x):
-        data = LatencyDataset(args.campaign / f"{land}.jsonl", source.space)
-        pool, pool_ms = data.split("pool", args.statistic)
-        held, held_ms = data.split("holdout", args.statistic)
+    for land in names(args.landscapes):
+        pool, pool_ms, held, held_ms = splits(args.campaign, land, source.space, args.statistic)
         pool_ms, held_ms = np.asarray(pool_ms), np.asarray(held_ms)
         order = selection_order(source, pool, min(MOST, len(pool)), 0)
         stops: dict = {rule: {str(t): None for t in targets} for rule in ("estimate", "checked")}

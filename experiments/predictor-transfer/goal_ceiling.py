@@ -6,7 +6,7 @@ predictor could score against it (``ceiling_10pct``, ``ceiling_5pct``, ``spearma
 This puts those ceilings beside the adapted predictor's scores from ``transfer_curves.py``
 after ``--n`` measured subnets, and says which goals no predictor could have met there.
 
-    python benchmarks/goal_ceiling.py --n 20 CURVES.json:REPEATABILITY.json[:LABEL] ... > out.json
+    python experiments/predictor-transfer/goal_ceiling.py --n 20 CURVES.json:REPEATABILITY.json[:LABEL] ... > out.json
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-GOALS = {"within_10pct": 0.95, "within_5pct": 0.75, "spearman": 0.98}
+from study import GOALS
+
 CEILING = {"within_10pct": "ceiling_10pct", "within_5pct": "ceiling_5pct", "spearman": "spearman_ceiling"}
 
 

@@ -4,7 +4,7 @@ Two (or more) ``transfer_campaign.py`` directories that measured the same subnet
 different times (fresh ONNX Runtime sessions, the machine's state drifted in between) are
 compared subnet by subnet, per landscape and per statistic:
 
-    python benchmarks/measurement_repeatability.py CAMPAIGN_A CAMPAIGN_B [CAMPAIGN_C ...]
+    python experiments/predictor-transfer/measurement_repeatability.py CAMPAIGN_A CAMPAIGN_B [CAMPAIGN_C ...]
         [--statistics min,p50,mean] [--landscapes cpu,cpu-2t,cpu-b8,cpu-int8,torch]
 
 For each pair of campaigns (A, B) the log-ratio r = log(B / A) of every subnet measured in
@@ -37,18 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
-
-LANDSCAPES = ("cpu", "cpu-2t", "cpu-b8", "cpu-int8", "torch")
-
-
-def _rows(path: Path) -> dict[str, dict]:
-    rows = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                rows[row["key"]] = row
-    return rows
+from study import DEFAULT_LANDSCAPES, landscape_file, names, rows_by_key
 
 
 def _share_within(log_err: np.ndarray, pct: float) -> float:
@@ -84,7 +73,7 @@ def write_mean(campaigns: list[Path], landscapes: list[str], out: Path) -> dict[
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for land in landscapes:
-        sets = [_rows(c / f"{land}.jsonl") for c in campaigns if (c / f"{land}.jsonl").is_file()]
+        sets = [rows_by_key(landscape_file(c, land)) for c in campaigns if landscape_file(c, land).is_file()]
         if len(sets) != len(campaigns):
             continue
         keys = sorted(set.intersection(*(set(s) for s in sets)))
@@ -107,7 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("campaigns", type=Path, nargs="+")
     ap.add_argument("--statistics", default="min,p50,mean")
-    ap.add_argument("--landscapes", default=",".join(LANDSCAPES))
+    ap.add_argument("--landscapes", default=DEFAULT_LANDSCAPES)
     ap.add_argument("--write-mean", type=Path, default=None, metavar="DIR")
     args = ap.parse_args()
     if len(args.campaigns) < 2:
@@ -116,15 +105,15 @@ def main() -> None:
     out: dict = {"campaigns": [str(p) for p in args.campaigns], "pairs": {}}
     for i, j in itertools.combinations(range(len(args.campaigns)), 2):
         pair = {}
-        for land in (x for x in args.landscapes.split(",") if x):
-            pa, pb = args.campaigns[i] / f"{land}.jsonl", args.campaigns[j] / f"{land}.jsonl"
+        for land in names(args.landscapes):
+            pa, pb = landscape_file(args.campaigns[i], land), landscape_file(args.campaigns[j], land)
             if not (pa.is_file() and pb.is_file()):
                 continue
-            a, b = _rows(pa), _rows(pb)
+            a, b = rows_by_key(pa), rows_by_key(pb)
             pair[land] = {s: compare(a, b, s) for s in stats}
         out["pairs"][f"{i}-{j}"] = pair
     if args.write_mean is not None:
-        out["mean_written"] = write_mean(args.campaigns, [x for x in args.landscapes.split(",") if x], args.write_mean)
+        out["mean_written"] = write_mean(args.campaigns, names(args.landscapes), args.write_mean)
     print(json.dumps(out, indent=1))
 
 

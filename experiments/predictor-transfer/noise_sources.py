@@ -15,7 +15,7 @@ log-ratios / sqrt(2), with the common scale removed) between
 Compared with ``measurement_repeatability.py`` (two campaigns hours apart), this splits the
 between-campaign noise into its parts.
 
-    python benchmarks/noise_sources.py ONNX_DIR [--subnets 20] [--sessions 2] [--rounds 6]
+    python experiments/predictor-transfer/noise_sources.py ONNX_DIR [--subnets 20] [--sessions 2] [--rounds 6]
         [--burst-s 0.15] [--threads 1] [--batch 1] [--seed 0]
 
 Prints one JSON document.

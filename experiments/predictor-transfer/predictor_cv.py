@@ -6,7 +6,7 @@ Set against the measurement noise of ``measurement_repeatability.py``, this tell
 a landscape's prediction error comes from the measurements (CV error near the noise) or
 from the model (CV error well above it).
 
-    python benchmarks/predictor_cv.py SOURCE_PREDICTOR CAMPAIGN_DIR [--landscapes cpu,...]
+    python experiments/predictor-transfer/predictor_cv.py SOURCE_PREDICTOR CAMPAIGN_DIR [--landscapes cpu,...]
         [--statistic min] [--forms additive,multiplicative,physics]
 
 ``--forms``: the fits ``fit`` may choose from (``additive,multiplicative`` = the per-key
@@ -22,7 +22,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ofa_deploy.profile.collect import LatencyDataset
+from study import DEFAULT_LANDSCAPES, load, names
+
 from ofa_deploy.profile.predictor import LatencyPredictor, cross_validate, fit
 
 
@@ -30,15 +31,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("source", type=Path)
     ap.add_argument("campaign", type=Path)
-    ap.add_argument("--landscapes", default="cpu,cpu-2t,cpu-b8,cpu-int8,torch")
+    ap.add_argument("--landscapes", default=DEFAULT_LANDSCAPES)
     ap.add_argument("--statistic", default="min")
     ap.add_argument("--forms", default="additive,multiplicative,physics")
     args = ap.parse_args()
     space = LatencyPredictor.load(args.source).space
     forms = [f for f in args.forms.split(",") if f]
     out = {"campaign": str(args.campaign), "statistic": args.statistic, "forms": forms, "landscapes": {}}
-    for land in (x for x in args.landscapes.split(",") if x):
-        data = LatencyDataset(args.campaign / f"{land}.jsonl", space)
+    for land in names(args.landscapes):
+        data = load(args.campaign, land, space)
         subs, lat = [], []
         for split in ("pool", "holdout"):
             s, y = data.split(split, args.statistic)

@@ -7,7 +7,7 @@ and their evidence average (what ``adapt`` uses), each scored on the held-out su
 within +-5 %). Reports the average's score, the best strength per pair chosen on the
 held-out score itself (an oracle no user has) and the best single strength for all pairs.
 
-    python benchmarks/strength_oracle.py SOURCE TRUTH[:T1,T2] ... [--n 20] > out.json
+    python experiments/predictor-transfer/strength_oracle.py SOURCE TRUTH[:T1,T2] ... [--n 20] > out.json
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from study import DEFAULT_LANDSCAPES, names, splits
 
 from ofa_deploy.profile import transfer as T
-from ofa_deploy.profile.collect import LatencyDataset
 from ofa_deploy.profile.predictor import LatencyPredictor
-
-TARGETS = "cpu,cpu-2t,cpu-b8,cpu-int8,torch"
 
 
 def main() -> None:
@@ -41,10 +39,8 @@ def main() -> None:
     rows, per_strength = [], np.zeros(len(grid))
     for item in args.truths:
         truth, _, targets = item.partition(":")
-        for name in (targets or TARGETS).split(","):
-            data = LatencyDataset(Path(truth) / f"{name}.jsonl", src.space)
-            pool, pool_ms = data.split("pool", args.statistic)
-            held, held_ms = data.split("holdout", args.statistic)
+        for name in names(targets or DEFAULT_LANDSCAPES):
+            pool, pool_ms, held, held_ms = splits(Path(truth), name, src.space, args.statistic)
             order = T.selection_order(src, pool, pop, args.n)
             x = T.rows(src, feat.counts([pool[i] for i in order]), prior)
             y = np.asarray(pool_ms, dtype=float)[order]

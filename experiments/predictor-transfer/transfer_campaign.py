@@ -2,7 +2,7 @@
 several CPU latency landscapes, interleaved, so that ``predictor check``'s learning curves
 for source -> target pairs can be computed offline from one set of measurements.
 
-    python benchmarks/transfer_campaign.py RUN|PREDICTOR.json OUT [--pool 150] [--holdout 100] [--chunk 25]
+    python experiments/predictor-transfer/transfer_campaign.py RUN|PREDICTOR.json OUT [--pool 150] [--holdout 100] [--chunk 25]
         [--rounds 6] [--warmup-s 0.3] [--min-time-s 0.6] [--min-iterations 60] [--order-seed 0]
 
 Landscapes (all on this machine):
@@ -55,12 +55,12 @@ from ofa_deploy.cost import macs
 from ofa_deploy.export.precision import convert_precision
 from ofa_deploy.export import read_sidecar
 from ofa_deploy.profile.backends import onnxruntime_runner, torch_runner
-from ofa_deploy.profile.collect import LatencyDataset, export_for_timing, holdout_subnets
+from ofa_deploy.profile.collect import export_for_timing, holdout_subnets
 from ofa_deploy.profile.protocol import Protocol, robust_cov, summarize, time_once
 from ofa_deploy.run import load_supernet
 from ofa_deploy.targets import load_target
+from study import LANDSCAPES, load
 
-LANDSCAPES = ("cpu", "cpu-2t", "cpu-b8", "cpu-int8", "torch")
 GPU_LANDSCAPES = ("torch-cuda", "torch-cuda-graph")
 
 
@@ -164,7 +164,7 @@ def main() -> None:
     anchors = pool[:args.anchors]
     args.out.mkdir(parents=True, exist_ok=True)
     anchor_file = args.out / "anchors.jsonl"
-    sets = {name: LatencyDataset(args.out / f"{name}.jsonl", space) for name in landscapes}
+    sets = {name: load(args.out, name, space) for name in landscapes}
     fp32_target = load_target("cpu")
     onnx = args.onnx_dir or args.out / "onnx"
     shape = (space.in_channels, space.image_size, space.image_size)

@@ -4,7 +4,7 @@ active selection picks from the measured pool, against a fit from scratch and a 
 on the same measurements, all scored on the landscape's held-out subnets
 (``ofa_deploy.profile.learning_curve``).
 
-    python benchmarks/transfer_curves.py SOURCE_PREDICTOR CAMPAIGN_DIR OUT_DIR
+    python experiments/predictor-transfer/transfer_curves.py SOURCE_PREDICTOR CAMPAIGN_DIR OUT_DIR
         [--targets cpu,cpu-2t,cpu-b8,cpu-int8,torch] [--sizes 5,10,20,50] [--statistic min]
         [--source-landscape cpu]
 
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from ofa_deploy.io import atomic_write_json
-from ofa_deploy.profile.collect import LatencyDataset
 from ofa_deploy.profile.learning_curve import POPULATION, learning_curve, plot_curves, selection_order
 from ofa_deploy.profile.predictor import LatencyPredictor, fit
 from ofa_deploy.profile.transfer import adapt, population
+from study import DEFAULT_LANDSCAPES, calibrated, goals_met, landscape_file, load, names, read_rows, splits
 
 
 def _goals(point: dict) -> dict:
@@ -36,8 +36,7 @@ def _goals(point: dict) -> dict:
     return {"n": point["n"], "within_10pct": a["within_10pct"], "within_5pct": a["within_5pct"],
             "spearman": round(a["spearman"], 4), "coverage_90": a["coverage_90"],
             "mean_abs_rel_error": round(a["mean_abs_rel_error"], 4), "estimated_error": round(a["estimated_error"], 4),
-            "met": a["within_10pct"] >= 0.95 and a["within_5pct"] >= 0.75 and a["spearman"] >= 0.98,
-            "calibrated": 0.85 <= a["coverage_90"] <= 0.95}
+            "met": all(goals_met(a).values()), "calibrated": calibrated(a["coverage_90"])}
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
     ap.add_argument("source", type=Path)
     ap.add_argument("campaign", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--targets", default="cpu,cpu-2t,cpu-b8,cpu-int8,torch")
+    ap.add_argument("--targets", default=DEFAULT_LANDSCAPES)
     ap.add_argument("--sizes", default="5,10,20,50")
     ap.add_argument("--statistic", default="min")
     ap.add_argument("--source-landscape", default=None)
@@ -58,19 +57,17 @@ def main() -> None:
     sources = [("committed", source)]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.source_landscape:
-        data = LatencyDataset(args.campaign / f"{args.source_landscape}.jsonl", source.space)
+        data = load(args.campaign, args.source_landscape, source.space)
         subs, lat = data.split("pool", args.statistic)
         own = fit(source.space, subs, lat, target=args.source_landscape, statistic=args.statistic, seed=args.seed)
         own.save(args.out / f"source-{args.source_landscape}.json")
         sources.append((f"fitted on this campaign's {args.source_landscape} pool", own))
     curves, summary = [], []
     for label, src in sources:
-        for name in [t for t in args.targets.split(",") if t]:
+        for name in names(args.targets):
             if src is not source and name == args.source_landscape:
                 continue
-            data = LatencyDataset(args.campaign / f"{name}.jsonl", src.space)
-            pool, pool_ms = data.split("pool", args.statistic)
-            held, held_ms = data.split("holdout", args.statistic)
+            pool, pool_ms, held, held_ms = splits(args.campaign, name, src.space, args.statistic)
             curve = learning_curve(src, pool, pool_ms, held, held_ms, target=name, statistic=args.statistic,
                                    sizes=sizes, seed=args.seed)
             curve["source_label"] = label
@@ -79,7 +76,7 @@ def main() -> None:
             adapt(src, [pool[i] for i in order], [pool_ms[i] for i in order], target=name, statistic=args.statistic,
                   pop=population(src.space, POPULATION, args.seed)).save(
                 args.out / "adapted" / f"{src.target}-{'own' if src is not source else 'committed'}-to-{name}-n{k}.json")
-            curve["loadavg_seen"] = _loads(args.campaign / f"{name}.jsonl")
+            curve["loadavg_seen"] = _loads(landscape_file(args.campaign, name))
             curves.append(curve)
             summary.append({"source": f"{src.target} ({label})", "target": name, "pool": len(pool),
                             "holdout": len(held), "source_only": {k: round(curve["source"][k], 4) for k in
@@ -91,7 +88,7 @@ def main() -> None:
 
 
 def _loads(path: Path) -> dict:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_rows(path)
     loads = [r["loadavg_before"][0] for r in rows if "loadavg_before" in r] + \
             [r["loadavg_after"][0] for r in rows if "loadavg_after" in r]
     return {"min": min(loads), "max": max(loads), "mean": float(np.mean(loads))} if loads else {}

@@ -11,7 +11,7 @@ for comparison, ``adapt`` on random candidates. Scored on ``--holdout`` other un
 subnets against one noisy measurement each (as a user's check would be), with the ceiling
 a perfect predictor would reach against that measurement.
 
-    python benchmarks/transfer_synthetic.py SOURCE_PREDICTOR [--noise 0.01] [--seeds 0,1,2] > out.json
+    python experiments/predictor-transfer/transfer_synthetic.py SOURCE_PREDICTOR [--noise 0.01] [--seeds 0,1,2] > out.json
 
 Numbers only: no ONNX, no timing; deterministic by ``--seeds``.
 """
@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from study import COVERAGE_90, GOALS, calibrated, goals_met
 
 from ofa_deploy.profile.collect import holdout_subnets
 from ofa_deploy.profile.learning_curve import score
 from ofa_deploy.profile.predictor import LatencyPredictor, accuracy_report
 from ofa_deploy.profile.transfer import POPULATION, adapt, population, selection_order
 from ofa_deploy.profile.transfer_build import CANDIDATES
-from ofa_deploy.space import BlockSpec, SearchSpace, Subnet
+from ofa_deploy.space import BlockSpec, Subnet
 
 # A device: one kernel's time (s) is max(MACs / peak[kind], bytes / bandwidth) + launch (+ a
 # fallback copy for the kinds listed); peaks in MAC/s, bandwidth in bytes/s, 2 bytes per
@@ -160,8 +161,8 @@ def _goals(runs: Sequence[dict]) -> dict:
         a = next((p["adapt"] for p in r["points"] if p["n"] == 20), None)
         if a is None:
             continue
-        met = {"within_10pct>=0.95": a["within_10pct"] >= 0.95, "within_5pct>=0.75": a["within_5pct"] >= 0.75,
-               "spearman>=0.98": a["spearman"] >= 0.98, "coverage_in_85_95": 0.85 <= a["coverage_90"] <= 0.95}
+        met = {**{f"{goal}>={GOALS[goal]}": ok for goal, ok in goals_met(a).items()},
+               f"coverage_in_{round(COVERAGE_90[0] * 100)}_{round(COVERAGE_90[1] * 100)}": calibrated(a["coverage_90"])}
         rows.append({"landscape": r["landscape"], "seed": r["seed"], **a, "met": met,
                      "ceiling_spearman": r["ceiling"]["spearman"]})
     return {"runs": rows, "met": {k: sum(row["met"][k] for row in rows) for k in (rows[0]["met"] if rows else {})},
