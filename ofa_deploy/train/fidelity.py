@@ -1,7 +1,8 @@
 """How faithfully a run follows the paper's released code: six choices and two presets.
 
 The paper's released code (Jordan-HS/RSS-Interference-CVPRW2022) departs from OFA's intent
-in six places (``/work/shared/reference/rss_released_code.md``, ranked by effect there).
+in six places (ranked by effect in the project's review notes of that code,
+``rss_released_code.md``, kept outside this repository).
 Each is a choice of a training run; ``FIDELITY_PRESETS`` sets all six at once:
 
 =============== ======================== ===================================================

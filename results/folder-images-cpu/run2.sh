@@ -1,9 +1,11 @@
 #!/bin/bash
-cd /tmp/r1/readme-work
-export PYTHONPATH=/work/wt-r1 OMP_NUM_THREADS=1 OFA_DEPLOY_CACHE=/tmp/r1/readme-cache
-O="/work/main/.venv/bin/python -m ofa_deploy"
+# As run, with machine paths replaced: REPO = the ofa-deploy worktree at the commit named in the log,
+# WORK = a scratch directory holding the image folder my-photos (make_folder.py).
+cd "$WORK"
+export PYTHONPATH="$REPO" OMP_NUM_THREADS=1 OFA_DEPLOY_CACHE="$WORK/cache"
+O="python -m ofa_deploy"
 step() { echo "=== $(date -u +%T) load: $(cut -d' ' -f1-3 /proc/loadavg) :: $*"; /usr/bin/time -f "wall %e s" "$@"; echo "rc=$?"; }
-echo "commit $(git -C /work/wt-r1 rev-parse --short HEAD)"
+echo "commit $(git -C "$REPO" rev-parse --short HEAD)"
 step $O catalog list --catalog photos.db --target cpu
 step $O eval runs/photos --per-bucket 3 --calib-n 500 --quiet
 step $O catalog build runs/photos --target cpu --catalog photos.db --n 20 --finalists 4 --calib-images 500 --torch-threads 1 --remeasure-unstable
