@@ -1,5 +1,5 @@
 """What the predictor's model form can reach with plenty of data: 5-fold cross-validation
-of a from-scratch fit (``profile.predictor.cross_validate``) on every subnet a
+of a from-scratch fit (``predictor.predictor.cross_validate``) on every subnet a
 ``transfer_campaign.py`` directory measured (pool and held-out together), per landscape.
 
 Set against the measurement noise of ``measurement_repeatability.py``, this tells whether
@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from ofa_deploy.profile.collect import LatencyDataset
-from ofa_deploy.profile.predictor import LatencyPredictor, cross_validate, fit
+from ofa_deploy.predictor.predictor import LatencyPredictor, cross_validate, fit
 
 
 def main() -> None:

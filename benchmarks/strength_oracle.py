@@ -21,7 +21,7 @@ import numpy as np
 
 from ofa_deploy.profile import transfer as T
 from ofa_deploy.profile.collect import LatencyDataset
-from ofa_deploy.profile.predictor import LatencyPredictor
+from ofa_deploy.predictor.predictor import LatencyPredictor
 
 TARGETS = "cpu,cpu-2t,cpu-b8,cpu-int8,torch"
 

@@ -282,7 +282,7 @@ def _load_predictor(path: Optional[str | Path], target: Any):
     path = Path(path)
     if path.is_dir():
         path = path / "predictor.json"
-    from ..profile.predictor import LatencyPredictor
+    from ..predictor.predictor import LatencyPredictor
 
     model = LatencyPredictor.load(path)
     if model.target != target.name:
@@ -292,7 +292,7 @@ def _load_predictor(path: Optional[str | Path], target: Any):
 
 def check_confidence(model: Any, confidence: float, path: Any) -> None:
     """``--confidence`` needs a predictor that states its uncertainty."""
-    from ..profile.uncertainty import check_level
+    from ..predictor.uncertainty import check_level
 
     check_level(confidence, "--confidence")
     if model is None:
