@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ofa_deploy.profile.collect import holdout_subnets
-from ofa_deploy.profile.predictor import LatencyPredictor
+from ofa_deploy.predictor.predictor import LatencyPredictor
 
 
 def _rate(call, n: int, repeats: int) -> dict:

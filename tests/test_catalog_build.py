@@ -41,7 +41,7 @@ def _predictor(tmp_path: Path) -> Path:
     """A predictor fitted to made-up latencies proportional to MACs (no measuring)."""
     from ofa_deploy.cost import macs
     from ofa_deploy.profile.collect import design_subnets
-    from ofa_deploy.profile.predictor import fit
+    from ofa_deploy.predictor.predictor import fit
     from ofa_deploy.space import SearchSpace
 
     space = SearchSpace(in_channels=1)

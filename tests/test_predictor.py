@@ -17,8 +17,8 @@ from ofa_deploy.cli import cli
 from ofa_deploy.cost import macs
 from ofa_deploy.errors import OfaError
 from ofa_deploy.profile.collect import LatencyDataset, design_subnets, holdout_subnets
-from ofa_deploy.profile.features import Featurizer, block_key
-from ofa_deploy.profile.predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
+from ofa_deploy.predictor.features import Featurizer, block_key
+from ofa_deploy.predictor.predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
 from ofa_deploy.space import SearchSpace, Subnet
 
 from conftest import one_torch_thread
@@ -273,7 +273,7 @@ def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
     assert set(second) == set(first) and len(second) == 4
     assert not {r["chunk"] for r in second.values()} & {r["chunk"] for r in first.values()}
     assert report["holdout"]["repeats"] == 2 and report["truth"]["repeats"] == 2 and report["truth"]["n"] == 4
-    from ofa_deploy.profile.repeats import repeat_truth
+    from ofa_deploy.predictor.repeats import repeat_truth
 
     data = LatencyDataset(out / "latency.jsonl", SPACE)
     keys = sorted(first)
@@ -290,7 +290,7 @@ def test_build_and_check_end_to_end(fake_run: Path, tmp_path: Path):
 
 
 def test_build_refuses_bad_input(fake_run: Path, tmp_path: Path):
-    from ofa_deploy.profile.predictor_build import build_predictor
+    from ofa_deploy.predictor.build import build_predictor
 
     with pytest.raises(OfaError, match="too few"):
         build_predictor(fake_run, "cpu", tmp_path / "p", n=5)

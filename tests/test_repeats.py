@@ -1,4 +1,4 @@
-"""The held-out truth measured K times (``profile.repeats``), against simulated
+"""The held-out truth measured K times (``predictor.repeats``), against simulated
 measurements whose true latency is known: the noise it states is the noise put in, and
 its ceilings are what the true latency itself scores against the mean of the repeats."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ofa_deploy.errors import OfaError
-from ofa_deploy.profile.predictor import accuracy_report
-from ofa_deploy.profile.repeats import repeat_truth
+from ofa_deploy.predictor.predictor import accuracy_report
+from ofa_deploy.predictor.repeats import repeat_truth
 
 
 @pytest.mark.parametrize("k,noise", [(2, 0.045), (3, 0.03), (2, 0.01)])
@@ -32,7 +32,7 @@ def test_stated_noise_and_ceilings_match_the_simulated_truth(k: int, noise: floa
 
 
 def test_check_refuses_a_repeat_count_out_of_range(tmp_path):
-    from ofa_deploy.profile.predictor_build import check_predictor
+    from ofa_deploy.predictor.build import check_predictor
 
     for bad in (0, 6):
         with pytest.raises(OfaError, match="--repeats"):
@@ -47,7 +47,7 @@ def test_too_few_subnets_state_no_rank_ceiling():
 
 def test_the_cli_bound_is_the_library_bound():
     from ofa_deploy.cli.cmd_predictor import check
-    from ofa_deploy.profile.repeats import MAX_REPEATS
+    from ofa_deploy.predictor.repeats import MAX_REPEATS
 
     option = next(p for p in check.params if p.name == "repeats")
     assert (option.type.min, option.type.max) == (1, MAX_REPEATS)

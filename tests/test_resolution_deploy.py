@@ -264,7 +264,7 @@ def test_catalog_build_over_subnet_and_resolution(elastic_run, tmp_path):
 
 def test_catalog_build_refuses_untrained_resolution_and_a_predictor_of_another_size(capsys, elastic_run, tmp_path):
     from ofa_deploy.profile.collect import design_subnets
-    from ofa_deploy.profile.predictor import fit
+    from ofa_deploy.predictor.predictor import fit
 
     db = tmp_path / "catalog.db"
     code, _, err = run_cli(capsys, "catalog", "build", elastic_run, "--target", "cpu", "--catalog", db,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from study import DEFAULT_LANDSCAPES, load, names
 
-from ofa_deploy.profile.predictor import LatencyPredictor, cross_validate, fit
+from ofa_deploy.predictor.predictor import LatencyPredictor, cross_validate, fit
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from study import DEFAULT_LANDSCAPES, names, splits
 
-from ofa_deploy.profile import transfer as T
-from ofa_deploy.profile.predictor import LatencyPredictor
+from ofa_deploy.predictor import transfer as T
+from ofa_deploy.predictor.predictor import LatencyPredictor
 
 
 def main() -> None:

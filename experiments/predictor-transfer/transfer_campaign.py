@@ -98,7 +98,7 @@ def _supernet(run: Path):
     (latency does not depend on the weights; for a machine a checkpoint cannot travel to)."""
     if run.is_file():
         from ofa_deploy.nn import Supernet
-        from ofa_deploy.profile.predictor import LatencyPredictor
+        from ofa_deploy.predictor.predictor import LatencyPredictor
 
         torch.manual_seed(0)
         return Supernet(LatencyPredictor.load(run).space).eval()

@@ -2,7 +2,7 @@
 for each target landscape, the source predictor adapted on 5, 10, 20, 50 subnets that
 active selection picks from the measured pool, against a fit from scratch and a MACs fit
 on the same measurements, all scored on the landscape's held-out subnets
-(``ofa_deploy.profile.learning_curve``).
+(``ofa_deploy.predictor.learning_curve``).
 
     python experiments/predictor-transfer/transfer_curves.py SOURCE_PREDICTOR CAMPAIGN_DIR OUT_DIR
         [--targets cpu,cpu-2t,cpu-b8,cpu-int8,torch] [--sizes 5,10,20,50] [--statistic min]
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ofa_deploy.io import atomic_write_json
-from ofa_deploy.profile.learning_curve import POPULATION, learning_curve, plot_curves, selection_order
-from ofa_deploy.profile.predictor import LatencyPredictor, fit
-from ofa_deploy.profile.transfer import adapt, population
+from ofa_deploy.predictor.learning_curve import POPULATION, learning_curve, plot_curves, selection_order
+from ofa_deploy.predictor.predictor import LatencyPredictor, fit
+from ofa_deploy.predictor.transfer import adapt, population
 from study import DEFAULT_LANDSCAPES, calibrated, goals_met, landscape_file, load, names, read_rows, splits
 
 

@@ -29,10 +29,10 @@ import numpy as np
 from study import COVERAGE_90, GOALS, calibrated, goals_met
 
 from ofa_deploy.profile.collect import holdout_subnets
-from ofa_deploy.profile.learning_curve import score
-from ofa_deploy.profile.predictor import LatencyPredictor, accuracy_report
-from ofa_deploy.profile.transfer import POPULATION, adapt, population, selection_order
-from ofa_deploy.profile.transfer_build import CANDIDATES
+from ofa_deploy.predictor.learning_curve import score
+from ofa_deploy.predictor.predictor import LatencyPredictor, accuracy_report
+from ofa_deploy.predictor.transfer import POPULATION, adapt, population, selection_order
+from ofa_deploy.predictor.adapt import CANDIDATES
 from ofa_deploy.space import BlockSpec, Subnet
 
 # A device: one kernel's time (s) is max(MACs / peak[kind], bytes / bandwidth) + launch (+ a

@@ -20,12 +20,10 @@ def load_predictor(path: Optional[str | Path], target: Any) -> Any:
     when it was fitted for another target than ``target``."""
     if path is None:
         return None
-    path = Path(path)
-    if path.is_dir():
-        path = path / "predictor.json"
-    from ..profile.predictor import LatencyPredictor
+    from ..predictor.directory import load_predictor as load, predictor_file
 
-    model = LatencyPredictor.load(path)
+    path = predictor_file(path)
+    model = load(path)
     if model.target != target.name:
         raise OfaError(f"predictor {path} was fitted for target {model.target}, not {target.name}")
     return model
@@ -33,7 +31,7 @@ def load_predictor(path: Optional[str | Path], target: Any) -> Any:
 
 def check_confidence(model: Any, confidence: float, path: Any) -> None:
     """``--confidence`` needs a predictor that states its uncertainty."""
-    from ..profile.uncertainty import check_level
+    from ..predictor.uncertainty import check_level
 
     check_level(confidence, "--confidence")
     if model is None:

@@ -63,7 +63,7 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
     divided out before fitting.
     """
     from ..profile import Protocol
-    from ..profile.predictor_build import build_predictor
+    from ..predictor.build import build_predictor
     from ..targets import load_target
 
     tgt = load_target(target)
@@ -104,7 +104,7 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
               help="Held-out subnets to measure.")
 @click.option("--seed", type=SEED, default=1, show_default=True,
               help="Seed of the held-out draw (build's --holdout-seed: reuse what build measured).")
-# 5 = profile.repeats.MAX_REPEATS, not imported: that would load numpy with the CLI (test_repeats keeps them equal)
+# 5 = predictor.repeats.MAX_REPEATS, not imported: that would load numpy with the CLI (test_repeats keeps them equal)
 @click.option("--repeats", type=click.IntRange(1, 5), default=1, show_default=True,
               help="Measure each held-out subnet this many times (each pass in its own chunks and order) and score "
                    "against the geometric mean; reports how noisy one measurement is and the best any predictor "
@@ -122,12 +122,12 @@ def check(predictor_path, run_dir, count, seed, repeats, curve, onnx_dir, rounds
     held-out subnets are measured exactly as the training ones were.
     """
     from ..profile import Protocol
-    from ..profile.predictor import LatencyPredictor
-    from ..profile.predictor_build import PREDICTOR_FILE, check_predictor
+    from ..predictor.build import check_predictor
+    from ..predictor.directory import predictor_file
+    from ..predictor.predictor import LatencyPredictor
     from ..targets import load_target
 
-    if predictor_path.is_dir():
-        predictor_path = predictor_path / PREDICTOR_FILE
+    predictor_path = predictor_file(predictor_path)
     sizes = _sizes(curve)
     protocol = None
     if any(v is not None for v in (min_time_s, min_iterations, warmup_s)):
@@ -215,7 +215,7 @@ def adapt(source, target, run_dir, budget, out, target_error, step, statistic, s
     interrupted run resumes.
     """
     from ..profile import Protocol
-    from ..profile.transfer_build import adapt_predictor
+    from ..predictor.adapt import adapt_predictor
     from ..targets import load_target
 
     tgt = load_target(target)
@@ -253,13 +253,10 @@ def adapt(source, target, run_dir, budget, out, target_error, step, statistic, s
 def predict(predictor_path, specs, as_json) -> None:
     """Predicted latency of each SPEC (subnet text form, JSON object or JSON file)."""
     from ..cost import macs
-    from ..profile.predictor import LatencyPredictor
-    from ..profile.predictor_build import PREDICTOR_FILE
+    from ..predictor.directory import load_predictor
     from ..specs import load_subnet
 
-    if predictor_path.is_dir():
-        predictor_path = predictor_path / PREDICTOR_FILE
-    model = LatencyPredictor.load(predictor_path)
+    model = load_predictor(predictor_path)
     subnets = [load_subnet(s, model.space) for s in specs]
     values = model.predict(subnets)
     rows = [{"subnet": s.to_dict(), "text": str(s), "macs": macs(model.space, s),

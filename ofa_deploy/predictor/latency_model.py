@@ -1,4 +1,4 @@
-"""What computes a latency prediction from a subnet's key counts (``profile.features``):
+"""What computes a latency prediction from a subnet's key counts (``predictor.features``):
 the form and numbers a ``LatencyPredictor`` saves, without how they were fitted.
 
 Numpy only (the device side).

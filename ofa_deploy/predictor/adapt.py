@@ -1,14 +1,15 @@
 """``predictor adapt`` and the learning curve of ``predictor check``: choose, measure, fit.
 
-An adapted predictor directory holds what ``predictor build`` writes (``predictor.json``,
-``latency.jsonl`` with split "adapt" for the chosen subnets, later "holdout" from
-``predictor check``), plus ``curve.json``/``curve.png`` after ``check --curve``, and
-``to-measure/`` when the target is measured elsewhere (``--no-measure``: the chosen
-subnets' exports, and under ``to-measure/anchors/`` the anchor subnets', with the order to
-profile them in; ``--import`` reads the results back, cut into chunks by the anchors).
+An adapted predictor directory (``directory``) holds what ``predictor build`` writes
+(``predictor.json``, ``latency.jsonl`` with split "adapt" for the chosen subnets, later
+"holdout" from ``predictor check``), plus ``curve.json``/``curve.png`` after ``check
+--curve``, and ``to-measure/`` when the target is measured elsewhere (``--no-measure``: the
+chosen subnets' exports, and under ``to-measure/anchors/`` the anchor subnets', with the
+order to profile them in; ``--import`` reads the results back, cut into chunks by the
+anchors).
 
-Measuring goes through ``collect`` (export per subnet as ``predictor build`` does, time
-interleaved, append to ``latency.jsonl``), ``step`` subnets at a time in the fixed
+Measuring goes through ``profile.collect`` (export per subnet as ``predictor build`` does,
+time interleaved, append to ``latency.jsonl``), ``step`` subnets at a time in the fixed
 selection order; after each step the model is refitted and, once its estimated mean
 error is below ``target_error``, measuring stops. A rerun resumes from ``latency.jsonl``.
 """
@@ -21,30 +22,26 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import OfaError
-from ..space import SearchSpace, Subnet
 from ..cost import macs
-from .collect import ANCHOR, LatencyDataset, anchor_subnets, collect, holdout_subnets
+from ..errors import OfaError
+from ..profile.collect import ANCHOR, LatencyDataset, anchor_subnets, collect, holdout_subnets
+from ..profile.protocol import Protocol
+from ..profile.results import load_results
+from ..space import SearchSpace, Subnet
+from .directory import (ANCHOR_DIR, CURVE_FIGURE, CURVE_FILE, DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS,
+                        TO_MEASURE, drift_warnings, load_predictor, load_supernet, measuring_environment, own_dir,
+                        predictor_file)
+from .learning_curve import learning_curve, plot_curves
 from .predictor import LatencyPredictor, accuracy_report
-from .predictor_build import DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS, _environment, _supernet, _warnings
-from .protocol import Protocol
 from .transfer import POPULATION, adapt, population, selection_order
 
-CURVE_FILE, CURVE_FIGURE = "curve.json", "curve.png"
-TO_MEASURE = "to-measure"
-ANCHOR_DIR = "anchors"  # under TO_MEASURE: the anchor subnets, profiled between every --step chosen ones
 CANDIDATES = 500
 Say = Callable[[str], None]
 
 
 def load_source(path: str | Path) -> LatencyPredictor:
-    path = Path(path)
-    if path.is_dir():
-        path = path / PREDICTOR_FILE
-    try:
-        return LatencyPredictor.load(path)
-    except OfaError as exc:
-        raise OfaError(f"--from: {exc}") from None
+    """The source predictor of ``--from`` (a file or its directory)."""
+    return load_predictor(path, "--from")
 
 
 def check_same_space(source: LatencyPredictor, space: SearchSpace, source_path: Any, run_dir: Any) -> None:
@@ -82,8 +79,6 @@ def import_results(dataset: LatencyDataset, paths: Sequence[Path], target: Any) 
     position), into chunks: each group of anchor results starts one, and its rows' drift is
     divided out as in a measuring run here (``LatencyDataset.drift``). Rows measured before
     any anchor are used as measured. Importing a file again adds nothing."""
-    from ..catalog.importer import load_results
-
     anchors = {str(a) for a in anchor_subnets(dataset.space)}
     found = []
     for f, path in enumerate(paths):
@@ -146,7 +141,6 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
                     say: Optional[Say] = None) -> dict[str, Any]:
     """Fit ``target``'s predictor from the source predictor at ``source_path`` and at most
     ``budget`` subnets of the run measured on ``target`` (or imported). Returns the summary."""
-    from ..outputs import PREDICTOR, check_own_dir
     from ..targets import load_target
 
     say = say or (lambda message: None)
@@ -157,8 +151,7 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
     if target_error is not None and not (0 < target_error < 1):
         raise OfaError(f"--target-error {target_error:g} must be a fraction between 0 and 1 (0.03 = 3 %)")
     target = load_target(target) if isinstance(target, (str, Path)) else target
-    source_path = Path(source_path)
-    source_file = source_path / PREDICTOR_FILE if source_path.is_dir() else source_path
+    source_file = predictor_file(source_path)
     source = load_source(source_file)
     statistic = statistic or target.measure.predictor_statistic
     why_not = measurable_here(target)
@@ -167,15 +160,15 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
                        f"subnets) to {Path(out_dir) / TO_MEASURE}, profile each on the device in the order it "
                        "prints (`ofa-deploy build-engine DIR` where needed, then `ofa-deploy profile DIR --json > "
                        "FILE`), and rerun with --import FILE for each result")
-    out_dir = check_own_dir(out_dir, PREDICTOR, inputs=[("run directory", run_dir), ("--from", source_file),
-                                                        ("--onnx-dir", onnx_dir)])
-    supernet = _supernet(run_dir)
+    out_dir = own_dir(out_dir, inputs=[("run directory", run_dir), ("--from", source_file),
+                                            ("--onnx-dir", onnx_dir)])
+    supernet = load_supernet(run_dir)
     check_same_space(source, supernet.space, source_file, run_dir)
     chosen = selection(source, budget, seed)
     dataset = LatencyDataset(out_dir / DATASET_FILE, source.space)
     imported = import_results(dataset, list(imports), target) if imports else 0
     if not measure:
-        from .collect import export_for_timing, quiet_torch
+        from ..profile.collect import export_for_timing, quiet_torch
 
         anchors = anchor_subnets(source.space)
         places = [(sub, out_dir / TO_MEASURE / str(sub)) for sub in chosen]
@@ -218,7 +211,7 @@ def adapt_predictor(source_path: str | Path, run_dir: str | Path, target: Any, o
             "imported": imported, "budget": budget, "stopped": stopped,
             "estimated_error": model.info["transfer"]["estimated_error"], "checked_error": checked,
             "device_scale": model.info["transfer"]["device_scale"], "strength": model.info["transfer"]["strength"],
-            "drift": model.info["drift"], "warnings": _warnings(model.info["drift"])}
+            "drift": model.info["drift"], "warnings": drift_warnings(model.info["drift"])}
 
 
 def stops_early(estimated: float, checked: Optional[float], target_error: Optional[float]) -> bool:
@@ -263,7 +256,7 @@ def _fit(source: LatencyPredictor, dataset: LatencyDataset, target: Any, statist
                      "protocol": {**protocol.to_dict(), "rounds": rounds, "interleaved": True},
                      "unstable_measurements": sum(1 for r in rows if r.get("unstable")),
                      "drift": dataset.drift_report(statistic),
-                     "environment": _environment(target)})
+                     "environment": measuring_environment(target)})
 
 
 def check_curve(model: LatencyPredictor, out_dir: Path, supernet: Any, held: Sequence[Subnet], held_ms: np.ndarray,
@@ -274,7 +267,6 @@ def check_curve(model: LatencyPredictor, out_dir: Path, supernet: Any, held: Seq
     there already) and writes ``curve.json`` (and ``curve.png``)."""
     from ..io import atomic_write_json
     from ..targets import load_target
-    from .learning_curve import learning_curve, plot_curves
 
     recorded = model.info.get("source") or {}
     path = Path(str(recorded.get("path", "")))

@@ -1,7 +1,7 @@
 """A latency predictor per target: an OFA-style per-block lookup table fitted to measured
 whole networks, additive or multiplicative, whichever cross-validates better.
 
-Features (``profile.features``): how often each of OFA's per-block lookup-table keys
+Features (``predictor.features``): how often each of OFA's per-block lookup-table keys
 occurs in a subnet, and the sizes of the operations behind each key.
 
 Model: ``latency = T^-1(intercept + counts . table + z . coef)``, fitted on the measured
@@ -28,7 +28,7 @@ subnets in one of three ways, whichever has the lowest 5-fold relative error:
   fit, five CPU landscapes): r.m.s. error 1.6-4.7 % vs 1.9-5.4 % with the per-key tables
   alone; on the committed ``cpu`` data (300 subnets) mean error 2.8 % vs 3.4 %.
 
-A third saved form, *hybrid*, is what ``predictor adapt`` writes (``profile.transfer``):
+A third saved form, *hybrid*, is what ``predictor adapt`` writes (``predictor.transfer``):
 ``base_scale x`` its source's model ``+ intercept + counts . table``, the source nested in
 the file (``base``).
 

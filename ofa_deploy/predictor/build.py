@@ -1,47 +1,27 @@
 """``predictor build`` and ``predictor check``: measure, fit, validate, compare with MACs.
 
-Layout of a predictor directory (``--out``, default ``predictors/<target>``)::
-
-    predictor.json   the fitted model (table + correction) with its cross-validated error
-    latency.jsonl    every measured subnet (split "train" for fitting, "holdout" and with
-                     --repeats "holdout-2", ... for check)
-    check.json       the held-out report (predictor next to a linear fit on MACs)
-    check.png        predicted vs measured latency, predictor and MACs side by side
-
-Measuring needs the run's supernet (torch) to export subnets; fitting and predicting do not.
+What the predictor directory holds is ``directory``'s docstring. Measuring (``profile.collect``)
+needs the run's supernet (torch) to export subnets; fitting and predicting do not.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..errors import OfaError
 from ..io import atomic_write_json
+from ..profile.collect import LatencyDataset, collect, design_subnets, holdout_subnets
+from ..profile.protocol import Protocol
 from ..space import SearchSpace
-from .collect import LatencyDataset, collect, design_subnets, holdout_subnets
-from .drift import noise_warning
+from .adapt import check_curve
+from .directory import (CHECK_FILE, DATASET_FILE, FIGURE_FILE, PREDICTOR_FILE, RATIO_STATISTICS, Progress,
+                        drift_warnings, load_supernet, measuring_environment, own_dir)
 from .predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
-from .protocol import Protocol
 from .repeats import MAX_REPEATS, repeat_truth
-
-PREDICTOR_FILE = "predictor.json"
-DATASET_FILE = "latency.jsonl"
-CHECK_FILE = "check.json"
-FIGURE_FILE = "check.png"
-
-Progress = Callable[[str, int, int], None]
-RATIO_STATISTICS = ("min", "p50", "mean", "p90", "p99")
-
-
-def _supernet(run_dir: str | Path):
-    from ..run import load_supernet
-
-    net, _ = load_supernet(run_dir)
-    return net
 
 
 def build_predictor(
@@ -78,10 +58,8 @@ def build_predictor(
                        f"{target.backend} (measure engines on the device and fit there)")
     if n < 10:
         raise OfaError(f"--n {n} is too few to fit a predictor (at least 10)")
-    from ..outputs import PREDICTOR, check_own_dir
-
-    out_dir = check_own_dir(out_dir, PREDICTOR, inputs=[("run directory", run_dir), ("--onnx-dir", onnx_dir)])
-    supernet = _supernet(run_dir)
+    out_dir = own_dir(out_dir, inputs=[("run directory", run_dir), ("--onnx-dir", onnx_dir)])
+    supernet = load_supernet(run_dir)
     space: SearchSpace = supernet.space
     protocol = protocol or Protocol.from_target(target)
     dataset = LatencyDataset(out_dir / DATASET_FILE, space)
@@ -116,7 +94,7 @@ def build_predictor(
         "drift": dataset.drift_report(statistic),
         "holdout_measured": {"n": len(held), "seed": holdout_seed},
         "protocol": {**protocol.to_dict(), "rounds": rounds, "interleaved": True},
-        "environment": _environment(target),
+        "environment": measuring_environment(target),
         "run": str(Path(run_dir).resolve()),
     })
     model.save(out_dir / PREDICTOR_FILE)
@@ -132,7 +110,7 @@ def build_predictor(
         "holdout_subnets": len(held),
         "unstable_measurements": unstable,
         "drift": model.info["drift"],
-        "warnings": _warnings(model.info["drift"]),
+        "warnings": drift_warnings(model.info["drift"]),
         "validation": validation,
         "macs_validation": macs_validation,
     }
@@ -160,7 +138,7 @@ def check_predictor(
     geometric mean; ``"truth"`` says how noisy one measurement was (``repeats.py``).
     Writes ``check.json`` (and ``check.png``) beside the predictor. ``curve`` (sizes, for
     a predictor made by ``predictor adapt``): also the learning curve, measuring the
-    selection up to its largest size (``transfer_build.check_curve``)."""
+    selection up to its largest size (``adapt.check_curve``)."""
     from ..targets import load_target
 
     if not 1 <= repeats <= MAX_REPEATS:
@@ -171,7 +149,7 @@ def check_predictor(
         raise OfaError(f"--curve needs a predictor made by `ofa-deploy predictor adapt`; {predictor_path} was not")
     out_dir = predictor_path.parent
     target = load_target(model.target)
-    supernet = _supernet(run_dir)
+    supernet = load_supernet(run_dir)
     space: SearchSpace = supernet.space
     if space.to_dict() != model.space.to_dict():
         raise OfaError(f"run {run_dir} has another search space than the predictor {predictor_path}")
@@ -230,16 +208,14 @@ def check_predictor(
         "unstable_measurements": sum(1 for r in dataset.rows.values()
                                      if r["split"] in splits and r["key"] in wanted and r["unstable"]),
         "drift": dataset.drift_report(model.statistic),
-        "environment": _environment(target),
+        "environment": measuring_environment(target),
     }
-    report["warnings"] = _warnings(report["drift"])
+    report["warnings"] = drift_warnings(report["drift"])
     atomic_write_json(out_dir / CHECK_FILE, report)
     if figure:
         report["figure"] = str(plot_check(out_dir / FIGURE_FILE, measured, predicted, macs_pred, report))
         atomic_write_json(out_dir / CHECK_FILE, report)
     if curve:
-        from .transfer_build import check_curve
-
         report["curve"] = check_curve(model, out_dir, supernet, subs, measured, curve, protocol=protocol,
                                       rounds=rounds, onnx_dir=onnx_dir, progress=progress, figure=figure)
         atomic_write_json(out_dir / CHECK_FILE, report)
@@ -284,15 +260,3 @@ def plot_check(path: Path, measured: np.ndarray, predicted: np.ndarray, macs_pre
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return path
-
-
-def _warnings(drift: dict[str, Any]) -> list[str]:
-    """What the user should know about the measurements (``drift.noise_warning``)."""
-    warning = noise_warning(drift)
-    return [warning] if warning else []
-
-
-def _environment(target: Any) -> dict[str, Any]:
-    from .environment import environment
-
-    return environment(threads=target.threads)
