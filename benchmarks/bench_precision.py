@@ -41,7 +41,8 @@ from ofa_deploy.buckets import sample_in_bucket
 from ofa_deploy.cost import macs
 from ofa_deploy.export import export_subnet
 from ofa_deploy.export.sidecar import library_versions
-from ofa_deploy.run import load_supernet, read_config
+from ofa_deploy.run import read_config
+from ofa_deploy.weights import load_supernet
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -83,13 +83,18 @@ def _only(path: Path, allowed: Callable[[Path], bool]) -> Optional[str]:
     return f"a directory holding files that are not ours ({_listing(foreign)})" if foreign else None
 
 
-EXPORT_FILES = {"model.json", "model.onnx", "calibration.npy", "model.engine", "engine.json"}
+# An export directory's files and format tag: export.sidecar writes them, this module
+# recognises them (here, below export, so that ownership checks need nothing above them).
+ONNX_FILE = "model.onnx"
+SIDECAR_FILE = "model.json"
+CALIBRATION_FILE = "calibration.npy"
+INDEX_FILE = "index.json"  # --all-buckets: the bucket directories of one export
+SIDECAR_FORMAT = "ofa-deploy/model"
+EXPORT_FILES = {SIDECAR_FILE, ONNX_FILE, CALIBRATION_FILE, "model.engine", "engine.json"}
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def _export_dir(path: Path) -> Optional[str]:
-    from .export.sidecar import SIDECAR_FILE, SIDECAR_FORMAT
-
     if not path.is_dir():
         return describe(path)
     sidecar = _read_json_dict(path / SIDECAR_FILE)
@@ -101,8 +106,6 @@ def _export_dir(path: Path) -> Optional[str]:
 
 
 def _export_set(path: Path) -> Optional[str]:
-    from .export.sidecar import INDEX_FILE
-
     if not path.is_dir():
         return describe(path)
     index = _read_json_dict(path / INDEX_FILE)
@@ -118,8 +121,6 @@ def _export_set(path: Path) -> Optional[str]:
 
 
 def _export_any(path: Path) -> Optional[str]:
-    from .export.sidecar import INDEX_FILE
-
     return _export_set(path) if (path / INDEX_FILE).is_file() else _export_dir(path)
 
 

@@ -10,8 +10,8 @@ Layout (``ofa-deploy train --out runs/NAME``)::
     eval/             population evaluations (``ofa-deploy eval``)
 
 A checkpoint is a ``torch.save`` dict whose ``"model"`` entry is ``Supernet.state_dict()``;
-the trainer adds its own state (optimizer, scheduler, RNG, schedule, epoch).
-Importing this module does not import torch.
+the trainer adds its own state (optimizer, scheduler, RNG, schedule, epoch); ``weights``
+loads it. This module does not import torch: the device side reads run configurations too.
 """
 
 from __future__ import annotations
@@ -66,36 +66,6 @@ def checkpoint_path(run_dir: str | Path, which: str = "auto") -> Path:
         if (run_dir / name).is_file():
             return run_dir / name
     raise OfaError(f"{run_dir} has no checkpoint ({' or '.join(names)}); train it first")
-
-
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
-    import pickle
-    import zipfile
-
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise OfaError(f"checkpoint {path} is corrupt or not a checkpoint: {str(exc).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise OfaError(f"checkpoint {path} has no 'model' entry")
-    return ckpt
-
-
-def load_supernet(run_dir: str | Path, which: str = "auto", device: str = "cpu"):
-    """(Supernet with the run's weights, in eval mode on ``device``, run config)."""
-    from .nn import Supernet
-
-    config = read_config(run_dir)
-    space = space_from_config(config)
-    ckpt = load_checkpoint(checkpoint_path(run_dir, which), map_location=device)
-    net = Supernet(space)
-    try:
-        net.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise OfaError(f"checkpoint of {run_dir} does not fit its [space]: {str(exc).splitlines()[0]}") from None
-    return net.to(device).eval(), config
 
 
 def _drop_none(obj: Any) -> Any:

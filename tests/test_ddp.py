@@ -26,6 +26,8 @@ import torch
 
 from ofa_deploy import run
 
+from ofa_deploy import weights
+
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ARGS = ["--dataset", "digits", "--method", "rss", "--per-batch", "2", "--train-subset", "32", "--batch-size", "32",
         "--epochs", "2", "--seed", "4", "--device", "cpu", "--quiet"]
@@ -47,9 +49,9 @@ def test_two_processes_equal_one_with_the_same_micro_batches(tmp_path):
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    net, _ = run.load_supernet(one)
-    a = run.load_checkpoint(one / run.FINAL)["model"]
-    b = run.load_checkpoint(two / run.FINAL)["model"]
+    net, _ = weights.load_supernet(one)
+    a = weights.load_checkpoint(one / run.FINAL)["model"]
+    b = weights.load_checkpoint(two / run.FINAL)["model"]
     params = [name for name, _ in net.named_parameters()]
     for name in params:
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=2e-4, msg=name)

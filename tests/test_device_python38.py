@@ -27,7 +27,7 @@ DEVICE_COMMANDS = ["cmd_space", "cmd_subnet", "cmd_targets", "cmd_profile", "cmd
 DEVICE_MODULES = [
     "__init__.py", "__main__.py", "errors.py", "io.py", "outputs.py", "outputs_fs.py", "validate.py", "schemas.py",
     "space.py", "buckets.py", "specs.py",
-    "cost.py", "targets.py", "resolution.py",
+    "cost.py", "targets.py", "resolution.py", "run.py",
     "cli/__init__.py", "cli/common.py", *(f"cli/{c}.py" for c in DEVICE_COMMANDS),
     "profile/__init__.py", "profile/backends.py", "profile/collect.py", "profile/drift.py", "profile/environment.py",
     "profile/model.py", "profile/profiler.py", "profile/protocol.py", "profile/results.py",
@@ -42,7 +42,7 @@ DEVICE_MODULES = [
 # Host-side modules a device command may reach only through a lazy import on a torch path
 # (catalog build, export, the torch latency backend): they need torch and are not checked.
 HOST_ONLY = ("ofa_deploy.nn", "ofa_deploy.data", "ofa_deploy.train", "ofa_deploy.evaluate", "ofa_deploy.report",
-             "ofa_deploy.analyze", "ofa_deploy.run", "ofa_deploy.search", "ofa_deploy.export.pipeline",
+             "ofa_deploy.analyze", "ofa_deploy.weights", "ofa_deploy.search", "ofa_deploy.export.pipeline",
              "ofa_deploy.export.to_onnx", "ofa_deploy.export.images", "ofa_deploy.export.precision",
              "ofa_deploy.export.staging", "ofa_deploy.quickstart", "ofa_deploy.reproduce")
 NO_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
@@ -163,7 +163,7 @@ def test_device_commands_run_without_torch(tmp_path):
 
     from ofa_deploy.data import load_dataset
     from ofa_deploy.export import export_subnet
-    from ofa_deploy.run import load_supernet
+    from ofa_deploy.weights import load_supernet
 
     supernet, _ = load_supernet(make_fake_run(tmp_path / "run"))
     images = load_dataset("digits", "test").images[:8]

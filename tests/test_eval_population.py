@@ -91,7 +91,7 @@ def test_evaluate_subnet_matches_independent_path_and_leaves_supernet_alone():
 
 def test_recalibration_not_worse_on_a_trained_run(tmp_path_factory):
     from ofa_deploy.data import load_dataset
-    from ofa_deploy.run import load_supernet
+    from ofa_deploy.weights import load_supernet
 
     net, _ = load_supernet(trained_run(tmp_path_factory))
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")

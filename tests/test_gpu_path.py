@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ofa_deploy import run
+
+from ofa_deploy import weights
 from ofa_deploy.errors import OfaError
 from ofa_deploy.nn import Supernet
 from ofa_deploy.space import SearchSpace
@@ -73,7 +75,7 @@ def test_precision_resolution_and_refusals(monkeypatch):
 
 
 def _weights(run_dir: Path) -> dict:
-    return run.load_checkpoint(run_dir / run.FINAL)["model"]
+    return weights.load_checkpoint(run_dir / run.FINAL)["model"]
 
 
 def test_fp32_stays_the_cpu_default_bit_for_bit_and_bf16_trains(tmp_path):
@@ -457,7 +459,7 @@ def test_trainer_replays_fake_graphs_like_its_eager_fused_steps(tmp_path, monkey
     steps.clear()
     graphed = train(TrainConfig(out=str(tmp_path / "graphed"), **cfg))
     assert len(steps) == 2 and all(g.replays == 8 - g.warmup_steps and g.graph is None for g in steps)
-    a, b = run.load_checkpoint(eager / run.FINAL), run.load_checkpoint(graphed / run.FINAL)
+    a, b = weights.load_checkpoint(eager / run.FINAL), weights.load_checkpoint(graphed / run.FINAL)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(isinstance(g["lr"], float) for g in b["optimizer"]["param_groups"])
     ma = [json.loads(x) for x in (eager / run.METRICS).read_text().splitlines()]

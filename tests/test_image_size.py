@@ -63,7 +63,8 @@ def test_an_image_size_too_small_for_the_strides_is_one_line(tmp_path, capsys, s
 
 
 def test_train_at_48_records_the_size_and_everything_follows(tmp_path, capsys):
-    from ofa_deploy.run import load_supernet, read_config, space_from_config
+    from ofa_deploy.run import read_config, space_from_config
+    from ofa_deploy.weights import load_supernet
 
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--dataset", "digits", "--image-size", 48, "--epochs", 1,

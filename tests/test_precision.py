@@ -19,7 +19,7 @@ from ofa_deploy.errors import OfaError
 from ofa_deploy.evaluate.bn import recalibrated_subnet
 from ofa_deploy.export import export_subnet, read_sidecar, verify_files
 from ofa_deploy.export.precision import check_precision, model_precision
-from ofa_deploy.run import load_supernet
+from ofa_deploy.weights import load_supernet
 
 from conftest import assert_one_line_error, one_torch_thread, run_cli
 

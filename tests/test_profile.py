@@ -212,7 +212,7 @@ def test_tensorrt_engine_profiles(fake_run: Path, tmp_path: Path):  # pragma: no
 
     from ofa_deploy.export import export_subnet
     from ofa_deploy.export.tensorrt import build_engine
-    from ofa_deploy.run import load_supernet
+    from ofa_deploy.weights import load_supernet
 
     net, _ = load_supernet(fake_run)
     images = torch.randn(64, 1, 32, 32)

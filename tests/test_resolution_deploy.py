@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from torch.utils.flop_counter import FlopCounterMode
 
 from ofa_deploy import run
+
+from ofa_deploy import weights
 from ofa_deploy.catalog import Catalog, entries, pareto, select
 from ofa_deploy.catalog.schema import MIGRATIONS, statements
 from ofa_deploy.cli import cli
@@ -80,7 +82,7 @@ def test_eval_all_trained_resolutions_recalibrates_and_records_each(capsys, elas
 
     # oracle: the weights at R, BN statistics recomputed on training images resized to R
     # (F.interpolate directly), tested on resized test images
-    supernet, _ = run.load_supernet(elastic_run)
+    supernet, _ = weights.load_supernet(elastic_run)
     train = load_dataset("digits", "train").images
     test = load_dataset("digits", "test", subset=120, seed=0)
     for result in results:

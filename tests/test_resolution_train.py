@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from ofa_deploy import run
+
+from ofa_deploy import weights
 from ofa_deploy.errors import OfaError
 from ofa_deploy.resolution import check_resolution, minimum_resolution, parse_resolutions, space_at
 from ofa_deploy.space import SearchSpace
@@ -86,7 +88,7 @@ def test_resize_is_pils_antialiased_bilinear():
 
 
 def _weights(out: Path) -> dict:
-    return run.load_checkpoint(out / run.FINAL)["model"]
+    return weights.load_checkpoint(out / run.FINAL)["model"]
 
 
 def test_without_resolutions_nothing_changes_and_with_them_the_set_is_recorded(tmp_path):

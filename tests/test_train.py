@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from ofa_deploy import run
+
+from ofa_deploy import weights
 from ofa_deploy.cli import main
 from ofa_deploy.errors import OfaError
 from ofa_deploy.nn import Supernet
@@ -65,7 +67,7 @@ def test_run_directory_contract(tmp_path):
     assert summary["dataset"] == "digits" and summary["train_wall_time_s"] > 0
     assert summary["final_train_loss"] == lines[-1]["loss"] and summary["images_per_s"] > 0
 
-    ckpt = run.load_checkpoint(out / run.FINAL)
+    ckpt = weights.load_checkpoint(out / run.FINAL)
     net = Supernet(run.space_from_config(config))
     net.load_state_dict(ckpt["model"])
     assert {"optimizer", "rng", "histogram", "epoch", "wall_time_s", "schedule"} <= set(ckpt)
@@ -100,8 +102,8 @@ def test_progressive_shrinking_distils_from_the_trained_largest(tmp_path):
     lines = [json.loads(x) for x in (full / run.METRICS).read_text().splitlines()]
     assert [m["phase"] for m in lines] == ["largest", "kernel", "expand-2"]
     assert [m["subnet_steps"] for m in lines] == [2, 2, 8]
-    teacher = run.load_checkpoint(full / run.FINAL)["teacher"]
-    net, _ = run.load_supernet(supernet_only)
+    teacher = weights.load_checkpoint(full / run.FINAL)["teacher"]
+    net, _ = weights.load_supernet(supernet_only)
     expected = net.extract(SPACE.largest()).state_dict()
     assert teacher.keys() == expected.keys()
     assert all(torch.equal(teacher[k], expected[k]) for k in expected)
@@ -176,14 +178,14 @@ def test_cpu_threads_default_explicit_and_restored(tmp_path, monkeypatch):
     torch.set_num_threads(2)
     train(tiny(tmp_path / "default", method="rss", epochs=1))
     assert torch.get_num_threads() == 2
-    ckpt = run.load_checkpoint(tmp_path / "default" / run.FINAL)
+    ckpt = weights.load_checkpoint(tmp_path / "default" / run.FINAL)
     assert ckpt["threads"] == 1 and ckpt["sgd"] == "fused"
     torch.set_num_threads(1)
     cfg = tiny(tmp_path / "two", method="rss", epochs=1)
     cfg.threads = 2
     train(cfg)
     assert torch.get_num_threads() == 1
-    assert run.load_checkpoint(tmp_path / "two" / run.FINAL)["threads"] == 2
+    assert weights.load_checkpoint(tmp_path / "two" / run.FINAL)["threads"] == 2
 
 
 def test_cli_threads_option_is_checked(tmp_path, capsys):

@@ -17,6 +17,8 @@ import torch
 
 from ofa_deploy import run
 
+from ofa_deploy import weights
+
 ARGS = ["--dataset", "digits", "--method", "ps", "--ps-epochs", "1,2,0,0,0,1", "--train-subset", "64",
         "--batch-size", "8", "--seed", "7", "--device", "cpu", "--quiet"]
 
@@ -57,8 +59,8 @@ def _kill_during_epoch(args: list[str], out: Path, epochs_done: int) -> None:
 
 
 def _assert_same_run(killed: Path, reference: Path) -> None:
-    a = run.load_checkpoint(killed / run.FINAL)
-    b = run.load_checkpoint(reference / run.FINAL)
+    a = weights.load_checkpoint(killed / run.FINAL)
+    b = weights.load_checkpoint(reference / run.FINAL)
     for key in ("model", "teacher"):
         assert a[key].keys() == b[key].keys()
         assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), key
@@ -75,8 +77,8 @@ def test_kill9_mid_epoch_then_resume_is_bit_identical(tmp_path):
     _kill_during_epoch([*ARGS, "--out", str(killed)], killed, 2)  # epoch 3: second of the distilled kernel phase
 
     reference = _resume_and_compare(killed, ARGS, tmp_path)
-    a = run.load_checkpoint(killed / run.FINAL)
-    b = run.load_checkpoint(reference / run.FINAL)
+    a = weights.load_checkpoint(killed / run.FINAL)
+    b = weights.load_checkpoint(reference / run.FINAL)
     assert a["threads"] == b["threads"] == 1
     assert [r["phase"] for r in _metric_lines(killed)] == ["largest", "kernel", "kernel", "expand-2"]
     summary = json.loads((killed / "summary.json").read_text())
@@ -127,7 +129,7 @@ def test_a_two_thread_run_resumes_at_its_own_count(tmp_path, monkeypatch):
     done = _train(*args, "--out", str(reference))
     assert done.returncode == 0, done.stderr
     _assert_same_run(killed, reference)
-    a = run.load_checkpoint(killed / run.FINAL)
+    a = weights.load_checkpoint(killed / run.FINAL)
     assert a["threads"] == 2 and a["sgd"] == "fused"
     assert all(g["fused"] for g in a["optimizer"]["param_groups"])
 
@@ -140,7 +142,7 @@ def test_a_checkpoint_from_before_fused_sgd_resumes_with_per_tensor_sgd(tmp_path
             "--seed", "3", "--device", "cpu", "--quiet"]
     out = tmp_path / "old"
     _kill_during_epoch([*args, "--out", str(out)], out, 1)
-    ckpt = run.load_checkpoint(out / run.LAST)
+    ckpt = weights.load_checkpoint(out / run.LAST)
     assert ckpt["sgd"] == "fused" and ckpt["threads"] == 1
     del ckpt["sgd"]
     for group in ckpt["optimizer"]["param_groups"]:
@@ -148,12 +150,12 @@ def test_a_checkpoint_from_before_fused_sgd_resumes_with_per_tensor_sgd(tmp_path
     torch.save(ckpt, out / run.LAST)
     resumed = _train("--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
-    final = run.load_checkpoint(out / run.FINAL)
+    final = weights.load_checkpoint(out / run.FINAL)
     assert final["sgd"] == "per-tensor"
     assert not any(g["fused"] for g in final["optimizer"]["param_groups"])
     fused = tmp_path / "fused"
     assert _train(*args, "--out", str(fused)).returncode == 0
-    other = run.load_checkpoint(fused / run.FINAL)
+    other = weights.load_checkpoint(fused / run.FINAL)
     assert other["sgd"] == "fused"
     # the same run but for the optimizer's arithmetic in epoch 2 (equal or within rounding)
     diffs = [float((final["model"][k].float() - other["model"][k].float()).abs().max()) for k in other["model"]

@@ -658,7 +658,7 @@ def make_exports(root):
 
     from ofa_deploy.data import load_dataset
     from ofa_deploy.export import export_subnet
-    from ofa_deploy.run import load_supernet
+    from ofa_deploy.weights import load_supernet
 
     supernet, _ = load_supernet(make_fake_run(root / "run"))
     train = load_dataset("digits", "train").images

@@ -57,7 +57,7 @@ from ofa_deploy.export import read_sidecar
 from ofa_deploy.profile.backends import onnxruntime_runner, torch_runner
 from ofa_deploy.profile.collect import export_for_timing, holdout_subnets
 from ofa_deploy.profile.protocol import Protocol, robust_cov, summarize, time_once
-from ofa_deploy.run import load_supernet
+from ofa_deploy.weights import load_supernet
 from ofa_deploy.targets import load_target
 from study import LANDSCAPES, load
 

@@ -196,13 +196,13 @@ def analyze_run_interference(run_dir, *, pairs: int = 8, batch_size: int = 128, 
                              device: str = "auto", checkpoint: str = "auto", data_dir: str | None = None) -> dict:
     """``analyze_interference`` on a run's checkpoint and training images; ``lr`` defaults to
     the run's learning rate."""
-    from .. import run
+    from .. import weights
     from ..data import load_dataset
     from ..data.datasets import run_data_options
     from ..evaluate.runs import resolve_device
 
     device = resolve_device(device)
-    net, config = run.load_supernet(run_dir, checkpoint, device=device)
+    net, config = weights.load_supernet(run_dir, checkpoint, device=device)
     data = config.get("data", {})
     train = load_dataset(data.get("dataset", "?"), "train", **run_data_options(config, data_dir),
                          subset=data.get("train_subset"), val_size=int(data.get("val_size", 0) or 0),

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from ..buckets import PAPER_BUCKETS, paper_buckets, paper_scale
 from .. import run
+from .. import weights
 from ..errors import OfaError
 from ..evals import EVAL_DIR, write_eval
 from ..io import sha256_file
@@ -196,7 +197,7 @@ def evaluate_run(
     # sample before loading anything: an unreachable bucket fails in a second
     population = [(round(_mflops(space_at(space, res), single), 2), single)] if single is not None else \
         sample_population(space, buckets, per_bucket, tolerance, seed)
-    supernet, _ = run.load_supernet(run_dir, checkpoint, device=device)
+    supernet, _ = weights.load_supernet(run_dir, checkpoint, device=device)
     supernet = supernet_at(supernet, res)
     calib, images, labels = load_eval_data(config, split=split, seed=seed, data_dir=data_dir,
                                            test_subset=test_subset, download=download, device=device)

@@ -14,13 +14,15 @@ from typing import Any
 from .. import __version__
 from ..errors import OfaError
 from ..io import read_json, sha256_file
+from ..outputs import (  # noqa: F401 - the export package names them from here
+    CALIBRATION_FILE,
+    INDEX_FILE,
+    ONNX_FILE,
+    SIDECAR_FILE,
+    SIDECAR_FORMAT,
+)
 from ..schemas import check_sidecar
 
-ONNX_FILE = "model.onnx"
-SIDECAR_FILE = "model.json"
-CALIBRATION_FILE = "calibration.npy"
-INDEX_FILE = "index.json"  # --all-buckets: the bucket directories of one export
-SIDECAR_FORMAT = "ofa-deploy/model"
 SIDECAR_VERSION = 1
 
 

@@ -105,7 +105,7 @@ def export_run(
 
     from ..evaluate.resolution import images_at, supernet_at
     from ..io import atomic_write_json
-    from ..run import load_supernet
+    from ..weights import load_supernet
     from .images import export_images
     from .pipeline import export_subnet
     from .staging import staged_directory

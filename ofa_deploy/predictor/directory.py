@@ -66,7 +66,7 @@ def own_dir(out_dir: str | Path, inputs: Sequence[Tuple[str, Optional[str | Path
 
 def load_supernet(run_dir: str | Path):
     """The training run's supernet (imports torch)."""
-    from ..run import load_supernet as load
+    from ..weights import load_supernet as load
 
     net, _ = load(run_dir)
     return net

@@ -88,7 +88,7 @@ def build_catalog(
     from ..export.pipeline import export_subnet, run_source
     from ..profile import Protocol, profile_model
     from ..profile.collect import design_subnets, quiet_torch
-    from ..run import load_supernet
+    from ..weights import load_supernet
     from ..targets import load_target
 
     from ..evaluate.resolution import images_at, run_resolution, supernet_at

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__, run
+from .. import __version__, run, weights
 from ..data import load_dataset, resolve_policy
 from ..data.folder import folder_summary
 from ..data.augment import apply as apply_augment
@@ -225,7 +225,7 @@ class _Trainer:
         dist.barrier(self.ctx)
         last = self.out / run.LAST
         if last.is_file():
-            self._load(run.load_checkpoint(last, map_location=str(self.device)))
+            self._load(weights.load_checkpoint(last, map_location=str(self.device)))
         elif self.ctx.is_main:
             if not self.out.exists():
                 created = True
