@@ -15,8 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from ofa_deploy.profile.collect import holdout_subnets
 from ofa_deploy.predictor.predictor import LatencyPredictor
+from ofa_deploy.profile.collect import holdout_subnets
 
 
 def _rate(call, n: int, repeats: int) -> dict:

@@ -21,9 +21,9 @@ import numpy as np
 
 
 def predictor_rate() -> dict:
-    from ofa_deploy.profile.collect import design_subnets, holdout_subnets
     from ofa_deploy.predictor.features import Featurizer
     from ofa_deploy.predictor.predictor import fit
+    from ofa_deploy.profile.collect import design_subnets, holdout_subnets
     from ofa_deploy.space import SearchSpace
 
     space = SearchSpace(in_channels=1)

@@ -60,8 +60,8 @@ from ofa_deploy.nn.cpu_ops import stock_ops  # noqa: E402
 from ofa_deploy.space import SearchSpace  # noqa: E402
 from ofa_deploy.train import amp  # noqa: E402
 from ofa_deploy.train.cuda_graphs import CudaGraphApi, GraphedStep, training_step  # noqa: E402
-from ofa_deploy.train.threads import cpu_threads  # noqa: E402
 from ofa_deploy.train.layout import training_layout  # noqa: E402
+from ofa_deploy.train.threads import cpu_threads  # noqa: E402
 
 PRECISIONS = amp.PRECISIONS
 FMNIST_TRAIN_IMAGES = 60_000

@@ -10,13 +10,12 @@ reused, the catalog does no work twice, and the report is rewritten.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
-import os
 
 # before anything imports torch: see ofa_deploy/train/__init__.py
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -92,17 +91,16 @@ def quickstart(
     ``on_stage(stage, done, total)`` reports progress inside a stage (one of ``STAGES``).
     """
     from .catalog import Catalog
-    from .search.build import build_catalog
     from .catalog.entries import entries, pareto
     from .catalog.html import write_catalog_html
     from .catalog.plot import plot_catalog
     from .evaluate.runs import evaluate_run, resolve_device
+    from .outputs import QUICKSTART, check_own_dir
     from .profile import Protocol
     from .report.build import build_report
+    from .search.build import build_catalog
     from .targets import load_target
     from .train import TrainConfig, read_summary, train
-
-    from .outputs import QUICKSTART, check_own_dir
 
     settings = SETTINGS["fast" if fast else "full"]
     paths = Paths(check_own_dir(out, QUICKSTART))  # its own folder (rerun to resume), never the user's

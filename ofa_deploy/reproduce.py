@@ -215,8 +215,15 @@ def reproduce(
     log("writing the reports")
     per_seed = [{"seed": s, **compare(*(out / "runs" / run_key(k, s, seeds) for k in ("ps", "rss", "rss-short")))}
                 for s in seeds]
-    verdict = {"fidelity": options.fidelity, "fidelity_choices": options.choices().switches(), **aggregate(evals), **mean_times(per_seed),
-               "paper_time_ratio_vs_ps": PAPER_TIME_RATIOS, "device": describe_device(device), "per_seed": per_seed}
+    verdict = {
+        "fidelity": options.fidelity,
+        "fidelity_choices": options.choices().switches(),
+        **aggregate(evals),
+        **mean_times(per_seed),
+        "paper_time_ratio_vs_ps": PAPER_TIME_RATIOS,
+        "device": describe_device(device),
+        "per_seed": per_seed,
+    }
     section = verdict_markdown(verdict)
     main_dirs = [out / "runs" / r.key for r in runs if r.figure == "main"]
     labels = {r.key: r.label for r in runs}

@@ -60,7 +60,7 @@ def _fields(data: Any, where: str, required: Dict[str, Check], optional: Dict[st
     if not isinstance(data, dict):
         raise OfaError(f"{where}{' key ' + repr(prefix.rstrip('.')) if prefix else ''} must be an object/table, "
                        f"got {type(data).__name__}")
-    for key, check in required.items():
+    for key in required:
         if key not in data:
             raise OfaError(f"{where}: missing key '{prefix}{key}'")
     for key, check in {**required, **optional}.items():
@@ -138,10 +138,27 @@ _FILE_ENTRY = ({"sha256": lambda v: isinstance(v, str) and len(v) == 64, "bytes"
 
 def check_sidecar(data: Any, where: str) -> dict:
     """An export's ``model.json`` (format tag checked by the caller)."""
-    _fields(data, where, {"subnet": DICT},
-            {"space": DICT, "files": DICT, "subnet_text": STR, "macs": COUNT, "mflops": NONNEG, "params": COUNT, "accuracy": _opt(DICT),
-             "target": DICT, "input": DICT, "source": _opt(DICT), "bn": _opt(DICT), "parity": _opt(DICT),
-             "calibration": _opt(DICT), "onnx": _opt(DICT)})
+    _fields(
+        data,
+        where,
+        {"subnet": DICT},
+        {
+            "space": DICT,
+            "files": DICT,
+            "subnet_text": STR,
+            "macs": COUNT,
+            "mflops": NONNEG,
+            "params": COUNT,
+            "accuracy": _opt(DICT),
+            "target": DICT,
+            "input": DICT,
+            "source": _opt(DICT),
+            "bn": _opt(DICT),
+            "parity": _opt(DICT),
+            "calibration": _opt(DICT),
+            "onnx": _opt(DICT),
+        },
+    )
     for name, entry in data.get("files", {}).items():
         if "/" in name or "\\" in name or name.startswith("."):
             raise OfaError(f"{where}: key 'files' names {name!r}, which is not a plain file name")

@@ -24,6 +24,7 @@ from typing import Iterable, Iterator, Sequence
 
 from .errors import OfaError
 
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round ``value`` to the nearest multiple of ``divisor``, never below ``divisor``
     and never more than 10% below ``value`` (the rule MobileNet and OFA use)."""
@@ -452,7 +453,8 @@ class Subnet:
                            f"{len(str(space.largest()))}")
         if not _TEXT_RE.match(text):
             raise OfaError(
-                f"subnet text {text[:80]!r}{'...' if len(text) > 80 else ''} is malformed: expected stages separated by '_', blocks by '-', "
+                f"subnet text {text[:80]!r}{'...' if len(text) > 80 else ''} is malformed: "
+                "expected stages separated by '_', blocks by '-', "
                 f"each block two digits <kernel><expand>, e.g. {space.middle()}"
             )
         stages = text.split("_")

@@ -147,7 +147,12 @@ SPEC_CASES = [  # (id, spec, setup, names)
     ("missing-json", "{bad}/missing.json", None, ("does not exist",)),
     ("file-deep", "{bad}/deep.json", write("deep.json", DEEP), ("nested",)),
     ("file-not-json", "{bad}/x.json", write("x.json", "not json"), ("not valid json",)),
-    ("file-binary", "{bad}/b.json", lambda bad, good: (bad / "b.json").write_bytes(b"\xff\xfe\x00"), ("not valid json",)),
+    (
+        "file-binary",
+        "{bad}/b.json",
+        lambda bad, good: (bad / "b.json").write_bytes(b"\xff\xfe\x00"),
+        ("not valid json",),
+    ),
     ("file-wrong-subnet", "{bad}/w.json", write("w.json", json.dumps({"subnet": "abc"})), ("must be an object",)),
     ("file-list", "{bad}/l.json", write("l.json", "[1, 2]"), ("must be an object",)),
     ("file-under-file", "{prof}/x.json", None, ("does not exist", "not a directory")),

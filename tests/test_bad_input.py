@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
 from bad_input_cases import GOOD_SPEC, Case, all_cases
+from click.testing import CliRunner
 from conftest import make_fake_run
+
 from ofa_deploy.cli import main
 
 CASE_SECONDS = 30  # far above any refusal; a case that runs this long is a hang

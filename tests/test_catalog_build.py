@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import one_torch_thread
 
 from ofa_deploy.catalog import Catalog, entries, select
 from ofa_deploy.cli import cli
 from ofa_deploy.io import sha256_file
-
-from conftest import one_torch_thread
 
 FAST = ["--warmup-s", "0.02", "--min-iterations", "20", "--min-time-s", "0.05"]
 REPO = Path(__file__).resolve().parents[1]
@@ -40,8 +39,8 @@ def _build(run: Path, db: Path, *extra: str) -> dict:
 def _predictor(tmp_path: Path) -> Path:
     """A predictor fitted to made-up latencies proportional to MACs (no measuring)."""
     from ofa_deploy.cost import macs
-    from ofa_deploy.profile.collect import design_subnets
     from ofa_deploy.predictor.predictor import fit
+    from ofa_deploy.profile.collect import design_subnets
     from ofa_deploy.space import SearchSpace
 
     space = SearchSpace(in_channels=1)

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import make_fake_run, one_torch_thread
 
 from ofa_deploy.catalog import Catalog, entries, pareto, select
 from ofa_deploy.catalog.html import DEFAULT_PAGE, page_data, render, write_catalog_html
 from ofa_deploy.cli import cli, main
 from ofa_deploy.io import sha256_file
-
-from conftest import make_fake_run, one_torch_thread
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -193,8 +192,12 @@ def _api_catalog(db: Path, n: int, targets: dict, *, with_onnx: bool = True, sou
                 if with_onnx:
                     cat.add_artifact(key, target, "onnx", onnx, sha)
                 p90 = scale * (1 + ((i * 7919) % n) + (i % 5))
-                cat.add_latency(key, _result(key, p90, unstable=i % 7 == 3, precision=precision, sha=sha), target=target,
-                                source=source)
+                cat.add_latency(
+                    key,
+                    _result(key, p90, unstable=i % 7 == 3, precision=precision, sha=sha),
+                    target=target,
+                    source=source,
+                )
     return db
 
 

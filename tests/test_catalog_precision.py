@@ -197,9 +197,9 @@ def test_build_int8_stores_its_own_accuracy_beside_fp32(fake_run: Path, tmp_path
     with its own ONNX, latency and accuracy (int8's measured on the int8 file)."""
     from conftest import one_torch_thread
 
-    from ofa_deploy.search.build import build_catalog
     from ofa_deploy.export import read_sidecar
     from ofa_deploy.profile import Protocol
+    from ofa_deploy.search.build import build_catalog
 
     quick = Protocol(warmup_s=0.01, min_iterations=5, min_time_s=0.01, cov_threshold=10.0, max_retries=0)
     db = tmp_path / "cat" / "catalog.db"

@@ -24,9 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ofa_deploy import run
-
-from ofa_deploy import weights
+from ofa_deploy import run, weights
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ARGS = ["--dataset", "digits", "--method", "rss", "--per-batch", "2", "--train-subset", "32", "--batch-size", "32",

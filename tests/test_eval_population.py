@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from eval_fixtures import trained_run
+
 from ofa_deploy.cost import macs
 from ofa_deploy.errors import OfaError
 from ofa_deploy.evaluate import evaluate_accuracy, recalibrated_subnet
@@ -35,9 +35,11 @@ def test_population_is_inside_buckets_distinct_and_seeded():
 
 
 def test_same_seed_same_subnets_in_another_process():
-    code = ("import json; from ofa_deploy.space import SearchSpace; "
-            "from ofa_deploy.evaluate.population import sample_population; "
-            "print(json.dumps([str(s) for _, s in sample_population(SearchSpace(in_channels=1), (6, 12), 4, 0.5, 11)]))")
+    code = (
+        "import json; from ofa_deploy.space import SearchSpace; "
+        "from ofa_deploy.evaluate.population import sample_population; "
+        "print(json.dumps([str(s) for _, s in sample_population(SearchSpace(in_channels=1), (6, 12), 4, 0.5, 11)]))"
+    )
     other = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                       check=True).stdout)
     assert other == [str(s) for _, s in sample_population(SPACE, (6, 12), 4, 0.5, 11)]

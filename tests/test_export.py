@@ -11,16 +11,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import make_fake_run, one_torch_thread
 
 from ofa_deploy.cost import cost
 from ofa_deploy.errors import OfaError
 from ofa_deploy.evaluate.bn import recalibrated_subnet
 from ofa_deploy.export import export_subnet, read_sidecar, verify_files
 from ofa_deploy.io import sha256_file
-from ofa_deploy.weights import load_supernet
 from ofa_deploy.targets import load_target
-
-from conftest import make_fake_run, one_torch_thread
+from ofa_deploy.weights import load_supernet
 
 
 @pytest.fixture(autouse=True, scope="module")

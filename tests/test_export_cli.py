@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, make_fake_run, one_torch_thread, run_cli
 
 from ofa_deploy.buckets import PAPER_BUCKETS
 from ofa_deploy.export import read_sidecar, verify_files
 from ofa_deploy.export.tensorrt import tensorrt_available
-
-from conftest import assert_one_line_error, make_fake_run, one_torch_thread, run_cli
 
 FAST = ["--bn-images", "100", "--no-accuracy", "--parity-images", "32", "--calibration-images", "16"]
 

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import FMNIST_DIR, assert_one_line_error, one_torch_thread, run_cli
 
 torch = pytest.importorskip("torch")

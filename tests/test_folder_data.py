@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
 from ofa_deploy.data import folder as folder_mod
 from ofa_deploy.data import load_dataset
 from ofa_deploy.errors import OfaError
@@ -105,7 +105,9 @@ def test_train_eval_export_profile_on_a_folder(digit_folder, tmp_path, capsys):
     assert sidecar["accuracy"]["images"] == 40
     import onnx
 
-    dims = [d.dim_value or d.dim_param for d in onnx.load(export / "model.onnx").graph.input[0].type.tensor_type.shape.dim]
+    dims = [
+        d.dim_value or d.dim_param for d in onnx.load(export / "model.onnx").graph.input[0].type.tensor_type.shape.dim
+    ]
     assert dims[1:] == [1, 64, 64]
     from ofa_deploy.cost import macs
     from ofa_deploy.space import SearchSpace

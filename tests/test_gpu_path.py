@@ -23,18 +23,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_one_line_error, one_torch_thread, run_cli
 
-from ofa_deploy import run
-
-from ofa_deploy import weights
+from ofa_deploy import run, weights
 from ofa_deploy.errors import OfaError
 from ofa_deploy.nn import Supernet
 from ofa_deploy.space import SearchSpace
 from ofa_deploy.train import TrainConfig, amp, cuda_graphs, train
 from ofa_deploy.train.cuda_graphs import EpochGraphs, GraphedStep, epoch_subnet, plan, prime_momentum
 from ofa_deploy.train.schedules import RSS, Fixed, Phase, ProgressiveShrinking, Sandwich, TwoSubnets
-
-from conftest import assert_one_line_error, one_torch_thread, run_cli
 
 SPACE = SearchSpace(in_channels=1, num_classes=10)
 TINY = dict(dataset="digits", method="fixed", subnet="smallest", epochs=1, train_subset=16, batch_size=8,
@@ -494,7 +491,6 @@ def test_bench_train_refuses_cuda_without_it():
 
 def test_profile_cli_device_and_cuda_graph(tmp_path, capsys):
     import onnxruntime
-
     from test_profile import tiny_onnx
 
     model = tiny_onnx(tmp_path / "tiny.onnx")

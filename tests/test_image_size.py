@@ -9,9 +9,9 @@ import random
 
 import pytest
 import torch
+from conftest import assert_one_line_error, run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import assert_one_line_error, run_cli
 from ofa_deploy.buckets import PAPER_BUCKETS, at_paper_size, macs_range, paper_buckets, paper_scale, sample_in_bucket
 from ofa_deploy.cost import cost
 from ofa_deploy.nn import Supernet

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_fake_run, one_torch_thread
 
 from ofa_deploy.cli import main
-
-from conftest import make_fake_run, one_torch_thread
 
 FAST = ["--bn-images", "64", "--no-accuracy", "--parity-images", "16", "--calibration-images", "8"]
 

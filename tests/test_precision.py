@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import assert_one_line_error, one_torch_thread, run_cli
 from onnx import TensorProto, numpy_helper
 
 from ofa_deploy.errors import OfaError
@@ -20,8 +21,6 @@ from ofa_deploy.evaluate.bn import recalibrated_subnet
 from ofa_deploy.export import export_subnet, read_sidecar, verify_files
 from ofa_deploy.export.precision import check_precision, model_precision
 from ofa_deploy.weights import load_supernet
-
-from conftest import assert_one_line_error, one_torch_thread, run_cli
 
 BN_IMAGES = 200
 CALIB = 64

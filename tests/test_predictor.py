@@ -11,17 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import one_torch_thread
 
 from ofa_deploy.buckets import macs_range
 from ofa_deploy.cli import cli
 from ofa_deploy.cost import macs
 from ofa_deploy.errors import OfaError
-from ofa_deploy.profile.collect import LatencyDataset, design_subnets, holdout_subnets
 from ofa_deploy.predictor.features import Featurizer, block_key
 from ofa_deploy.predictor.predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
+from ofa_deploy.profile.collect import LatencyDataset, design_subnets, holdout_subnets
 from ofa_deploy.space import SearchSpace, Subnet
-
-from conftest import one_torch_thread
 
 SPACE = SearchSpace(in_channels=1)
 

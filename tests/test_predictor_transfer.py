@@ -10,17 +10,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, one_torch_thread, run_cli
 
 from ofa_deploy.errors import OfaError
-from ofa_deploy.profile.collect import design_subnets, holdout_subnets
 from ofa_deploy.predictor.features import Featurizer
 from ofa_deploy.predictor.predictor import LatencyPredictor, accuracy_report, fit
-from ofa_deploy.predictor.transfer import (SELECT_STRENGTH, adapt, make_prior, population, posterior, rows,
-                                         select, selection_order)
+from ofa_deploy.predictor.transfer import (
+    SELECT_STRENGTH,
+    adapt,
+    make_prior,
+    population,
+    posterior,
+    rows,
+    select,
+    selection_order,
+)
 from ofa_deploy.predictor.uncertainty import t_quantile
+from ofa_deploy.profile.collect import design_subnets, holdout_subnets
 from ofa_deploy.space import SearchSpace
-
-from conftest import assert_one_line_error, one_torch_thread, run_cli
 
 SPACE = SearchSpace(in_channels=1)
 FEAT = Featurizer(SPACE)

@@ -11,7 +11,6 @@ import time
 
 import pytest
 import torch
-
 from conftest import one_torch_thread
 
 from ofa_deploy.errors import OfaError

@@ -14,11 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from conftest import assert_one_line_error, make_fake_run, one_torch_thread, run_cli
+from test_catalog import fake_result
 from torch.utils.flop_counter import FlopCounterMode
 
-from ofa_deploy import run
-
-from ofa_deploy import weights
+from ofa_deploy import run, weights
 from ofa_deploy.catalog import Catalog, entries, pareto, select
 from ofa_deploy.catalog.schema import MIGRATIONS, statements
 from ofa_deploy.cli import cli
@@ -26,9 +26,6 @@ from ofa_deploy.cost import cost, macs
 from ofa_deploy.io import sha256_file
 from ofa_deploy.resolution import space_at
 from ofa_deploy.space import SearchSpace
-
-from conftest import assert_one_line_error, make_fake_run, one_torch_thread, run_cli
-from test_catalog import fake_result
 
 TRAINED = [24, 28, 32]
 SPACE = SearchSpace(in_channels=1)
@@ -265,8 +262,8 @@ def test_catalog_build_over_subnet_and_resolution(elastic_run, tmp_path):
 
 
 def test_catalog_build_refuses_untrained_resolution_and_a_predictor_of_another_size(capsys, elastic_run, tmp_path):
-    from ofa_deploy.profile.collect import design_subnets
     from ofa_deploy.predictor.predictor import fit
+    from ofa_deploy.profile.collect import design_subnets
 
     db = tmp_path / "catalog.db"
     code, _, err = run_cli(capsys, "catalog", "build", elastic_run, "--target", "cpu", "--catalog", db,

@@ -10,16 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, run_cli
+from test_train_resume import ARGS, _kill_during_epoch, _metric_lines, _resume_and_compare, _train
 
-from ofa_deploy import run
-
-from ofa_deploy import weights
+from ofa_deploy import run, weights
 from ofa_deploy.errors import OfaError
 from ofa_deploy.resolution import check_resolution, minimum_resolution, parse_resolutions, space_at
 from ofa_deploy.space import SearchSpace
-
-from conftest import assert_one_line_error, run_cli
-from test_train_resume import ARGS, _kill_during_epoch, _metric_lines, _resume_and_compare, _train
 
 BASE = ["--dataset", "digits", "--method", "rss", "--per-batch", "1", "--epochs", "3", "--train-subset", "64",
         "--batch-size", "8", "--seed", "5", "--device", "cpu", "--quiet"]

@@ -96,7 +96,9 @@ def test_subnet_is_immutable():
     ],
 )
 def test_validation_names_field_and_value(data, message):
-    with pytest.raises(OfaError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        OfaError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")
+    ):
         Subnet.from_dict(data)
 
 

@@ -12,14 +12,14 @@ import pytest
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (CPU-only machine)")
 cuda = pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
 
+from conftest import make_fake_run  # noqa: E402
+
 from ofa_deploy.errors import OfaError  # noqa: E402
 from ofa_deploy.export import export_subnet  # noqa: E402
 from ofa_deploy.export.tensorrt import ENGINE_FILE, ENGINE_SIDECAR, TrtRunner, build_engine  # noqa: E402
 from ofa_deploy.export.to_onnx import ort_session, run_onnx  # noqa: E402
 from ofa_deploy.run import load_supernet  # noqa: E402
 from ofa_deploy.targets import load_target  # noqa: E402
-
-from conftest import make_fake_run  # noqa: E402
 
 try:
     cuda.init()
@@ -31,8 +31,9 @@ pytestmark = pytest.mark.skipif(not HAS_GPU, reason="no CUDA GPU visible")
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from ofa_deploy.data import load_dataset
     from trt_fake import _profile, make_variant
+
+    from ofa_deploy.data import load_dataset
 
     root = tmp_path_factory.mktemp("trt")
     supernet, _ = load_supernet(make_fake_run(root / "run"))

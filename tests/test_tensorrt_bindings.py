@@ -34,8 +34,8 @@ from itertools import product
 from pathlib import Path
 
 import pytest
-
 import trt_fake
+
 from ofa_deploy.export import trt_plan
 
 REPO = Path(__file__).resolve().parents[1]

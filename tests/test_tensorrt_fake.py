@@ -20,8 +20,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 import trt_fake
+
 from ofa_deploy.cli import main
 from ofa_deploy.errors import OfaError
 from ofa_deploy.export import tensorrt as T

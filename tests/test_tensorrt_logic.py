@@ -11,6 +11,7 @@ import types
 import pytest
 
 from ofa_deploy.errors import OfaError
+from ofa_deploy.export import trt_env
 from ofa_deploy.export.tensorrt import (
     ENGINE_SIDECAR,
     build_policy,
@@ -24,7 +25,6 @@ from ofa_deploy.export.tensorrt import (
     read_engine_sidecar,
     timing_cache_path,
 )
-from ofa_deploy.export import trt_env
 from ofa_deploy.io import sha256_file
 from ofa_deploy.targets import load_target
 

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_torch_thread
 
-from ofa_deploy import run
-
-from ofa_deploy import weights
+from ofa_deploy import run, weights
 from ofa_deploy.cli import main
 from ofa_deploy.errors import OfaError
 from ofa_deploy.nn import Supernet
 from ofa_deploy.space import SearchSpace, Subnet
 from ofa_deploy.train import TrainConfig, read_summary, train
-
-from conftest import one_torch_thread
 
 SPACE = SearchSpace(in_channels=1, num_classes=10)
 TINY = dict(dataset="digits", train_subset=16, batch_size=8, device="cpu", quiet=True)

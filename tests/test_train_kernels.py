@@ -9,13 +9,11 @@ from contextlib import contextmanager, nullcontext
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import one_torch_thread
 
-from ofa_deploy.nn import StaticSubnet, Supernet
-from ofa_deploy.nn import cpu_ops
+from ofa_deploy.nn import StaticSubnet, Supernet, cpu_ops
 from ofa_deploy.nn.cpu_ops import balance211, depthwise_conv2d, effective_window, pointwise_conv2d, stock_ops
 from ofa_deploy.space import SearchSpace
-
-from conftest import one_torch_thread
 
 SPACE = SearchSpace(in_channels=1, num_classes=10)
 

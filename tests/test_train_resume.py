@@ -15,9 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ofa_deploy import run
-
-from ofa_deploy import weights
+from ofa_deploy import run, weights
 
 ARGS = ["--dataset", "digits", "--method", "ps", "--ps-epochs", "1,2,0,0,0,1", "--train-subset", "64",
         "--batch-size", "8", "--seed", "7", "--device", "cpu", "--quiet"]

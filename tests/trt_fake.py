@@ -237,8 +237,10 @@ class FakeTRT:
                 net.inputs = [ITensor(v.name, dims(v), dtype(v.name)) for v in model.graph.input
                               if v.name not in {t.name for t in model.graph.initializer}]
                 net.outputs = [ITensor(v.name, dims(v), dtype(v.name)) for v in model.graph.output]
-                net.layers = [ILayer(kinds.get(n.op_type, LayerType.OTHER), [ITensor(o, [], dtype(o)) for o in n.output])
-                              for n in model.graph.node]
+                net.layers = [
+                    ILayer(kinds.get(n.op_type, LayerType.OTHER), [ITensor(o, [], dtype(o)) for o in n.output])
+                    for n in model.graph.node
+                ]
                 net.onnx = data
                 return True
 
@@ -268,7 +270,13 @@ class FakeTRT:
             _trt_name = "IBuilderConfig"
 
             def __init__(self, logger):
-                self.logger, self.flags, self.profiles, self.timing_cache, self.workspace = logger, set(), [], None, None
+                self.logger, self.flags, self.profiles, self.timing_cache, self.workspace = (
+                    logger,
+                    set(),
+                    [],
+                    None,
+                    None,
+                )
                 self.default_device_type, self.DLA_core = DeviceType.GPU, -1
                 if major >= 9 or fake.version.startswith("8.6"):
                     self.builder_optimization_level = 3
@@ -569,7 +577,7 @@ class FakeCuda:
 
         # the arrays are copied when the work is queued, as a pinned host buffer may change
         m.memcpy_htod_async = lambda dev, host, stream: stream.pending.append(
-            lambda data=np.array(host): htod(dev, data))
+            lambda data=np.array(host): htod(dev, data))  # noqa: B008 - copied when queued, on purpose
         m.memcpy_dtoh_async = lambda host, dev, stream: stream.pending.append(lambda: dtoh(host, dev))
         m.pagelocked_empty = lambda shape, dtype: np.zeros(shape, dtype)
         m.Stream = Stream

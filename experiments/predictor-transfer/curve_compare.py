@@ -29,7 +29,9 @@ def _means(rows: list[dict], side: str) -> dict:
     values = {f: [r[side][f] for r in rows] for f in FIELDS}
     out = {f: round(float(np.mean(v)), 4) for f, v in values.items()}
     cover = np.array(values["coverage_90"])
-    out[f"coverage_in_{round(COVERAGE_90[0] * 100)}_{round(COVERAGE_90[1] * 100)}"] = int(sum(calibrated(c) for c in cover))
+    out[f"coverage_in_{round(COVERAGE_90[0] * 100)}_{round(COVERAGE_90[1] * 100)}"] = int(
+        sum(calibrated(c) for c in cover)
+    )
     out["mean_abs_coverage_miss"] = round(float(np.mean(np.abs(cover - 0.9))), 4)
     out["goals_met"] = int(sum(r[side]["met"] for r in rows))
     return out

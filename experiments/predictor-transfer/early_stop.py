@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from study import DEFAULT_LANDSCAPES, names, splits
 
+from ofa_deploy.predictor.adapt import stops_early
 from ofa_deploy.predictor.learning_curve import POPULATION, selection_order
 from ofa_deploy.predictor.predictor import LatencyPredictor, accuracy_report
 from ofa_deploy.predictor.transfer import adapt, population
-from ofa_deploy.predictor.adapt import stops_early
 
 STEP, MOST = 5, 50
 

@@ -2,8 +2,9 @@
 several CPU latency landscapes, interleaved, so that ``predictor check``'s learning curves
 for source -> target pairs can be computed offline from one set of measurements.
 
-    python experiments/predictor-transfer/transfer_campaign.py RUN|PREDICTOR.json OUT [--pool 150] [--holdout 100] [--chunk 25]
-        [--rounds 6] [--warmup-s 0.3] [--min-time-s 0.6] [--min-iterations 60] [--order-seed 0]
+    python experiments/predictor-transfer/transfer_campaign.py RUN|PREDICTOR.json OUT
+        [--pool 150] [--holdout 100] [--chunk 25] [--rounds 6] [--warmup-s 0.3] [--min-time-s 0.6]
+        [--min-iterations 60] [--order-seed 0]
 
 Landscapes (all on this machine):
   cpu       ONNX Runtime fp32, 1 intra-op thread, batch 1 (the built-in ``cpu`` target)
@@ -47,19 +48,18 @@ import random
 import time
 from pathlib import Path
 
-import torch
-
 import numpy as np
+import torch
+from study import LANDSCAPES, load
 
 from ofa_deploy.cost import macs
-from ofa_deploy.export.precision import convert_precision
 from ofa_deploy.export import read_sidecar
+from ofa_deploy.export.precision import convert_precision
 from ofa_deploy.profile.backends import onnxruntime_runner, torch_runner
 from ofa_deploy.profile.collect import export_for_timing, holdout_subnets
 from ofa_deploy.profile.protocol import Protocol, robust_cov, summarize, time_once
-from ofa_deploy.weights import load_supernet
 from ofa_deploy.targets import load_target
-from study import LANDSCAPES, load
+from ofa_deploy.weights import load_supernet
 
 GPU_LANDSCAPES = ("torch-cuda", "torch-cuda-graph")
 
@@ -208,28 +208,68 @@ def main() -> None:
                     continue
                 xs = samples[(name, i)]
                 cov = robust_cov(xs)
-                sets[name].add({"split": split, "key": str(sub), "subnet": sub.to_dict(), "macs": macs(space, sub),
-                                "target": name, "latency_ms": summarize(xs), "n": len(xs), "cov": cov,
-                                "unstable": cov > 0.05, "chunk": start // args.chunk, "done_before": len(items) - len(todo),
-                                "loadavg_before": list(load_before), "loadavg_after": list(load_after)})
+                sets[name].add(
+                    {
+                        "split": split,
+                        "key": str(sub),
+                        "subnet": sub.to_dict(),
+                        "macs": macs(space, sub),
+                        "target": name,
+                        "latency_ms": summarize(xs),
+                        "n": len(xs),
+                        "cov": cov,
+                        "unstable": cov > 0.05,
+                        "chunk": start // args.chunk,
+                        "done_before": len(items) - len(todo),
+                        "loadavg_before": list(load_before),
+                        "loadavg_after": list(load_after),
+                    }
+                )
         for runner in runners.values():
             runner.close()
         del runners, samples
         gc.collect()  # sessions of a finished chunk would otherwise linger until a collection (RSS 448 -> 106 MB)
         measured += len(part) - len(anchors)
-        print(json.dumps({"chunk": start // args.chunk, "subnets": len(part) - len(anchors), "export_s": round(export_s, 1),
-                          "measure_s": round(measure_s, 1), "loadavg_before": load_before,
-                          "loadavg_after": load_after, "time": time.strftime("%H:%M:%S", time.gmtime())}),
-              flush=True)
-    print(json.dumps({
-        "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "wall_s": round(time.perf_counter() - t0, 1), "run": str(args.run.resolve()), "landscapes": landscapes,
-        "pool": len(pool), "holdout": len(held), "anchors": [str(a) for a in anchors], "measured_now": measured, "rounds": rounds,
-        "order_seed": args.order_seed,
-        "protocol_per_pair": {"warmup_s": args.warmup_s, "min_time_s": args.min_time_s,
-                              "min_iterations": args.min_iterations},
-        "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
-    }, indent=1))
+        print(
+            json.dumps(
+                {
+                    "chunk": start // args.chunk,
+                    "subnets": len(part) - len(anchors),
+                    "export_s": round(export_s, 1),
+                    "measure_s": round(measure_s, 1),
+                    "loadavg_before": load_before,
+                    "loadavg_after": load_after,
+                    "time": time.strftime("%H:%M:%S", time.gmtime()),
+                }
+            ),
+            flush=True,
+        )
+    print(
+        json.dumps(
+            {
+                "started": started,
+                "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "run": str(args.run.resolve()),
+                "landscapes": landscapes,
+                "pool": len(pool),
+                "holdout": len(held),
+                "anchors": [str(a) for a in anchors],
+                "measured_now": measured,
+                "rounds": rounds,
+                "order_seed": args.order_seed,
+                "protocol_per_pair": {
+                    "warmup_s": args.warmup_s,
+                    "min_time_s": args.min_time_s,
+                    "min_iterations": args.min_iterations,
+                },
+                "loadavg_start": load_start,
+                "loadavg_end": os.getloadavg(),
+                "cpu_count": os.cpu_count(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from study import DEFAULT_LANDSCAPES, calibrated, goals_met, landscape_file, load, names, read_rows, splits
 
 from ofa_deploy.io import atomic_write_json
 from ofa_deploy.predictor.learning_curve import POPULATION, learning_curve, plot_curves, selection_order
 from ofa_deploy.predictor.predictor import LatencyPredictor, fit
 from ofa_deploy.predictor.transfer import adapt, population
-from study import DEFAULT_LANDSCAPES, calibrated, goals_met, landscape_file, load, names, read_rows, splits
 
 
 def _goals(point: dict) -> dict:
@@ -73,9 +73,16 @@ def main() -> None:
             curve["source_label"] = label
             k = min(args.keep, len(pool))  # the adapted predictor after k measurements, for bench_predictor.py
             order = selection_order(src, pool, k, args.seed)
-            adapt(src, [pool[i] for i in order], [pool_ms[i] for i in order], target=name, statistic=args.statistic,
-                  pop=population(src.space, POPULATION, args.seed)).save(
-                args.out / "adapted" / f"{src.target}-{'own' if src is not source else 'committed'}-to-{name}-n{k}.json")
+            adapt(
+                src,
+                [pool[i] for i in order],
+                [pool_ms[i] for i in order],
+                target=name,
+                statistic=args.statistic,
+                pop=population(src.space, POPULATION, args.seed),
+            ).save(
+                args.out / "adapted" / f"{src.target}-{'own' if src is not source else 'committed'}-to-{name}-n{k}.json"
+            )
             curve["loadavg_seen"] = _loads(landscape_file(args.campaign, name))
             curves.append(curve)
             summary.append({"source": f"{src.target} ({label})", "target": name, "pool": len(pool),

@@ -11,7 +11,8 @@ for comparison, ``adapt`` on random candidates. Scored on ``--holdout`` other un
 subnets against one noisy measurement each (as a user's check would be), with the ceiling
 a perfect predictor would reach against that measurement.
 
-    python experiments/predictor-transfer/transfer_synthetic.py SOURCE_PREDICTOR [--noise 0.01] [--seeds 0,1,2] > out.json
+    python experiments/predictor-transfer/transfer_synthetic.py SOURCE_PREDICTOR \
+        [--noise 0.01] [--seeds 0,1,2] > out.json
 
 Numbers only: no ONNX, no timing; deterministic by ``--seeds``.
 """
@@ -28,11 +29,11 @@ from typing import Callable, Sequence
 import numpy as np
 from study import COVERAGE_90, GOALS, calibrated, goals_met
 
-from ofa_deploy.profile.collect import holdout_subnets
+from ofa_deploy.predictor.adapt import CANDIDATES
 from ofa_deploy.predictor.learning_curve import score
 from ofa_deploy.predictor.predictor import LatencyPredictor, accuracy_report
 from ofa_deploy.predictor.transfer import POPULATION, adapt, population, selection_order
-from ofa_deploy.predictor.adapt import CANDIDATES
+from ofa_deploy.profile.collect import holdout_subnets
 from ofa_deploy.space import BlockSpec, Subnet
 
 # A device: one kernel's time (s) is max(MACs / peak[kind], bytes / bandwidth) + launch (+ a

@@ -5,8 +5,8 @@ evaluates and exports subnets) imports torch when called.
 """
 
 from .db import Catalog
-from .schema import SCHEMA_VERSION
 from .entries import NothingFits, entries, pareto, select
 from .importer import import_results
+from .schema import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "Catalog", "NothingFits", "entries", "import_results", "pareto", "select"]

@@ -20,7 +20,8 @@ def load_predictor(path: Optional[str | Path], target: Any) -> Any:
     when it was fitted for another target than ``target``."""
     if path is None:
         return None
-    from ..predictor.directory import load_predictor as load, predictor_file
+    from ..predictor.directory import load_predictor as load
+    from ..predictor.directory import predictor_file
 
     path = predictor_file(path)
     model = load(path)
@@ -60,8 +61,10 @@ def bound_entries(items: list, predictor_path: Any, confidence: Optional[float],
         return
     other = sorted({e["resolution"] for e in items} - {model.space.image_size})
     if other:  # its latency table is per input size: it cannot bound entries at another one
-        raise OfaError(f"--confidence: predictor {predictor_path} was fitted at {model.space.image_size}x"
-                       f"{model.space.image_size} inputs; this catalog also has entries at {', '.join(map(str, other))}")
+        raise OfaError(
+            f"--confidence: predictor {predictor_path} was fitted at {model.space.image_size}x"
+            f"{model.space.image_size} inputs; this catalog also has entries at {', '.join(map(str, other))}"
+        )
     upper = budget_latency(model, [Subnet.from_dict(e["subnet"], model.space) for e in items], confidence)
     for e, bound in zip(items, upper):
         e["p90_upper_ms"] = float(bound)

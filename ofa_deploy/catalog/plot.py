@@ -10,7 +10,6 @@ from ..errors import OfaError
 from ..io import atomic_write
 from .entries import pareto
 
-
 _MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
 
 

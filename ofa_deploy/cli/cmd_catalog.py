@@ -75,8 +75,10 @@ def _row(e: dict) -> str:
         acc += f" ({e['accuracy_precision']})"  # an older catalog: no accuracy of this precision's own
     flag = "  UNSTABLE" if e["unstable"] else ""
     res = e.get("resolution")
-    return (f"{e['text']:<60} {e['precision']:<4} {f'{res}px' if res else '-':>5} {e['mflops']:6.2f} MFLOPs  acc {acc}  "
-            f"p50 {e['latency_ms']['p50']:.4f}  p90 {e['latency_ms']['p90']:.4f} ms{flag}")
+    return (
+        f"{e['text']:<60} {e['precision']:<4} {f'{res}px' if res else '-':>5} {e['mflops']:6.2f} MFLOPs  acc {acc}  "
+        f"p50 {e['latency_ms']['p50']:.4f}  p90 {e['latency_ms']['p90']:.4f} ms{flag}"
+    )
 
 
 @command.command("build")
@@ -129,9 +131,9 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
         torch.set_num_threads(torch_threads)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..search.build import build_catalog
     from ..errors import OfaError
     from ..profile import Protocol
+    from ..search.build import build_catalog
     from ..targets import load_target
 
     if budgets and predictor_path is None:

@@ -60,8 +60,7 @@ def command(run_dir, buckets, per_bucket, tolerance, seed, split, subnet, calib_
     """Sample subnets per MFLOPs bucket (same seed, same subnets), recalibrate each one's BN
     on training images, and measure it; writes eval/NAME.json and .csv in the run."""
     from ..evaluate.resolution import ALL
-    from ..evaluate.runs import evaluate_resolutions
-    from ..evaluate.runs import evaluate_run
+    from ..evaluate.runs import evaluate_resolutions, evaluate_run
 
     options = dict(buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed, split=split,
                    subnet=subnet, calib_n=calib_n, batch_size=batch_size, data_dir=data_dir, test_subset=test_subset,

@@ -14,7 +14,12 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float
 @click.command("export")
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
 @click.option("--subnet", "spec", default=None, help="Subnet SPEC: text form, JSON object, or JSON file.")
-@click.option("--mflops", type=limit_float("mflops", lo_open=True), default=None, help="A random subnet within --tolerance of this many MFLOPs.")
+@click.option(
+    "--mflops",
+    type=limit_float("mflops", lo_open=True),
+    default=None,
+    help="A random subnet within --tolerance of this many MFLOPs.",
+)
 @click.option("--smallest", is_flag=True, help="The smallest subnet (k3 e3 d2 everywhere).")
 @click.option("--largest", is_flag=True, help="The largest subnet (k7 e6 d4 everywhere).")
 @click.option("--all-buckets", is_flag=True,
@@ -57,9 +62,31 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float
                    "is recalibrated and accuracy measured on images resized to R, MACs are counted at R "
                    "[default: the run's image size].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, tolerance, target_name, out, overwrite,
-            checkpoint, recalibrate, bn_images, precision, calibration_method, calibration_images, parity_images, measure_accuracy, exporter,
-            data_dir, as_json, resolution=None) -> None:
+def command(
+    run_dir,
+    spec,
+    mflops,
+    smallest,
+    largest,
+    all_buckets,
+    seed,
+    tolerance,
+    target_name,
+    out,
+    overwrite,
+    checkpoint,
+    recalibrate,
+    bn_images,
+    precision,
+    calibration_method,
+    calibration_images,
+    parity_images,
+    measure_accuracy,
+    exporter,
+    data_dir,
+    as_json,
+    resolution=None,
+) -> None:
     """Export a subnet of the supernet trained in RUN for a deployment target.
 
     Extracts the static subnet, recalibrates its BN statistics, writes model.onnx and the
@@ -92,19 +119,27 @@ def command(run_dir, spec, mflops, smallest, largest, all_buckets, seed, toleran
             "device_command": made.device_command,
         })
         return
-    for name, bucket, sc in made.exports:
+    for name, _, sc in made.exports:
         where = out / name if name else out
         acc = sc["accuracy"] or {}
         par, vs32 = sc["parity"], sc["precision_parity"]
         drop = acc.get("drop_points")
-        click.echo(f"{where}  {sc['subnet_text']}  {sc['mflops']:.2f} MFLOPs  {sc['params']:,} params  {sc['precision']}"
-                   + (f"  top-1 {acc['top1']:.2%}" if acc.get("top1") is not None else "")
-                   + (f" (fp32 {acc['fp32_top1']:.2%}, drop {drop:+.2f} points)"
-                      if drop is not None and sc["precision"] != "fp32" else "")
-                   + f"  parity max|diff| {par['max_abs_diff']:.1e} top-1 agree {par['top1_agreement']:.1%}"
-                   + (f"  vs fp32 max|diff| {vs32['max_abs_diff']:.1e} top-1 agree {vs32['top1_agreement']:.1%}"
-                      if sc["precision"] != "fp32" else "")
-                   + f"  ({sc['onnx']['exporter']}, opset {sc['onnx']['opset']})")
+        click.echo(
+            f"{where}  {sc['subnet_text']}  {sc['mflops']:.2f} MFLOPs  {sc['params']:,} params  {sc['precision']}"
+            + (f"  top-1 {acc['top1']:.2%}" if acc.get("top1") is not None else "")
+            + (
+                f" (fp32 {acc['fp32_top1']:.2%}, drop {drop:+.2f} points)"
+                if drop is not None and sc["precision"] != "fp32"
+                else ""
+            )
+            + f"  parity max|diff| {par['max_abs_diff']:.1e} top-1 agree {par['top1_agreement']:.1%}"
+            + (
+                f"  vs fp32 max|diff| {vs32['max_abs_diff']:.1e} top-1 agree {vs32['top1_agreement']:.1%}"
+                if sc["precision"] != "fp32"
+                else ""
+            )
+            + f"  ({sc['onnx']['exporter']}, opset {sc['onnx']['opset']})"
+        )
     if made.device_command:
         where = "on the device" if target.build_on_device else "on a machine with TensorRT and the target GPU"
         click.echo(f"next, {where}: {made.device_command}")

@@ -62,8 +62,8 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
     runs 5-20 % apart between chunks), shrunk by what the anchors' own noise explains, is
     divided out before fitting.
     """
-    from ..profile import Protocol
     from ..predictor.build import build_predictor
+    from ..profile import Protocol
     from ..targets import load_target
 
     tgt = load_target(target)
@@ -121,10 +121,10 @@ def check(predictor_path, run_dir, count, seed, repeats, curve, onnx_dir, rounds
     Writes check.json and check.png beside the predictor. Without protocol flags the
     held-out subnets are measured exactly as the training ones were.
     """
-    from ..profile import Protocol
     from ..predictor.build import check_predictor
     from ..predictor.directory import predictor_file
     from ..predictor.predictor import LatencyPredictor
+    from ..profile import Protocol
     from ..targets import load_target
 
     predictor_path = predictor_file(predictor_path)
@@ -156,10 +156,12 @@ def check(predictor_path, run_dir, count, seed, repeats, curve, onnx_dir, rounds
                    f"({report['interval_90']['uncertainty']})")
     if "truth" in report:
         t = report["truth"]
-        click.echo(f"  the measurements: one carries {t['noise_sd']:.1%} noise (sd between the {t['repeats']} repeats); "
-                   f"against their mean a perfect predictor would score {t['ceiling_within_10pct']:.0%} within ±10%, "
-                   f"{t['ceiling_within_5pct']:.0%} within ±5%"
-                   + (f", Spearman {t['ceiling_spearman']:.3f}" if t["ceiling_spearman"] is not None else ""))
+        click.echo(
+            f"  the measurements: one carries {t['noise_sd']:.1%} noise (sd between the {t['repeats']} repeats); "
+            f"against their mean a perfect predictor would score {t['ceiling_within_10pct']:.0%} within ±10%, "
+            f"{t['ceiling_within_5pct']:.0%} within ±5%"
+            + (f", Spearman {t['ceiling_spearman']:.3f}" if t["ceiling_spearman"] is not None else "")
+        )
     click.echo(f"  {report['predictions_per_second']:,} predictions per second; figure {report.get('figure')}")
     for point in (report.get("curve") or {}).get("points", []):
         a, sc, mc = point["adapt"], point.get("scratch"), point.get("macs")
@@ -214,8 +216,8 @@ def adapt(source, target, run_dir, budget, out, target_error, step, statistic, s
     Progress goes to stderr; measurements are appended to OUT/latency.jsonl, so an
     interrupted run resumes.
     """
-    from ..profile import Protocol
     from ..predictor.adapt import adapt_predictor
+    from ..profile import Protocol
     from ..targets import load_target
 
     tgt = load_target(target)

@@ -67,11 +67,27 @@ def command(dataset, scale, ablations, data_dir, download, train_subset, test_su
     from ..reproduce_seeds import combine_seed_options
 
     options = ReproduceOptions(
-        dataset=dataset, scale=scale, seeds=combine_seed_options(seed, seeds), data_dir=data_dir,
-        download=download, train_subset=train_subset, test_subset=test_subset, per_bucket=per_bucket, buckets=tuple(buckets), tolerance=tolerance,
-        calib_n=calib_n, ablations=ablations, fidelity=fidelity,
-        switches=(("ps_lr", ps_lr), ("teacher", teacher), ("sort", sort), ("warmup_epochs", warmup_epochs),
-                  ("data_protocol", data_protocol), ("macs_stem", macs_stem)),
+        dataset=dataset,
+        scale=scale,
+        seeds=combine_seed_options(seed, seeds),
+        data_dir=data_dir,
+        download=download,
+        train_subset=train_subset,
+        test_subset=test_subset,
+        per_bucket=per_bucket,
+        buckets=tuple(buckets),
+        tolerance=tolerance,
+        calib_n=calib_n,
+        ablations=ablations,
+        fidelity=fidelity,
+        switches=(
+            ("ps_lr", ps_lr),
+            ("teacher", teacher),
+            ("sort", sort),
+            ("warmup_epochs", warmup_epochs),
+            ("data_protocol", data_protocol),
+            ("macs_stem", macs_stem),
+        ),
     )
     out = out or f"reproduce/{dataset}-x{scale:g}"
     verdict = reproduce(options, out, device=device, progress=not quiet, command=["ofa-deploy", *sys.argv[1:]])

@@ -18,7 +18,12 @@ def command() -> None:
 
 
 @command.command("sample")
-@click.option("--mflops", type=limit_float("mflops", lo_open=True), default=None, help="Only subnets within this many MFLOPs (MACs / 1e6).")
+@click.option(
+    "--mflops",
+    type=limit_float("mflops", lo_open=True),
+    default=None,
+    help="Only subnets within this many MFLOPs (MACs / 1e6).",
+)
 @click.option("--tolerance", type=limit_float("tolerance"), default=0.5, show_default=True,
               help="Half-width of the MFLOPs bucket.")
 @click.option("--n", "count", type=click.IntRange(1, 100_000), default=1, show_default=True, help="How many subnets.")

@@ -94,7 +94,11 @@ def sample_params(policy: AugmentPolicy, n: int, generator: torch.Generator) -> 
     h = torch.sqrt(area / aspect).clamp(max=1.0)
     cx = (1 - w) * (2 * u[:, 2] - 1)
     cy = (1 - h) * (2 * u[:, 3] - 1)
-    flips = torch.rand(n, generator=generator, dtype=torch.float64) < 0.5 if policy.flip else torch.zeros(n, dtype=torch.bool)
+    flips = (
+        torch.rand(n, generator=generator, dtype=torch.float64) < 0.5
+        if policy.flip
+        else torch.zeros(n, dtype=torch.bool)
+    )
     sx = torch.where(flips, -w, w)
     theta = torch.zeros(n, 2, 3, dtype=torch.float64)
     theta[:, 0, 0], theta[:, 0, 2] = sx, cx

@@ -185,7 +185,9 @@ def evaluate_population(
     """
     if supernet.space != space:
         raise OfaError("the supernet was built for a different search space than the one given")
-    population = list(subnets) if subnets is not None else sample_population(space, buckets, per_bucket, tolerance, seed)
+    population = (
+        list(subnets) if subnets is not None else sample_population(space, buckets, per_bucket, tolerance, seed)
+    )
     layout = torch.channels_last if channels_last else torch.contiguous_format
     calib = calibration_images(calib_images, calib_n, seed).contiguous(memory_format=layout)
     test_images = test_images.contiguous(memory_format=layout)

@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .. import run, weights
 from ..buckets import PAPER_BUCKETS, paper_buckets, paper_scale
-from .. import run
-from .. import weights
 from ..errors import OfaError
 from ..evals import EVAL_DIR, write_eval
 from ..io import sha256_file
@@ -253,8 +252,14 @@ class _Bar:
     def __enter__(self) -> "_Bar":
         if self.enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

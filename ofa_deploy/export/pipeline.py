@@ -22,6 +22,7 @@ from ..evaluate.bn import calibration_images, measurement_layout, recalibrate_bn
 from ..io import atomic_write, atomic_write_json, sha256_file
 from ..space import Subnet
 from ..targets import Target, load_target
+from .precision import DEFAULT_CALIBRATION_METHOD, PRECISION_METADATA_KEY, compare_logits, convert_precision
 from .sidecar import (
     CALIBRATION_FILE,
     ONNX_FILE,
@@ -31,7 +32,6 @@ from .sidecar import (
     file_entry,
     library_versions,
 )
-from .precision import DEFAULT_CALIBRATION_METHOD, PRECISION_METADATA_KEY, compare_logits, convert_precision
 from .staging import staged_directory
 from .to_onnx import INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx, ort_session, run_onnx
 

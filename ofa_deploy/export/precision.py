@@ -137,7 +137,7 @@ def to_int8(
     if method not in CALIBRATION_METHODS:
         raise OfaError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, not {method!r}")
     import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

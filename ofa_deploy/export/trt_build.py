@@ -27,10 +27,27 @@ from ..errors import OfaError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
 from ..targets import Target, load_target
 from .sidecar import INDEX_FILE, ONNX_FILE, SIDECAR_FILE, read_sidecar, verify_files
-from .trt_env import check_supported, device_info, import_pycuda, import_tensorrt, jetson_release, \
-    make_logger, start, timing_cache_path
-from .trt_plan import ENGINE_FILE, ENGINE_FORMAT, ENGINE_FORMAT_VERSION, ENGINE_SIDECAR, build_policy, \
-    check_target_precision, engine_plan, model_precision, precision_problem
+from .trt_env import (
+    check_supported,
+    device_info,
+    import_pycuda,
+    import_tensorrt,
+    jetson_release,
+    make_logger,
+    start,
+    timing_cache_path,
+)
+from .trt_plan import (
+    ENGINE_FILE,
+    ENGINE_FORMAT,
+    ENGINE_FORMAT_VERSION,
+    ENGINE_SIDECAR,
+    build_policy,
+    check_target_precision,
+    engine_plan,
+    model_precision,
+    precision_problem,
+)
 
 
 def build_engine(

@@ -28,9 +28,21 @@ from ..profile.collect import ANCHOR, LatencyDataset, anchor_subnets, collect, h
 from ..profile.protocol import Protocol
 from ..profile.results import load_results
 from ..space import SearchSpace, Subnet
-from .directory import (ANCHOR_DIR, CURVE_FIGURE, CURVE_FILE, DATASET_FILE, PREDICTOR_FILE, RATIO_STATISTICS,
-                        TO_MEASURE, drift_warnings, load_predictor, load_supernet, measuring_environment, own_dir,
-                        predictor_file)
+from .directory import (
+    ANCHOR_DIR,
+    CURVE_FIGURE,
+    CURVE_FILE,
+    DATASET_FILE,
+    PREDICTOR_FILE,
+    RATIO_STATISTICS,
+    TO_MEASURE,
+    drift_warnings,
+    load_predictor,
+    load_supernet,
+    measuring_environment,
+    own_dir,
+    predictor_file,
+)
 from .learning_curve import learning_curve, plot_curves
 from .predictor import LatencyPredictor, accuracy_report
 from .transfer import POPULATION, adapt, population, selection_order

@@ -18,8 +18,18 @@ from ..profile.collect import LatencyDataset, collect, design_subnets, holdout_s
 from ..profile.protocol import Protocol
 from ..space import SearchSpace
 from .adapt import check_curve
-from .directory import (CHECK_FILE, DATASET_FILE, FIGURE_FILE, PREDICTOR_FILE, RATIO_STATISTICS, Progress,
-                        drift_warnings, load_supernet, measuring_environment, own_dir)
+from .directory import (
+    CHECK_FILE,
+    DATASET_FILE,
+    FIGURE_FILE,
+    PREDICTOR_FILE,
+    RATIO_STATISTICS,
+    Progress,
+    drift_warnings,
+    load_supernet,
+    measuring_environment,
+    own_dir,
+)
 from .predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
 from .repeats import MAX_REPEATS, repeat_truth
 

@@ -100,7 +100,10 @@ def jetson_info() -> Optional[dict[str, Any]]:
     model = _read("/proc/device-tree/model")
     if not release and not (model and "jetson" in model.lower()):
         return None
-    info: dict[str, Any] = {"model": (model or "").strip("\x00 ") or None, "l4t": (release or "").splitlines()[0] if release else None}
+    info: dict[str, Any] = {
+        "model": (model or "").strip("\x00 ") or None,
+        "l4t": (release or "").splitlines()[0] if release else None,
+    }
     mode = _command(["nvpmodel", "-q"]) if shutil.which("nvpmodel") else None
     info["nvpmodel"] = " ".join(line.strip() for line in mode.splitlines() if line.strip()) if mode else None
     info["gpu_freq"] = _gpu_devfreq()

@@ -4,8 +4,8 @@
 >>> build_report(["runs/fmnist-rss", "runs/fmnist-ps"], "reports/fmnist")
 """
 
-from .build import build_report
 from ..evals import list_evals, read_eval
+from .build import build_report
 from .results import RunFacts, load_run
 
 __all__ = ["RunFacts", "build_report", "list_evals", "load_run", "read_eval"]

@@ -111,7 +111,9 @@ def time_figure(runs: Sequence[RunFacts]):
     ref = reference_run(runs)
     ys = list(range(len(timed)))[::-1]
     longest = max((r.wall_time_s for _, r in timed), default=60.0)
-    unit, scale = ("hours", 3600.0) if longest >= 3 * 3600 else ("minutes", 60.0) if longest >= 120 else ("seconds", 1.0)
+    unit, scale = (
+        ("hours", 3600.0) if longest >= 3 * 3600 else ("minutes", 60.0) if longest >= 120 else ("seconds", 1.0)
+    )
     for y, (i, r) in zip(ys, timed):
         ax.barh(y, r.wall_time_s / scale, color=run_color(i), alpha=0.85)
         note = format_duration(r.wall_time_s)

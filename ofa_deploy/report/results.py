@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .. import run
 from ..errors import OfaError
-from ..io import read_json
 from ..evals import read_eval
+from ..io import read_json
 from ..schemas import check_summary
 
 SUMMARY = "summary.json"

@@ -34,7 +34,8 @@ def verdict_markdown(v: dict) -> str:
 
     lines = [
         "## Verdict: does the paper's finding hold?",
-        f"Fidelity preset **{v['fidelity']}** ({_choices(v.get('fidelity_choices'))}); training seeds {', '.join(map(str, seeds))} "
+        f"Fidelity preset **{v['fidelity']}** ({_choices(v.get('fidelity_choices'))}); "
+        f"training seeds {', '.join(map(str, seeds))} "
         f"({len(seeds)} supernet{'s' if len(seeds) != 1 else ''} per method); every run evaluated on the same "
         f"subnets, drawn by evaluation seed {v['eval_seed']}.",
         "",
@@ -43,8 +44,7 @@ def verdict_markdown(v: dict) -> str:
         f"numpy seed {boot['seed']}). The claim holds where the interval lies above 0, fails where it lies "
         "below 0, and is inside the noise where it contains 0. The spread (best minus worst subnet, mean over "
         "seeds) is compared by resampling seeds only."
-        + (" With one seed the intervals cover the subnet draw only, not training noise." if len(seeds) == 1
-           else ""),
+        + (" With one seed the intervals cover the subnet draw only, not training noise." if len(seeds) == 1 else ""),
         "",
         f"RSS > PS {tally('rss_vs_ps')} of {v['n_buckets']} buckets; RSS narrower {tally('rss_narrower')}; "
         f"RSS-short > PS {tally('rss_short_vs_ps')}.",

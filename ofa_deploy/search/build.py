@@ -33,12 +33,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..catalog.budgets import budget_latency, check_confidence, load_predictor
+from ..catalog.db import Catalog
 from ..cost import cost
 from ..errors import OfaError
 from ..io import sha256_file
 from ..space import SearchSpace, Subnet
-from ..catalog.budgets import budget_latency, check_confidence, load_predictor
-from ..catalog.db import Catalog
 
 Progress = Callable[[str, int, int], None]
 SPLIT = "test"
@@ -85,14 +85,13 @@ def build_catalog(
     from ..data.datasets import run_data_options
     from ..evaluate.bn import recalibrated_subnet
     from ..evaluate.metrics import evaluate_accuracy
+    from ..evaluate.resolution import images_at, run_resolution, supernet_at
     from ..export.pipeline import export_subnet, run_source
     from ..profile import Protocol, profile_model
     from ..profile.collect import design_subnets, quiet_torch
-    from ..weights import load_supernet
-    from ..targets import load_target
-
-    from ..evaluate.resolution import images_at, run_resolution, supernet_at
     from ..resolution import trained_resolutions
+    from ..targets import load_target
+    from ..weights import load_supernet
 
     target = load_target(target) if isinstance(target, (str, Path)) else target
     precision = target.resolve_precision(precision)
@@ -167,8 +166,17 @@ def build_catalog(
         proxy = (np.asarray(budget_latency(lat_model, [sub for sub, _ in candidates], confidence))
                  if lat_model is not None
                  else np.array([cost(nets[r].space, sub)[0] / 1e6 for sub, r in candidates]))
-        chosen = list(dict.fromkeys(candidates)) if chosen_by_caller else choose_finalists(
-            candidates, proxy, [accuracy[c] for c in candidates], finalists, budgets_ms if lat_model is not None else ())
+        chosen = (
+            list(dict.fromkeys(candidates))
+            if chosen_by_caller
+            else choose_finalists(
+                candidates,
+                proxy,
+                [accuracy[c] for c in candidates],
+                finalists,
+                budgets_ms if lat_model is not None else (),
+            )
+        )
 
         to_measure: list[str] = []
         with quiet_torch():

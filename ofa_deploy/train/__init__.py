@@ -15,8 +15,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import PAPER_EPOCHS, PRESETS, TrainConfig  # noqa: E402
-from .schedules import METHODS, FlopsBalancedSampler, Phase, Schedule  # noqa: E402
 from .run_tables import SUMMARY, read_summary  # noqa: E402
+from .schedules import METHODS, FlopsBalancedSampler, Phase, Schedule  # noqa: E402
 from .trainer import resume, train  # noqa: E402
 
 __all__ = ["METHODS", "PAPER_EPOCHS", "PRESETS", "SUMMARY", "FlopsBalancedSampler", "Phase", "Schedule",

@@ -14,6 +14,8 @@ from ..errors import OfaError
 from ..space import SearchSpace
 from ..specs import resolve_subnet
 from .amp import resolve_precision, table_value
+from .fidelity import SWITCHES as FIDELITY_SWITCHES
+from .fidelity import fidelity_fields
 from .schedules import (
     METHODS,
     RSS,
@@ -26,8 +28,6 @@ from .schedules import (
     ps_phase_epochs,
     scale_epochs,
 )
-from .fidelity import SWITCHES as FIDELITY_SWITCHES
-from .fidelity import fidelity_fields
 
 # Table 1 of the paper: Progressive Shrinking's phase epochs (supernet B, then kernel,
 # depth x2, expand x2), RSS and RSS-short. "digits" (not in the paper) is a quick preset.
@@ -56,10 +56,10 @@ class TrainConfig:
     phase epochs explicitly. ``preset``: ``paper`` (Table 1 epochs for the dataset and
     method; RSS-short with ``paper-short``). ``lr_schedule``: None = cosine, constant for the
     paper's two-subnet sequences. ``warmup_epochs``: None = the reference's 5 with a preset,
-    otherwise 5 but at most a fifth of the first phase (none with a constant lr). ``batch_size`` is the global batch (split over DDP ranks and
-    ``grad_accum`` micro-batches). ``device``: ``auto`` = CUDA when available. ``amp``: the
-    autocast precision (``amp.py``; ``resolved`` fills in the device's default: bf16 on a
-    CUDA GPU with bf16, else fp32). ``cuda_graphs``: ``auto``/``on``/``off``, CUDA-graph
+    otherwise 5 but at most a fifth of the first phase (none with a constant lr). ``batch_size`` is
+    the global batch (split over DDP ranks and ``grad_accum`` micro-batches). ``device``: ``auto`` =
+    CUDA when available. ``amp``: the autocast precision (``amp.py``; ``resolved`` fills in the
+    device's default: bf16 on a CUDA GPU with bf16, else fp32). ``cuda_graphs``: ``auto``/``on``/``off``, CUDA-graph
     replay of one-subnet epochs (``cuda_graphs.py``); not a hyper-parameter, so not in [train].
     ``fidelity`` (``ofa``/``released-code``) and ``ps_lr``, ``teacher``, ``sort``,
     ``data_protocol``, ``macs_stem``: how closely to follow the paper's released code

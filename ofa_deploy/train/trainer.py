@@ -38,23 +38,23 @@ from torch import nn
 
 from .. import __version__, run, weights
 from ..data import load_dataset, resolve_policy
-from ..data.folder import folder_summary
 from ..data.augment import apply as apply_augment
 from ..data.augment import sample_params as augment_params
+from ..data.folder import folder_summary
 from ..errors import OfaError
 from ..io import atomic_write, atomic_write_json, atomic_write_text
 from ..space import SearchSpace, Subnet
 from . import amp, dist
 from .config import TrainConfig
-from .fidelity import with_defaults
 from .cuda_graphs import EpochGraphs, prime_momentum
+from .fidelity import with_defaults
 from .histogram import SamplingHistogram
 from .layout import resolve_device, training_layout
 from .progress import EpochProgress
 from .resolution import ResolutionSampler, check_training_space
 from .run_tables import completed, config_from_dir, config_tables, data_info, same_run, write_summary
-from .threads import cpu_threads, explicit_threads
 from .schedules import Phase, Schedule
+from .threads import cpu_threads, explicit_threads
 
 OnEpoch = Callable[[int, int], None]
 """Called on the main rank after each epoch with (epochs done, total epochs) - for callers
