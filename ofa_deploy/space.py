@@ -13,6 +13,11 @@ A subnet is three setting vectors, as in OFA and the paper:
 Settings of blocks beyond a stage's depth do not change the network, so a ``Subnet``
 is stored canonically (those settings replaced by the smallest choice) and two subnets
 with the same active architecture are equal and hash alike.
+
+(Near 500 lines: ``SearchSpace`` and ``Subnet`` refer to each other - a space makes,
+checks and samples subnets, a subnet parses and canonicalises against a space - so one
+module holds both rather than two joined by a lazy import. The paper's MFLOPs buckets,
+which need ``cost``, are in ``buckets``.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ checkpoint and reused on resume (``threads.py`` says why).
 Each ``metrics.jsonl`` line lists the distinct subnets the epoch trained with their MACs
 (the first 32 for per-step schedules, with ``distinct_subnets`` and ``subnet_steps``
 counting all); ``lr`` is the learning rate of the epoch's last step.
+
+Over 400 lines on purpose: the loop, its checkpoint and its resume are one state machine
+(every field a checkpoint saves is one the loop advances); split, the exact-resume
+invariant would span modules. Its helpers already live beside it (``amp``, ``dist``,
+``cuda_graphs``, ``layout``, ``threads``, ``progress``, ``histogram``).
 """
 
 from __future__ import annotations
