@@ -1,7 +1,7 @@
 """Per-device model catalogs: one SQLite file joining subnets, their accuracy, their
 measured latency on each target and their exported artifacts. No torch needed to read,
-import into or select from a catalog; ``build_catalog`` (which trains nothing but
-evaluates and exports subnets) imports torch when called.
+import into or select from a catalog (the device side); filling one from a run's subnets
+(``catalog build``, which evaluates and exports them with torch) is ``ofa_deploy.search``.
 """
 
 from .db import Catalog

@@ -1,6 +1,8 @@
 """Export: a subnet of a trained supernet -> ONNX (+ calibration data) -> TensorRT engine.
 
-Host side (needs torch): ``export_subnet(supernet, subnet, target, out_dir, ...)`` extracts
+Host side (needs torch): ``workflow.export_run(run_dir, ...)`` is ``ofa-deploy export RUN`` as a
+library call (choose subnets, name the output, load data, export each); it calls
+``export_subnet(supernet, subnet, target, out_dir, ...)``, which extracts
 the static subnet, recalibrates its BN statistics, exports ONNX, checks ONNX Runtime
 against PyTorch and writes the directory::
 
