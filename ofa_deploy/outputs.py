@@ -326,7 +326,10 @@ def _publish(tmp: Path, final: Path, kind: Kind, replaced: Optional[Tuple[int, i
         os.rename(final, old)  # renaming changes the change time: from here on compare device and inode
     except FileNotFoundError:
         raise OfaError(f"{final} was removed while this command ran; nothing was replaced") from None
-    if _identity(old)[:2] != replaced[:2] or not (_empty_dir(old) or kind.recognise(old) is None):
+    moved = _identity(old)
+    if moved is None:  # removed by another process since the rename just above
+        raise OfaError(f"{final} was removed while this command ran; nothing was replaced")
+    if moved[:2] != replaced[:2] or not (_empty_dir(old) or kind.recognise(old) is None):
         _restore(old, final)
         raise appeared
     try:

@@ -12,7 +12,7 @@ some). No torch; runs on Python 3.8.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 from .errors import OfaError
 from .validate import MAX_SEED
@@ -133,7 +133,8 @@ def check_eval(data: Any, where: str) -> dict:
 
 
 # -- model.json -----------------------------------------------------------------------------
-_FILE_ENTRY = ({"sha256": lambda v: isinstance(v, str) and len(v) == 64, "bytes": COUNT}, {})
+_FILE_ENTRY: Tuple[Dict[str, Check], Dict[str, Check]] = (
+    {"sha256": lambda v: isinstance(v, str) and len(v) == 64, "bytes": COUNT}, {})
 
 
 def check_sidecar(data: Any, where: str) -> dict:

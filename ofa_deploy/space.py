@@ -485,10 +485,10 @@ class Subnet:
             yield from range(s * max_depth, s * max_depth + depth)
 
 
-def _int_tuple(name: str, values: Sequence[int]) -> tuple[int, ...]:
+def _int_tuple(name: str, values: Sequence[object]) -> tuple[int, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise OfaError(f"{name} must be a list of integers, got {values!r}")
-    out = []
+    out: list[int] = []
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, int):
             if isinstance(v, float) and v.is_integer():

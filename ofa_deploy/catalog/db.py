@@ -289,7 +289,8 @@ class Catalog:
                      host: Optional[str] = None, batch: Optional[int] = None,
                      precision: Optional[str] = None, resolution: Optional[int] = None) -> Optional[dict[str, Any]]:
         """The newest latency row matching every given field."""
-        sql, args = "SELECT * FROM latency WHERE subnet = ? AND target = ?", [subnet, target]
+        sql = "SELECT * FROM latency WHERE subnet = ? AND target = ?"
+        args: list[str | int] = [subnet, target]
         for column, value in (("artifact_sha256", artifact_sha256), ("host", host), ("batch", batch),
                               ("precision", precision), ("resolution", resolution)):
             if value is not None:
@@ -318,7 +319,8 @@ class Catalog:
 
     def latency_rows(self, target: str, batch: Optional[int] = None,
                      precision: Optional[str] = None, resolution: Optional[int] = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM latency WHERE target = ?", [target]
+        sql = "SELECT * FROM latency WHERE target = ?"
+        args: list[str | int] = [target]
         for column, value in (("batch", batch), ("precision", precision), ("resolution", resolution)):
             if value is not None:
                 sql += f" AND {column} = ?"

@@ -117,7 +117,8 @@ def _env_id(envs: Dict[str, Dict[str, Any]], text: str) -> int:
         except ValueError:
             full = {}
         full = full if isinstance(full, dict) else {}
-        cpu = full.get("cpu") if isinstance(full.get("cpu"), dict) else {}
+        listed = full.get("cpu")
+        cpu = listed if isinstance(listed, dict) else {}
         summary = {k: full.get(k) for k in _ENV_FIELDS if full.get(k) is not None}
         if cpu.get("model"):
             summary["cpu"] = cpu["model"]

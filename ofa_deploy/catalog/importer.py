@@ -124,7 +124,8 @@ def _check_model_hash(catalog: Catalog, path: str | Path, i: int, model: dict[st
     if not isinstance(measured, str):
         return
     used = Path(str(model.get("path") or ""))
-    files = model.get("files") if isinstance(model.get("files"), dict) else {}
+    listed = model.get("files")
+    files = listed if isinstance(listed, dict) else {}
     entry = files.get(used.name) or (files.get("model.onnx") if model.get("format") == "onnx" else None)
     expected = entry.get("sha256") if isinstance(entry, dict) else None
     where = "the export's model.json"

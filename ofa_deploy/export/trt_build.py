@@ -21,7 +21,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import OfaError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
@@ -164,6 +164,7 @@ def _build(trt, export_dir: Path, model: Dict[str, Any], precision: str, target:
     engine_bytes = bytes(memoryview(serialized))
     if timing is not None and timing["status"] != "ignored-mismatch":
         data = bytes(memoryview(config.get_timing_cache().serialize()))
+        assert cache_file is not None  # set with timing above
         atomic_write_bytes(cache_file, data)
         timing["bytes_after"] = len(data)
 
@@ -215,7 +216,7 @@ def _check_replaceable(out_dir: Path) -> None:
                        "(choose another --out)")
 
 
-def _network_types(trt, network) -> tuple:
+def _network_types(trt, network) -> Tuple[bool, bool]:
     """(has Q/DQ layers, has fp16 tensors) of a parsed network."""
     qdq = (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
     has_qdq = has_half = False

@@ -203,7 +203,7 @@ def check_predictor(
     from ..cost import macs as count_macs
 
     mm = np.array([count_macs(space, s) for s in subs], dtype=float)
-    report = {
+    report: dict[str, Any] = {
         "predictor": str(predictor_path),
         "target": model.target,
         "statistic": model.statistic,
@@ -235,6 +235,7 @@ def check_predictor(
 def _coverage(model: LatencyPredictor, subs: list, measured: np.ndarray) -> dict[str, Any]:
     """How often the stated central 90 % interval holds the measurement."""
     _, lo, hi = model.interval(subs, 0.9)
+    assert model.uncertainty is not None  # interval raised otherwise
     return {"coverage": float(np.mean((measured >= lo) & (measured <= hi))),
             "mean_halfwidth_rel": float(np.mean((hi - lo) / (hi + lo))),
             "uncertainty": model.uncertainty.kind, "source": model.uncertainty.source}

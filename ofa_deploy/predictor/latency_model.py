@@ -39,6 +39,8 @@ class LatencyModel:
     def predict(self, feat: Featurizer, counts: np.ndarray) -> np.ndarray:
         lin = self.intercept + counts @ self.table
         if self.form == "hybrid":
+            # a hybrid always has a base: from_dict reads it, LatencyPredictor refuses one without
+            assert self.base is not None
             return np.maximum(self.base_scale * self.base.predict(feat, counts) + lin, self.floor)
         if self.form == "additive":
             return np.maximum(lin, self.floor)

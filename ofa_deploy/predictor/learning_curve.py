@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import OfaError
 from ..space import Subnet
-from .predictor import LatencyPredictor, MacsBaseline, accuracy_report, fit
+from .predictor import Floats, LatencyPredictor, MacsBaseline, accuracy_report, fit
 from .transfer import POPULATION, adapt, population
 from .transfer import selection_order as _order
 
@@ -48,8 +48,8 @@ def selection_order(source: LatencyPredictor, pool: Sequence[Subnet], k: int, se
     return _order(source, pool, population(source.space, POPULATION, seed), k)
 
 
-def learning_curve(source: LatencyPredictor, pool: Sequence[Subnet], pool_ms: Sequence[float],
-                   held: Sequence[Subnet], held_ms: Sequence[float], *, target: str, statistic: str,
+def learning_curve(source: LatencyPredictor, pool: Sequence[Subnet], pool_ms: Floats,
+                   held: Sequence[Subnet], held_ms: Floats, *, target: str, statistic: str,
                    sizes: Sequence[int] = CURVE_SIZES, seed: int = 0,
                    order: Optional[Sequence[int]] = None, compare_random: bool = True) -> dict[str, Any]:
     """The curve on measured ``pool`` (what may be chosen) and ``held`` (never chosen).

@@ -41,7 +41,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence, Union, overload
 
 import numpy as np
 
@@ -56,6 +56,8 @@ from .uncertainty import Uncertainty, check_level, from_validation
 FORMAT = "ofa-deploy/latency-predictor"
 FORMAT_VERSION = 2
 FITS = ("additive", "multiplicative", "physics")  # how its table may be fitted
+
+Floats = Union[Sequence[float], np.ndarray]  # measured or predicted latencies: a list or an array
 
 
 @dataclass
@@ -102,6 +104,12 @@ class LatencyPredictor:
             if self.uncertainty.cov.shape[0] != dim:
                 raise OfaError("uncertainty cov does not match the predictor's features")
 
+    @overload
+    def predict(self, subnets: Subnet, statistic: Optional[str] = None) -> float: ...
+
+    @overload
+    def predict(self, subnets: Sequence[Subnet], statistic: Optional[str] = None) -> np.ndarray: ...
+
     def predict(self, subnets: Sequence[Subnet] | Subnet, statistic: Optional[str] = None) -> np.ndarray | float:
         """Predicted latency (ms) of one subnet (a float) or of many (an array), as the
         fitted statistic or, scaled by its measured ratio, as ``statistic``."""
@@ -110,7 +118,7 @@ class LatencyPredictor:
             raise OfaError(f"this predictor was fitted to {self.statistic} and knows no {statistic} ratio; "
                            f"it knows {', '.join(sorted(self.statistic_ratios))}")
         single = isinstance(subnets, Subnet)
-        subs = [subnets] if single else list(subnets)
+        subs = [subnets] if isinstance(subnets, Subnet) else list(subnets)
         for sub in subs[:1]:
             self.space.check(sub)
         pred = self._model.predict(self._feat, self._feat.counts(subs)) * self.statistic_ratios[statistic]
@@ -123,7 +131,9 @@ class LatencyPredictor:
         divided by the predicted latency, ``latency = psi . [base_scale, intercept, table]``
         times it - a relative error, as the multiplicative rows give."""
         if self.form == "hybrid":
-            rows = np.column_stack([self._model.base.predict(self._feat, counts), np.ones(len(counts)), counts])
+            base = self._model.base
+            assert base is not None  # __post_init__ refuses a hybrid without one
+            rows = np.column_stack([base.predict(self._feat, counts), np.ones(len(counts)), counts])
             return rows / self._model.predict(self._feat, counts)[:, None]
         z = (self._feat.size(counts) - self.size_mean) / self.size_scale if len(self.size_coef) else np.zeros(
             (len(counts), 0))
@@ -146,6 +156,7 @@ class LatencyPredictor:
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(predicted, lower, upper) ms: the central ``level`` interval of the measurement."""
         pred, sd = self.predict_distribution(subnets, statistic)
+        assert self.uncertainty is not None  # predict_distribution raised otherwise
         half = self.uncertainty.z(check_level(level, "interval level"), two_sided=True) * sd
         return pred, pred * np.exp(-half), pred * np.exp(half)
 
@@ -153,6 +164,7 @@ class LatencyPredictor:
                     ) -> np.ndarray:
         """Latency (ms) the measurement stays below with probability ``confidence``."""
         pred, sd = self.predict_distribution(subnets, statistic)
+        assert self.uncertainty is not None  # predict_distribution raised otherwise
         return pred * np.exp(self.uncertainty.z(check_level(confidence), two_sided=False) * sd)
 
     # -- persistence ------------------------------------------------------------------
@@ -271,7 +283,7 @@ def _folds(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
     return [(np.setdiff1d(order, order[f::folds]), order[f::folds]) for f in range(folds)]
 
 
-def fit(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Sequence[float], *, target: str,
+def fit(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Floats, *, target: str,
         statistic: str = "p50", seed: int = 0, forms: Sequence[str] = FITS,
         statistic_ratios: Optional[dict[str, float]] = None,
         info: Optional[dict[str, Any]] = None) -> LatencyPredictor:
@@ -315,7 +327,7 @@ def fit(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Sequence[floa
     )
 
 
-def accuracy_report(measured: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
+def accuracy_report(measured: Floats, predicted: Floats) -> dict[str, float]:
     """Share of predictions within +-5 % and +-10 % of the measurement, mean/max absolute
     relative error, RMSE (ms) and Spearman's rank correlation."""
     from scipy.stats import spearmanr
@@ -352,7 +364,7 @@ def cross_validate(space: SearchSpace, subnets: Sequence[Subnet], latency_ms: Se
 class MacsBaseline:
     """What MACs alone achieve: latency = a * MACs + b, least squares."""
 
-    def __init__(self, space: SearchSpace, subnets: Iterable[Subnet], latency_ms: Sequence[float]) -> None:
+    def __init__(self, space: SearchSpace, subnets: Iterable[Subnet], latency_ms: Floats) -> None:
         self.space = space
         x = np.array([cost(space, s)[0] / 1e6 for s in subnets])
         self.slope, self.intercept = np.polyfit(x, np.asarray(latency_ms, dtype=float), 1)

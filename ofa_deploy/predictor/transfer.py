@@ -54,7 +54,7 @@ import numpy as np
 
 from ..errors import OfaError
 from ..space import SearchSpace, Subnet
-from .predictor import LatencyPredictor
+from .predictor import Floats, LatencyPredictor
 from .uncertainty import Uncertainty
 
 # Prior standard deviations in units of the typical target latency m (1.0 = 100 %): the
@@ -262,7 +262,7 @@ def _to_predictor_units(post: Posterior, prior: Prior, physics: np.ndarray, m: f
     return jac @ post.mean, jac @ post.cov @ jac.T
 
 
-def adapt(source: LatencyPredictor, subnets: Sequence[Subnet], latency_ms: Sequence[float], *, target: str,
+def adapt(source: LatencyPredictor, subnets: Sequence[Subnet], latency_ms: Floats, *, target: str,
           statistic: str, pop: Sequence[Subnet], statistic_ratios: Optional[dict[str, float]] = None,
           info: Optional[dict[str, Any]] = None) -> LatencyPredictor:
     """The adapted (hybrid) predictor for ``target`` from ``source`` and the measured
@@ -318,6 +318,7 @@ def adapt(source: LatencyPredictor, subnets: Sequence[Subnet], latency_ms: Seque
     # the typical target/source ratio, and the posterior's expected mean |relative error|
     # over the population: sqrt(2/pi) x the mean predictive sd of log latency
     transfer["device_scale"] = float(np.exp(np.mean(np.log(pop_pred / pop_source))))
+    assert model.uncertainty is not None  # read back from info["uncertainty"], which is set above
     transfer["estimated_error"] = float(math.sqrt(2 / math.pi) * np.mean(
         model.uncertainty.log_sd(model.features(pop_counts), len(pop_counts))))
     return model

@@ -79,7 +79,7 @@ def onnxruntime_runner(
         raise OfaError("the onnxruntime backend needs onnxruntime: pip install onnxruntime") from None
     wanted = [_PROVIDER_ALIASES.get(p.lower(), p) for p in providers] or ["CPUExecutionProvider"]
     available = ort.get_available_providers()
-    usable = [p for p in wanted if p in available]
+    usable: list[str | tuple[str, dict[str, str]]] = [p for p in wanted if p in available]
     if not usable:
         raise OfaError(
             f"none of the providers {wanted} is available in this onnxruntime ({', '.join(available)}); "
@@ -286,6 +286,7 @@ def _torch_cuda_runner(torch: Any, net: Any, x: Any, device: Any, cuda_graph: bo
     x = x.to(device)
     with torch.cuda.device(device):
         timer = _CudaEventTimer.create(torch.cuda.current_stream(device))
+        assert timer is not None  # None only without torch or CUDA, and the net is on the GPU now
         run: Callable[[], Any]
         if cuda_graph:
             side = torch.cuda.Stream(device)

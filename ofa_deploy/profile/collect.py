@@ -300,7 +300,7 @@ def collect(
         part = todo[start:start + chunk] + [(ANCHOR, a) for a in anchors]
         with tempfile.TemporaryDirectory(prefix="ofa-latency-") as tmp, quiet_torch():
             base = Path(onnx_dir) if onnx_dir is not None else Path(tmp)
-            paths = []
+            paths: list[Path] = []
             for _, sub in part:
                 if progress:
                     progress("exporting", min(done + len(paths), len(todo)), len(todo))
