@@ -210,3 +210,37 @@ def test_select_says_why_nothing_is_usable_without_suggesting_what_was_given(tmp
     with pytest.raises(NothingFits) as not_given:
         select([item], max_latency_ms=5)
     assert "--allow-unstable" in str(not_given.value) and "--remeasure-unstable" in str(not_given.value)
+
+
+def test_schema_4_catalog_migrates_and_flags_its_fallback_rows(tmp_path):
+    """Catalog schema 5 adds latency.backend_mismatch; a schema-4 catalog opens (read-only:
+    migrated in memory; for writing: in place), its rows measured on a fallback flagged."""
+    import sqlite3
+
+    from ofa_deploy.catalog import Catalog, entries
+    from ofa_deploy.catalog.schema import SCHEMA_VERSION
+    from ofa_deploy.cost import cost
+    from ofa_deploy.space import SearchSpace
+
+    space = SearchSpace(in_channels=1)
+    path = tmp_path / "old.db"
+    lat = {"min": 1.0, "mean": 1.1, "std": 0.01, "p50": 1.1, "p90": 1.2, "p95": 1.2, "p99": 1.3, "max": 2.0}
+    with Catalog(path) as cat:
+        cat.set_space(space.to_dict())
+        for sub, fallback in ((space.smallest(), "TensorRT is not installed here; used the target's fallback"),
+                              (space.largest(), None)):
+            cat.add_subnet(str(sub), sub.to_dict(), *cost(space, sub))
+            cat.add_latency(str(sub), {"latency_ms": lat, "n": 100, "cov": 0.01, "backend": "onnxruntime",
+                                       "precision": "fp16", "fallback": fallback}, target="jetson-orin")
+    with sqlite3.connect(path) as conn:  # as schema 4 left it
+        conn.execute("ALTER TABLE latency DROP COLUMN backend_mismatch")
+        conn.execute("PRAGMA user_version = 4")
+    before = path.read_bytes()
+    with Catalog(path, readonly=True) as cat:
+        flagged = {e["key"]: e["backend_mismatch"] for e in entries(cat, "jetson-orin")}
+    assert path.read_bytes() == before
+    assert flagged == {str(space.smallest()): "TensorRT is not installed here; used the target's fallback",
+                       str(space.largest()): None}
+    with Catalog(path) as cat:
+        assert cat.version == SCHEMA_VERSION == 5
+        assert {e["key"]: e["backend_mismatch"] for e in entries(cat, "jetson-orin")} == flagged

@@ -159,18 +159,29 @@ def pareto(items: list[dict[str, Any]], *, latency: str = "p90") -> list[dict[st
     return front
 
 
-REMEASURE_HINT = ("re-measure them on a quiet machine: `catalog build --remeasure-unstable` here, or on the device "
-                  "`profile --min-time-s 10` (longer) and `catalog import` again")
+REMEASURE_HINT = ("re-measure them on a quiet machine: profile each flagged export directory again with a longer "
+                  "--min-time-s and `catalog import` the result (`catalog build --remeasure-unstable` does it for "
+                  "a catalog build's own finalists)")
 
 
-def unstable_note(items: list[dict[str, Any]]) -> Optional[str]:
-    """``"N of M entries have unstable latency (CoV above the threshold); <what to do>"``, or
-    ``None`` when none has: what quickstart, ``report.md`` and ``catalog select`` say."""
-    flagged = sum(1 for e in items if e["unstable"])
+def unstable_note(items: list[dict[str, Any]], *, catalog: Any = None, target: Optional[str] = None) -> Optional[str]:
+    """``"N of M entries have unstable latency ...; <what to do>"``, or ``None`` when none has:
+    what quickstart, ``report.md`` and ``catalog select`` say. With ``catalog`` and
+    ``target`` the commands are spelled out for the first flagged entry."""
+    flagged = [e for e in items if e["unstable"]]
     if not flagged:
         return None
-    return (f"{flagged} of {len(items)} entries have unstable latency (CoV above the target's threshold after "
-            f"retries; their numbers are not to be trusted): {REMEASURE_HINT}")
+    what = (f"{len(flagged)} of {len(items)} entries have unstable latency (CoV above the target's threshold after "
+            "its retries: another process was competing for the machine, or the timed runs were too short); "
+            "their numbers are not to be trusted")
+    first = flagged[0]
+    if catalog is None or target is None or not first.get("onnx"):
+        return f"{what}. To fix: {REMEASURE_HINT}"
+    directory = Path(first["onnx"]).parent
+    return (f"{what}. To fix, on a quiet machine re-measure each with a longer run and import it, e.g. "
+            f"`ofa-deploy profile {directory} --target {target} --min-time-s 10 --out remeasured.json && "
+            f"ofa-deploy catalog import remeasured.json --catalog {catalog}` (a catalog build's own finalists: "
+            "`catalog build ... --remeasure-unstable`)")
 
 
 def unusable_reasons(items: list[dict[str, Any]], allow_unstable: bool) -> str:

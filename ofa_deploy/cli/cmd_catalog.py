@@ -306,18 +306,21 @@ def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, 
         from ..catalog.budgets import bound_entries
 
         bound_entries(items, predictor_path, confidence, target)
+    from ..catalog.entries import unstable_note
+
+    note = unstable_note(items, catalog=catalog_path, target=_target_name(target))
+    unstable = {"unstable_entries": sum(1 for e in items if e["unstable"]), "unstable_note": note}
     try:
         entry = select(items, max_latency_ms=max_latency_ms, max_mflops=max_mflops, min_accuracy=min_accuracy,
                        allow_unstable=allow_unstable)
     except NothingFits as exc:
         if as_json:
-            emit_json({"selected": None, "reason": str(exc), "fastest": exc.fastest})
+            emit_json({"selected": None, "reason": str(exc), "fastest": exc.fastest, **unstable})
+        elif note and allow_unstable is False and "unstable" not in str(exc):
+            click.echo(f"note: {note}", err=True)
         raise NoSelection(str(exc)) from None
-    from ..catalog.entries import unstable_note
-
-    note = unstable_note(items)
     if as_json:
-        emit_json({**entry, "unstable_entries": sum(1 for e in items if e["unstable"]), "unstable_note": note})
+        emit_json({**entry, **unstable})
         return
     click.echo(_row(entry))
     click.echo(f"onnx: {entry['onnx']} ({entry['precision']})")
