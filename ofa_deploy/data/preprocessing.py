@@ -17,8 +17,9 @@ it wherever it is read back. Fields (version 1)::
     color       "grey" or "RGB" (channel order R, G, B); a colour image for a grey network is
                 converted to grey first (luma), a grey one for an RGB network replicated
     resize      the resize rule, in words, that made the training images this size: the whole
-                image to size x size for the built-in data sets (bilinear, antialiased when
-                shrinking), shorter side to size then a centre crop for ``folder`` data; at an
+                image to size x size for the built-in data sets (bilinear, antialiased, which
+                changes nothing when enlarging), shorter side to size then a centre crop for
+                ``folder`` data; at an
                 exported resolution other than the run's image size, that rule at the run's
                 size followed by a bilinear (antialiased) resize to ``size``
     resize_steps  the same as data: a list of {"op": "resize", "size": [h, w], "filter":
@@ -63,7 +64,8 @@ BUILTIN_CLASSES: dict[str, tuple[str, ...]] = {
         "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman",
         "worm"),
 }
-# The size the built-in data sets' images come in (before the resize to the run's image size).
+# The size the built-in data sets' images come in (before the resize to the run's image size);
+# only named in the record's words.
 NATIVE_SIZE = {"digits": 8, "mnist": 28, "fmnist": 28, "cifar10": 32, "cifar100": 32}
 
 
@@ -98,18 +100,14 @@ def preprocessing_record(config: dict[str, Any], *, resolution: int | None = Non
         steps = [{"op": "resize_shorter", "size": run_size, "filter": "bilinear", "antialias": True},
                  {"op": "center_crop", "size": [run_size, run_size]}]
         words = f"shorter side resized to {run_size} (bilinear, antialiased), centre crop {run_size}x{run_size}"
-    else:
-        native = NATIVE_SIZE.get(dataset)
-        steps = [] if native == run_size else [{"op": "resize", "size": [run_size, run_size], "filter": "bilinear",
-                                                "antialias": native is None or native > run_size}]
-        words = (f"none ({dataset} images are {run_size}x{run_size})" if not steps else
-                 f"whole image resized to {run_size}x{run_size} (bilinear"
-                 f"{', antialiased' if steps[0]['antialias'] else ''}; no crop)")
+    else:  # (antialiasing changes nothing when enlarging: one rule for every source size)
+        steps = [{"op": "resize", "size": [run_size, run_size], "filter": "bilinear", "antialias": True}]
+        words = f"whole image resized to {run_size}x{run_size} (bilinear, antialiased; no crop)"
     if size != run_size:
-        steps.append({"op": "resize", "size": [size, size], "filter": "bilinear", "antialias": size < run_size})
-        words = (f"{words}, then resized to {size}x{size} (bilinear, antialiased)" if steps[:-1] else
-                 f"whole image resized to {size}x{size} (bilinear{', antialiased' if size < run_size else ''}; "
-                 "no crop)")
+        steps.append({"op": "resize", "size": [size, size], "filter": "bilinear", "antialias": True})
+        words += f", then resized to {size}x{size} (bilinear, antialiased)"
+    if dataset != FOLDER and NATIVE_SIZE.get(dataset) == run_size:
+        words += f" ({dataset}'s own images are {run_size}x{run_size})"
     return {
         "version": PREPROCESSING_VERSION,
         "dataset": dataset,
