@@ -139,12 +139,15 @@ def quickstart(
 
     say("report", 0, 1)
     report = build_report([paths.run], paths.report, eval_name=EVAL_NAME,
-                          title="ofa-deploy quickstart: RSS on digits", sections=[_catalog_section(items)])
+                          title="ofa-deploy quickstart: RSS on digits",
+                          sections=[_catalog_section(items, paths.catalog, target.name)])
     plot_catalog(items, paths.report / "pareto.png", target=target.name)
     latency_vs_mflops(items, paths.report / "latency_vs_mflops.png", target=target.name)
     say("report", 1, 1)
 
     front = pareto(items)
+    from .catalog.entries import unstable_note
+
     summary = {
         "out": str(paths.out),
         "run": str(paths.run),
@@ -156,7 +159,10 @@ def quickstart(
         "buckets": evaluation["buckets"],
         "catalog_entries": len(items),
         "pareto": [{"subnet": e["key"], "mflops": e["mflops"], "accuracy": e["accuracy"],
-                    "p90_ms": e["latency_ms"]["p90"], "onnx": e["onnx"]} for e in front],
+                    "p90_ms": e["latency_ms"]["p90"], "onnx": e["onnx"], "unstable": e["unstable"]} for e in front],
+        # entries whose latency stayed above the CoV threshold, and what to do about them
+        "unstable_entries": sum(1 for e in items if e["unstable"]),
+        "unstable_note": unstable_note(items, catalog=paths.catalog, target=target.name),
         "catalog_work": {k: built.get(k) for k in ("evaluated", "exported", "measured")},
         "report_files": report.get("files", []),
         "wall_time_s": round(time.perf_counter() - started, 1),
@@ -201,13 +207,19 @@ def latency_vs_mflops(items: list[dict[str, Any]], out: Path, *, target: str) ->
     return path
 
 
-def _catalog_section(items: list[dict[str, Any]]) -> str:
-    lines = ["## Catalog (target cpu)", "",
+def _catalog_section(items: list[dict[str, Any]], catalog: Path | None = None, target: str = "cpu") -> str:
+    from .catalog.entries import unstable_note
+
+    lines = [f"## Catalog (target {target})", "",
              "| subnet | MFLOPs | accuracy | p50 ms | p90 ms | ONNX |", "|---|---:|---:|---:|---:|---|"]
     for e in sorted(items, key=lambda e: e["mflops"]):
         acc = "-" if e["accuracy"] is None else f"{100 * e['accuracy']:.1f}%"
-        lines.append(f"| `{e['key']}` | {e['mflops']:.2f} | {acc} | {e['latency_ms']['p50']:.3f} | "
-                     f"{e['latency_ms']['p90']:.3f} | {Path(e['onnx']).name if e['onnx'] else '-'} |")
+        flag = " (unstable)" if e["unstable"] else ""
+        lines.append(f"| `{e['key']}` | {e['mflops']:.2f} | {acc} | {e['latency_ms']['p50']:.3f}{flag} | "
+                     f"{e['latency_ms']['p90']:.3f}{flag} | {Path(e['onnx']).name if e['onnx'] else '-'} |")
+    note = unstable_note(items, catalog=catalog, target=target)
+    lines += ["", f"**Unstable latency:** {note}" if note else
+              "Every entry's latency is stable (CoV within the target's threshold)."]
     lines += ["", "Figures: `pareto.png` (accuracy vs latency and vs MFLOPs, Pareto front), "
               "`latency_vs_mflops.png`."]
     return "\n".join(lines)

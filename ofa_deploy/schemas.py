@@ -1,7 +1,8 @@
 """The shape of every file ofa-deploy reads back: one validator per kind, shared by every reader.
 
 ``check_config`` (a run's ``config.toml``), ``check_summary`` (``summary.json``),
-``check_eval`` (``eval/NAME.json``), ``check_sidecar`` (an export's ``model.json``) and
+``check_eval`` (``eval/NAME.json``), ``check_sidecar`` (an export's ``model.json``),
+``check_preprocessing`` (its preprocessing record, ``ofa_deploy.data.preprocessing``) and
 ``check_profile_result`` (one ``profile --json`` result, also what ``catalog import``
 takes). Each returns the data unchanged or raises one ``OfaError`` naming the file and the
 key at fault, so a hand-edited or damaged file never surfaces as a ``KeyError`` or a
@@ -158,14 +159,36 @@ def check_sidecar(data: Any, where: str) -> dict:
             "parity": _opt(DICT),
             "calibration": _opt(DICT),
             "onnx": _opt(DICT),
+            "preprocessing": _opt(DICT),
         },
     )
+    if data.get("preprocessing") is not None:
+        check_preprocessing(data["preprocessing"], where, "preprocessing.")
     for name, entry in data.get("files", {}).items():
         if "/" in name or "\\" in name or name.startswith("."):
             raise OfaError(f"{where}: key 'files' names {name!r}, which is not a plain file name")
         _fields(entry, where, *_FILE_ENTRY, prefix=f"files.{name}.")
     if data.get("accuracy"):
         _fields(data["accuracy"], where, {"top1": FRACTION}, {"images": COUNT, "loss": _opt(NONNEG)}, "accuracy.")
+    return data
+
+
+_NAMES: Check = lambda v: isinstance(v, list) and len(v) >= 1 and all(isinstance(x, str) for x in v)  # noqa: E731
+_PER_CHANNEL: Check = lambda v: isinstance(v, list) and len(v) in (1, 3) and all(_num()(x) for x in v)  # noqa: E731
+
+
+def check_preprocessing(data: Any, where: str, prefix: str = "") -> dict:
+    """A preprocessing record (fields: ``ofa_deploy.data.preprocessing``): what a device must
+    do to an image - size, resize rule, channels, mean/std per channel, class names."""
+    _fields(data, where, {"version": _int(1), "size": _int(1, 65536), "resize": STR, "channels": _int(1, 3),
+                          "mean": _PER_CHANNEL, "std": _PER_CHANNEL, "classes": _NAMES},
+            {"dataset": STR, "layout": STR, "dtype": STR, "color": STR, "scale": POSITIVE, "formula": STR,
+             "resize_steps": _list(DICT, 16)}, prefix)
+    if not (len(data["mean"]) == len(data["std"]) == data["channels"]):
+        raise OfaError(f"{where}: key '{prefix}mean' and '{prefix}std' need one value per channel "
+                       f"({data['channels']})")
+    if any(s <= 0 for s in data["std"]):
+        raise OfaError(f"{where}: key '{prefix}std' must be positive")
     return data
 
 

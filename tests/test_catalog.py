@@ -26,11 +26,13 @@ SPACE = SearchSpace(in_channels=1)
 
 def fake_result(p50: float, *, spread: float = 0.1, unstable: bool = False, host: str = "hostA",
                 subnet=None, sha: str | None = None, target: str = "cpu") -> dict:
-    """A profile result as ``profile --json`` prints it (numbers made up)."""
+    """A profile result as ``profile --json`` prints it (numbers made up); a Jetson target's
+    is measured with TensorRT, as on the device (import refuses another backend's)."""
     lat = {"min": p50 * 0.9, "mean": p50 * 1.02, "std": p50 * spread / 3, "p50": p50, "p90": p50 * (1 + spread),
            "p95": p50 * (1 + 1.2 * spread), "p99": p50 * (1 + 2 * spread), "max": p50 * 3}
     return {"latency_ms": lat, "n": 300, "cov": 0.2 if unstable else 0.02, "unstable": unstable,
-            "latency_kind": "host", "backend": "onnxruntime", "precision": "fp32", "batch": 1, "target": target,
+            "latency_kind": "host", "backend": "tensorrt" if target.startswith("jetson") else "onnxruntime",
+            "precision": "fp32", "batch": 1, "target": target,
             "model": {"path": "/elsewhere/model.onnx", "sha256": sha, **({"subnet": subnet} if subnet else {})},
             "environment": {"hostname": host, "date": "2026-01-01T00:00:00+00:00"}}
 
@@ -189,8 +191,9 @@ def test_import_results_from_another_machine(tmp_path: Path):
         cat.set_space(SPACE.to_dict())
         cat.add_subnet(str(sub), sub.to_dict(), *cost(SPACE, sub))
         cat.add_artifact(str(sub), "cpu", "onnx", onnx, sha)  # exported for the workstation, same file
-        assert import_results(cat, results) == {"results": 1, "added": 1, "duplicates": 0,
-                                                "targets": ["jetson-orin"]}
+        counts = import_results(cat, results)
+        assert {k: counts[k] for k in ("results", "added", "duplicates", "targets")} == {
+            "results": 1, "added": 1, "duplicates": 0, "targets": ["jetson-orin"]}
         assert import_results(cat, results)["added"] == 0
         (e,) = entries(cat, "jetson-orin")
     assert e["latency_ms"]["p50"] == 0.8 and e["latency_kind"] == "device_compute" and e["host"] == "orin"

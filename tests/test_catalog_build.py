@@ -131,14 +131,19 @@ def test_jetson_results_import_into_workstation_catalog(fake_run: Path, tmp_path
     result["environment"]["hostname"] = "orin-nano"
     results = tmp_path / "jetson.json"
     results.write_text(json.dumps([result]))
+    # an ONNX Runtime CPU measurement is not a Jetson one: refused unless forced, then flagged
     res = CliRunner().invoke(cli, ["catalog", "import", str(results), "--catalog", str(db), "--json"])
+    assert res.exit_code != 0 and "--allow-backend-mismatch" in str(res.exception)
+    forced = ["--allow-backend-mismatch", "--json"]
+    res = CliRunner().invoke(cli, ["catalog", "import", str(results), "--catalog", str(db), *forced])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["added"] == 1
+    assert json.loads(res.output)["added"] == 1 and json.loads(res.output)["linked"] == 1
     res = CliRunner().invoke(cli, ["catalog", "list", "--catalog", str(db), "--target", "jetson", "--json"])
     (imported,) = json.loads(res.output)
     assert imported["subnet"] == entry["subnet"] and imported["host"] == "orin-nano"
     assert imported["accuracy"] == pytest.approx(entry["accuracy"]) and imported["onnx"] == entry["onnx"]
-    res = CliRunner().invoke(cli, ["catalog", "import", str(results), "--catalog", str(db), "--json"])
+    assert "tensorrt" in imported["backend_mismatch"]
+    res = CliRunner().invoke(cli, ["catalog", "import", str(results), "--catalog", str(db), *forced])
     assert json.loads(res.output)["added"] == 0
 
     # what is profiled is what was exported: a changed file is refused

@@ -153,6 +153,7 @@ def real_catalog(tmp_path_factory) -> Path:
                                                          ("p90", 1.0), ("p95", 1.02), ("p99", 1.1), ("max", 1.3))}
         result["unstable"], result["cov"] = (rank == 1), (0.2 if rank == 1 else 0.01)
         result["target"] = JETSON
+        result["backend"], result["provider"] = "tensorrt", None  # as the device writes it (import checks)
         result["environment"] = {"hostname": "orin-nano", "os": "Linux 5.15-tegra", "machine": "aarch64",
                                  "python": "3.8.10", "jetson": {"power_mode": "MAXN"}}
         results.append(result)

@@ -60,3 +60,49 @@ def test_rerun_resumes_and_does_no_work_twice(first_run):
     assert again["buckets"] == summary["buckets"]
     with sqlite3.connect(out / "catalog.db") as db:
         assert db.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == before
+
+
+def test_every_catalog_model_says_how_to_preprocess_its_input(first_run):
+    """Issue 30: the files `catalog select` hands out carry their preprocessing, in model.json
+    and in the ONNX metadata."""
+    import onnx
+
+    from ofa_deploy.data.preprocessing import ONNX_METADATA_KEY
+    from ofa_deploy.schemas import check_preprocessing
+
+    out, summary = first_run
+    sidecars = list((out / "artifacts").rglob("model.json"))
+    assert len(sidecars) == summary["catalog_entries"]
+    for path in sidecars:
+        record = json.loads(path.read_text())["preprocessing"]
+        check_preprocessing(record, str(path))
+        assert (record["dataset"], record["size"], record["mean"], len(record["classes"])) == ("digits", 32,
+                                                                                                 [0.3054], 10)
+        props = {p.key: p.value for p in onnx.load(str(path.parent / "model.onnx")).metadata_props}
+        assert json.loads(props[ONNX_METADATA_KEY]) == record
+
+
+def test_unstable_entries_are_counted_with_what_to_do(first_run, tmp_path, capsys):
+    """Issue 30: the summary (printed and summary.json), report.md and `catalog select` say how
+    many entries are unstable and how to re-measure them."""
+    import shutil
+
+    out, summary = first_run
+    assert (summary["unstable_entries"] > 0) == (summary["unstable_note"] is not None)
+    copy = tmp_path / "quickstart"
+    shutil.copytree(out, copy)
+    with sqlite3.connect(copy / "catalog.db") as db:  # two entries measured on a busy machine
+        db.execute("UPDATE latency SET unstable = (id IN (SELECT id FROM latency ORDER BY id LIMIT 2))")
+    capsys.readouterr()
+    assert main(["quickstart", "--fast", "--device", "cpu", "--out", str(copy), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    again = json.loads((copy / "summary.json").read_text())
+    assert again["unstable_entries"] == 2 and again["catalog_work"]["measured"] == 0
+    for text in (again["unstable_note"], " ".join(printed.split()), (copy / "report" / "report.md").read_text()):
+        assert f"2 of {summary['catalog_entries']} entries have unstable latency" in text
+        assert "--min-time-s" in text and "catalog import" in text
+    capsys.readouterr()
+    assert main(["catalog", "select", "--catalog", str(copy / "catalog.db"), "--target", "cpu", "--max-latency-ms",
+                 "1000"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 of" in err and "unstable latency" in err and "ofa-deploy profile" in err

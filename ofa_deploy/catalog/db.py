@@ -258,11 +258,12 @@ class Catalog:
         return dict(row) if row else None
 
     def add_latency(self, subnet: str, result: dict[str, Any], *, target: str, source: str = "measured",
-                    resolution: Optional[int] = None) -> bool:
+                    resolution: Optional[int] = None, backend_mismatch: Optional[str] = None) -> bool:
         """Store one ``profile_model`` result for ``subnet`` on ``target``; ``False`` if this
         very result (same content hash) is stored already. Its ``resolution`` is the given
         one, else the input size of the model it measured (``model.space.image_size``), else
-        the catalog's image size."""
+        the catalog's image size. ``backend_mismatch`` (default: the result's own): why the
+        measurement is not one of ``target``'s backend, stored so every view can flag it."""
         if resolution is None:
             model_space = (result.get("model") or {}).get("space") or {}
             resolution = model_space.get("image_size") if isinstance(model_space, dict) else None
@@ -274,15 +275,16 @@ class Catalog:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO latency (subnet, target, backend, precision, batch, artifact_sha256, "
                 "p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment, host, source, date, "
-                "result_sha256, latency_kind, resolution) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "result_sha256, latency_kind, resolution, backend_mismatch) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (subnet, target, result.get("backend") or "unknown", result.get("precision") or "unknown",
                  int(result.get("batch") or 1), (result.get("model") or {}).get("sha256"),
                  lat["p50"], lat["p90"], lat["p99"], lat["mean"], lat["std"], lat["min"], lat.get("max"),
                  float(result["cov"]), int(result["n"]), int(bool(result.get("unstable"))),
                  json.dumps({k: v for k, v in result.items() if k != "environment"}), json.dumps(env),
                  env.get("hostname"), source, env.get("date") or now(), digest,
-                 result.get("latency_kind") or "host", resolution))
+                 result.get("latency_kind") or "host", resolution,
+                 backend_mismatch or result.get("backend_mismatch") or None))
             return cur.rowcount == 1
 
     def find_latency(self, subnet: str, target: str, *, artifact_sha256: Optional[str] = None,

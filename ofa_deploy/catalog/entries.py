@@ -29,7 +29,10 @@ def entries(catalog: Catalog, target: str, *, batch: int = 1, precision: Optiona
     entry's accuracy, ONNX and MACs are those at its resolution.
 
     An entry's latency is its newest stable measurement (an unstable one only if nothing
-    else exists - and then the entry says ``"unstable": true``). Its accuracy is the
+    else exists - and then the entry says ``"unstable": true``), made the way the target
+    runs: a measurement on another backend or device (imported with
+    ``--allow-backend-mismatch``) only if nothing else exists, and then the entry's
+    ``"backend_mismatch"`` says why (it is ``None`` otherwise). Its accuracy is the
     newest BN-recalibrated test accuracy of the model at that precision (any split or
     calibration if none; for fp16/int8 without an accuracy of their own, the fp32 one, and
     ``accuracy_precision`` says so), on ``dataset`` if given. ``onnx`` is the artifact
@@ -41,6 +44,7 @@ def entries(catalog: Catalog, target: str, *, batch: int = 1, precision: Optiona
         by_model.setdefault((row["subnet"], row["precision"], row["resolution"]), []).append(row)
     chosen = {}
     for model, rows in by_model.items():
+        rows = [r for r in rows if not r["backend_mismatch"]] or rows
         stable = [r for r in rows if not r["unstable"]]
         chosen[model] = max(stable or rows, key=lambda r: (r["date"], r["id"]))
     out = []
@@ -88,6 +92,7 @@ def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset
         "cov": lat["cov"],
         "unstable": bool(lat["unstable"]),
         "backend": lat["backend"],
+        "backend_mismatch": lat["backend_mismatch"],
         "precision": lat["precision"],
         "batch": lat["batch"],
         "host": lat["host"],
@@ -95,7 +100,29 @@ def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset
         "measured_at": lat["date"],
         "onnx": art["path"] if art else None,
         "onnx_sha256": art["sha256"] if art else None,
+        "preprocessing": _preprocessing(art),
     }
+
+
+def _preprocessing(art: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The preprocessing record of the export an ONNX artifact belongs to (its ``model.json``
+    beside it), or ``None`` where there is none (an older export, a moved file)."""
+    if art is None:
+        return None
+    sidecar = Path(art["path"]).parent / "model.json"
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    record = data.get("preprocessing") if isinstance(data, dict) else None
+    if not isinstance(record, dict):
+        return None
+    from ..schemas import check_preprocessing
+
+    try:
+        return check_preprocessing(record, str(sidecar))
+    except OfaError:
+        return None
 
 
 def _macs_at(catalog: Catalog, sub: dict[str, Any], resolution: int) -> dict[str, Any]:
@@ -132,6 +159,48 @@ def pareto(items: list[dict[str, Any]], *, latency: str = "p90") -> list[dict[st
     return front
 
 
+REMEASURE_HINT = ("re-measure them on a quiet machine: profile each flagged export directory again with a longer "
+                  "--min-time-s and `catalog import` the result (`catalog build --remeasure-unstable` does it for "
+                  "a catalog build's own finalists)")
+
+
+def unstable_note(items: list[dict[str, Any]], *, catalog: Any = None, target: Optional[str] = None) -> Optional[str]:
+    """``"N of M entries have unstable latency ...; <what to do>"``, or ``None`` when none has:
+    what quickstart, ``report.md`` and ``catalog select`` say. With ``catalog`` and
+    ``target`` the commands are spelled out for the first flagged entry."""
+    flagged = [e for e in items if e["unstable"]]
+    if not flagged:
+        return None
+    what = (f"{len(flagged)} of {len(items)} entries have unstable latency (CoV above the target's threshold after "
+            "its retries: another process was competing for the machine, or the timed runs were too short); "
+            "their numbers are not to be trusted")
+    first = flagged[0]
+    if catalog is None or target is None or not first.get("onnx"):
+        return f"{what}. To fix: {REMEASURE_HINT}"
+    directory = Path(first["onnx"]).parent
+    return (f"{what}. To fix, on a quiet machine re-measure each with a longer run and import it, e.g. "
+            f"`ofa-deploy profile {directory} --target {target} --min-time-s 10 --out remeasured.json && "
+            f"ofa-deploy catalog import remeasured.json --catalog {catalog}` (a catalog build's own finalists: "
+            "`catalog build ... --remeasure-unstable`)")
+
+
+def unusable_reasons(items: list[dict[str, Any]], allow_unstable: bool) -> str:
+    """Why none of ``items`` can be selected, each reason with what to do about it."""
+    reasons = []
+    no_file = sum(1 for e in items if not (e["onnx"] and Path(e["onnx"]).is_file()))
+    if no_file:
+        reasons.append(f"{no_file} have no ONNX file here (for results measured on a device, `catalog import "
+                       "RESULTS --model-json EXPORT/model.json` with the export directory that was measured)")
+    no_accuracy = sum(1 for e in items if e["accuracy"] is None)
+    if no_accuracy:
+        reasons.append(f"{no_accuracy} have no accuracy (import with the export's --model-json, or build the "
+                       "catalog from the run)")
+    unstable = sum(1 for e in items if e["unstable"])
+    if unstable and not allow_unstable:
+        reasons.append(f"{unstable} have unstable latency ({REMEASURE_HINT}; or pass --allow-unstable)")
+    return f"of {len(items)} entries, " + ("; ".join(reasons) if reasons else "none qualifies")
+
+
 def select(items: list[dict[str, Any]], *, max_latency_ms: Optional[float] = None,
            max_mflops: Optional[float] = None, min_accuracy: Optional[float] = None,
            allow_unstable: bool = False) -> dict[str, Any]:
@@ -149,11 +218,8 @@ def select(items: list[dict[str, Any]], *, max_latency_ms: Optional[float] = Non
     usable = [e for e in items if e["accuracy"] is not None and (allow_unstable or not e["unstable"])
               and e["onnx"] and Path(e["onnx"]).is_file()]
     if not usable:
-        flagged = sum(1 for e in items if e["unstable"])
-        hint = (f"; {flagged} entries have unstable latency (re-measure with `catalog build --remeasure-unstable` "
-                "on a quiet machine, or pass --allow-unstable)") if flagged else ""
-        raise NothingFits(f"the catalog has no usable entry (accuracy, stable latency, ONNX file) for this "
-                          f"target{hint}", None)
+        raise NothingFits(f"the catalog has no usable entry (accuracy, stable latency, ONNX file) for this target: "
+                          f"{unusable_reasons(items, allow_unstable)}", None)
     fits = [e for e in usable
             if (max_latency_ms is None or e.get("budget_latency_ms", e["latency_ms"]["p90"]) <= max_latency_ms)
             and (max_mflops is None or e["mflops"] <= max_mflops)

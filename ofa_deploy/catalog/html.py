@@ -142,6 +142,8 @@ def _row(e: Dict[str, Any], env_id: int) -> Dict[str, Any]:
         # missing precision (catalogs written before it was recorded) means the default, fp32
         "precision": e.get("precision") or "fp32",
         "backend": e["backend"],
+        # why this latency is not a measurement of the target (catalog import --allow-backend-mismatch)
+        "backend_mismatch": e.get("backend_mismatch"),
         "latency_kind": e["latency_kind"],
         "source": e["source"],
         "host": e["host"],

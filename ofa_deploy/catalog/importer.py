@@ -1,6 +1,17 @@
 """Merging latency measured elsewhere: ``profile --json`` results from a device, matched to
 catalog subnets by the identity the export sidecar put in them. Reading and checking the
-results file is ``profile.results.load_results``."""
+results file is ``profile.results.load_results``.
+
+The round trip: export for the device at home, copy the export directory over, build the
+engine and ``profile --json --out r.json`` there, bring ``r.json`` back and ``catalog import
+r.json --model-json EXPORT/model.json``. Each result names the SHA-256 of the ONNX file it
+measured (the file itself, or the one its engine was built from); the import checks it
+against the export's ``model.json`` and the file at home, and records that file as the
+entry's ONNX, so ``catalog select`` answers with it and its preprocessing. Without
+``--model-json`` an ONNX file the catalog already knows with that SHA-256 (``catalog build
+--no-measure`` exported it) is used. A result measured another way than its target runs (a
+CPU fallback for a TensorRT target) is refused unless ``allow_backend_mismatch``, and then
+stored flagged."""
 
 from __future__ import annotations
 
@@ -11,13 +22,15 @@ from typing import Any, Optional
 
 from ..cost import cost
 from ..errors import OfaError
+from ..io import sha256_file
 from ..profile.results import load_results
 from ..space import SearchSpace, Subnet
 from .db import Catalog
 
 
 def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] = None,
-                   subnet: Optional[str] = None, model_json: Optional[str | Path] = None) -> dict[str, Any]:
+                   subnet: Optional[str] = None, model_json: Optional[str | Path] = None,
+                   allow_backend_mismatch: bool = False) -> dict[str, Any]:
     """Add every result in ``path`` to ``catalog``; returns counts.
 
     Each result names its subnet through ``model.subnet`` (present when an export
@@ -27,14 +40,23 @@ def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] 
     target is the result's unless ``target`` is given; the search space is the
     catalog's, else the result's ``model.space``. Accuracy recorded in the export sidecar
     comes along. Importing the same results twice adds nothing.
+
+    Each result's measured ONNX file (SHA-256) becomes the entry's ONNX on that target:
+    the one beside ``model_json`` (checked against it), else one the catalog holds with
+    that hash; ``"linked"`` / ``"unlinked"`` count the results that got one or not. A
+    result whose backend or device is not its target's (``profile.profiler.backend_mismatch``)
+    is refused unless ``allow_backend_mismatch``; then it is stored flagged
+    (``"mismatched"`` counts those).
     """
     results = load_results(path)
+    home: Optional[tuple[Path, dict[str, Any]]] = None
     if model_json is not None:
         from ..profile.model import read_sidecar
 
         sidecar = read_sidecar(Path(model_json)) if Path(model_json).is_file() else None
         if sidecar is None:
             raise OfaError(f"{model_json} does not exist")
+        home = (Path(model_json).parent, sidecar)
         identity = {k: sidecar[k] for k in ("subnet", "space", "precision", "accuracy", "bn", "source", "macs",
                                             "params", "files") if k in sidecar}
         if "subnet" not in identity:
@@ -64,22 +86,91 @@ def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] 
         tgt = target or r.get("target")
         if not tgt:
             raise OfaError(f"{path}: result {i} names no target; give --target")
-        _check_model_hash(catalog, path, i, model, str(sub), tgt, str(r.get("precision") or "fp32"), resolution)
-        rows.append((space, sub, tgt, model, r, resolution))
-    added = duplicates = 0
+        precision = str(r.get("precision") or "fp32")
+        _check_model_hash(catalog, path, i, model, str(sub), tgt, precision, resolution)
+        mismatch = _mismatch(r, tgt)
+        if mismatch and not allow_backend_mismatch:
+            raise OfaError(f"{path}: result {i} is not a {tgt} measurement: {mismatch}; measure on the device with "
+                           "its backend (build the engine there first), or pass --allow-backend-mismatch to store "
+                           "it flagged")
+        onnx = _measured_onnx(catalog, path, i, model, str(sub), home)
+        rows.append((space, sub, tgt, model, r, resolution, precision, mismatch, onnx))
+    added = duplicates = linked = 0
     with catalog.transaction():
-        for space, sub, tgt, model, r, resolution in rows:
+        for space, sub, tgt, model, r, resolution, precision, mismatch, onnx in rows:
             catalog.set_space(space.to_dict())
             m, p = cost(space, sub)
             catalog.add_subnet(str(sub), sub.to_dict(), m, p)
             _import_accuracy(catalog, str(sub), model, resolution)
+            if onnx is not None:
+                catalog.add_artifact(str(sub), tgt, "onnx", onnx[0], onnx[1], precision, resolution)
+                if (onnx[0].parent / "model.json").is_file():
+                    catalog.add_artifact(str(sub), tgt, "sidecar", onnx[0].parent / "model.json",
+                                         sha256_file(onnx[0].parent / "model.json"), precision, resolution)
+                linked += 1
             if catalog.add_latency(str(sub), r, target=tgt, source=f"imported:{Path(path).name}",
-                                   resolution=resolution):
+                                   resolution=resolution, backend_mismatch=mismatch):
                 added += 1
             else:
                 duplicates += 1
     return {"results": len(results), "added": added, "duplicates": duplicates,
-            "targets": sorted({row[2] for row in rows})}
+            "targets": sorted({row[2] for row in rows}), "linked": linked, "unlinked": len(rows) - linked,
+            "mismatched": sum(1 for row in rows if row[7])}
+
+
+def _mismatch(result: dict[str, Any], target: str) -> Optional[str]:
+    """Why ``result`` is not a measurement of ``target``: what the profiler recorded, else
+    (older results, or a result relabelled to another target) its backend and provider
+    against the target's profile where this machine knows the target."""
+    from ..profile.profiler import backend_mismatch
+    from ..targets import load_target
+
+    try:
+        tgt = load_target(target)
+    except OfaError:
+        tgt = None
+    if tgt is not None:
+        found = backend_mismatch(tgt, result.get("backend"), result.get("provider"), result.get("fallback"))
+        if found:
+            return found
+    recorded = result.get("backend_mismatch")
+    if isinstance(recorded, str) and recorded and (tgt is None or result.get("target") in (None, tgt.name)):
+        return recorded
+    return None
+
+
+def _measured_onnx(catalog: Catalog, path: str | Path, i: int, model: dict[str, Any], key: str,
+                   home: Optional[tuple[Path, dict[str, Any]]]) -> Optional[tuple[Path, str]]:
+    """(the ONNX file here that result ``i`` measured, its SHA-256), or None where there is none.
+
+    The result names the measured ONNX's SHA-256 (``model.onnx_sha256``; for results from
+    before that field, the measured file itself when it was an ONNX, or the ONNX the device's
+    ``model.json`` listed beside an engine). With ``home`` (the export directory given by
+    ``--model-json``) its ``model.onnx`` must be that file: listed with that hash and intact."""
+    files: dict[str, Any] = model["files"] if isinstance(model.get("files"), dict) else {}
+    listed: dict[str, Any] = files["model.onnx"] if isinstance(files.get("model.onnx"), dict) else {}
+    measured = model.get("onnx_sha256") or (model.get("sha256") if model.get("format") == "onnx" else None) \
+        or (listed.get("sha256") if model.get("format") == "engine" else None)
+    if home is not None:
+        directory, sidecar = home
+        entry = (sidecar.get("files") or {}).get("model.onnx")
+        if not isinstance(entry, dict):
+            return None  # a bare identity (subnet, space): nothing here to hand out
+        if measured is not None and entry.get("sha256") != measured:
+            raise OfaError(f"{path}: result {i} measured an ONNX file with SHA-256 {str(measured)[:12]}..., but "
+                           f"{directory / 'model.json'} lists model.onnx as {str(entry.get('sha256'))[:12]}...: "
+                           "that is another export; give the model.json of the export directory that was measured")
+        from ..export.sidecar import verify_files
+
+        verify_files(directory, sidecar)  # the file here is the one listed (and so the one measured)
+        return (directory / "model.onnx").resolve(), str(entry["sha256"])
+    if not isinstance(measured, str):
+        return None
+    row = catalog.conn.execute("SELECT path FROM artifacts WHERE subnet = ? AND kind = 'onnx' AND sha256 = ? "
+                               "ORDER BY created DESC", (key, measured)).fetchone()
+    if row is None or not Path(row[0]).is_file() or sha256_file(row[0]) != measured:
+        return None
+    return Path(row[0]), measured
 
 
 def import_file(catalog_path: str | Path, path: str | Path, **options: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ when opened, one numbered step at a time, each in its own transaction)::
                                              UNIQUE(subnet, target, precision, resolution, kind)
     latency(subnet, target, backend, precision, batch, latency_kind, artifact_sha256,
             p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment,
-            host, source, date, result_sha256 UNIQUE, resolution)
+            host, source, date, result_sha256 UNIQUE, resolution, backend_mismatch)
 
 A subnet's key is its canonical text form (``str(Subnet)``); ``spec`` is its JSON
 (ks/e/d). A catalog entry is subnet x target x precision x batch: the precision is the one
@@ -24,6 +24,12 @@ Schema 4 adds the input resolution (elastic resolution, ``ofa_deploy.resolution`
 entry is subnet x resolution x target x precision x batch, and accuracy and artifacts are
 keyed by it too. ``subnets.macs`` stays the count at the catalog space's ``image_size``
 (the meta record); rows from before (schema 3) are at that size.
+
+Schema 5 adds ``latency.backend_mismatch``: why a measurement was not made the way its
+target runs (another backend, or ONNX Runtime's CPU provider for a GPU target), NULL when it
+was. ``catalog import`` stores such a row only when told (``--allow-backend-mismatch``) and
+every view flags it. Older rows get the profiler's own fallback note (``stats.fallback``),
+the one trace such a measurement left.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import sqlite3
 from ..errors import OfaError
 
 CATALOG_TABLES = frozenset({"meta", "subnets", "accuracy", "artifacts", "latency"})
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # MIGRATIONS[v] takes a database at user_version v to v + 1.
 MIGRATIONS: dict[int, str] = {
@@ -121,6 +127,13 @@ MIGRATIONS: dict[int, str] = {
         DROP TABLE artifacts;
         ALTER TABLE artifacts_v4 RENAME TO artifacts;
         ALTER TABLE latency ADD COLUMN resolution INTEGER NOT NULL DEFAULT {image_size};
+    """,
+    # v5: a measurement not made the way its target runs (another backend or device) says why;
+    # older rows: the fallback the profiler noted in the result, if any.
+    4: """
+        ALTER TABLE latency ADD COLUMN backend_mismatch TEXT;
+        UPDATE latency SET backend_mismatch = json_extract(stats, '$.fallback')
+            WHERE json_valid(stats) AND json_type(stats, '$.fallback') = 'text';
     """,
 }
 DEFAULT_IMAGE_SIZE = 32  # SearchSpace's default: a catalog without a space record has no rows to place

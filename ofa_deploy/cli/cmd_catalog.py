@@ -73,7 +73,7 @@ def _row(e: dict) -> str:
     acc = f"{e['accuracy']:.4f}" if e["accuracy"] is not None else "  -   "
     if e["accuracy"] is not None and e.get("accuracy_precision") not in (None, e["precision"]):
         acc += f" ({e['accuracy_precision']})"  # an older catalog: no accuracy of this precision's own
-    flag = "  UNSTABLE" if e["unstable"] else ""
+    flag = ("  UNSTABLE" if e["unstable"] else "") + ("  BACKEND MISMATCH" if e.get("backend_mismatch") else "")
     res = e.get("resolution")
     return (
         f"{e['text']:<60} {e['precision']:<4} {f'{res}px' if res else '-':>5} {e['mflops']:6.2f} MFLOPs  acc {acc}  "
@@ -174,17 +174,31 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
 @click.option("--model-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The export's model.json, for results that do not say which subnet they measured.")
 @click.option("--subnet", "spec", default=None, help="Subnet the results measured, if they do not say.")
+@click.option("--allow-backend-mismatch", is_flag=True,
+              help="Store results measured another way than their target runs (e.g. ONNX Runtime on a CPU for a "
+                   "TensorRT target), flagged wherever they show [default: refuse them].")
 @click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
-def import_(results, catalog_path, target, model_json, spec, as_json) -> None:
-    """Merge latency measured elsewhere (``profile --json`` output, one object or a list)."""
+def import_(results, catalog_path, target, model_json, spec, as_json, allow_backend_mismatch=False) -> None:
+    """Merge latency measured elsewhere (``profile --json`` output, one object or a list).
+
+    Each result's measured ONNX file (checked by SHA-256) becomes the entry's model file on
+    the target: the one beside --model-json, else one the catalog already holds."""
     from ..catalog.importer import import_file
 
-    counts = import_file(catalog_path, results, target=target, subnet=spec, model_json=model_json)
+    counts = import_file(catalog_path, results, target=target, subnet=spec, model_json=model_json,
+                         allow_backend_mismatch=allow_backend_mismatch)
     if as_json:
         emit_json(counts)
         return
     click.echo(f"{counts['added']} of {counts['results']} results added to {catalog_path} "
                f"({counts['duplicates']} already there); targets: {', '.join(counts['targets'])}")
+    if counts["mismatched"]:
+        click.echo(f"warning: {counts['mismatched']} results were not measured the way their target runs; stored "
+                   "flagged (BACKEND MISMATCH)", err=True)
+    if counts["unlinked"]:
+        click.echo(f"note: {counts['unlinked']} results name no ONNX file here, so `catalog select` cannot hand "
+                   "them out; import them with --model-json EXPORT/model.json of the export directory that was "
+                   "measured", err=True)
 
 
 
@@ -292,20 +306,39 @@ def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, 
         from ..catalog.budgets import bound_entries
 
         bound_entries(items, predictor_path, confidence, target)
+    from ..catalog.entries import unstable_note
+
+    note = unstable_note(items, catalog=catalog_path, target=_target_name(target))
+    unstable = {"unstable_entries": sum(1 for e in items if e["unstable"]), "unstable_note": note}
     try:
         entry = select(items, max_latency_ms=max_latency_ms, max_mflops=max_mflops, min_accuracy=min_accuracy,
                        allow_unstable=allow_unstable)
     except NothingFits as exc:
         if as_json:
-            emit_json({"selected": None, "reason": str(exc), "fastest": exc.fastest})
+            emit_json({"selected": None, "reason": str(exc), "fastest": exc.fastest, **unstable})
+        elif note and allow_unstable is False and "unstable" not in str(exc):
+            click.echo(f"note: {note}", err=True)
         raise NoSelection(str(exc)) from None
     if as_json:
-        emit_json(entry)
+        emit_json({**entry, **unstable})
         return
     click.echo(_row(entry))
     click.echo(f"onnx: {entry['onnx']} ({entry['precision']})")
+    pre = entry.get("preprocessing")
+    if pre:
+        click.echo(f"preprocessing: {pre['size']}x{pre['size']} {pre['color']} ({pre['resize']}); "
+                   f"input = (pixel / {pre['scale']:g} - mean) / std, mean {pre['mean']}, std {pre['std']}; "
+                   f"{len(pre['classes'])} classes: {', '.join(pre['classes'][:10])}"
+                   f"{', ...' if len(pre['classes']) > 10 else ''} (all of it: model.json \"preprocessing\")")
+    else:
+        click.echo("preprocessing: not recorded (an export older than the record; re-export it)", err=True)
     if entry["unstable"]:
         click.echo("warning: this entry's latency was flagged unstable", err=True)
+    if entry.get("backend_mismatch"):
+        click.echo(f"warning: this entry's latency is not a {entry['target']} measurement: "
+                   f"{entry['backend_mismatch']}", err=True)
+    if note:
+        click.echo(f"note: {note}", err=True)
 
 
 @command.command("plot")

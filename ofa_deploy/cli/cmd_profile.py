@@ -69,7 +69,10 @@ def command(model, target, batch, backend, threads, warmup_s, min_iterations, mi
     if result["unstable"]:
         console.print(f"[red]unstable: CoV {result['cov']:.1%} > {protocol.cov_threshold:.1%} after "
                       f"{len(result['attempts'])} attempts; the numbers are flagged, not to be trusted[/red]")
-    if result["fallback"]:
+    if result["backend_mismatch"]:
+        console.print(f"[yellow]not a {result['target']} measurement: {result['backend_mismatch']}; the result "
+                      "says so, and `catalog import` refuses it without --allow-backend-mismatch[/yellow]")
+    elif result["fallback"]:
         console.print(f"[yellow]{result['fallback']}[/yellow]")
     if as_json:
         emit_json(result)

@@ -42,8 +42,13 @@ def command(out: Path, device: str, fast: bool, seed: int, quiet: bool, as_json:
     console.print(buckets)
     front = Table("subnet", "MFLOPs", "accuracy", "p90 ms", title="Pareto front on this CPU (catalog)")
     for e in summary["pareto"]:
-        front.add_row(e["subnet"], f"{e['mflops']:.2f}", f"{100 * e['accuracy']:.1f}%", f"{e['p90_ms']:.3f}")
+        front.add_row(e["subnet"], f"{e['mflops']:.2f}", f"{100 * e['accuracy']:.1f}%",
+                      f"{e['p90_ms']:.3f}" + (" unstable" if e.get("unstable") else ""))
     console.print(front)
+    if summary.get("unstable_note"):
+        console.print(summary["unstable_note"], style="yellow", markup=False, highlight=False)
+    else:
+        console.print(f"all {summary['catalog_entries']} catalog entries have stable latency")
     steps = Table("next", "command", title=f"Done in {summary['wall_time_s']:.0f} s - what to do next")
     for what, cmd in next_steps(Path(summary["out"])):
         steps.add_row(what, cmd)

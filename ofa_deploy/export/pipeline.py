@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from ..cost import cost
+from ..data.preprocessing import ONNX_METADATA_KEY as PREPROCESSING_METADATA_KEY
 from ..errors import OfaError
 from ..evaluate.bn import calibration_images, measurement_layout, recalibrate_bn
 from ..io import atomic_write, atomic_write_json, sha256_file
@@ -55,6 +57,7 @@ def export_subnet(
     exporter: str = "auto",
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
     normalization: dict[str, Any] | None = None,
+    preprocessing: dict[str, Any] | None = None,
     bn_images: int = DEFAULT_BN_IMAGES,
     calibration_count: int = DEFAULT_CALIBRATION_IMAGES,
     seed: int = 0,
@@ -80,6 +83,12 @@ def export_subnet(
     (``evaluate.bn.recalibrated_subnet``), e.g. the copy whose accuracy the caller just measured: the
     export then skips both steps. ``normalization`` (dataset name,
     mean, std) and the source ``run_dir`` go into the sidecar.
+
+    ``preprocessing``: what a device must do to an image for this network (the record of
+    ``ofa_deploy.data.preprocessing``); default: built from ``run_dir``'s config at the
+    network's input size. It goes into the sidecar (``"preprocessing"``) and the ONNX
+    metadata (``ofa_deploy.preprocessing``); without it and without ``run_dir`` (a bare
+    library call on a supernet of no run) both say ``null``.
 
     ``precision`` (default: the target's ``precision``; one of its ``precisions``) is what
     ``model.onnx`` carries: fp32, fp16 or int8 (``export.precision``; int8 ranges are
@@ -113,6 +122,12 @@ def export_subnet(
         if images is not None and tuple(images.shape[1:]) != expected_shape:
             raise OfaError(f"{name} have shape {tuple(images.shape[1:])} per image, the network expects "
                            f"{expected_shape} (wrong dataset for this run?)")
+
+    preprocessing = _preprocessing(preprocessing, run_dir, space)
+    if normalization is None and preprocessing is not None:
+        from ..data.preprocessing import normalization_of
+
+        normalization = normalization_of(preprocessing)
 
     if recalibrated_net is None:
         say(f"extracting {subnet}")
@@ -148,7 +163,8 @@ def export_subnet(
             dynamic_batch=target.dynamic_batch, batch=batch, exporter=exporter,
             metadata={"ofa_deploy.subnet": str(subnet), "ofa_deploy.num_classes": space.num_classes,
                       PRECISION_METADATA_KEY: "fp32",
-                      **({"ofa_deploy.normalization": normalization} if normalization else {})},
+                      **({"ofa_deploy.normalization": json.dumps(normalization)} if normalization else {}),
+                      **({PREPROCESSING_METADATA_KEY: json.dumps(preprocessing)} if preprocessing else {})},
         )
         static_batch = None if target.dynamic_batch else batch
         say("checking ONNX Runtime against PyTorch")
@@ -196,6 +212,7 @@ def export_subnet(
                    "seed": seed if recalibrate else None},
             "input": {"name": INPUT_NAME, "shape": ["batch" if target.dynamic_batch else batch, *expected_shape],
                       "layout": target.input_layout, "dtype": "float32", "normalization": normalization},
+            "preprocessing": preprocessing,
             "output": {"name": OUTPUT_NAME, "shape": ["batch" if target.dynamic_batch else batch, space.num_classes],
                        "dtype": "float32"},
             "onnx": {"file": ONNX_FILE, **onnx_info, "requested_exporter": exporter,
@@ -211,6 +228,27 @@ def export_subnet(
         }
         atomic_write_json(tmp / SIDECAR_FILE, sidecar)
     return sidecar
+
+
+def _preprocessing(record: dict[str, Any] | None, run_dir: str | Path | None, space: Any) -> dict[str, Any] | None:
+    """The checked preprocessing record of an export of ``space``'s network: ``record``, else
+    one built from ``run_dir``'s config at the network's input size, else None."""
+    from ..schemas import check_preprocessing
+
+    if record is None and run_dir is not None:
+        from ..data.preprocessing import preprocessing_record
+        from ..run import read_config
+
+        record = preprocessing_record(read_config(run_dir), resolution=space.image_size)
+    if record is None:
+        return None
+    check_preprocessing(record, "the preprocessing record")
+    if (record["size"], record["channels"], len(record["classes"])) != (space.image_size, space.in_channels,
+                                                                         space.num_classes):
+        raise OfaError(f"the preprocessing record ({record['size']}x{record['size']}, {record['channels']} channels, "
+                       f"{len(record['classes'])} classes) does not fit the network ({space.image_size}x"
+                       f"{space.image_size}, {space.in_channels} channels, {space.num_classes} classes)")
+    return record
 
 
 def _precision_checks(path: Path, fp32_path: Path, precision: str, parity: dict[str, Any],

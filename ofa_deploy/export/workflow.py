@@ -122,11 +122,19 @@ def export_run(
         raise OfaError(f"dataset {data.name} has {data.in_channels} channels and {data.num_classes} classes, "
                        f"the run's network {space.in_channels} and {space.num_classes}")
 
+    from types import SimpleNamespace
+
+    from ..data.preprocessing import preprocessing_record
+
+    norm = data.normalization
+    preprocessing = preprocessing_record(config, resolution=resolution, data=SimpleNamespace(
+        in_channels=data.in_channels, mean=norm["mean"], std=norm["std"], classes=norm.get("classes")))
+
     def export_one(chosen: Subnet, where: Path, label: str) -> dict[str, Any]:
         return export_subnet(
             supernet, chosen, tgt, where, calib_images=data.train, parity_images=data.parity,
             recalibrate=recalibrate, run_dir=run_dir, exporter=exporter,
-            eval_data=data.eval, normalization=data.normalization, bn_images=bn_images,
+            eval_data=data.eval, normalization=data.normalization, preprocessing=preprocessing, bn_images=bn_images,
             calibration_count=calibration_images, seed=seed, overwrite=overwrite and not all_buckets,
             precision=precision, calibration_method=calibration_method,
             progress=lambda message: say(f"{label}: {message}"),

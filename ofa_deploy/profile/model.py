@@ -85,14 +85,30 @@ def _sibling_sidecar(path: Path) -> Optional[dict[str, Any]]:
     return read_sidecar(sidecar) if sidecar.is_file() else None
 
 
+def _engine_source(used: Path) -> Optional[str]:
+    """The SHA-256 of the ONNX file the engine ``used`` was built from (its ``engine.json``)."""
+    sidecar = used.parent / "engine.json"
+    if used.suffix not in ENGINE_SUFFIXES or not sidecar.is_file():
+        return None
+    try:
+        data = read_json(sidecar, "engine sidecar")
+    except OfaError:
+        return None
+    value = data.get("onnx_sha256") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def model_identity(files: ModelFiles, used: Path) -> dict[str, Any]:
     """What was measured, so results measured elsewhere can be matched to a catalog entry:
-    the file and its SHA-256, plus the sidecar's subnet and costs where there is one."""
+    the file and its SHA-256, the SHA-256 of the ONNX file it is (or, for an engine, was
+    built from: ``engine.json``'s record), plus the sidecar's subnet and costs where there
+    is one."""
     identity: dict[str, Any] = {
         "path": str(used),
         "format": "engine" if used.suffix in ENGINE_SUFFIXES else "onnx" if used.suffix == ".onnx" else "eager",
         "sha256": sha256_file(used) if used.is_file() else None,
     }
+    identity["onnx_sha256"] = identity["sha256"] if identity["format"] == "onnx" else _engine_source(used)
     if files.sidecar:
         for key in ("subnet", "subnet_text", "macs", "mflops", "params", "space", "precision", "accuracy", "bn",
                     "source", "files"):

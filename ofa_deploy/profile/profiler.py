@@ -38,6 +38,21 @@ def choose_backend(target: Any, files: ModelFiles, backend: Optional[str]) -> tu
     return wanted, None
 
 
+def backend_mismatch(target: Any, backend: Optional[str], provider: Optional[str] = None,
+                     fallback: Optional[str] = None) -> Optional[str]:
+    """Why a measurement made with ``backend`` (and ONNX Runtime ``provider``) is not one of
+    ``target`` (whose backend and first provider say how it runs), or ``None`` when it is.
+    ``fallback``: the profiler's own note (a fallback it took), kept in the reason."""
+    got = f"{backend or 'unknown'}" + (f"/{provider}" if provider else "")
+    wanted = target.backend + (f"/{target.providers[0]}" if target.backend == "onnxruntime" and target.providers
+                               else "")
+    if backend != target.backend or (backend == "onnxruntime" and target.providers and provider
+                                     and provider != target.providers[0]):
+        why = f"measured with {got}, but target {target.name} runs {wanted}"
+        return f"{why} ({fallback})" if fallback else why
+    return None
+
+
 def gpu_target(target: Any) -> bool:
     """Whether ``target`` runs on an NVIDIA GPU (TensorRT, or ONNX Runtime's CUDA/TensorRT providers first)."""
     return target.backend == "tensorrt" or bool(target.providers and target.providers[0].startswith(("CUDA",
@@ -99,7 +114,9 @@ def profile_model(
         {"latency_ms": {"min","mean","std","p50","p90","p95","p99","max"}, "n", "cov",
          "unstable", "latency_kind", "host_latency_ms", "device_latency_ms",
          "throughput_per_s", "attempts", "protocol", "target", "backend", "provider",
-         "precision", "batch", "input_shape", "model": {path, format, sha256, subnet?, macs?},
+         "fallback", "backend_mismatch" (why this is not a measurement of the target, or None),
+         "target_backend",
+         "precision", "batch", "input_shape", "model": {path, format, sha256, onnx_sha256, subnet?, macs?},
          "environment": {...}}
     """
     from ..targets import load_target
@@ -128,6 +145,7 @@ def profile_model(
     if used_backend == "torch" and device is None and gpu_target(target) and "device" not in runner.info:
         note = "torch sees no CUDA device here; the torch backend ran on the CPU"
         fallback = f"{fallback}; {note}" if fallback else note
+    mismatch = backend_mismatch(target, used_backend, runner.provider, fallback)
     gpu = used_backend == "tensorrt" or (runner.provider or "").startswith(("CUDA", "Tensorrt")) \
         or "gpu" in runner.info
     return {
@@ -135,6 +153,10 @@ def profile_model(
         "target": target.name,
         "backend": used_backend,
         "fallback": fallback,
+        # not None: this is not a measurement of the target (another backend or device);
+        # `catalog import` refuses it unless told (--allow-backend-mismatch)
+        "backend_mismatch": mismatch,
+        "target_backend": target.backend,
         "provider": runner.provider,
         "precision": runner.precision or target.precision,
         "batch": runner.input_shape[0],

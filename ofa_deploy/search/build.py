@@ -118,6 +118,9 @@ def build_catalog(
     if tuple(train.images.shape[1:]) != (space.in_channels, space.image_size, space.image_size):
         raise OfaError(f"dataset {dataset} images are {tuple(train.images.shape[1:])}, run {run_dir} expects "
                        f"{(space.in_channels, space.image_size, space.image_size)}")
+    from ..data.preprocessing import preprocessing_record
+
+    preprocessing = {r: preprocessing_record(config, resolution=r, data=train) for r in chosen_res}
     source = run_source(run_dir)
     run_sha = source["checkpoint_sha256"]
     protocol = protocol or Protocol.from_target(target)
@@ -192,6 +195,7 @@ def build_catalog(
                     sidecar = export_subnet(
                         nets[r], sub, target, out, calib_images=train_at[r], parity_images=test_at[r][:256],
                         recalibrate=True, run_dir=run_dir, bn_images=calib_n, overwrite=True, precision=precision,
+                        preprocessing=preprocessing[r],
                         calibration_count=calibration_images, recalibrated_net=measured_copies.pop((sub, r), None),
                         eval_data=None if precision == "fp32" else (test_at[r], test.labels),
                         accuracy={"top1": accuracy[(sub, r)], "split": SPLIT, "images": len(test),

@@ -73,7 +73,8 @@
   function hover(e) {
     return esc(e.text) + "<br>accuracy " + fmt(e.accuracy, 4) + " &middot; " + fmt(e.mflops, 2) + " MFLOPs" +
       "<br>p50 " + fmt(e.p50, 4) + " &middot; p90 " + fmt(e.p90, 4) + " &middot; p99 " + fmt(e.p99, 4) + " ms" +
-      "<br>CoV " + fmt(100 * e.cov, 1) + "%" + (e.unstable ? " UNSTABLE" : "") + " &middot; " + esc(e.precision) +
+      "<br>CoV " + fmt(100 * e.cov, 1) + "%" + (e.unstable ? " UNSTABLE" : "") + (e.backend_mismatch ? " BACKEND MISMATCH" : "") +
+      " &middot; " + esc(e.precision) +
       " &middot; " + esc(e.source);
   }
 
@@ -139,7 +140,7 @@
           (state.allowUnstable ? " --allow-unstable" : "") + (DATA.batch !== 1 ? " --batch " + DATA.batch : "");
         rows.push('<tr data-target="' + esc(t.name) + '" data-key="' + esc(e.key) + '" data-precision="' +
           esc(e.precision) + '"><td>' + esc(t.name) + "</td><td>" + esc(e.text) + (e.unstable ? " (unstable)" : "") +
-          "</td><td>" + esc(e.precision) + '</td><td class="num">' + fmt(e.accuracy, 4) + '</td><td class="num">' +
+          (e.backend_mismatch ? ' <span title="' + esc(e.backend_mismatch) + '">(backend mismatch)</span>' : "") + "</td><td>" + esc(e.precision) + '</td><td class="num">' + fmt(e.accuracy, 4) + '</td><td class="num">' +
           fmt(e.p90, 4) + '</td><td class="num">' + fmt(e.mflops, 2) + "</td><td><code>" + esc(cmd) +
           "</code></td></tr>");
       } else {
@@ -250,6 +251,9 @@
     const v = row[key];
     if (numeric) return '<td class="num">' + (v === null ? "-" : Number(v * (scale || 1)).toFixed(digits)) + "</td>";
     if (key === "unstable") return "<td>" + (v ? "UNSTABLE" : "") + "</td>";
+    if (key === "backend" && row.backend_mismatch) {
+      return '<td title="' + esc(row.backend_mismatch) + '">' + esc(v) + " (BACKEND MISMATCH)</td>";
+    }
     if (key === "envText") return '<td title="' + esc(row.envFull) + '">' + esc(v) + "</td>";
     if (key === "onnx") return "<td>" + esc(v || "-") + (v && !row.onnx_found ? " (missing here)" : "") + "</td>";
     if (key === "onnx_sha256") return '<td title="' + esc(v) + '"><code>' + esc(v ? v.slice(0, 16) : "-") + "</code></td>";
