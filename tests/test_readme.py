@@ -222,3 +222,29 @@ def test_readme_runs_as_written(workdir, monkeypatch, capsys):
     assert ran >= 10
     assert (workdir / "site" / "index.html").is_file()
     assert (workdir / "reports" / "rss-vs-ps" / "report.md").is_file()
+
+
+def test_quickstart_next_steps_are_commands_that_parse(tmp_path):
+    """The quickstart's "what to do next" table: real commands and options, typed the way the
+    quickstart itself was started (so they work without an activated environment too)."""
+    from ofa_deploy.quickstart import invoked_as, next_steps
+
+    steps = next_steps(Path("quickstart"), program="ofa-deploy")
+    commands = [cmd for _, cmd in steps if cmd.startswith("ofa-deploy ")]
+    assert len(commands) >= 5
+    for command in commands:
+        check_parses(argv_of(command), f"next_steps: `{command}`")
+    typed = dict(next_steps(Path("quickstart"), program=".venv/bin/ofa-deploy"))
+    assert typed["Pick a model by latency"].startswith(".venv/bin/ofa-deploy catalog select ")
+
+    script = tmp_path / "bin" / "ofa-deploy"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", "/nonexistent")
+        assert invoked_as(str(script)) == str(script)  # not on PATH: the path as typed
+        assert invoked_as("/x/ofa_deploy/__main__.py", "/x/bin/python") == "/x/bin/python -m ofa_deploy"
+        script.chmod(0o755)
+        mp.setenv("PATH", str(script.parent))
+        assert invoked_as(str(script)) == "ofa-deploy"  # on PATH (an activated environment)
+        assert invoked_as("/usr/bin/pytest") == "ofa-deploy"  # called from Python
