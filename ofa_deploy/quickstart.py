@@ -11,6 +11,7 @@ reused, the catalog does no work twice, and the report is rewritten.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -225,19 +226,47 @@ def _catalog_section(items: list[dict[str, Any]], catalog: Path | None = None, t
     return "\n".join(lines)
 
 
-def next_steps(out: Path) -> list[tuple[str, str]]:
-    """What a user types next, for the final summary table."""
+def invoked_as(argv0: str | None = None, executable: str | None = None) -> str:
+    """How to type ofa-deploy again in this shell: ``ofa-deploy`` when that name on PATH is the
+    script that is running, else the script's path as it was typed (``.venv/bin/ofa-deploy``
+    without an activated environment), or ``python -m ofa_deploy`` for ``python -m``."""
+    import shlex
+    import shutil
+
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    executable = sys.executable if executable is None else executable
+    script = Path(argv0)
+    if script.name == "__main__.py" and script.parent.name == "ofa_deploy":
+        on_path = shutil.which("python")
+        same = on_path is not None and os.path.abspath(on_path) == os.path.abspath(executable)
+        return f"{'python' if same else shlex.quote(executable)} -m ofa_deploy"
+    if script.name != "ofa-deploy":  # called from Python (tests, a notebook): the documented name
+        return "ofa-deploy"
+    on_path = shutil.which("ofa-deploy")
+    if on_path is not None and os.path.exists(argv0) and os.path.samefile(on_path, argv0):
+        return "ofa-deploy"
+    return shlex.quote(argv0)
+
+
+def next_steps(out: Path, program: str | None = None) -> list[tuple[str, str]]:
+    """What a user types next, for the final summary table: commands that run as shown in the
+    shell that ran the quickstart (``program``: how ofa-deploy is typed there, see
+    ``invoked_as``), except the device's, which assume ofa-deploy's device side installed there
+    (docs/device.md)."""
+    ofa = program or invoked_as()
+    export = Path("export") / "digits-8m"
     return [
-        ("Look at the report", f"open {out / 'report' / 'report.md'}"),
-        ("Explore the catalog", f"open {out / 'catalog.html'}"),
-        ("Pick a subnet by latency", f"ofa-deploy catalog select --catalog {out / 'catalog.db'} --target cpu "
-                                     f"--max-latency-ms 5"),
-        ("Train on your dataset", "ofa-deploy train --dataset fmnist --data-dir DIR --method rss --out runs/fmnist"),
-        ("Train on a GPU (paper)", "ofa-deploy train --dataset cifar10 --download --preset paper --device cuda "
-                                   "--out runs/c10-rss"),
-        ("Export for a Jetson", "ofa-deploy export runs/c10-rss --mflops 8 --target jetson --out export-j"),
-        ("...then on the Jetson", "ofa-deploy build-engine export-j --target jetson && "
-                                  "ofa-deploy profile export-j --target jetson --json --out lat.json"),
+        ("Read the report", str(out / "report" / "report.md")),
+        ("Open the catalog page in a browser", str(out / "catalog.html")),
+        ("Pick a model by latency", f"{ofa} catalog select --catalog {out / 'catalog.db'} --target cpu "
+                                    f"--max-latency-ms 2"),
+        ("Train with OFA's Progressive Shrinking", f"{ofa} train --dataset digits --method ps --epochs 12 --lr 0.05 "
+                                                   f"--out runs/digits-ps"),
+        ("Train on your images (DIR/<class>/*.png)", f"{ofa} train --dataset folder --data-dir DIR --out runs/mine"),
+        ("Export for a Jetson", f"{ofa} export {out / 'run'} --mflops 8 --target jetson --out {export}"),
+        ("...copy it to the Jetson; there", f"ofa-deploy build-engine {export} --target jetson"),
+        ("...measure it there", f"ofa-deploy profile {export} --target jetson --json --out digits-8m-orin.json"),
+        ("...and at home", f"{ofa} catalog import digits-8m-orin.json --catalog {out / 'catalog.db'}"),
     ]
 
 

@@ -1,4 +1,4 @@
-"""The README and the CLI reference say what the code does."""
+"""The docs and the CLI reference say what the code does (tests/test_readme.py: the README runs)."""
 
 from __future__ import annotations
 
@@ -16,27 +16,13 @@ def test_cli_reference_is_in_sync():
         "docs/cli.md is stale: python -m ofa_deploy.cli.reference > docs/cli.md"
 
 
-def setup_commands() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```(?:bash|sh)?\n(.*?)```", section, re.S).group(1)
-    return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
-def test_readme_setup_is_two_commands_and_ci_runs_the_same():
-    install_and_run, tests = setup_commands()
-    assert "pip install" in install_and_run and "ofa-deploy quickstart" in install_and_run
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert tests.strip() in ci
-    packages = re.search(r"pip install (.*?) &&", install_and_run).group(1)
-    assert f"pip install -q {packages}" in ci, "CI must install exactly what the README installs"
-
-
 def documented_commands() -> list[tuple[str, list[str]]]:
-    """(file, argv) of every ``ofa-deploy ...`` line in a code block of the README and
-    of the results' READMEs (continuations joined; comments and redirections cut)."""
+    """(file, argv) of every ``ofa-deploy ...`` line in a code block of the README, of the
+    pages in docs/ (but the generated cli.md) and of the results' READMEs (continuations joined;
+    comments and redirections cut). tests/test_readme.py also runs the README's."""
     out = []
-    for path in [ROOT / "README.md", *sorted((ROOT / "results").glob("*/README.md"))]:
+    pages = [p for p in sorted((ROOT / "docs").glob("*.md")) if p.name != "cli.md"]
+    for path in [ROOT / "README.md", *pages, *sorted((ROOT / "results").glob("*/README.md"))]:
         for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", path.read_text(), re.S):
             for line in block.replace("\\\n", " ").splitlines():
                 for part in re.split(r"\s(?:;|&&)\s", line.split(" #", 1)[0]):
