@@ -4,7 +4,7 @@ highlighted. matplotlib is imported only here."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 from ..errors import OfaError
 from ..io import atomic_write
@@ -20,6 +20,16 @@ def _model(entry: dict[str, Any]) -> tuple[str, str]:
 
 def plot_catalog(items: list[dict[str, Any]], out: str | Path, *, target: str, latency: str = "p90") -> Path:
     """Write a two-panel PNG of ``items`` (entries of one target) to ``out``."""
+    fig = catalog_figure(items, target=target, latency=latency)  # selects the Agg backend
+    import matplotlib.pyplot as plt
+
+    path = atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return path
+
+
+def catalog_figure(items: list[dict[str, Any]], *, target: str, latency: str = "p90"):
+    """The matplotlib figure ``plot_catalog`` saves (the caller closes it)."""
     with_acc = [e for e in items if e["accuracy"] is not None]
     if not with_acc:
         raise OfaError(f"no catalog entry for target {target} has an accuracy to plot")
@@ -53,11 +63,16 @@ def plot_catalog(items: list[dict[str, Any]], out: str | Path, *, target: str, l
                        edgecolors="C1", label="unstable latency")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.margins(x=0.08, y=0.1)  # points at the edges stay clear of the frame
     axes[0].set_ylabel("top-1 accuracy")
     axes[0].set_title(f"{target}: accuracy vs latency ({len(front_keys)} on the front)", fontsize=10)
     axes[1].set_title(f"{target}: accuracy vs MFLOPs", fontsize=10)
-    fig.tight_layout()
-    path = atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
-    return path
+    # one legend for both panels, below them: inside a panel it covers points wherever it goes
+    handles: Dict[str, Any] = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, handle)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=9,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig

@@ -132,49 +132,58 @@ def time_figure(runs: Sequence[RunFacts]):
 
 
 def histogram_figure(runs: Sequence[RunFacts]):
-    """One row per run with a histogram: MFLOPs of the trained subnet-steps (paper buckets
-    shaded), then the share of each choice per block for kernel and expand, and per stage
-    for depth (1/3 everywhere = unbiased)."""
+    """A 2 x 2 grid per run: the MFLOPs of the trained subnet-steps (paper buckets shaded)
+    and the share of each depth choice per stage on top, the share of each kernel and each
+    expand choice per block below (1/3 everywhere = unbiased). Runs are stacked; the text is
+    large enough to read where the report shows the PNG at page width."""
     plt = _plt()
     rows = [(i, r) for i, r in enumerate(runs) if r.histogram and r.histogram.get("total")]
-    fig, axes = plt.subplots(max(1, len(rows)), 4, figsize=(17, 2.8 * max(1, len(rows)) + 0.6), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.5, 2, 2, 0.8]})
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(2 * n, 2, figsize=(14, 7.5 * n + 0.9), squeeze=False, layout="constrained")
     image = None
-    for row, (i, r) in zip(axes, rows):
+    heatmaps = []
+    for k, (i, r) in enumerate(rows):
         h = r.histogram
-        ax = row[0]
+        ax = axes[2 * k][0]
         edges, counts = h["mflops_edges"], h["mflops_counts"]
         total = max(1, sum(counts))
         ax.bar([e + 0.5 for e in edges[:-1]], [100 * c / total for c in counts], width=0.9, color=run_color(i))
         for key in h.get("buckets", {}):
             b = float(key)
-            ax.axvspan(b - 0.5, b + 0.5, color="grey", alpha=0.12, linewidth=0)
-        ax.set_ylabel("% of subnet-steps", fontsize=8)
-        ax.set_xlabel("MFLOPs (grey: evaluated buckets)", fontsize=8)
-        ax.set_title(f"{r.label}\n{h['total']:,} subnet-steps", fontsize=9, loc="left")
-        for ax, key, what in ((row[1], "ks", "kernel"), (row[2], "e", "expand ratio"), (row[3], "d", "depth")):
+            ax.axvspan(b - 0.5, b + 0.5, color="grey", alpha=0.15, linewidth=0)
+        ax.set_ylabel("% of subnet-steps", fontsize=12)
+        ax.set_xlabel("MFLOPs (grey: evaluated buckets)", fontsize=12)
+        ax.tick_params(labelsize=11)
+        ax.set_title(f"{r.label}: {h['total']:,} subnet-steps", fontsize=14, loc="left", fontweight="bold")
+        ax.grid(axis="y", alpha=0.3)
+        panels = ((axes[2 * k][1], "d", "depth"), (axes[2 * k + 1][0], "ks", "kernel"),
+                  (axes[2 * k + 1][1], "e", "expand ratio"))
+        for ax, key, what in panels:
             choices = h["choices"][key]
             share = []
             for counts_per_block in h[key]:
-                n = sum(counts_per_block)
-                share.append([c / n if n else float("nan") for c in counts_per_block])
+                n_steps = sum(counts_per_block)
+                share.append([c / n_steps if n_steps else float("nan") for c in counts_per_block])
             matrix = [[share[b][c] for b in range(len(share))] for c in range(len(choices))]
             cmap = plt.get_cmap("viridis").with_extremes(bad="white")
             image = ax.imshow(matrix, aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            heatmaps.append(ax)
             ax.set_yticks(range(len(choices)))
-            ax.set_yticklabels([str(c) for c in choices], fontsize=8)
-            ax.set_ylabel(what, fontsize=8)
+            ax.set_yticklabels([str(c) for c in choices], fontsize=11)
+            ax.set_ylabel(what, fontsize=12)
             unit = "stage" if key == "d" else "block"
             ax.set_xticks(range(len(share)))
-            ax.set_xticklabels([str(b + 1) for b in range(len(share))], fontsize=6)
-            ax.set_xlabel(f"{unit} (share of its trained steps)", fontsize=8)
+            ax.set_xticklabels([str(b + 1) for b in range(len(share))], fontsize=10 if len(share) > 12 else 11)
+            ax.set_xlabel(f"{unit} (share of its trained steps)", fontsize=12)
+            ax.set_title(f"{what} per {unit}", fontsize=13, loc="left")
     if not rows:
-        axes[0][0].text(0.5, 0.5, "no run has a sampling histogram", ha="center", va="center")
-        for ax in axes[0]:
+        axes[0][0].text(0.5, 0.5, "no run has a sampling histogram", ha="center", va="center", fontsize=14)
+        for ax in axes.ravel():
             ax.axis("off")
-    fig.suptitle("What each run trained: share of each choice per block / stage (uniform sampling gives 0.33 each; "
-                 "white = block never active)", fontsize=11)
-    fig.tight_layout()
+    fig.suptitle("What each run trained: share of each choice per block / stage\n"
+                 "(uniform sampling gives 0.33 each; white = block never active)", fontsize=15)
     if image is not None:
-        fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), fraction=0.02, pad=0.01, label="share")
+        bar = fig.colorbar(image, ax=heatmaps, fraction=0.03, pad=0.01, aspect=40)
+        bar.set_label("share", fontsize=12)
+        bar.ax.tick_params(labelsize=11)
     return fig
