@@ -100,6 +100,16 @@ def _selected(driver) -> dict:
                        "(tr) => { o[tr.dataset.target] = tr.dataset.key; }); return o;")
 
 
+def _command_budgets(driver) -> dict:
+    """The budget each selected row's suggested command passes, as typed: {target: text}."""
+    import re
+
+    commands = _js(driver, "const o = {}; document.querySelectorAll('#selected tbody tr').forEach("
+                           "(tr) => { const c = tr.querySelector('code'); if (c) o[tr.dataset.target] = c.textContent; });"
+                           " return o;")
+    return {t: re.search(r"--max-(?:latency-ms|mflops) (\S+)", c).group(1) for t, c in commands.items()}
+
+
 def _budget(driver) -> float:
     return float(_js(driver, "return document.getElementById('budget-value').dataset.value"))
 
@@ -246,6 +256,12 @@ def test_real_catalog_page_in_chromium(real_catalog: Path, browser, tmp_path: Pa
             assert shown == {t: _expected(items, budget, allow_unstable=allow_unstable)
                              for t, items in expected.items()}, (budget, allow_unstable)
             picks.append(shown[JETSON])
+            # issue 30: the suggested command carries a short budget (not 1.5470389997972234) that
+            # still selects what the page shows
+            for target, text in _command_budgets(browser).items():
+                digits = text.replace(".", "").lstrip("0")
+                assert float(text) >= budget and len(digits) <= 6, (text, budget)
+                assert _expected(expected[target], float(text), allow_unstable=allow_unstable) == shown[target]
         # a few steps up from the bottom, as a user drags it
         slider.send_keys(Keys.HOME)
         for _ in range(3):
@@ -346,6 +362,9 @@ def test_one_entry_and_imported_only(browser, tmp_path: Path):
     assert _selected(browser) == {"cpu": "subnet-00000"}
     assert "need measurements on two targets" in _js(browser, "return document.getElementById('flip-summary')"
                                                               ".textContent")
+    # issue 30: one target has no rank flips to show - no empty table, controls or plot
+    for element in ("flip-table", "flip-controls", "flip-plot", "flip-note"):
+        assert _js(browser, f"return document.getElementById('{element}').offsetParent") is None, element
     # latency measured on the device only: no ONNX on this machine, so nothing is selectable
     imported = _api_catalog(tmp_path / "imp" / "c.db", 12, {JETSON: (0.1, "fp16")}, with_onnx=False,
                             source="imported:lat.json")

@@ -69,6 +69,20 @@
     return lo * Math.pow(hi / lo, state.pos / STEPS);  // log scale: latencies span decades
   }
 
+  // The budget as a command-line number: the fewest significant digits (2 or more), rounded
+  // up, that admit no entry of the target the exact budget leaves out, so the command
+  // picks what the page picks (1.5470389997972234 ms -> 1.55).
+  function budgetText(budget, items) {
+    if (!(budget > 0) || !isFinite(budget)) return String(budget);
+    const exponent = Math.floor(Math.log10(budget));
+    for (let digits = 2; digits <= 17; digits++) {
+      let rounded = Number(budget.toPrecision(digits));
+      if (rounded < budget) rounded = Number((rounded + Math.pow(10, exponent - digits + 1)).toPrecision(digits));
+      if (rounded >= budget && !items.some((e) => metric(e) > budget && metric(e) <= rounded)) return String(rounded);
+    }
+    return String(budget);
+  }
+
   // -- drawing ----------------------------------------------------------------------------
   function hover(e) {
     return esc(e.text) + "<br>accuracy " + fmt(e.accuracy, 4) + " &middot; " + fmt(e.mflops, 2) + " MFLOPs" +
@@ -135,7 +149,7 @@
       const s = selections[t.name];
       const e = s.entry;
       if (e) {
-        const flag = state.kind === "latency" ? "--max-latency-ms " + state.budget : "--max-mflops " + state.budget;
+        const flag = (state.kind === "latency" ? "--max-latency-ms " : "--max-mflops ") + budgetText(state.budget, t.entries);
         const cmd = "ofa-deploy catalog select --catalog " + DATA.catalog + " --target " + t.name + " " + flag +
           (state.allowUnstable ? " --allow-unstable" : "") + (DATA.batch !== 1 ? " --batch " + DATA.batch : "");
         rows.push('<tr data-target="' + esc(t.name) + '" data-key="' + esc(e.key) + '" data-precision="' +
@@ -159,12 +173,18 @@
     const a = TARGETS.find((t) => t.name === $("flip-a").value);
     const b = TARGETS.find((t) => t.name === $("flip-b").value);
     const body = $("flip-table").tBodies[0];
+    // with one target there is nothing to compare: a sentence, no controls, plot or table
+    const one = TARGETS.length < 2;
+    $("flip-controls").hidden = one;
+    $("flip-table").hidden = one;
+    $("flip-note").hidden = one;
     if (!a || !b || a === b) {
-      $("flip-summary").textContent = TARGETS.length < 2
+      $("flip-summary").textContent = one
         ? "Rank flips need measurements on two targets; this page has one (" + (TARGETS[0] || {}).name + ")."
         : "Choose two different targets.";
       Plotly.purge("flip-plot");
       $("flip-plot").hidden = true;
+      $("flip-table").hidden = true;
       body.innerHTML = "";
       return;
     }
