@@ -100,12 +100,7 @@ def sample_in_bucket(
     low, high = (mflops - tolerance) * 1e6, (mflops + tolerance) * 1e6
     reach_lo, reach_hi = macs_range(space, expand_choices=expand)
     if high < reach_lo or low > reach_hi:
-        raise OfaError(
-            f"no subnet has {mflops:g} +- {tolerance:g} MFLOPs: with expand ratios {list(expand)} "
-            f"subnets span {reach_lo / 1e6:.2f} to {reach_hi / 1e6:.2f} MFLOPs"
-            + (f" at {space.image_size}x{space.image_size} (the paper's buckets at this size: "
-               f"{','.join(f'{b:g}' for b in paper_buckets(space))})" if space.image_size != 32 else "")
-        )
+        raise OfaError(_unreachable(space, mflops, tolerance, lock_width, expand, (reach_lo, reach_hi)))
     # thousands of draws per subnet: count each draw's MACs on the raw lists and validate
     # only the one kept (the same draws, and so the same subnet, as ``SearchSpace.sample``)
     for _ in range(max_tries):
@@ -116,3 +111,23 @@ def sample_in_bucket(
         f"no subnet with {mflops:g} +- {tolerance:g} MFLOPs found in {max_tries} draws; "
         f"widen the tolerance or choose a bucket nearer the middle"
     )
+
+
+def _unreachable(space: SearchSpace, mflops: float, tolerance: float, lock_width: str, expand: Sequence[int],
+                 reach: tuple[int, int]) -> str:
+    """Why no subnet has ``mflops``: outside the whole space's span, or outside what the
+    expand-ratio lock leaves (and why the lock applies)."""
+    whole_lo, whole_hi = macs_range(space)
+    where = (f" at {space.image_size}x{space.image_size} (the paper's buckets at this size: "
+             f"{','.join(f'{b:g}' for b in paper_buckets(space))})" if space.image_size != 32 else "")
+    low, high = (mflops - tolerance) * 1e6, (mflops + tolerance) * 1e6
+    head = f"no subnet has {mflops:g} +- {tolerance:g} MFLOPs"
+    if high < whole_lo or low > whole_hi or lock_width == "none":
+        return f"{head}: the space's subnets span {whole_lo / 1e6:.2f} to {whole_hi / 1e6:.2f} MFLOPs{where}"
+    # reachable in the space, not with every expand ratio locked to one end
+    end = "minimum" if lock_width == "min" else "maximum"
+    return (f"{head} with every expand ratio locked to its {end}, {expand[0]} (lock_width={lock_width!r}): "
+            f"those subnets span {reach[0] / 1e6:.2f} to {reach[1] / 1e6:.2f} MFLOPs, the whole space "
+            f"{whole_lo / 1e6:.2f} to {whole_hi / 1e6:.2f}{where}; use lock_width 'none' (or 'auto', which locks "
+            f"only buckets at or beyond the paper's smallest and largest, {PAPER_BUCKETS[0]:g} and "
+            f"{PAPER_BUCKETS[-1]:g}, where uniform draws almost never land)")

@@ -405,7 +405,7 @@ class Subnet:
         ):
             for i, v in enumerate(values):
                 if v not in choices:
-                    raise OfaError(f"{name}[{i}]={v} not in {choices}")
+                    raise OfaError(f"{name}[{i}]={v} not in {choices}: {_position(name, i, space.max_depth)}")
         ks_c, e_c = list(ks), list(e)
         for s, depth in enumerate(d):
             for b in range(s * space.max_depth + depth, (s + 1) * space.max_depth):
@@ -471,7 +471,9 @@ class Subnet:
         for s, stage in enumerate(stages):
             blocks = stage.split("-")
             if len(blocks) not in space.depth_choices:
-                raise OfaError(f"stage {s} has {len(blocks)} blocks, depth must be in {space.depth_choices}")
+                raise OfaError(f"stage {s + 1} of {len(stages)} ({stage!r}) has {len(blocks)} "
+                               f"block{'' if len(blocks) == 1 else 's'}; a stage has "
+                               f"{_either(space.depth_choices)} blocks")
             d.append(len(blocks))
             for i, block in enumerate(blocks):
                 ks[s * space.max_depth + i] = int(block[0])
@@ -483,6 +485,21 @@ class Subnet:
         max_depth = len(self.ks) // len(self.d)
         for s, depth in enumerate(self.d):
             yield from range(s * max_depth, s * max_depth + depth)
+
+
+def _position(name: str, index: int, max_depth: int) -> str:
+    """Where ``name[index]`` of a subnet sits, stages and blocks counted from 1 (as the text
+    form reads left to right): "the expand ratio of stage 5, block 2"."""
+    if name == "d":
+        return f"the depth of stage {index + 1} (counting from 1)"
+    what = {"ks": "kernel size", "e": "expand ratio"}.get(name, name)
+    return f"the {what} of stage {index // max_depth + 1}, block {index % max_depth + 1} (counting from 1)"
+
+
+def _either(choices: Sequence[int]) -> str:
+    """``(2, 3, 4)`` as "2, 3 or 4"."""
+    words = [str(c) for c in choices]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def _int_tuple(name: str, values: Sequence[object]) -> tuple[int, ...]:

@@ -141,7 +141,7 @@ SPEC_CASES = [  # (id, spec, setup, names)
     ("empty", "", None, ("malformed",)),
     ("spaces", "   ", None, ("malformed",)),
     ("wrong-kernel", GOOD_SPEC.replace("33", "43", 1), None, ("ks[0]=4",)),
-    ("wrong-depth", "33_33-33_33-33_33-33_33-33", None, ("stage 0",)),
+    ("wrong-depth", "33_33-33_33-33_33-33_33-33", None, ("stage 1 of 5",)),  # counted from 1 (issue 30)
     ("four-stages", "33-33_33-33_33-33_33-33", None, ("stages",)),
     ("dir-named-json", "{bad}/d.json", mkdir("d.json"), ("is a directory",)),
     ("missing-json", "{bad}/missing.json", None, ("does not exist",)),

@@ -251,6 +251,35 @@ def test_cli_list_select_plot(tmp_path: Path):
     assert res.exit_code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_target_defaults_to_the_catalogs_only_target(tmp_path: Path, capfd):
+    """Issue 30: `catalog list` demanded --target of a catalog that holds one target."""
+    from ofa_deploy.cli import main
+
+    db = tmp_path / "c.db"
+    with Catalog(db) as cat:
+        fill(cat, tmp_path)
+    with_target = _invoke("catalog", "list", "--catalog", str(db), "--target", "cpu")
+    without = _invoke("catalog", "list", "--catalog", str(db))
+    assert without.exit_code == 0 and without.output == with_target.output and without.output
+    for args in (["pareto"], ["select", "--max-latency-ms", "1000"], ["plot", "--out", str(tmp_path / "p.png")]):
+        res = _invoke("catalog", *args, "--catalog", str(db))
+        assert res.exit_code == 0, (args, res.output)
+    key = json.loads(_invoke("catalog", "list", "--catalog", str(db), "--json").output)[0]["text"]
+    assert _invoke("catalog", "show", key, "--catalog", str(db)).exit_code == 0
+    # two targets: which one is for the user to say
+    with Catalog(db) as cat:
+        some = entries(cat, "cpu")[0]
+        cat.add_latency(some["key"], fake_result(1.0, target="jetson-orin"), target="jetson-orin")
+    capfd.readouterr()
+    assert main(["catalog", "list", "--catalog", str(db)]) == 2
+    assert "holds 2 targets (cpu, jetson-orin); choose one with --target" in capfd.readouterr().err
+    # an empty catalog: nothing to default to
+    with Catalog(tmp_path / "empty.db") as cat:
+        cat.set_space(SPACE.to_dict())
+    assert main(["catalog", "list", "--catalog", str(tmp_path / "empty.db")]) == 2
+    assert "no measurements yet" in capfd.readouterr().err
+
+
 def test_cli_nothing_fits_exits_1_and_names_fastest(tmp_path: Path):
     from ofa_deploy.cli import main
 

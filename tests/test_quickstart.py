@@ -34,6 +34,68 @@ def test_pipeline_leaves_run_eval_exports_catalog_and_report(first_run):
     assert summary["catalog_entries"] == len(PAPER_BUCKETS)
 
 
+def test_report_embeds_the_catalog_figures_and_compares_no_single_run(first_run):
+    """Issue 30: report.md named pareto.png and latency_vs_mflops.png without showing them, and
+    gave one run a "speed-up vs reference" column; --fast's chance-level accuracy is explained."""
+    out, summary = first_run
+    md = (out / "report" / "report.md").read_text()
+    for name in ("pareto.png", "latency_vs_mflops.png", "accuracy.png", "train_time.png", "histograms.png"):
+        assert f"]({name})" in md, name
+    assert "speed-up" not in md.lower() and "Speed-ups are" not in md
+    assert summary["accuracy_note"] and "expected" in summary["accuracy_note"]
+    assert summary["accuracy_note"] in md
+
+
+def test_piped_output_has_progress_lines_whole_tables_and_the_fast_note(first_run, capfd):
+    """Issue 30: without a terminal the quickstart printed nothing for a minute and wrapped its
+    tables at 80 columns; --fast said nothing about its chance-level accuracy."""
+    out, summary = first_run
+    capfd.readouterr()
+    assert main(["quickstart", "--fast", "--device", "cpu", "--out", str(out)]) == 0  # resumes: seconds
+    captured = capfd.readouterr()
+    lines = captured.err.splitlines()
+    for stage in ("train", "evaluate", "catalog", "report"):
+        assert any(line.startswith(f"quickstart: {stage}") for line in lines), (stage, captured.err)
+    printed = captured.out.splitlines()
+    assert any(f"catalog select --catalog {out / 'catalog.db'} --target cpu --max-latency-ms 2" in line
+               for line in printed), captured.out
+    assert any(len(line) > 80 for line in printed)
+    assert summary["accuracy_note"] in printed
+
+
+def test_progress_lines_are_few_and_say_where_each_stage_is():
+    from ofa_deploy.quickstart import ProgressLines
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    import io
+
+    clock, stream = Clock(), io.StringIO()
+    say = ProgressLines(stream, every_s=5.0, clock=clock)
+    say("train", 0, 10)
+    for epoch in range(1, 11):  # an epoch every 2 s: a line every 5 s, and the last
+        clock.now += 2.0
+        say("train", epoch, 10)
+    say("train", 10, 10)  # repeated: no second line
+    say("catalog", 0, 6)
+    say("catalog", 6, 6)
+    say("catalog", 0, 3)  # a new count within the stage
+    assert stream.getvalue().splitlines() == [
+        "quickstart: train    0/10 epochs (0 s)",
+        "quickstart: train    3/10 epochs (6 s)",
+        "quickstart: train    6/10 epochs (12 s)",
+        "quickstart: train    9/10 epochs (18 s)",
+        "quickstart: train    10/10 epochs (20 s)",
+        "quickstart: catalog  0/6 (20 s)",
+        "quickstart: catalog  6/6 (20 s)",
+        "quickstart: catalog  0/3 (20 s)",
+    ]
+
+
 def test_catalog_entries_are_complete_and_hashes_match(first_run, capsys):
     out, _ = first_run
     capsys.readouterr()

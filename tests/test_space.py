@@ -87,6 +87,10 @@ def test_subnet_is_immutable():
         ({"ks": [3] * 7 + [4] + [3] * 12, "e": [3] * 20, "d": [2] * 5}, "ks[7]=4 not in (3, 5, 7)"),
         ({"ks": [3] * 20, "e": [3] * 19 + [5], "d": [2] * 5}, "e[19]=5 not in (3, 4, 6)"),
         ({"ks": [3] * 20, "e": [3] * 20, "d": [2, 2, 1, 2, 2]}, "d[2]=1 not in (2, 3, 4)"),
+        # issue 30: the value's stage and block, counted from 1
+        ({"ks": [3] * 7 + [4] + [3] * 12, "e": [3] * 20, "d": [2] * 5}, "the kernel size of stage 2, block 4 "
+                                                                         "(counting from 1)"),
+        ({"ks": [3] * 20, "e": [3] * 20, "d": [2, 2, 1, 2, 2]}, "the depth of stage 3 (counting from 1)"),
         ({"ks": [3] * 19, "e": [3] * 20, "d": [2] * 5}, "ks has 19 entries, the space needs 20"),
         ({"ks": [3] * 20, "e": [3] * 20}, "subnet is missing d"),
         ({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "w": 1}, "unknown keys: w"),
@@ -107,7 +111,10 @@ def test_validation_names_field_and_value(data, message):
     [
         ("hello", "malformed"),
         ("33-33_33-33", "2 stages, the space has 5"),
-        ("33_33-33_33-33_33-33_33-33", "stage 0 has 1 blocks"),
+        # issue 30: stages counted from 1, as the text form reads
+        ("33_33-33_33-33_33-33_33-33", r"stage 1 of 5 \('33'\) has 1 block; a stage has 2, 3 or 4 blocks"),
+        ("33-33_33-33_33-33_33-33_33-38", r"e\[17\]=8 not in \(3, 4, 6\): the expand ratio of stage 5, block 2 "
+                                          r"\(counting from 1\)"),
         ("93-33_33-33_33-33_33-33_33-33", r"ks\[0\]=9 not in"),
         ('{"ks": [3]', "not valid JSON"),
     ],
@@ -184,6 +191,23 @@ def test_sample_in_bucket_unreachable_fails_fast():
         sample_in_bucket(SPACE, 15.1, 0.05, 0, max_tries=5)
     with pytest.raises(OfaError, match="lock_width"):
         sample_in_bucket(SPACE, 8.0, 0.5, 0, lock_width="wide")
+
+
+def test_unreachable_bucket_names_the_whole_span_and_why_a_lock_applies():
+    """Issue 30: `--mflops 40` named the span with expand ratios locked to 6 (6.7-15.1) as if
+    it were the space's (3.9-15.1)."""
+    from ofa_deploy.buckets import macs_range
+
+    lo, hi = (m / 1e6 for m in macs_range(SPACE))
+    with pytest.raises(OfaError) as info:
+        sample_in_bucket(SPACE, 40.0, 0.5, 0)
+    assert str(info.value) == f"no subnet has 40 +- 0.5 MFLOPs: the space's subnets span {lo:.2f} to {hi:.2f} MFLOPs"
+    with pytest.raises(OfaError) as info:  # reachable, but not with the lock
+        sample_in_bucket(SPACE, 5.0, 0.5, 0, lock_width="max")
+    text = str(info.value)
+    locked_lo = macs_range(SPACE, expand_choices=(6,))[0] / 1e6
+    assert f"locked to its maximum, 6 (lock_width='max'): those subnets span {locked_lo:.2f}" in text
+    assert f"the whole space {lo:.2f} to {hi:.2f}" in text and "uniform draws almost never land" in text
 
 
 def test_restricted_sampling_respects_choices():

@@ -41,6 +41,22 @@ def _target_name(target: str) -> str:
         return target
 
 
+def _resolve_target(catalog_path: Path, target: str | None) -> str:
+    """``--target`` as given (aliases resolved), or, without it, the catalog's only target."""
+    from ..errors import OfaError
+
+    if target is not None:
+        return _target_name(target)
+    with _open(catalog_path) as cat:
+        known = cat.targets()
+    if len(known) == 1:
+        return known[0]
+    if not known:
+        raise OfaError(f"catalog {catalog_path} has no measurements yet, so no target to default to "
+                       "(measure with `ofa-deploy catalog build` or `catalog import`)")
+    raise OfaError(f"catalog {catalog_path} holds {len(known)} targets ({', '.join(known)}); choose one with --target")
+
+
 def _entries(catalog_path: Path, target: str, batch: int, precision: str | None = None):
     from ..catalog import entries
 
@@ -65,7 +81,8 @@ def _target_options(func):
                         help="Only models of this precision [default: every precision].")(func)
     func = click.option("--batch", type=click.IntRange(1, 65536), default=1, show_default=True,
                         help="Batch size of the latency measurements.")(func)
-    func = click.option("--target", required=True, help="Target name.")(func)
+    func = click.option("--target", default=None,
+                        help="Target name [default: the catalog's target, when it holds only one].")(func)
     return func
 
 
@@ -208,6 +225,7 @@ def import_(results, catalog_path, target, model_json, spec, as_json, allow_back
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as a JSON list.")
 def list_(catalog_path, target, batch, precision, as_json) -> None:
     """Every entry (subnet x precision) measured on TARGET, fastest (p90) first."""
+    target = _resolve_target(catalog_path, target)
     items = _entries(catalog_path, target, batch, precision)
     if as_json:
         emit_json(items)
@@ -238,7 +256,7 @@ def show(spec, catalog_path, target, batch, precision, as_json) -> None:
         if space_dict is None:
             raise OfaError(f"catalog {catalog_path} is empty")
         key = str(load_subnet(spec, SearchSpace.from_dict(space_dict)))
-        target = _target_name(target)
+        target = _resolve_target(catalog_path, target)
         found = [e for e in entries(cat, target, batch=batch, precision=precision) if e["key"] == key]
         if not found:
             raise OfaError(f"{key} has no entry for target {target}" + (f" in {precision}" if precision else "")
@@ -267,6 +285,7 @@ def show(spec, catalog_path, target, batch, precision, as_json) -> None:
 def pareto_(catalog_path, target, batch, precision, as_json) -> None:
     """Entries on the accuracy vs measured p90 latency Pareto front (every precision
     competing unless --precision), fastest first."""
+    target = _resolve_target(catalog_path, target)
     from ..catalog import pareto
 
     front = pareto(_entries(catalog_path, target, batch, precision))
@@ -301,6 +320,7 @@ def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, 
 
     if max_latency_ms is None and max_mflops is None:
         raise OfaError("give a budget: --max-latency-ms or --max-mflops")
+    target = _resolve_target(catalog_path, target)
     items = _entries(catalog_path, target, batch, precision)
     if confidence is not None or predictor_path is not None:
         from ..catalog.budgets import bound_entries
@@ -348,10 +368,10 @@ def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, 
               help="PNG file [default: catalog-<target>.png beside the catalog].")
 def plot(catalog_path, target, batch, precision, out) -> None:
     """PNG of accuracy vs measured p90 latency and vs MFLOPs, Pareto front highlighted."""
+    target = _resolve_target(catalog_path, target)
     from ..catalog.plot import plot_catalog
     from ..outputs import PNG, check_file_output
 
-    target = _target_name(target)
     out = out or catalog_path.resolve().parent / f"catalog-{target}.png"
     check_file_output(out, PNG, inputs=[("catalog", catalog_path)])
     path = plot_catalog(_entries(catalog_path, target, batch, precision), out, target=target)
