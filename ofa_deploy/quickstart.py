@@ -182,10 +182,10 @@ def fast_note(settings: dict[str, Any] | None = None) -> str:
     """Why ``--fast`` reports accuracy near chance, and what the full quickstart reaches."""
     settings = settings or SETTINGS["fast"]
     epochs = settings["epochs"]
-    return (f"--fast trains {epochs} epoch{'' if epochs == 1 else 's'} on {settings['train_subset']} images only to check the "
-            f"pipeline end to end, so accuracy near chance ({100 / NUM_CLASSES:.0f} % for {NUM_CLASSES} classes) "
-            f"is expected; the full quickstart (without --fast, about a minute on 2 CPU cores) reaches about "
-            f"92-94 % per bucket.")
+    return (f"--fast trains {epochs} epoch{'' if epochs == 1 else 's'} on {settings['train_subset']} images only "
+            f"to check the pipeline end to end, so accuracy near chance ({100 / NUM_CLASSES:.0f} % for "
+            f"{NUM_CLASSES} classes) is expected; the full quickstart (without --fast, about a minute on 2 CPU "
+            f"cores) reaches about 92-94 % per bucket.")
 
 
 def best_per_bucket(evaluation: dict[str, Any]) -> list[Subnet]:

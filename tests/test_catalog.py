@@ -280,6 +280,31 @@ def test_cli_target_defaults_to_the_catalogs_only_target(tmp_path: Path, capfd):
     assert "no measurements yet" in capfd.readouterr().err
 
 
+def test_plot_legend_hides_no_point(tmp_path: Path):
+    """Issue 30: the legend sat inside the panels and hid 2 of the quickstart's 6 models."""
+    import matplotlib.pyplot as plt
+
+    from ofa_deploy.catalog.plot import catalog_figure
+
+    with Catalog(tmp_path / "c.db") as cat:
+        fill(cat, tmp_path, n=12, seed=3)
+        items = entries(cat, "cpu")
+    items[-1]["unstable"] = True
+    fig = catalog_figure(items, target="cpu")
+    try:
+        fig.canvas.draw()
+        assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+        box = fig.legends[0].get_window_extent()
+        for ax in fig.axes:
+            frame = ax.get_window_extent()
+            assert not frame.overlaps(box)
+            for collection in ax.collections:  # every drawn point lies inside its panel
+                for x, y in ax.transData.transform(collection.get_offsets()):
+                    assert frame.contains(x, y)
+    finally:
+        plt.close(fig)
+
+
 def test_cli_nothing_fits_exits_1_and_names_fastest(tmp_path: Path):
     from ofa_deploy.cli import main
 

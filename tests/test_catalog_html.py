@@ -104,8 +104,8 @@ def _command_budgets(driver) -> dict:
     """The budget each selected row's suggested command passes, as typed: {target: text}."""
     import re
 
-    commands = _js(driver, "const o = {}; document.querySelectorAll('#selected tbody tr').forEach("
-                           "(tr) => { const c = tr.querySelector('code'); if (c) o[tr.dataset.target] = c.textContent; });"
+    commands = _js(driver, "const o = {}; document.querySelectorAll('#selected tbody tr').forEach((tr) => {"
+                           " const c = tr.querySelector('code'); if (c) o[tr.dataset.target] = c.textContent; });"
                            " return o;")
     return {t: re.search(r"--max-(?:latency-ms|mflops) (\S+)", c).group(1) for t, c in commands.items()}
 

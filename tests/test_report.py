@@ -101,6 +101,33 @@ def test_report_of_two_runs_without_torch(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
+def test_histograms_are_a_readable_grid_and_one_run_is_compared_with_nothing(tmp_path):
+    """Issue 30: histograms.png was one 2588x506 strip with 6-8 pt labels; report.md gave a
+    single run a "speed-up vs reference" column."""
+    proc = _run(_script(f'''
+        make("{tmp_path}/rss", "rss", 10, 60.0, 0.8, 1)
+        from ofa_deploy.report import build_report, figures
+        from ofa_deploy.report.results import load_run
+        fig = figures.histogram_figure([load_run("{tmp_path}/rss", None)])
+        fig.canvas.draw()
+        sizes = [t.get_fontsize() for ax in fig.axes for t in
+                 [ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()] if t.get_text()]
+        print(json.dumps({{"size": list(fig.get_size_inches()), "panels": len(fig.axes), "smallest": min(sizes)}}))
+        build_report(["{tmp_path}/rss"], "{tmp_path}/out")
+    ''', block_torch=True))
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(proc.stdout.splitlines()[-1])
+    width, height = facts["size"]
+    assert width / height < 2.5 and facts["panels"] == 5  # 2 x 2 panels and the colour bar
+    assert facts["smallest"] >= 10
+    from PIL import Image
+
+    with Image.open(tmp_path / "out" / "histograms.png") as image:
+        assert image.width / image.height < 2.5
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "speed-up" not in md.lower() and "| run | dataset | schedule | epochs | train wall time | evaluation |" in md
+
+
 def test_report_cli_and_errors(tmp_path):
     proc = _run(_script(f'''
         make("{tmp_path}/a", "rss", 10, 60.0, 0.8, 1)

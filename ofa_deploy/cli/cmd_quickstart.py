@@ -9,7 +9,6 @@ import click
 
 from .common import SEED, emit_json
 
-
 # rich wraps at 80 columns where there is no terminal; piped tables get room for their widest row
 PIPED_WIDTH = 400
 
