@@ -17,7 +17,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import OfaError
+from ..errors import OfaError, Terminated
 
 
 def _command_modules() -> dict[str, str]:
@@ -49,11 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: runs ``cli`` and turns every user error into one line on stderr.
 
     Exit status 2 for bad input (click usage errors and ``OfaError``), 1 for a command
-    that reports a negative answer itself, 130 on Ctrl-C.
+    that reports a negative answer itself, 130 on Ctrl-C, 143 on ``SIGTERM`` (``signals.py``:
+    training checkpoints at the step it is in first).
     """
+    from .. import signals
+
+    with signals.handled():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         # Without standalone mode click returns ctx.exit(code)'s code instead of exiting.
         code = cli.main(args=argv, prog_name="ofa-deploy", standalone_mode=False)
+    except Terminated as exc:
+        click.echo(f"ofa-deploy: {exc}", err=True)
+        return 143
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
