@@ -511,7 +511,8 @@ class _Trainer:
 
     def _save(self, name: str) -> None:
         state = self._state()
-        atomic_write(self.out / name, lambda f: torch.save(state, f))
+        # read back and checked before it replaces the previous checkpoint (a full disk: that one stays)
+        atomic_write(self.out / name, lambda f: torch.save(state, f), verify=True)
 
     def _load(self, ckpt: dict) -> None:
         if with_defaults(ckpt.get("train") or {}) != self.cfg.train_table():
@@ -565,7 +566,7 @@ class _Trainer:
 
     def _finish(self) -> None:
         with open(self.out / run.LAST, "rb") as src:
-            atomic_write(self.out / run.FINAL, lambda f: shutil.copyfileobj(src, f))
+            atomic_write(self.out / run.FINAL, lambda f: shutil.copyfileobj(src, f), verify=True)
         config = run.read_config(self.out)
         config["run"]["completed"] = True
         run.write_config(self.out, config)
