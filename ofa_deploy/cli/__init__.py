@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import sqlite3
 import sys
 
@@ -70,6 +71,9 @@ def _main(argv: list[str] | None) -> int:
     except click.exceptions.Abort:
         click.echo("ofa-deploy: aborted", err=True)
         return 130
+    except click.exceptions.NoSuchOption as exc:
+        click.echo(f"ofa-deploy: error: {exc.format_message()}{_dash_hint(exc, argv)}", err=True)
+        return 2
     except click.ClickException as exc:
         click.echo(f"ofa-deploy: error: {exc.format_message()}", err=True)
         return exc.exit_code if not isinstance(exc, click.UsageError) else 2
@@ -89,6 +93,17 @@ def _main(argv: list[str] | None) -> int:
         click.echo(f"ofa-deploy: error: the catalog database is damaged or not a catalog ({exc})", err=True)
         return 2
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def _dash_hint(exc: click.exceptions.NoSuchOption, argv: list[str] | None) -> str:
+    """A value that begins with '-' followed by a digit (a subnet SPEC such as -33-33_...,
+    a negative number) reads as an option: say so, and how to pass it."""
+    args = sys.argv[1:] if argv is None else argv
+    value = next((a for a in args if a.startswith(exc.option_name) and re.match(r"-[0-9.]", a)), None)
+    if value is None:
+        return ""
+    return (f" ('{value}' begins with '-', so it reads as an option; to pass it as a SPEC or value, put `--` "
+            f"before it: ... -- {value})")
 
 
 def run() -> None:
