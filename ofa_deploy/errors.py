@@ -8,3 +8,9 @@ class OfaError(Exception):
     missing checkpoint, an unknown target); the CLI prints ``ofa-deploy: error: <message>``
     and exits with status 2 instead of showing a traceback.
     """
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (``SIGTERM``): the CLI prints the message in one line
+    and exits 143 (128 + 15). A ``BaseException``, like ``KeyboardInterrupt``, so that no
+    ``except Exception`` on the way out swallows it."""

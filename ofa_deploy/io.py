@@ -22,9 +22,68 @@ MAX_TOML_BYTES = 1 << 20
 """Run configurations and target profiles are a few KiB; a larger file is not one."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+class _Recorder:
+    """The temporary file as ``write`` sees it: every call goes to the file, and an
+    ``OSError`` of a write is remembered - libraries turn it into their own errors
+    (``torch.save``: "unexpected pos"; numpy: "requested and written"), which would hide
+    that the disk was full. With ``digest`` it also hashes what was written, in order."""
+
+    def __init__(self, f: IO[bytes], path: Path, digest: bool) -> None:
+        self._f = f
+        self.path = path  # the file this becomes (tests/test_write_faults.py aims faults by it)
+        self.error: OSError | None = None
+        self.hash = hashlib.sha256() if digest else None
+        self.sequential = True
+
+    def write(self, data: Any) -> int:
+        try:
+            n = self._f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+        if self.hash is not None:
+            self.hash.update(memoryview(data)[:n] if n is not None else data)
+        return n
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def seek(self, *args: Any) -> int:
+        self.sequential = False  # the bytes written in order are then not the file's
+        return self._f.seek(*args)
+
+    def writable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (where the platform can open a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse to fsync a directory; the rename itself is done
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], *, verify: bool = False) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over
-    ``path``. On any failure the temporary file is removed and ``path`` is untouched."""
+    ``path``. On any failure the temporary file is removed and ``path`` is untouched (the
+    previous version stays until the new one is complete); a full disk, an I/O error or a
+    read-only file system is ``OfaError("could not write PATH: CAUSE")``, whatever library
+    wrote the bytes. ``verify`` (checkpoints): before the rename, the file is read back and
+    its SHA-256 compared with that of the bytes written."""
     from .outputs_fs import remove_leftovers, temp_prefix, umask
 
     path = Path(path)
@@ -34,18 +93,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise OfaError(f"could not write {path}: {exc.strerror or exc}") from None
+    recorder = None
     try:
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; the result is an ordinary file
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorder = _Recorder(f, path, verify)
+            write(recorder)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
+        if verify and recorder.hash is not None and recorder.sequential and \
+                sha256_file(tmp) != recorder.hash.hexdigest():
+            raise OfaError(f"could not write {path}: the file read back differs from what was written; the "
+                           f"previous {path.name} is kept")
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise OfaError(f"could not write {path}: {exc.strerror or exc}") from None
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if recorder is not None and recorder.error is not None and isinstance(exc, Exception) \
+                and not isinstance(exc, OfaError):
+            raise OfaError(f"could not write {path}: {recorder.error.strerror or recorder.error}") from None
         raise
     return path
 

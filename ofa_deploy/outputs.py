@@ -217,9 +217,11 @@ def check_not_input(out: str | os.PathLike, inputs: Sequence[Tuple[str, Optional
             raise OfaError(f"{flag} {out} contains the {label} {path}; choose another {flag}")
 
 
-def check_replaceable(path: str | os.PathLike, kind: Kind, *, overwrite: bool, flag: str = "--out") -> None:
+def check_replaceable(path: str | os.PathLike, kind: Kind, *, overwrite: bool, flag: str = "--out",
+                      overwrite_flag: Optional[str] = "--overwrite") -> None:
     """``path`` may be written: it does not exist, or it is ``kind``'s own output and
-    ``overwrite`` allows replacing it."""
+    ``overwrite`` allows replacing it. ``overwrite_flag`` None: the command has no such flag
+    (it always replaces its own output), so the messages do not offer one."""
     path = Path(path)
     if not os.path.lexists(path):
         return
@@ -230,8 +232,11 @@ def check_replaceable(path: str | os.PathLike, kind: Kind, *, overwrite: bool, f
     if _empty_dir(path):
         return  # nothing in it to lose
     found = kind.recognise(path)
+    if found is not None and overwrite_flag is None:
+        raise OfaError(f"{path} is {found}, not an ofa-deploy {kind.name} (the only thing this command "
+                       f"replaces); choose another {flag}")
     if found is not None:
-        raise OfaError(f"{path} is {found}, not an ofa-deploy {kind.name}; --overwrite replaces only "
+        raise OfaError(f"{path} is {found}, not an ofa-deploy {kind.name}; {overwrite_flag} replaces only "
                        f"that, choose another {flag}")
 
 
@@ -280,7 +285,7 @@ def _identity(path: Path) -> Optional[Tuple[int, int, int]]:
 @contextmanager
 def staged_output_dir(final: str | os.PathLike, kind: Kind, *, overwrite: bool = False,
                       inputs: Sequence[Tuple[str, Optional[str | os.PathLike]]] = (),
-                      flag: str = "--out") -> Iterator[Path]:
+                      flag: str = "--out", overwrite_flag: Optional[str] = "--overwrite") -> Iterator[Path]:
     """Yield an empty directory beside ``final``; when the block ends normally it becomes
     ``final``. ``final`` must not exist, or (with ``overwrite``) be ``kind``'s own output,
     which is then replaced - only if it is still the very directory checked at the start.
@@ -288,7 +293,7 @@ def staged_output_dir(final: str | os.PathLike, kind: Kind, *, overwrite: bool =
     ``final`` is either what it was or complete."""
     final = Path(final)
     check_not_input(final, inputs, flag)
-    check_replaceable(final, kind, overwrite=overwrite, flag=flag)
+    check_replaceable(final, kind, overwrite=overwrite, flag=flag, overwrite_flag=overwrite_flag)
     replaced = _identity(final)
     created = [p for p in reversed(final.absolute().parents) if not p.exists()]
     try:

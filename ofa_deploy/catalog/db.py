@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -57,6 +58,8 @@ class Catalog:
             except OSError as exc:
                 raise OfaError(f"cannot create catalog {self.path}: {exc.strerror or exc}") from None
         _check_header(self.path)
+        if not readonly:
+            _check_writable(self.path)
         try:
             if readonly:
                 self.conn = _connect_readonly(self.path)
@@ -76,7 +79,8 @@ class Catalog:
                 self._migrate()
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
-            raise OfaError(f"{self.path} is not a usable catalog database: {exc}") from None
+            raise _write_fault(self.path, exc) or OfaError(f"{self.path} is not a usable catalog database: {exc}") \
+                from None
         except BaseException:
             self._close_quietly()
             raise
@@ -147,13 +151,28 @@ class Catalog:
         if self.conn.in_transaction:
             yield self.conn
             return
-        self._retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+        try:
+            self._retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+        except sqlite3.Error as exc:
+            raise _write_fault(self.path, exc) or exc from None
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise _write_fault(self.path, exc) or exc from None
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """Undo the open transaction; SQLite has already rolled back after some errors (a full
+        disk), and a failing ROLLBACK must not hide the error that led here."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     @property
     def version(self) -> int:
@@ -335,6 +354,53 @@ class Catalog:
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# SQLite's messages for a write the environment refused, and the cause as the OS says it
+_WRITE_FAULTS = (
+    ("database or disk is full", "No space left on device"),
+    ("disk I/O error", "Input/output error"),
+    ("attempt to write a readonly database", "the file or its folder is read-only for this user"),
+    ("unable to open database file", "the file or its folder cannot be written by this user"),
+)
+
+
+def _check_writable(path: Path) -> None:
+    """A writer needs the catalog file and its folder writable (SQLite keeps ``-wal`` and
+    ``-shm`` files beside it): refused before SQLite creates them, so nothing is left."""
+    folder = path.parent
+    for what, where in ((path, path), (folder, folder)):
+        if where.exists() and not os.access(where, os.W_OK):
+            kind = "the catalog file" if what == path else "its folder"
+            raise OfaError(f"cannot write catalog {path}: {kind} is read-only for this user "
+                           f"({'read-only file system' if _read_only_fs(where) else 'permission denied'}); "
+                           f"nothing was changed")
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def _write_fault(path: Path, exc: sqlite3.Error) -> Optional[OfaError]:
+    """A write refused by the environment as one line naming the catalog and the cause
+    (the transaction rolled back: the catalog is as it was); None for other errors."""
+    text = str(exc)
+    for needle, cause in _WRITE_FAULTS:
+        if needle in text:
+            if needle == "disk I/O error" and _disk_full(path):  # SQLite says I/O error when its -wal cannot grow
+                cause = "No space left on device"
+            return OfaError(f"could not write catalog {path}: {cause}; nothing was changed")
+    return None
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        stat = os.statvfs(path.parent)
+    except (OSError, AttributeError):
+        return False
+    return stat.f_bavail * stat.f_frsize < (64 << 10)
 
 
 def _check_header(path: Path) -> None:

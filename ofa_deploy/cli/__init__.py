@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import sqlite3
 import sys
 
 import click
 
 from .. import __version__
-from ..errors import OfaError
+from ..errors import OfaError, Terminated
 
 
 def _command_modules() -> dict[str, str]:
@@ -49,16 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: runs ``cli`` and turns every user error into one line on stderr.
 
     Exit status 2 for bad input (click usage errors and ``OfaError``), 1 for a command
-    that reports a negative answer itself, 130 on Ctrl-C.
+    that reports a negative answer itself, 130 on Ctrl-C, 143 on ``SIGTERM`` (``signals.py``:
+    training checkpoints at the step it is in first).
     """
+    from .. import signals
+
+    with signals.handled():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         # Without standalone mode click returns ctx.exit(code)'s code instead of exiting.
         code = cli.main(args=argv, prog_name="ofa-deploy", standalone_mode=False)
+    except Terminated as exc:
+        click.echo(f"ofa-deploy: {exc}", err=True)
+        return 143
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("ofa-deploy: aborted", err=True)
         return 130
+    except click.exceptions.NoSuchOption as exc:
+        click.echo(f"ofa-deploy: error: {exc.format_message()}{_dash_hint(exc, argv)}", err=True)
+        return 2
     except click.ClickException as exc:
         click.echo(f"ofa-deploy: error: {exc.format_message()}", err=True)
         return exc.exit_code if not isinstance(exc, click.UsageError) else 2
@@ -78,6 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"ofa-deploy: error: the catalog database is damaged or not a catalog ({exc})", err=True)
         return 2
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def _dash_hint(exc: click.exceptions.NoSuchOption, argv: list[str] | None) -> str:
+    """A value that begins with '-' followed by a digit (a subnet SPEC such as -33-33_...,
+    a negative number) reads as an option: say so, and how to pass it."""
+    args = sys.argv[1:] if argv is None else argv
+    value = next((a for a in args if a.startswith(exc.option_name) and re.match(r"-[0-9.]", a)), None)
+    if value is None:
+        return ""
+    return (f" ('{value}' begins with '-', so it reads as an option; to pass it as a SPEC or value, put `--` "
+            f"before it: ... -- {value})")
 
 
 def run() -> None:

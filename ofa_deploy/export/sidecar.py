@@ -57,15 +57,18 @@ def read_sidecar(directory: str | Path) -> dict[str, Any]:
     return check_sidecar(data, str(path))
 
 
-def verify_files(directory: str | Path, sidecar: dict[str, Any] | None = None) -> None:
+def verify_files(directory: str | Path, sidecar: dict[str, Any] | None = None) -> list[str]:
     """Check every file the sidecar lists against its recorded SHA-256 and size;
-    ``OfaError`` naming the first file that is missing or differs."""
+    ``OfaError`` naming the first file that is missing or differs. Returns the names
+    checked (none for a sidecar without a ``files`` table: an older or hand-made one)."""
     directory = Path(directory)
     sidecar = read_sidecar(directory) if sidecar is None else sidecar
-    for name, entry in sidecar.get("files", {}).items():
+    files = sidecar.get("files") or {}
+    for name, entry in files.items():
         path = directory / name
         if not path.is_file():
             raise OfaError(f"{path} is listed in {SIDECAR_FILE} but missing; re-export the model")
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             raise OfaError(f"{path} does not match the SHA-256 in {SIDECAR_FILE}; the file was changed or "
                            "damaged, re-export the model")
+    return list(files)

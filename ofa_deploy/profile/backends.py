@@ -110,6 +110,9 @@ def onnxruntime_runner(
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise OfaError(f"{onnx_path} has {len(inputs)} inputs; profiling expects one image input")
+    if inputs[0].type not in ("tensor(float)", "tensor(float16)"):
+        raise OfaError(f"{onnx_path}'s input {inputs[0].name!r} is a {inputs[0].type}; profiling feeds random "
+                       f"images, so the input must be a float or float16 tensor")
     shape = _concrete_shape(inputs[0].shape, batch, onnx_path)
     dtype = np.float16 if "float16" in inputs[0].type else np.float32
     x = random_input(shape, dtype)

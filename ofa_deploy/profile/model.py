@@ -4,6 +4,7 @@ against the sidecar's SHA-256 before anything is measured)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -56,11 +57,15 @@ def resolve_model(path: str | Path) -> ModelFiles:
         from ..export.sidecar import verify_files
 
         sidecar = read_export_sidecar(path)
-        verify_files(path, sidecar)  # what is measured is what was exported
+        checked = verify_files(path, sidecar)  # what is measured is what was exported
         onnx = next((path / n for n in ONNX_NAMES if (path / n).is_file()), None)
         engines = sorted(p for p in path.iterdir() if p.suffix in ENGINE_SUFFIXES and p.is_file())
         if onnx is None and not engines:
             raise OfaError(f"export directory {path} has neither model.onnx nor an engine file")
+        unchecked = [p.name for p in (onnx, *engines[:1]) if p is not None and p.name not in checked]
+        if unchecked:
+            print(f"warning: {path / SIDECAR} records no SHA-256 of {' or '.join(unchecked)} (no 'files' entry for "
+                  f"it): the file measured was not checked against the export", file=sys.stderr)
         return ModelFiles(path, onnx, engines[0] if engines else None, sidecar)
     if path.suffix == ".onnx":
         return ModelFiles(path, path, None, _sibling_sidecar(path))

@@ -92,7 +92,8 @@ def build_report(
     unique_labels(runs)
     out = Path(out)
     # a report replaces only an earlier report (its own output, rewritten on every rerun)
-    with staged_output_dir(out, REPORT, overwrite=True, inputs=[("run directory", d) for d in run_dirs]) as staging:
+    with staged_output_dir(out, REPORT, overwrite=True, inputs=[("run directory", d) for d in run_dirs],
+                           overwrite_flag=None) as staging:  # report has no --overwrite: it replaces its own
         files = []
         files += figures.save(figures.accuracy_figure(runs), staging, "accuracy")
         files += figures.save(figures.time_figure(runs), staging, "train_time")

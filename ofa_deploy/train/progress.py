@@ -39,9 +39,13 @@ class EpochProgress:
         if self._progress is not None:
             self._progress.update(self._task, advance=1, loss=loss, acc=acc, ips=images_per_s)
 
-    def end(self, line: str) -> None:
+    def stop(self) -> None:
+        """Take the bar away without a line (the run is stopping; the caller says why)."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+    def end(self, line: str) -> None:
+        self.stop()
         if self.enabled:
             self.console.print(line, highlight=False, markup=False)

@@ -9,6 +9,13 @@ schedule's learning rate. Dropout is reseeded from (seed, epoch, step, subnet,
 micro-batch) before every forward, so every random draw of the run is a pure function of
 the seed: a run resumed from its last epoch-end checkpoint replays exactly.
 
+Preemption (``SIGTERM`` under the CLI, ``signals.py``): the step in progress finishes, then
+``last.pt`` is written at that exact step - the epoch's running sums, the subnets it trained
+so far and its augmentation generator with it (``"partial"``) - and the run stops with exit
+143; ``--resume`` continues with the next step, bit-identical on a CPU to a run never
+stopped. The time from the signal to the exit is one step plus one checkpoint write
+(``benchmarks/bench_preempt.py`` measures it).
+
 On a CPU the run trains channels-last with the supernet's CPU kernels and fused SGD
 (``layout.py`` says what that gains, and why exact resume needs the teacher built as in
 ``_teacher``), on one torch thread unless told otherwise, the count saved in every
@@ -35,13 +42,13 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__, run, weights
+from .. import __version__, run, signals, weights
 from ..data import load_dataset, resolve_policy
 from ..data.augment import apply as apply_augment
 from ..data.augment import sample_params as augment_params
@@ -66,6 +73,10 @@ OnEpoch = Callable[[int, int], None]
 that show their own progress (``ofa-deploy quickstart``)."""
 
 MAX_LISTED_SUBNETS = 32
+
+
+class _StopAtStep(Exception):
+    """Raised out of an epoch when a stop was requested: ``_Trainer.partial`` holds where."""
 
 
 def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | None = None) -> Path:
@@ -188,6 +199,7 @@ class _Trainer:
         self.teacher: nn.Module | None = None
         self.optimizer = self._optimizer(self.schedule.phases[0])
         self.epoch = 0
+        self.partial: dict | None = None  # the epoch in progress when a checkpoint is mid-epoch
         self.wall_time = 0.0
         self.metrics: list[dict] = []
 
@@ -210,11 +222,12 @@ class _Trainer:
         saved_threads = torch.get_num_threads()
         try:
             self._setup()
-            created = self._prepare_dir()
+            self.created = False
             try:
+                self._prepare_dir()
                 self._loop()
-            except BaseException:
-                if created and self.ctx.is_main and not (self.out / run.LAST).exists():
+            except BaseException:  # a run stopped before its first checkpoint leaves no directory
+                if self.created and self.ctx.is_main and not (self.out / run.LAST).exists():
                     shutil.rmtree(self.out, ignore_errors=True)
                 raise
             return self.out
@@ -223,26 +236,35 @@ class _Trainer:
             if hasattr(self, "ctx"):
                 dist.shutdown(self.ctx)
 
-    def _prepare_dir(self) -> bool:
-        """Create the run directory (main rank) or load its last checkpoint; True if created."""
+    def _prepare_dir(self) -> None:
+        """Create the run directory (main rank; ``self.created``) or load its last checkpoint."""
         self._build()
-        created = False
         dist.barrier(self.ctx)
         last = self.out / run.LAST
         if last.is_file():
             self._load(weights.load_checkpoint(last, map_location=str(self.device)))
         elif self.ctx.is_main:
             if not self.out.exists():
-                created = True
                 self.out.mkdir(parents=True)
+                self.created = True
             if not (self.out / run.CONFIG).is_file():
                 tables = self.tables or config_tables(self.cfg, self.space, self.out)
                 tables["run"]["device"] = str(self.device)
                 run.write_config(self.out, tables)
         dist.barrier(self.ctx)
-        return created
 
     def _loop(self) -> None:
+        with signals.deferred():  # SIGTERM: a checkpoint at the next step end, then exit 143
+            self._epochs()
+
+    def _stop_requested(self) -> bool:
+        """Whether to stop now; under DDP every rank learns it at the same step (torchrun
+        forwards SIGTERM to all, each may see it at another step)."""
+        if not (self.ctx.enabled and signals.active()):
+            return signals.requested()
+        return dist.all_reduce_sum([float(signals.requested())], self.ctx, self.device)[0] > 0
+
+    def _epochs(self) -> None:
         sched = self.schedule
         bar = EpochProgress(self.show and self.ctx.is_main)
         session_start = None
@@ -250,12 +272,17 @@ class _Trainer:
         while self.epoch < sched.total_epochs:
             epoch = self.epoch
             index, phase, in_phase = sched.locate(epoch)
-            if in_phase == 0:
+            if in_phase == 0 and self.partial is None:  # a mid-epoch checkpoint has its phase started
                 self._start_phase(phase)
             if session_start is None:
                 session_start = time.perf_counter()
             bar.start(epoch + 1, sched.total_epochs, phase.name, self.steps)
-            row = self._train_epoch(epoch, phase, in_phase, bar)
+            try:
+                row = self._train_epoch(epoch, phase, in_phase, bar)
+            except _StopAtStep:
+                self.wall_time = wall_before + (time.perf_counter() - session_start)
+                step = self.partial["step"] if self.partial else 0
+                self._checkpoint_and_stop(f"epoch {epoch + 1} step {step}/{self.steps}", bar)
             if not math.isfinite(row["loss"]):  # diverged: keep the last good checkpoint, write nothing
                 raise OfaError(f"training diverged in epoch {epoch + 1}: the loss is {row['loss']}; lower --lr "
                                f"(now {phase.lr:g}) and start a new run")
@@ -266,6 +293,8 @@ class _Trainer:
                 self._save(run.LAST)
                 self._write_logs()
             dist.barrier(self.ctx)
+            if self.epoch < sched.total_epochs and self._stop_requested():
+                self._checkpoint_and_stop(f"the end of epoch {self.epoch}", bar, saved=True)
             if self.on_epoch is not None and self.ctx.is_main:
                 self.on_epoch(self.epoch, sched.total_epochs)
             val = f"  val {row['val_acc']:.4f}" if "val_acc" in row else ""
@@ -275,6 +304,16 @@ class _Trainer:
         if self.ctx.is_main:
             self._finish()
         dist.barrier(self.ctx)
+
+    def _checkpoint_and_stop(self, where: str, bar: EpochProgress, saved: bool = False) -> NoReturn:
+        """Write ``last.pt`` at ``where`` (unless ``saved``) and raise ``Terminated``."""
+        if self.ctx.is_main and not saved:
+            self._save(run.LAST)
+            self._write_logs()
+        dist.barrier(self.ctx)
+        bar.stop()
+        signals.stop(f"terminated by SIGTERM: checkpoint at {where} in {self.out / run.LAST}; continue with "
+                     f"ofa-deploy train --resume {self.out}")
 
     def _start_phase(self, phase: Phase) -> None:
         """Phase boundaries: fresh optimizer (momentum reset, as OFA's separate phase runs)
@@ -314,6 +353,17 @@ class _Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
+        lr = phase.lr
+        first, elapsed_before = 0, 0.0
+        if self.partial is not None:  # resumed from a checkpoint written at a step of this epoch
+            part, self.partial = self.partial, None
+            first, elapsed_before, lr = part["step"], part["elapsed_s"], part["lr"]
+            aug_gen.set_state(part["augment_rng"])
+            counts = dict(part["counts"])
+            if ctx.is_main:
+                seen = part["seen"]
+                loss_sum.copy_(part["loss_sum"])
+                correct.copy_(part["correct"])
         kd = phase.kd and self.teacher is not None and cfg.kd_ratio > 0
         autocast = amp.autocast(device.type, self.precision)
         if self.fused_sgd:
@@ -322,9 +372,8 @@ class _Trainer:
         self.net.train()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        lr = phase.lr
-        for step in range(self.steps):
+        start = time.perf_counter() - elapsed_before
+        for step in range(first, self.steps):
             idx = perm[step * B:(step + 1) * B]
             theta = None if self.policy.identity else augment_params(self.policy, B, aug_gen)
             lo = ctx.rank * local
@@ -368,6 +417,18 @@ class _Trainer:
                 elapsed = time.perf_counter() - start
                 bar.update(loss_sum.item() / max(1, seen), correct.item() / max(1, seen),
                            (step + 1) * B / max(elapsed, 1e-9))
+            if self._stop_requested():
+                # the epoch's sums so far, over all ranks (a resume adds them on the main rank only)
+                sums = dist.all_reduce_sum([loss_sum.item(), correct.item(), seen], ctx, device) if ctx.enabled \
+                    else [loss_sum.detach().cpu().clone(), correct.detach().cpu().clone(), seen]
+                self.partial = {"epoch": epoch, "step": step + 1, "lr": lr, "seen": int(sums[2]),
+                                "loss_sum": torch.as_tensor(sums[0], dtype=torch.float64),
+                                "correct": torch.as_tensor(sums[1], dtype=torch.float64),
+                                "augment_rng": aug_gen.get_state(), "counts": list(counts.items()),
+                                "elapsed_s": time.perf_counter() - start}
+                if graphed is not None:
+                    graphed.close()
+                raise _StopAtStep
         if graphed is not None:
             graphed.close()
         dist.average_buffers(self.net, ctx)
@@ -412,8 +473,10 @@ class _Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "teacher": self.teacher.state_dict() if self.teacher is not None else None,
             "epoch": self.epoch,
+            "partial": self.partial,
             "schedule": {"method": self.cfg.method, "seed": self.cfg.seed, "epochs": self.schedule.total_epochs,
-                         "phase": self.schedule.locate(self.epoch - 1)[0], "steps_per_epoch": self.steps},
+                         "phase": self.schedule.locate(self.epoch if self.partial else self.epoch - 1)[0],
+                         "steps_per_epoch": self.steps},
             "lr_schedule": {"kind": self.cfg.lr_schedule, "last_lr": self.optimizer.param_groups[0]["lr"]},
             "histogram": self.histogram.to_json(),
             "metrics": self.metrics,
@@ -448,7 +511,8 @@ class _Trainer:
 
     def _save(self, name: str) -> None:
         state = self._state()
-        atomic_write(self.out / name, lambda f: torch.save(state, f))
+        # read back and checked before it replaces the previous checkpoint (a full disk: that one stays)
+        atomic_write(self.out / name, lambda f: torch.save(state, f), verify=True)
 
     def _load(self, ckpt: dict) -> None:
         if with_defaults(ckpt.get("train") or {}) != self.cfg.train_table():
@@ -462,6 +526,10 @@ class _Trainer:
         except RuntimeError as exc:
             raise OfaError(f"checkpoint of {self.out} does not fit its [space]: {str(exc).splitlines()[0]}") from None
         self.epoch = int(ckpt["epoch"])
+        self.partial = ckpt.get("partial")
+        if self.partial is not None and (self.partial.get("epoch") != self.epoch
+                                         or not 0 < int(self.partial.get("step", 0)) <= self.steps):
+            raise OfaError(f"the checkpoint in {self.out} stopped at a step that does not fit its epoch count")
         if ckpt.get("teacher") is not None:
             self.teacher = self._teacher(ckpt["teacher"], self.cfg.teacher)
         # checkpoints from before fused SGD on a CPU: the per-tensor SGD they were trained with
@@ -498,7 +566,7 @@ class _Trainer:
 
     def _finish(self) -> None:
         with open(self.out / run.LAST, "rb") as src:
-            atomic_write(self.out / run.FINAL, lambda f: shutil.copyfileobj(src, f))
+            atomic_write(self.out / run.FINAL, lambda f: shutil.copyfileobj(src, f), verify=True)
         config = run.read_config(self.out)
         config["run"]["completed"] = True
         run.write_config(self.out, config)
