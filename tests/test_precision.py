@@ -216,6 +216,18 @@ def test_tensorrt_int8_places_qdq_by_tensorrts_rules(exports):
     assert read_sidecar(exports["int8-trt"])["conversion"]["placement"] == "inputs of Conv, Gemm, MatMul"
 
 
+def test_int8_calibrates_on_a_count_that_is_not_a_multiple_of_the_batch(exports, tmp_path):
+    """ORT's percentile and entropy calibrators failed ("inhomogeneous shape") when the last
+    calibration batch was short: 40 images in batches of 32."""
+    from ofa_deploy.export.precision import to_int8
+
+    images = np.load(exports["int8"] / "calibration.npy")[:40]
+    for method in ("percentile", "minmax"):
+        info = to_int8(exports["fp32"] / "model.onnx", tmp_path / f"{method}.onnx", images, method=method,
+                       for_tensorrt=True)
+        assert info["calibration_images"] == 40 and (tmp_path / f"{method}.onnx").is_file()
+
+
 def test_int8_placement_is_checked(setup, tmp_path):
     from ofa_deploy.export.precision import to_int8
 

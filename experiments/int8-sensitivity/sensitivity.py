@@ -36,6 +36,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's ofa_deploy, not an installed one
 from ofa_deploy.evaluate.bn import calibration_images
 from ofa_deploy.export import precision as prec
 from ofa_deploy.export.images import export_images
@@ -182,7 +183,8 @@ def main() -> None:
         floats = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(prepared)).graph.initializer}
 
     ref = logits(session(fp32_model), x).astype(np.float64)
-    result: dict = {
+    import ofa_deploy
+    result: dict = {"ofa_deploy": str(Path(ofa_deploy.__file__).parent),
         "export": str(args.export_dir), "run": str(args.run), "flavour": args.flavour, "seed": args.seed,
         "subnet": next((p.value for p in fp32_model.metadata_props if p.key == "ofa_deploy.subnet"), None),
         "split": split, "fp32": score(ref, ref, y),

@@ -177,7 +177,11 @@ def to_int8(
         prepared = Path(work) / "prepared.onnx"
         # shape inference + ORT's basic graph optimizations, as ORT's docs prescribe before quantizing
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        reader = _Images(calibration, input_name, static_batch or CALIBRATION_BATCH, static_batch is not None)
+        # ORT's histogram calibrators (percentile, entropy) stack every batch's outputs into one
+        # array and fail on a short last batch ("inhomogeneous shape": e.g. 100 images in 32s),
+        # so for them the last batch is filled up with repeated images, as for a fixed batch
+        reader = _Images(calibration, input_name, static_batch or CALIBRATION_BATCH,
+                         static_batch is not None or method != "minmax")
         try:
             quantize_static(
                 str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
