@@ -209,6 +209,12 @@ def main() -> None:
                 "qdq_reference": score(logits(session(model, optimize=False), x), ref, y)}
             print(f"placement {placement}: {result['placements'][placement]}", file=sys.stderr)
 
+    folded = (sum(n.op_type == "Relu" for n in fp32_model.graph.node)
+              - sum(n.op_type == "Relu" for n in main_model.graph.node))
+    if folded > 0:  # asymmetric uint8 activations: the quantizer dropped ReLUs whose Q (zero point at 0) clamps
+        result["warning"] = (f"{folded} ReLU nodes were folded into QuantizeLinear by the quantizer; removing the "
+                             "Q/DQ in front of a node that read such a ReLU also removes the ReLU, so those rows "
+                             "(and 'only_one_group_quantized') measure a different network, not quantization error")
     if args.per_node:
         nodes = quantized_nodes(main_model)
         producers = {o: n for n in main_model.graph.node for o in n.output}
