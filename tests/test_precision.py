@@ -184,6 +184,57 @@ def test_tensorrt_int8_is_symmetric_with_float_bias(exports):
     assert read_sidecar(exports["int8"])["conversion"]["flavour"] == "onnxruntime"
 
 
+def test_tensorrt_int8_places_qdq_by_tensorrts_rules(exports):
+    """TensorRT's explicit-quantization placement: Q/DQ on the inputs of Conv and Gemm
+    (activation and weight) and nowhere else; a weighted op's output stays float, so a
+    residual Add reads the project Conv in float and its skip input through a Q/DQ, and the
+    logits, ReLU, h-swish and SE gates carry none (ONNX Runtime's default placement had put
+    Q/DQ on all of them: 120 QuantizeLinear for this subnet instead of 48)."""
+    model = onnx.load(str(exports["int8-trt"] / "model.onnx"))
+    producer = {out: node for node in model.graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def made_by(name: str) -> str:
+        return producer[name].op_type if name in producer else "initializer/input"
+
+    weighted = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert weighted
+    for node in weighted:
+        assert made_by(node.input[0]) == made_by(node.input[1]) == "DequantizeLinear", node.name
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear":
+            assert {c.op_type for c in consumers.get(node.output[0], [])} <= {"Conv", "Gemm", "Add"}, node.name
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    assert adds  # the smallest subnet has residual blocks
+    for add in adds:
+        assert sorted(made_by(name) for name in add.input) == ["Conv", "DequantizeLinear"], add.name
+    assert made_by(model.graph.output[0].name) == "Gemm"
+    assert read_sidecar(exports["int8-trt"])["conversion"]["placement"] == "inputs of Conv, Gemm, MatMul"
+
+
+def test_int8_calibrates_on_a_count_that_is_not_a_multiple_of_the_batch(exports, tmp_path):
+    """ORT's percentile and entropy calibrators failed ("inhomogeneous shape") when the last
+    calibration batch was short: 40 images in batches of 32."""
+    from ofa_deploy.export.precision import to_int8
+
+    images = np.load(exports["int8"] / "calibration.npy")[:40]
+    for method in ("percentile", "minmax"):
+        info = to_int8(exports["fp32"] / "model.onnx", tmp_path / f"{method}.onnx", images, method=method,
+                       for_tensorrt=True)
+        assert info["calibration_images"] == 40 and (tmp_path / f"{method}.onnx").is_file()
+
+
+def test_int8_placement_is_checked(setup, tmp_path):
+    from ofa_deploy.export.precision import to_int8
+
+    with pytest.raises(OfaError, match="placement must be one of"):
+        to_int8(tmp_path / "missing.onnx", tmp_path / "out.onnx", np.zeros((1, 1, 32, 32), np.float32),
+                placement="everywhere")
+
+
 def test_profile_reports_the_models_precision(exports):
     from ofa_deploy.profile import Protocol, profile_model
 

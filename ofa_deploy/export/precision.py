@@ -12,7 +12,14 @@
   activations, ranges calibrated on training images the caller chose (BN-recalibrated
   network, never test images). Two flavours of the same scheme, by the target's runtime:
   for TensorRT, int8 activations with zero point 0 and float biases (TensorRT's explicit
-  quantization takes only that); for ONNX Runtime, uint8 asymmetric activations, int32
+  quantization takes only that), with Q/DQ only where TensorRT's placement rules for
+  explicit quantization put them: on the inputs of Conv / Gemm / MatMul (activation and
+  weight), not on their outputs, so a residual Add reads the project Conv's output in float
+  and its skip input through the Q/DQ the next Conv's input carries anyway (TensorRT fuses
+  Conv + Add), and none around ReLU, h-swish, SE gates, pooling or the logits, which
+  TensorRT runs fused in float. ONNX Runtime's default placement (every op it can quantize,
+  outputs included) cost accuracy there without a TensorRT kernel to gain:
+  experiments/int8-sensitivity. For ONNX Runtime, uint8 asymmetric activations, int32
   biases and 7-bit weights (U8S8 with ``reduce_range``, ONNX Runtime's x86 recipe): there
   its CPU provider fuses every Conv into an integer QLinearConv, while with symmetric int8
   activations it left 39 of 89 Convs of the largest subnet in float between Q/DQ pairs and
@@ -50,6 +57,13 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # method within 1.5 points of fp32 on smallest, middle and largest (-0.1 / -0.35 / 1.5
 # points; MinMax 3.0 / -0.25 / 1.05); Entropy gave exactly MinMax's accuracy on all three.
 DEFAULT_CALIBRATION_METHOD = "percentile"
+# Where the TensorRT flavour puts Q/DQ: the inputs of these ops only (TensorRT's explicit-
+# quantization placement rules; experiments/int8-sensitivity measured the alternative).
+TENSORRT_QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+# "weighted-inputs": Q/DQ on the inputs of TENSORRT_QUANTIZED_OPS only (the TensorRT flavour);
+# "all-ops": ONNX Runtime's default, every op it can quantize, inputs and outputs (the ONNX
+# Runtime flavour, whose CPU provider fuses Q/DQ around each op into integer kernels).
+PLACEMENTS = ("weighted-inputs", "all-ops")
 PRECISION_METADATA_KEY = "ofa_deploy.precision"
 CALIBRATION_BATCH = 32
 
@@ -130,12 +144,18 @@ def to_int8(
     method: str = DEFAULT_CALIBRATION_METHOD,
     static_batch: Optional[int] = None,
     for_tensorrt: bool = False,
+    placement: Optional[str] = None,
 ) -> dict[str, Any]:
     """Static QDQ int8 quantization of ``src`` calibrated on ``calibration`` images, in the
     flavour TensorRT builds (``for_tensorrt``) or the one ONNX Runtime's CPU provider runs
-    fast (see the module docstring)."""
+    fast (see the module docstring). ``placement`` (one of ``PLACEMENTS``; default: the
+    flavour's) overrides where Q/DQ go, for experiments."""
     if method not in CALIBRATION_METHODS:
         raise OfaError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, not {method!r}")
+    placement = placement or ("weighted-inputs" if for_tensorrt else "all-ops")
+    if placement not in PLACEMENTS:
+        raise OfaError(f"Q/DQ placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
+    weighted_only = placement == "weighted-inputs"
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -147,14 +167,21 @@ def to_int8(
         prepared = Path(work) / "prepared.onnx"
         # shape inference + ORT's basic graph optimizations, as ORT's docs prescribe before quantizing
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        reader = _Images(calibration, input_name, static_batch or CALIBRATION_BATCH, static_batch is not None)
+        # ORT's histogram calibrators (percentile, entropy) stack every batch's outputs into one
+        # array and fail on a short last batch ("inhomogeneous shape": e.g. 100 images in 32s),
+        # so for them the last batch is filled up with repeated images, as for a fixed batch
+        reader = _Images(calibration, input_name, static_batch or CALIBRATION_BATCH,
+                         static_batch is not None or method != "minmax")
         try:
             quantize_static(
                 str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
                 weight_type=QuantType.QInt8, reduce_range=not for_tensorrt, calibrate_method=calib_method,
+                op_types_to_quantize=list(TENSORRT_QUANTIZED_OPS) if weighted_only else None,
                 extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True,
-                               "QuantizeBias": not for_tensorrt},
+                               "QuantizeBias": not for_tensorrt,
+                               **({"OpTypesToExcludeOutputQuantization": list(TENSORRT_QUANTIZED_OPS)}
+                                  if weighted_only else {})},
             )
         except Exception as exc:  # noqa: BLE001 - the quantizer raises bare Exceptions of many types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -167,6 +194,8 @@ def to_int8(
         "weights": "int8, per-channel, symmetric" + ("" if for_tensorrt else ", 7-bit range (reduce_range)"),
         "activations": "int8, per-tensor, symmetric" if for_tensorrt else "uint8, per-tensor, asymmetric",
         "bias": "float" if for_tensorrt else "int32 (DequantizeLinear)",
+        "placement": ("inputs of " + ", ".join(TENSORRT_QUANTIZED_OPS) if weighted_only
+                      else "every op ONNX Runtime quantizes, inputs and outputs"),
         "calibration_method": method, "calibration_images": int(len(calibration)), **_counts(model),
     }
 
