@@ -28,12 +28,12 @@ import platform
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import tomllib
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's ofa_deploy, not an installed one
