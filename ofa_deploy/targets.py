@@ -19,6 +19,8 @@ short; an unknown key, a value of the wrong type or an out-of-range value is an
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -131,6 +133,21 @@ class Target:
                 out[key] = list(value)
         return out
 
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of what the target does: its definition without ``source``,
+        ``description`` and ``aliases`` (where it was read from and what it is called
+        besides its name change nothing), as canonical JSON. Equal hashes, same target."""
+        data = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """What an artefact made for this target records of it: the whole definition
+        (``to_dict``) and its ``sha256``; ``from_record`` reads it back."""
+        return {**self.to_dict(), "sha256": self.sha256}
+
+
+_NOT_HASHED = ("source", "description", "aliases")
 
 # Schema: section -> key -> (type check name, default). ``None`` section = top level.
 _REQUIRED = object()
@@ -340,7 +357,8 @@ def list_targets() -> list[Target]:
     return [found[name] for name in sorted(found)]
 
 
-def _is_path(name_or_path: str) -> bool:
+def is_path(name_or_path: str) -> bool:
+    """Whether a ``--target`` value is a profile's path (else a name)."""
     return name_or_path.endswith(".toml") or os.sep in name_or_path or "/" in name_or_path
 
 
@@ -348,7 +366,7 @@ def load_target(name_or_path: str | os.PathLike) -> Target:
     """A target by name (``cpu``, ``cuda``, ``jetson-orin``, ``jetson-xavier``, or an alias
     such as ``jetson``) or by the path of a ``.toml`` profile."""
     text = os.fspath(name_or_path)
-    if _is_path(text):
+    if is_path(text):
         return read_target(text)
     if len(text) > 200 or not text.strip() or "\x00" in text:
         raise OfaError(f"unknown target {text[:40]!r}{'...' if len(text) > 40 else ''} (a target is a profile "
@@ -364,3 +382,87 @@ def load_target(name_or_path: str | os.PathLike) -> Target:
                 return target
     known = ", ".join(t.name for t in list_targets()) or "none found"
     raise OfaError(f"unknown target {text!r} (known targets: {known}; or give the path of a .toml profile)")
+
+
+# -- a target recorded in an artefact (model.json, engine.json, predictor.json) ----------
+# ``to_dict`` flattens [export] and [tensorrt] into the top level; [measure] stays a table
+_SECTION_OF = {key: section for section in ("export", "tensorrt") for key in _SCHEMA[section]}
+
+
+def from_record(record: Any, where: str) -> Target:
+    """The ``Target`` an artefact recorded (``Target.record()``, or an older artefact's
+    ``to_dict()`` without the hash), validated as a profile is; ``OfaError`` naming
+    ``where`` if it is malformed or does not match its recorded ``sha256``."""
+    if not isinstance(record, dict):
+        raise OfaError(f"{where}: the recorded target is not a table")
+    data: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in ("sha256", "source"):
+            continue
+        if key == "measure":
+            data["measure"] = value
+        elif key in _SECTION_OF:
+            data.setdefault(_SECTION_OF[key], {})[key] = value
+        elif value is not None:  # dla_core, fallback_backend: None is the TOML's absent key
+            data[key] = value
+    try:
+        target = parse_target(data, source=f"{where} (recorded)", default_name="")
+    except OfaError as exc:
+        raise OfaError(f"{where}: the recorded target is damaged ({exc})") from None
+    recorded = record.get("sha256")
+    if recorded is not None and recorded != target.sha256:
+        raise OfaError(f"{where}: the recorded target {target.name} does not match its recorded sha256 "
+                       "(the file was edited or damaged)")
+    return target
+
+
+def is_builtin(name: Any) -> bool:
+    """Whether ``name`` is a target name or alias ``load_target`` finds in ``profile_dirs()``."""
+    if not isinstance(name, str) or is_path(name):
+        return False
+    try:
+        load_target(name)
+    except OfaError:
+        return False
+    return True
+
+
+def differing_keys(a: Target, b: Target) -> list[str]:
+    """The hashed keys in which two targets differ."""
+    da, db = a.to_dict(), b.to_dict()
+    return [k for k in da if k not in _NOT_HASHED and da[k] != db.get(k)]
+
+
+def target_for(given: "str | os.PathLike | Target | None", recorded: "Target | None", recorded_name: "str | None",
+               what: str, *, same_name: bool = False) -> Target:
+    """The target to work on an artefact ``what`` with (a phrase: "export d/model.json").
+
+    Without ``given`` (no ``--target``): the definition the artefact recorded, so a target
+    given as a ``.toml`` path travels with what was made for it; an older artefact that
+    recorded only a name is re-resolved by that name (built-in profiles only).
+
+    With ``given``: that target, except that one with the recorded target's name but
+    another definition is refused (an edited profile, or a built-in changed since: the
+    artefact was made for the recorded one), as is, with ``same_name``, a target of
+    another name (a predictor describes one device and is checked only there)."""
+    if given is None:
+        if recorded is not None:
+            return recorded
+        if not recorded_name:
+            raise OfaError(f"{what} names no target; pass --target")
+        try:
+            return load_target(recorded_name)
+        except OfaError:
+            raise OfaError(f"{what} was made for target {recorded_name!r}, which is not a built-in target here, and "
+                           "does not record its definition (an older ofa-deploy made it); pass --target with "
+                           "the target's .toml profile") from None
+    target = given if isinstance(given, Target) else load_target(given)
+    name = recorded.name if recorded is not None else recorded_name
+    if same_name and name and target.name != name:
+        raise OfaError(f"--target {target.name}: {what} was made for target {name}, not {target.name}")
+    if recorded is not None and target.name == recorded.name and target.sha256 != recorded.sha256:
+        keys = ", ".join(differing_keys(target, recorded)) or "its definition"
+        raise OfaError(f"--target {target.name} ({target.source}) differs from the target {what} was made for "
+                       f"in {keys} (sha256 {target.sha256[:12]}, recorded {recorded.sha256[:12]}); leave out "
+                       f"--target to use the recorded definition, or make it again for the target as it is now")
+    return target

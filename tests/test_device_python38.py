@@ -27,7 +27,7 @@ DEVICE_COMMANDS = ["cmd_space", "cmd_subnet", "cmd_targets", "cmd_profile", "cmd
 DEVICE_MODULES = [
     "__init__.py", "__main__.py", "errors.py", "io.py", "outputs.py", "outputs_fs.py", "validate.py", "schemas.py",
     "space.py", "buckets.py", "specs.py",
-    "cost.py", "targets.py", "resolution.py", "run.py",
+    "cost.py", "targets.py", "resolution.py", "run.py", "signals.py",
     "cli/__init__.py", "cli/common.py", *(f"cli/{c}.py" for c in DEVICE_COMMANDS),
     "profile/__init__.py", "profile/backends.py", "profile/collect.py", "profile/drift.py", "profile/environment.py",
     "profile/model.py", "profile/profiler.py", "profile/protocol.py", "profile/results.py",

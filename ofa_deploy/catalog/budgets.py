@@ -12,12 +12,11 @@ import numpy as np
 
 from ..errors import OfaError
 from ..space import Subnet
-from ..targets import load_target
 
 
 def load_predictor(path: Optional[str | Path], target: Any) -> Any:
     """The predictor at ``path`` (a predictor.json or its directory; None for None), refused
-    when it was fitted for another target than ``target``."""
+    when it was fitted for another target than ``target`` (a ``Target`` or a name)."""
     if path is None:
         return None
     from ..predictor.directory import load_predictor as load
@@ -25,8 +24,9 @@ def load_predictor(path: Optional[str | Path], target: Any) -> Any:
 
     path = predictor_file(path)
     model = load(path)
-    if model.target != target.name:
-        raise OfaError(f"predictor {path} was fitted for target {model.target}, not {target.name}")
+    name = target if isinstance(target, str) else target.name
+    if model.target != name:
+        raise OfaError(f"predictor {path} was fitted for target {model.target}, not {name}")
     return model
 
 
@@ -55,7 +55,7 @@ def bound_entries(items: list, predictor_path: Any, confidence: Optional[float],
     """Set each entry's ``budget_latency_ms``: max(measured p90, the predictor's p90 upper bound)."""
     if confidence is None:
         raise OfaError("--predictor is used by select only with --confidence")
-    model = load_predictor(predictor_path, load_target(target))
+    model = load_predictor(predictor_path, target)  # the catalog's target name: it may have no profile here
     check_confidence(model, confidence, predictor_path)
     if not items:
         return

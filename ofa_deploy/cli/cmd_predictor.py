@@ -112,9 +112,12 @@ def build(target, run_dir, count, out, statistic, holdout, seed, holdout_seed, o
 @click.option("--curve", default="", metavar="SIZES",
               help="Adapted predictors: also the learning curve after these many measured subnets, e.g. 5,10,20,50 "
                    "(measures the selection up to the largest); writes curve.json and curve.png.")
+@click.option("--target", default=None,
+              help="The predictor's target, name or profile .toml [default: the definition the predictor records]; "
+                   "needed only for a predictor of a custom target made before predictors recorded it.")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(predictor_path, run_dir, count, seed, repeats, curve, onnx_dir, rounds, min_time_s, min_iterations,
+def check(predictor_path, run_dir, count, seed, repeats, curve, target, onnx_dir, rounds, min_time_s, min_iterations,
           warmup_s, as_json) -> None:
     """Measure held-out subnets and report the predictor's accuracy next to MACs'.
 
@@ -122,16 +125,15 @@ def check(predictor_path, run_dir, count, seed, repeats, curve, onnx_dir, rounds
     held-out subnets are measured exactly as the training ones were.
     """
     from ..predictor.build import check_predictor
-    from ..predictor.directory import predictor_file
+    from ..predictor.directory import predictor_file, predictor_target
     from ..predictor.predictor import LatencyPredictor
     from ..profile import Protocol
-    from ..targets import load_target
 
     predictor_path = predictor_file(predictor_path)
     sizes = _sizes(curve)
     protocol = None
+    tgt = predictor_target(LatencyPredictor.load(predictor_path), predictor_path, target)  # refused before measuring
     if any(v is not None for v in (min_time_s, min_iterations, warmup_s)):
-        tgt = load_target(LatencyPredictor.load(predictor_path).target)
         protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s)
     with _progress() as bar:
         task = bar.add_task("measuring", total=count)
@@ -140,7 +142,7 @@ def check(predictor_path, run_dir, count, seed, repeats, curve, onnx_dir, rounds
             bar.update(task, description=what, completed=done, total=total)
 
         report = check_predictor(predictor_path, run_dir, n=count, seed=seed, protocol=protocol, rounds=rounds,
-                                 onnx_dir=onnx_dir, progress=progress, curve=sizes, repeats=repeats)
+                                 onnx_dir=onnx_dir, progress=progress, curve=sizes, repeats=repeats, target=tgt)
     echo_warnings(report)
     if as_json:
         emit_json(report)

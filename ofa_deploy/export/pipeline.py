@@ -221,7 +221,7 @@ def export_subnet(
             "precision_parity": precision_parity,
             "conversion": conversion,
             "calibration": calibration,
-            "target": target.to_dict(),
+            "target": target.record(),  # the whole definition: build-engine uses it without --target
             "source": run_source(run_dir) if run_dir is not None else None,
             "versions": library_versions("torch", "onnx", "onnxruntime", "onnxconverter-common"),
             "files": files,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import OfaError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
-from ..targets import Target, load_target
+from ..targets import Target, from_record, is_builtin, target_for
 from .sidecar import INDEX_FILE, ONNX_FILE, SIDECAR_FILE, read_sidecar, verify_files
 from .trt_env import (
     check_supported,
@@ -77,7 +77,7 @@ def build_engine(
     verify_files(export_dir, model)
     precision = model_precision(model, str(export_dir / SIDECAR_FILE))
     target_arg = target
-    target = _resolve_target(target, model)
+    target = _resolve_target(target, model, export_dir)
     check_target_precision(target, precision)  # before TensorRT: bad input is named first
     out_dir = Path(out_dir) if out_dir is not None else export_dir
     _check_replaceable(out_dir)
@@ -85,8 +85,7 @@ def build_engine(
     cuda = import_pycuda(device)
     if target.build_on_device and jetson_release() is None:
         raise OfaError(f"target {target.name} engines must be built on the Jetson itself (its TensorRT and GPU); "
-                       f"copy {export_dir} there and run `ofa-deploy build-engine {export_dir} --target "
-                       f"{target.name}`")
+                       f"copy {export_dir} there and run `{_rebuild_command(export_dir, target, target_arg)}`")
     info = device_info(trt, cuda, device)
     # TensorRT works in the current CUDA context: make it the primary context of `device`
     context = cuda.Device(device).retain_primary_context()
@@ -169,7 +168,6 @@ def _build(trt, export_dir: Path, model: Dict[str, Any], precision: str, target:
         timing["bytes_after"] = len(data)
 
     output = network.get_output(0)
-    target_name = target_arg if isinstance(target_arg, str) else target.name
     sidecar = {
         "format": ENGINE_FORMAT,
         "format_version": ENGINE_FORMAT_VERSION,
@@ -191,8 +189,8 @@ def _build(trt, export_dir: Path, model: Dict[str, Any], precision: str, target:
         "onnx_sha256": model["files"][ONNX_FILE]["sha256"],
         "subnet_text": model.get("subnet_text"),
         "mflops": model.get("mflops"),
-        "target": target.to_dict(),
-        "rebuild_command": f"ofa-deploy build-engine {export_dir} --target {target_name}",
+        "target": target.record(),
+        "rebuild_command": _rebuild_command(export_dir, target, target_arg),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / ENGINE_FILE, engine_bytes)
@@ -261,15 +259,28 @@ def build_engines(export_dir: str | Path, target: Target | str | None = None, **
     return [build_engine(export_dir / name, target, **kwargs) for name in names]
 
 
-def _resolve_target(target: Target | str | None, model: Dict[str, Any]) -> Target:
-    if isinstance(target, Target):
-        return target
-    if target is not None:
-        return load_target(target)
-    name = (model.get("target") or {}).get("name")
-    if not name:
-        raise OfaError("the export's model.json names no target; pass --target")
-    return load_target(name)
+def _resolve_target(target: Target | str | None, model: Dict[str, Any], export_dir: Path) -> Target:
+    """``target`` (a ``Target``, a name or a ``.toml`` path), or without it the target the
+    export recorded in its ``model.json`` - its whole definition, so a target given to
+    ``export`` as a path needs no ``--target`` here. A ``target`` of the recorded one's
+    name but another definition is refused (``targets.target_for``)."""
+    where = f"export {export_dir / SIDECAR_FILE}"
+    recorded = model.get("target") or None
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    definition = None
+    if recorded is not None and ("sha256" in recorded or not is_builtin(name)):
+        # an older model.json records the definition without its hash (and perhaps without
+        # keys added since): its built-in targets are still found by name, as before
+        definition = from_record(recorded, where)
+    return target_for(target, definition, name, where)
+
+
+def _rebuild_command(export_dir: Path, target: Target, target_arg: Target | str | None) -> str:
+    """The command that builds this engine again: without ``--target`` where the export's
+    recorded target was used (it is used again), else with the target as it was given."""
+    if target_arg is None:
+        return f"ofa-deploy build-engine {export_dir}"
+    return f"ofa-deploy build-engine {export_dir} --target {target_arg if isinstance(target_arg, str) else target.name}"
 
 
 def _profile_json(profile: Optional[Dict[str, tuple]]) -> Optional[Dict[str, List[int]]]:

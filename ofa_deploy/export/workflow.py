@@ -200,7 +200,11 @@ def export_row(name: str | None, bucket: float | None, sidecar: dict[str, Any]) 
 
 
 def device_command(out: Path, target: Target, target_name: str) -> str | None:
-    """The command that builds the TensorRT engine of ``out`` (None for other backends)."""
+    """The command that builds the TensorRT engine of ``out`` (None for other backends);
+    a target given as a ``.toml`` path is not named (the device may not have the file:
+    ``build-engine`` uses the definition the export records)."""
     if target.backend != "tensorrt":
         return None
-    return f"ofa-deploy build-engine {out} --target {target_name}"
+    from ..targets import is_path
+
+    return f"ofa-deploy build-engine {out}" + ("" if is_path(target_name) else f" --target {target_name}")

@@ -42,6 +42,7 @@ from .directory import (
     measuring_environment,
     own_dir,
     predictor_file,
+    predictor_target,
 )
 from .learning_curve import learning_curve, plot_curves
 from .predictor import LatencyPredictor, accuracy_report
@@ -266,6 +267,7 @@ def _fit(source: LatencyPredictor, dataset: LatencyDataset, target: Any, statist
                      "selection": {"seed": seed, "budget": budget, "candidates": CANDIDATES,
                                    "population": POPULATION},
                      "protocol": {**protocol.to_dict(), "rounds": rounds, "interleaved": True},
+                     "target_definition": target.record(),  # a --target .toml path travels with it
                      "unstable_measurements": sum(1 for r in rows if r.get("unstable")),
                      "drift": dataset.drift_report(statistic),
                      "environment": measuring_environment(target)})
@@ -273,12 +275,11 @@ def _fit(source: LatencyPredictor, dataset: LatencyDataset, target: Any, statist
 
 def check_curve(model: LatencyPredictor, out_dir: Path, supernet: Any, held: Sequence[Subnet], held_ms: np.ndarray,
                 sizes: Sequence[int], *, protocol: Protocol, rounds: int, onnx_dir: Optional[str | Path],
-                progress: Any, figure: bool = True) -> dict[str, Any]:
+                progress: Any, figure: bool = True, target: Any = None) -> dict[str, Any]:
     """The learning curve of an adapted predictor on its held-out measurements: measures
     the selection order up to ``max(sizes)`` (split "adapt"; the first ``budget`` are
     there already) and writes ``curve.json`` (and ``curve.png``)."""
     from ..io import atomic_write_json
-    from ..targets import load_target
 
     recorded = model.info.get("source") or {}
     path = Path(str(recorded.get("path", "")))
@@ -288,7 +289,7 @@ def check_curve(model: LatencyPredictor, out_dir: Path, supernet: Any, held: Seq
     source = LatencyPredictor.load(path)
     seed = int((model.info.get("selection") or {}).get("seed", 0))
     chosen = selection(source, max(sizes), seed)
-    target = load_target(model.target)
+    target = target if target is not None else predictor_target(model, out_dir / PREDICTOR_FILE)
     dataset = LatencyDataset(out_dir / DATASET_FILE, source.space)
     collect(supernet, [("adapt", s) for s in chosen], target, dataset, protocol=protocol, rounds=rounds,
             onnx_dir=Path(onnx_dir) if onnx_dir else None, seed=seed, progress=progress)

@@ -29,6 +29,7 @@ from .directory import (
     load_supernet,
     measuring_environment,
     own_dir,
+    predictor_target,
 )
 from .predictor import LatencyPredictor, MacsBaseline, accuracy_report, cross_validate, fit
 from .repeats import MAX_REPEATS, repeat_truth
@@ -106,6 +107,7 @@ def build_predictor(
         "protocol": {**protocol.to_dict(), "rounds": rounds, "interleaved": True},
         "environment": measuring_environment(target),
         "run": str(Path(run_dir).resolve()),
+        "target_definition": target.record(),  # `predictor check` measures on it, wherever it came from
     })
     model.save(out_dir / PREDICTOR_FILE)
     return {
@@ -139,6 +141,7 @@ def check_predictor(
     progress: Optional[Progress] = None,
     curve: Sequence[int] = (),
     repeats: int = 1,
+    target: Any = None,
 ) -> dict[str, Any]:
     """Report the predictor's and the MACs fit's accuracy on ``n`` held-out uniform
     subnets (drawn with ``seed``, none from the training design), measuring those that
@@ -148,8 +151,8 @@ def check_predictor(
     geometric mean; ``"truth"`` says how noisy one measurement was (``repeats.py``).
     Writes ``check.json`` (and ``check.png``) beside the predictor. ``curve`` (sizes, for
     a predictor made by ``predictor adapt``): also the learning curve, measuring the
-    selection up to its largest size (``adapt.check_curve``)."""
-    from ..targets import load_target
+    selection up to its largest size (``adapt.check_curve``). The target is the one the
+    predictor records (``target``, ``--target``, must be it: ``directory.predictor_target``)."""
 
     if not 1 <= repeats <= MAX_REPEATS:
         raise OfaError(f"--repeats {repeats}: give 1 to {MAX_REPEATS}")
@@ -158,7 +161,7 @@ def check_predictor(
     if curve and "transfer" not in model.info:
         raise OfaError(f"--curve needs a predictor made by `ofa-deploy predictor adapt`; {predictor_path} was not")
     out_dir = predictor_path.parent
-    target = load_target(model.target)
+    target = predictor_target(model, predictor_path, target)
     supernet = load_supernet(run_dir)
     space: SearchSpace = supernet.space
     if space.to_dict() != model.space.to_dict():
@@ -227,7 +230,8 @@ def check_predictor(
         atomic_write_json(out_dir / CHECK_FILE, report)
     if curve:
         report["curve"] = check_curve(model, out_dir, supernet, subs, measured, curve, protocol=protocol,
-                                      rounds=rounds, onnx_dir=onnx_dir, progress=progress, figure=figure)
+                                      rounds=rounds, onnx_dir=onnx_dir, progress=progress, figure=figure,
+                                      target=target)
         atomic_write_json(out_dir / CHECK_FILE, report)
     return report
 

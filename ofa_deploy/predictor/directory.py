@@ -57,6 +57,22 @@ def load_predictor(path: str | Path, flag: Optional[str] = None):
         raise OfaError(f"{flag}: {exc}") from None
 
 
+def predictor_target(model: Any, path: str | Path, given: Any = None):
+    """The ``Target`` a predictor is checked on: the definition it recorded (so a target
+    given to ``build``/``adapt`` as a ``.toml`` path needs no file later), else (an older
+    predictor) its target's name re-resolved. ``given`` (``--target``) must be that target
+    (same name, and the same definition where one is recorded)."""
+    from ..targets import from_record, target_for
+
+    where = f"predictor {path}"
+    record = model.info.get("target_definition")
+    recorded = from_record(record, where) if record is not None else None
+    if recorded is not None and recorded.name != model.target:
+        raise OfaError(f"{where}: its recorded target definition is of {recorded.name}, its target {model.target} "
+                       "(the file was edited or damaged)")
+    return target_for(given, recorded, model.target, where, same_name=True)
+
+
 def own_dir(out_dir: str | Path, inputs: Sequence[Tuple[str, Optional[str | Path]]]) -> Path:
     """``out_dir`` checked to be a predictor directory (or new), and none of ``inputs``."""
     from ..outputs import PREDICTOR, check_own_dir
