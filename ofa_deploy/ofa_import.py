@@ -374,7 +374,7 @@ def import_checkpoint(path: str | Path, out: str | Path, *, image_size: int = 22
     import torch
 
     from .outputs import IMPORTED_RUN, check_not_input, check_replaceable, staged_output_dir
-    from .run import CONFIG, FINAL, write_config
+    from .run import CONFIG, FINAL, NO_DATASET, write_config
 
     out = Path(out)
     inputs = [("checkpoint", path)]
@@ -389,7 +389,7 @@ def import_checkpoint(path: str | Path, out: str | Path, *, image_size: int = 22
                 "versions": {"ofa_deploy": __version__, "torch": torch.__version__,
                              "python": platform.python_version()},
                 "completed": True},
-        "data": {"dataset": "none", "image_size": space.image_size, "normalization": dict(IMAGENET_NORMALIZATION)},
+        "data": {"dataset": NO_DATASET, "image_size": space.image_size, "normalization": dict(IMAGENET_NORMALIZATION)},
         "space": space.to_dict(),
         "import": {**{k: prov[k] for k in ("format", "file", "sha256", "width_mult", "resolution", "num_classes")},
                    "normalization": prov["normalization"]["dataset"]},
