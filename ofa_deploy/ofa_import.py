@@ -127,12 +127,14 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+        if "Unsupported global" in text or "GLOBAL " in text:  # a class or function to import and call
             found = re.search(r"GLOBAL ([\w.]+)", text)
             raise OfaError(f"checkpoint {path} needs code to load ({found.group(1) if found else 'a pickled object'}"
                            "); import-ofa loads with torch.load(weights_only=True) and runs no code from a file - "
                            "if you trust it, re-save its state dict alone with torch.save") from None
-        raise OfaError(f"checkpoint {path} is not a PyTorch checkpoint ({_first_line(text)})") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        raise OfaError(f"checkpoint {path} is not a PyTorch checkpoint "
+                       f"({detail.group(1).strip() if detail else _first_line(text)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
         raise OfaError(f"checkpoint {path} is truncated or not a PyTorch checkpoint ({_first_line(str(exc))})") \
             from None
@@ -234,9 +236,9 @@ def infer_space(state: dict[str, Any], where: str, *, image_size: int = 224, wid
     if width_mult is not None:
         if scaled(width_mult) != widths:
             fits = _widths_that_fit(widths, scaled)
-            said = f"the tensors fit width {fits[0]:g}" if fits else "no width multiplier fits the tensors"
-            raise OfaError(f"--width-mult {width_mult:g} does not match {where}: its widths (stem, stages, final "
-                           f"expand, feature mix) are {widths}, width {width_mult:g} gives {scaled(width_mult)}; "
+            said = f"the tensors fit width {_w(fits[0])}" if fits else "no width multiplier fits the tensors"
+            raise OfaError(f"--width-mult {_w(width_mult)} does not match {where}: its widths (stem, stages, final "
+                           f"expand, feature mix) are {widths}, width {_w(width_mult)} gives {scaled(width_mult)}; "
                            f"{said}")
         width, width_how = float(width_mult), "given, checked against the tensors"
     else:
@@ -274,6 +276,11 @@ def infer_space(state: dict[str, Any], where: str, *, image_size: int = 224, wid
            "depth_choices": depth[1], "image_size": "given" if image_size != 224 else "default (224)",
            "stages": "OFA MobileNetV3's strides, activations and SE (checked: SE tensors where SE belongs)"}
     return space, how
+
+
+def _w(width: float) -> str:
+    """1.0, 1.2, 1.25: a width as people write it."""
+    return f"{width:.1f}" if round(width * 10) == width * 10 else f"{width:g}"
 
 
 def _widths_that_fit(widths: list[int], scaled: Any) -> list[float]:
@@ -330,7 +337,7 @@ def map_state(state: dict[str, Any], space: SearchSpace, where: str) -> dict[str
 
 
 def _space_words(space: SearchSpace) -> str:
-    return (f"width {space.width_mult:g}, {space.num_classes} classes, kernels {list(space.kernel_choices)}, "
+    return (f"width {_w(space.width_mult)}, {space.num_classes} classes, kernels {list(space.kernel_choices)}, "
             f"expand up to {space.expand_choices[-1]}, depth up to {space.max_depth}")
 
 

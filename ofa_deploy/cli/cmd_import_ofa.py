@@ -58,7 +58,7 @@ def command(checkpoint, out, image_size, width_mult, expand_choices, depth_choic
         emit_json({"out": str(made), **prov})
         return
     how = prov["how"]
-    click.echo(f"{made}: OFA MobileNetV3 supernet, width {prov['width_mult']:g}, {prov['num_classes']} classes, "
+    click.echo(f"{made}: OFA MobileNetV3 supernet, width {float(prov['width_mult'])}, {prov['num_classes']} classes, "
                f"{prov['in_channels']}x{prov['resolution']}x{prov['resolution']} input, {prov['tensors']} tensors "
                f"mapped (sha256 {prov['sha256'][:12]}...)")
     click.echo(f"  expand: {how['expand_choices']}; depth: {how['depth_choices']}")

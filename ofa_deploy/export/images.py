@@ -51,6 +51,9 @@ def export_images(
     name = data_cfg.get("dataset")
     if not name:
         raise OfaError("the run's config.toml names no [data] dataset")
+    if name == NO_DATASET:
+        raise OfaError("this run has no data set (an imported supernet) and --data-dir for it needs the ImageNet-"
+                       "style folder mode, not built yet; export with --no-recalibrate and without --data-dir")
     options = run_data_options(config, data_dir)
     info = dataset_info(name, **options)
     train = load_dataset(name, "train", **options, seed=seed, subset=min(train_images, info.train_size))
