@@ -35,20 +35,21 @@ def block_cost(spec: BlockSpec) -> tuple[int, int]:
 @functools.lru_cache(maxsize=32)
 def _tables(space: SearchSpace) -> tuple[tuple[int, int], list[dict[tuple[int, int], tuple[int, int]]]]:
     """Fixed (MACs, params) and, per block position, (kernel, expand) -> (MACs, params)."""
-    stem = space.stem_width
+    stem = space.stem_channels
     area = space.stem_size**2
-    last = space.stages[-1].width
+    last = space.stage_width(space.num_stages - 1)
     final_area = space.feature_sizes()[-1] ** 2
     stem_in = space.macs_in_channels or space.in_channels  # --macs-stem 3: the paper's counter
     fixed_macs = area * stem * stem_in * 9  # stem conv
     fixed_macs += area * stem * 9 + area * stem * stem  # first block: depthwise 3x3 + project
-    fixed_macs += final_area * last * space.final_expand
-    fixed_macs += space.final_expand * space.feature_mix + space.feature_mix * space.num_classes
+    final, mix = space.final_expand_channels, space.feature_mix_channels
+    fixed_macs += final_area * last * final
+    fixed_macs += final * mix + mix * space.num_classes
     fixed_params = space.in_channels * stem * 9 + 2 * stem
     fixed_params += stem * 9 + 2 * stem + stem * stem + 2 * stem
-    fixed_params += last * space.final_expand + 2 * space.final_expand
-    fixed_params += space.final_expand * space.feature_mix
-    fixed_params += space.feature_mix * space.num_classes + space.num_classes
+    fixed_params += last * final + 2 * final
+    fixed_params += final * mix
+    fixed_params += mix * space.num_classes + space.num_classes
 
     tables: list[dict[tuple[int, int], tuple[int, int]]] = []
     n, s = space.num_blocks, space.num_stages

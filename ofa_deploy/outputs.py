@@ -176,6 +176,20 @@ def _run_dir(path: Path) -> Optional[str]:
     return _only(path, lambda p: False)
 
 
+IMPORT_FILE = "import.json"  # ofa-deploy import-ofa: the provenance of an imported run
+IMPORT_FORMAT = "ofa-deploy/ofa-import"
+
+
+def _imported_run(path: Path) -> Optional[str]:
+    # a run made by import-ofa, recognised by its import.json; an empty directory may become one
+    if not path.is_dir():
+        return describe(path)
+    tag = _read_json_dict(path / IMPORT_FILE)
+    if tag is not None and tag.get("format") == IMPORT_FORMAT:
+        return None
+    return describe(path)
+
+
 QUICKSTART_ENTRIES = {"run", "catalog.db", "catalog.db-wal", "catalog.db-shm", "catalog.html", "report", "summary.json",
                       "artifacts"}
 
@@ -188,6 +202,7 @@ def _quickstart_dir(path: Path) -> Optional[str]:
 
 EXPORT = Kind("export directory", _export_any)
 RUN = Kind("training run directory", _run_dir)
+IMPORTED_RUN = Kind("imported run directory", _imported_run)
 QUICKSTART = Kind("quickstart directory", _quickstart_dir)
 PREDICTOR = Kind("predictor directory", _predictor_dir)
 REPORT = Kind("report directory", _report_dir)

@@ -28,6 +28,7 @@ METRICS = "metrics.jsonl"
 HISTOGRAM = "histogram.json"
 LAST = "last.pt"
 FINAL = "final.pt"
+NO_DATASET = "none"  # [data] dataset of a run without data (``ofa-deploy import-ofa``)
 
 
 def write_config(run_dir: str | Path, config: dict[str, Any]) -> Path:

@@ -95,6 +95,12 @@ class SearchSpace:
     conv to ``final_expand`` (h-swish), global average pool, a 1x1 conv to
     ``feature_mix`` (h-swish, no BN, no bias), dropout and a linear classifier.
 
+    ``width_mult``: OFA's width multiplier (its published supernets use 1.0 and 1.2). The
+    widths above (``stem_width``, each stage's ``width``, ``final_expand``, ``feature_mix``)
+    are the base widths; the network has ``make_divisible(base x width_mult)`` channels
+    (``channels``), the base itself at 1.0, so spaces without it are the ones they were.
+    Middle and SE widths follow from the scaled widths as always.
+
     ``macs_in_channels``: count the stem's MACs as if it read this many channels (None =
     ``in_channels``). The paper's counter used a 3-channel stem for grey input too
     (``train --macs-stem 3``), which moves every subnet, and so every bucket edge, by
@@ -113,8 +119,12 @@ class SearchSpace:
     feature_mix: int = 1280
     dropout: float = 0.1
     macs_in_channels: int | None = None
+    width_mult: float = 1.0
 
     def __post_init__(self) -> None:
+        if (isinstance(self.width_mult, bool) or not isinstance(self.width_mult, (int, float))
+                or not 0.1 <= self.width_mult <= 4.0):
+            raise OfaError(f"width_mult={self.width_mult!r} must be a number from 0.1 to 4")
         if self.in_channels < 1:
             raise OfaError(f"in_channels={self.in_channels} must be at least 1")
         if self.macs_in_channels is not None and self.macs_in_channels < 1:
@@ -148,11 +158,33 @@ class SearchSpace:
         return self.num_stages * self.max_depth
 
     # -- derived widths ---------------------------------------------------------------
+    def channels(self, base: int) -> int:
+        """A base width at this space's ``width_mult``: OFA's ``make_divisible(base x w, 8)``;
+        ``base`` itself at 1.0 (so a space of custom widths keeps them exactly)."""
+        return base if self.width_mult == 1.0 else make_divisible(base * self.width_mult)
+
+    @property
+    def stem_channels(self) -> int:
+        """Output width of the stem and of the fixed first block."""
+        return self.channels(self.stem_width)
+
+    def stage_width(self, stage: int) -> int:
+        """Output width of every block of ``stage``."""
+        return self.channels(self.stages[stage].width)
+
+    @property
+    def final_expand_channels(self) -> int:
+        return self.channels(self.final_expand)
+
+    @property
+    def feature_mix_channels(self) -> int:
+        return self.channels(self.feature_mix)
+
     def stage_in_channels(self, stage: int, index: int) -> int:
         """Input width of block ``index`` of ``stage``."""
         if index > 0:
-            return self.stages[stage].width
-        return self.stages[stage - 1].width if stage > 0 else self.stem_width
+            return self.stage_width(stage)
+        return self.stage_width(stage - 1) if stage > 0 else self.stem_channels
 
     def mid_channels(self, in_ch: int, expand: int) -> int:
         return make_divisible(round(in_ch * expand))
@@ -192,13 +224,13 @@ class SearchSpace:
                         stage=s,
                         index=i,
                         in_ch=in_ch,
-                        out_ch=stage.width,
+                        out_ch=self.stage_width(s),
                         mid=mid,
                         kernel=kernel,
                         stride=stride,
                         act=stage.act,
                         se_hidden=self.se_hidden(mid) if stage.se else 0,
-                        residual=stride == 1 and in_ch == stage.width,
+                        residual=stride == 1 and in_ch == self.stage_width(s),
                         size_in=size,
                         size_out=size_out,
                     )
@@ -289,7 +321,9 @@ class SearchSpace:
                 yield depth, list(combo)
 
     def to_dict(self) -> dict:
-        extra = {} if self.macs_in_channels is None else {"macs_in_channels": self.macs_in_channels}
+        extra: dict = {} if self.macs_in_channels is None else {"macs_in_channels": self.macs_in_channels}
+        if self.width_mult != 1.0:
+            extra["width_mult"] = float(self.width_mult)
         return {
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
@@ -304,7 +338,7 @@ class SearchSpace:
             "final_expand": self.final_expand,
             "feature_mix": self.feature_mix,
             "dropout": self.dropout,
-            **extra,  # only when set: spaces without it keep the dict (and run configs) they had
+            **extra,  # only when set: spaces without them keep the dict (and run configs) they had
         }
 
     @classmethod
@@ -326,6 +360,8 @@ class SearchSpace:
                 kwargs[key] = integer(kwargs[key], f"{where}: {key}", lo=1, hi=100_000)
         if "dropout" in kwargs:
             kwargs["dropout"] = finite(kwargs["dropout"], f"{where}: dropout", lo=0.0, hi=1.0, hi_open=True)
+        if "width_mult" in kwargs:
+            kwargs["width_mult"] = finite(kwargs["width_mult"], f"{where}: width_mult", lo=0.1, hi=4.0)
         for key in ("kernel_choices", "expand_choices", "depth_choices"):
             if key in kwargs:
                 values = kwargs[key]

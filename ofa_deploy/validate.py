@@ -45,6 +45,7 @@ LIMITS = {
     "latency_ms": (0.0, 1e7),
     "kd_ratio": (0.0, 100.0),
     "accuracy": (0.0, 1.0),
+    "width_mult": (0.1, 4.0),
 }
 
 

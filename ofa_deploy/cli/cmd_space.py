@@ -5,16 +5,16 @@ from __future__ import annotations
 import click
 
 from ..cost import cost
-from ..space import SearchSpace
-from .common import emit_json, space_options
+from .common import emit_json, space_from_options, space_options
 
 
 @click.command("space")
 @space_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def command(in_channels: int, num_classes: int, as_json: bool) -> None:
-    """Summarise the search space: population size, smallest/middle/largest subnets."""
-    space = SearchSpace(in_channels=in_channels, num_classes=num_classes)
+def command(as_json: bool, **options) -> None:
+    """Summarise the search space (the paper's, one given by the options, or a run's with
+    --run): population size, smallest/middle/largest subnets."""
+    space = space_from_options(**options)
     rows = {}
     for name in ("smallest", "middle", "largest"):
         subnet = getattr(space, name)()
@@ -36,8 +36,12 @@ def command(in_channels: int, num_classes: int, as_json: bool) -> None:
     console.print(
         f"Search space: {space.num_stages} stages x {space.max_depth} blocks, kernel {list(space.kernel_choices)}, "
         f"expand {list(space.expand_choices)}, depth {list(space.depth_choices)}, "
-        f"input {space.in_channels}x{space.image_size}x{space.image_size}, {space.num_classes} classes"
+        f"input {space.in_channels}x{space.image_size}x{space.image_size}, {space.num_classes} classes, "
+        f"width x{float(space.width_mult)}"
     )
+    widths = [space.stage_width(s) for s in range(space.num_stages)]
+    console.print(f"Widths: stem {space.stem_channels}, stages {widths}, final expand {space.final_expand_channels}, "
+                  f"feature mix {space.feature_mix_channels}")
     console.print(f"Population: {space.population_size:,} subnets ({space.population_size:.2e})")
     table = Table("subnet", "MFLOPs (MACs)", "params")
     table.add_column("text form", overflow="fold")

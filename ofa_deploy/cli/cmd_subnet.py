@@ -7,9 +7,8 @@ import random
 import click
 
 from ..buckets import sample_in_bucket
-from ..space import SearchSpace
 from ..specs import load_subnet
-from .common import SEED, emit_json, limit_float, space_options, subnet_summary
+from .common import SEED, emit_json, limit_float, space_from_options, space_options, subnet_summary
 
 
 @click.group("subnet")
@@ -30,9 +29,10 @@ def command() -> None:
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Same seed, same subnets.")
 @space_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def sample(mflops, tolerance, count, seed, in_channels, num_classes, as_json) -> None:
-    """Draw subnets uniformly (the paper's sampling), optionally inside a MFLOPs bucket."""
-    space = SearchSpace(in_channels=in_channels, num_classes=num_classes)
+def sample(mflops, tolerance, count, seed, as_json, **options) -> None:
+    """Draw subnets uniformly (the paper's sampling), optionally inside a MFLOPs bucket
+    (MACs at the space's input size)."""
+    space = space_from_options(**options)
     rng = random.Random(seed)
     subnets = [
         space.sample(rng) if mflops is None else sample_in_bucket(space, mflops, tolerance, rng)
@@ -50,9 +50,10 @@ def sample(mflops, tolerance, count, seed, in_channels, num_classes, as_json) ->
 @click.argument("spec")
 @space_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show(spec, in_channels, num_classes, as_json) -> None:
-    """MACs, params and canonical forms of SPEC (text form, JSON object, or JSON file)."""
-    space = SearchSpace(in_channels=in_channels, num_classes=num_classes)
+def show(spec, as_json, **options) -> None:
+    """MACs, params and canonical forms of SPEC (text form, JSON object, or JSON file) in the
+    paper's space, one given by the options, or a run's (--run)."""
+    space = space_from_options(**options)
     row = subnet_summary(space, load_subnet(spec, space))
     if as_json:
         emit_json(row)

@@ -50,6 +50,9 @@ def _resolutions(ctx, param, value):
 @click.option("--image-size", type=click.IntRange(1, 4096), default=None,
               help="Input size N: the data are resized to NxN and the space, MACs, supernet and ONNX input follow "
                    "[default: 32, or the largest of --resolutions].")
+@click.option("--width-mult", type=limit_float("width_mult"), default=1.0, show_default=True,
+              help="OFA's width multiplier: every width of the space (stem, stages, head) becomes "
+                   "make_divisible(width x W, 8); OFA's published supernets use 1.0 and 1.2.")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset (needs internet).")
 @click.option("--method", type=click.Choice(METHODS), default="rss", show_default=True,
               help="Subnet schedule: the paper's RSS and PS, its ablations, or sandwich.")
@@ -128,7 +131,7 @@ def _resolutions(ctx, param, value):
 def command(dataset, data_dir, download, method, per_batch, balance, subnet, epochs, ps_epochs, preset, lr_schedule,
             lr, batch_size, grad_accum, warmup_epochs, kd_ratio, augment, val_size, train_subset, test_subset, seed,
             device, amp, out, resume_dir, quiet, as_json, resolutions=None, image_size=None, val_fraction=None,
-            cuda_graphs="auto", threads=None, **fidelity) -> None:
+            cuda_graphs="auto", threads=None, width_mult=1.0, **fidelity) -> None:
     """Train a supernet; the run directory gets config.toml, metrics.jsonl, histogram.json,
     last.pt / final.pt and summary.json."""
     from ..train import TrainConfig, read_summary, resume, train
@@ -150,6 +153,7 @@ def command(dataset, data_dir, download, method, per_batch, balance, subnet, epo
         )
         config.resolutions = resolutions
         config.image_size, config.val_fraction = image_size, val_fraction
+        config.width_mult = width_mult
         config.cuda_graphs, config.threads = cuda_graphs, threads
         run_dir = train(config)
     summary = read_summary(run_dir)

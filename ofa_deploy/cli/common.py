@@ -69,12 +69,42 @@ MAX_COUNT = 10_000_000
 
 
 def space_options(func):
-    """``--in-channels`` and ``--num-classes`` for commands that work on a bare space."""
-    func = click.option("--num-classes", type=click.IntRange(2, 100_000), default=10, show_default=True,
-                        help="Classifier outputs.")(func)
-    func = click.option("--in-channels", type=click.IntRange(1, 1024), default=3, show_default=True,
-                        help="Input image channels (1 for MNIST-like data).")(func)
+    """``--run``, or ``--in-channels``, ``--num-classes``, ``--image-size`` and ``--width-mult``,
+    for commands that describe a space (``space_from_options`` makes it)."""
+    func = click.option("--width-mult", type=limit_float("width_mult"), default=None,
+                        help="OFA's width multiplier (1.0 and 1.2 in OFA's published supernets). [default: 1.0]")(func)
+    func = click.option("--image-size", type=click.IntRange(8, 4096), default=None,
+                        help="Input size N (NxN). [default: 32]")(func)
+    func = click.option("--num-classes", type=click.IntRange(2, 100_000), default=None,
+                        help="Classifier outputs. [default: 10]")(func)
+    func = click.option("--in-channels", type=click.IntRange(1, 1024), default=None,
+                        help="Input image channels (1 for MNIST-like data). [default: 3]")(func)
+    func = click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None,
+                        help="The space of this run directory (trained or imported) instead of the options "
+                             "below.")(func)
     return func
+
+
+def space_from_options(run_dir: str | None = None, in_channels: int | None = None, num_classes: int | None = None,
+                       image_size: int | None = None, width_mult: float | None = None) -> SearchSpace:
+    """The space of ``run_dir`` (its config.toml's [space]), or the paper's space with the
+    options given; both at once is a usage error."""
+    given = {"--in-channels": in_channels, "--num-classes": num_classes, "--image-size": image_size,
+             "--width-mult": width_mult}
+    if run_dir is not None:
+        clash = [flag for flag, value in given.items() if value is not None]
+        if clash:
+            raise click.UsageError(f"--run describes the run's own space; {', '.join(clash)} cannot be given with it")
+        from ..run import read_config, space_from_config
+
+        return space_from_config(read_config(run_dir))
+    space = SearchSpace(in_channels=in_channels or 3, num_classes=num_classes or 10,
+                        width_mult=1.0 if width_mult is None else width_mult)
+    if image_size is not None:
+        from ..resolution import space_at
+
+        space = space_at(space, image_size)
+    return space
 
 
 def subnet_summary(space: SearchSpace, subnet: Subnet) -> dict:

@@ -103,6 +103,9 @@ def load_eval_data(config: dict, *, split: str, seed: int, data_dir: str | None 
     if "dataset" not in data:
         raise OfaError("run config has no [data] dataset")
     name = data["dataset"]
+    if name == run.NO_DATASET:
+        raise OfaError("this run has no data set (an imported supernet); evaluating it needs labelled images in "
+                       "the ImageNet-style folder mode, not built yet (export it with --no-recalibrate meanwhile)")
     data_dir = data_dir or data.get("data_dir")
     run_seed = int(config.get("run", {}).get("seed", 0))
     val_size = int(data.get("val_size", 0) or 0)
@@ -117,6 +120,10 @@ def load_eval_data(config: dict, *, split: str, seed: int, data_dir: str | None 
         measured = load_dataset(name, "test", subset=subset, seed=seed, **common)
     else:
         raise OfaError(f"unknown split {split!r}; use test or val")
+    classes = (config.get("space") or {}).get("num_classes")
+    if classes is not None and measured.num_classes != classes:
+        raise OfaError(f"dataset {measured.name} has {measured.num_classes} classes, the run's classifier "
+                       f"{classes}")
     return train.images, measured.images, measured.labels
 
 

@@ -11,20 +11,23 @@ from typing import Any
 import torch
 
 from ..errors import OfaError
+from ..run import NO_DATASET
 
 
 @dataclass
 class ExportImages:
     """``train`` (N, C, 32, 32) and ``parity`` (P, C, 32, 32) normalised float32 on the CPU;
-    ``eval`` = (test images, labels) or None; ``normalization`` = dataset, mean, std."""
+    ``eval`` = (test images, labels) or None; ``normalization`` = dataset, mean, std.
+    ``train`` is None for a run without data (``random_images``)."""
 
     name: str
     in_channels: int
     num_classes: int
-    train: torch.Tensor
+    train: torch.Tensor | None
     parity: torch.Tensor
     eval: tuple[torch.Tensor, torch.Tensor] | None
     normalization: dict[str, Any]
+    parity_source: str | None = None  # what the parity images are, when not test images
 
 
 def export_images(
@@ -48,6 +51,9 @@ def export_images(
     name = data_cfg.get("dataset")
     if not name:
         raise OfaError("the run's config.toml names no [data] dataset")
+    if name == NO_DATASET:
+        raise OfaError("this run has no data set (an imported supernet) and --data-dir for it needs the ImageNet-"
+                       "style folder mode, not built yet; export with --no-recalibrate and without --data-dir")
     options = run_data_options(config, data_dir)
     info = dataset_info(name, **options)
     train = load_dataset(name, "train", **options, seed=seed, subset=min(train_images, info.train_size))
@@ -65,4 +71,25 @@ def export_images(
         normalization={"dataset": train.name, "mean": list(train.mean), "std": list(train.std),
                        **({"classes": list(train.classes), "resize": "shorter side to the input size, centre crop"}
                           if train.classes else {})},
+    )
+
+
+RANDOM_PARITY_IMAGES = 64
+
+
+def random_images(config: dict[str, Any], space: Any, *, seed: int = 0,
+                  parity_images: int = RANDOM_PARITY_IMAGES) -> ExportImages:
+    """For a run without data: no training images (so no BN recalibration, no int8
+    calibration, no accuracy) and at most ``RANDOM_PARITY_IMAGES`` standard-normal parity
+    inputs drawn by ``seed`` - the ONNX is checked against PyTorch on them. The
+    normalisation recorded is the run's ([data] normalization, e.g. ImageNet's for an
+    imported OFA checkpoint)."""
+    n = min(parity_images, RANDOM_PARITY_IMAGES)
+    shape = (n, space.in_channels, space.image_size, space.image_size)
+    parity = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    norm = (config.get("data") or {}).get("normalization")
+    return ExportImages(
+        name=NO_DATASET, in_channels=space.in_channels, num_classes=space.num_classes, train=None, parity=parity,
+        eval=None, normalization=dict(norm) if isinstance(norm, dict) else {"dataset": NO_DATASET},
+        parity_source=f"random: {n} standard-normal inputs, seed {seed}",
     )

@@ -67,6 +67,7 @@ def export_subnet(
     precision: str | None = None,
     calibration_method: str = DEFAULT_CALIBRATION_METHOD,
     recalibrated_net: nn.Module | None = None,
+    parity_source: str | None = None,
 ) -> dict[str, Any]:
     """Export ``subnet`` of ``supernet`` for ``target`` into the new directory ``out_dir``.
 
@@ -75,7 +76,8 @@ def export_subnet(
     TensorRT / int8 targets ``calibration_count`` of them are saved as ``calibration.npy``.
     With ``recalibrate=False`` the ONNX computes exactly what the supernet computes with
     ``subnet`` active. ``parity_images`` (real images, e.g. from the test split; the
-    calibration images when None) are run through ONNX Runtime and PyTorch; a max logit
+    calibration images when None; ``parity_source`` says what they are) are run through ONNX
+    Runtime and PyTorch; a max logit
     difference above tolerance raises ``OfaError`` unless ``strict_parity`` is off.
     ``eval_data`` = (images, labels) measures the exported network's top-1 accuracy;
     ``accuracy`` records one measured elsewhere instead. ``recalibrated_net``: the static
@@ -101,7 +103,9 @@ def export_subnet(
     """
     target = load_target(target) if isinstance(target, str) else target
     precision = target.resolve_precision(precision)
-    needs_calibration = target.backend == "tensorrt" or precision == "int8"
+    # calibration.npy: int8 ranges, and for TensorRT targets the images a device-side build may use
+    # (left out when there are none: a run without data exports fp32/fp16 only)
+    needs_calibration = precision == "int8" or (target.backend == "tensorrt" and calib_images is not None)
     space = supernet.space
     space.check(subnet)
     say = progress or (lambda message: None)
@@ -115,7 +119,7 @@ def export_subnet(
         if calib_images is None:
             raise OfaError("the parity check needs real images (parity_images)")
         parity_images, parity_source = calib_images[:256], "calibration"
-    else:
+    elif parity_source is None:
         parity_source = "given"
     expected_shape = (space.in_channels, space.image_size, space.image_size)
     for name, images in (("calib_images", calib_images), ("parity_images", parity_images)):

@@ -82,7 +82,7 @@ def export_run(
     from ..evaluate.resolution import run_resolution
     from ..outputs import EXPORT, check_not_input, check_replaceable
     from ..resolution import space_at
-    from ..run import read_config, space_from_config
+    from ..run import NO_DATASET, read_config, space_from_config
 
     run_dir = Path(run_dir)
     target_name = target
@@ -90,6 +90,13 @@ def export_run(
     precision = tgt.resolve_precision(precision)
     config = read_config(run_dir)
     default_space = space_from_config(config)
+    no_data = (config.get("data") or {}).get("dataset") == NO_DATASET and data_dir is None
+    if no_data and recalibrate:
+        raise OfaError(f"{run_dir} has no data set (an imported supernet): pass --no-recalibrate to keep its BN "
+                       "statistics as imported, or --data-dir DIR to recalibrate on your images")
+    if no_data and precision == "int8":
+        raise OfaError(f"int8 needs calibration images and {run_dir} has no data set (an imported supernet); "
+                       "give --data-dir DIR")
     resolution = run_resolution(config, resolution)  # one the run was trained at, checked before any work
     space = space_at(default_space, resolution)  # --mflops and the buckets count MACs at this size
     picks = _choose(space, subnet, mflops, smallest, all_buckets, seed, tolerance)
@@ -106,7 +113,7 @@ def export_run(
     from ..evaluate.resolution import images_at, supernet_at
     from ..io import atomic_write_json
     from ..weights import load_supernet
-    from .images import export_images
+    from .images import export_images, random_images
     from .pipeline import export_subnet
     from .staging import staged_directory
 
@@ -114,9 +121,13 @@ def export_run(
     say("loading the supernet and data")
     supernet, _ = load_supernet(run_dir, checkpoint)
     supernet = supernet_at(supernet, resolution)
-    data = export_images(config, data_dir=data_dir, seed=seed, parity_images=parity_images,
-                         train_images=max(bn_images, calibration_images), accuracy=measure_accuracy)
-    data.train, data.parity = images_at(data.train, resolution), images_at(data.parity, resolution)
+    if no_data:  # parity on seeded random inputs, BN as imported, no accuracy
+        data = random_images(config, space, seed=seed, parity_images=parity_images)
+    else:
+        data = export_images(config, data_dir=data_dir, seed=seed, parity_images=parity_images,
+                             train_images=max(bn_images, calibration_images), accuracy=measure_accuracy)
+    data.train = images_at(data.train, resolution) if data.train is not None else None
+    data.parity = images_at(data.parity, resolution)
     data.eval = (images_at(data.eval[0], resolution), data.eval[1]) if data.eval is not None else None
     if data.in_channels != space.in_channels or data.num_classes != space.num_classes:
         raise OfaError(f"dataset {data.name} has {data.in_channels} channels and {data.num_classes} classes, "
@@ -136,6 +147,7 @@ def export_run(
             recalibrate=recalibrate, run_dir=run_dir, exporter=exporter,
             eval_data=data.eval, normalization=data.normalization, preprocessing=preprocessing, bn_images=bn_images,
             calibration_count=calibration_images, seed=seed, overwrite=overwrite and not all_buckets,
+            parity_source=data.parity_source,
             precision=precision, calibration_method=calibration_method,
             progress=lambda message: say(f"{label}: {message}"),
         )

@@ -95,7 +95,7 @@ class ElasticMBConv(nn.Module):
         super().__init__()
         spec = space.stages[stage]
         self.in_ch = space.stage_in_channels(stage, index)
-        self.out_ch = spec.width
+        self.out_ch = space.stage_width(stage)
         self.max_mid = space.mid_channels(self.in_ch, space.expand_choices[-1])
         self.expand = nn.Conv2d(self.in_ch, self.max_mid, 1, bias=False)
         self.expand_bn = nn.BatchNorm2d(self.max_mid)

@@ -71,12 +71,12 @@ class MBConv(nn.Module):
 
 
 class Stem(nn.Module):
-    """(N, in_channels, S, S) -> (N, stem_width, S/2, S/2): 3x3 stride-2 conv, BN, h-swish."""
+    """(N, in_channels, S, S) -> (N, stem_channels, S/2, S/2): 3x3 stride-2 conv, BN, h-swish."""
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(space.in_channels, space.stem_width, 3, 2, 1, bias=False)
-        self.bn = nn.BatchNorm2d(space.stem_width)
+        self.conv = nn.Conv2d(space.in_channels, space.stem_channels, 3, 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(space.stem_channels)
         self.act = nn.Hardswish()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,25 +85,26 @@ class Stem(nn.Module):
 
 def first_block_spec(space: SearchSpace) -> BlockSpec:
     """The fixed MBConv after the stem: expand 1, 3x3, ReLU, identity shortcut."""
-    w, size = space.stem_width, space.stem_size
+    w, size = space.stem_channels, space.stem_size
     return BlockSpec(-1, 0, w, w, w, 3, 1, "relu", 0, True, size, size)
 
 
 class Head(nn.Module):
     """(N, C_last, h, w) -> (N, num_classes) logits.
 
-    1x1 conv to ``final_expand`` + BN + h-swish, global average pool, 1x1 conv to
-    ``feature_mix`` + h-swish (no BN, no bias), dropout, linear classifier.
+    1x1 conv to ``final_expand_channels`` + BN + h-swish, global average pool, 1x1 conv to
+    ``feature_mix_channels`` + h-swish (no BN, no bias), dropout, linear classifier.
     """
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
-        self.final_expand = nn.Conv2d(space.stages[-1].width, space.final_expand, 1, bias=False)
-        self.final_bn = nn.BatchNorm2d(space.final_expand)
-        self.feature_mix = nn.Conv2d(space.final_expand, space.feature_mix, 1, bias=False)
+        final, mix = space.final_expand_channels, space.feature_mix_channels
+        self.final_expand = nn.Conv2d(space.stage_width(space.num_stages - 1), final, 1, bias=False)
+        self.final_bn = nn.BatchNorm2d(final)
+        self.feature_mix = nn.Conv2d(final, mix, 1, bias=False)
         self.act = nn.Hardswish()
         self.dropout = nn.Dropout(space.dropout)
-        self.classifier = nn.Linear(space.feature_mix, space.num_classes)
+        self.classifier = nn.Linear(mix, space.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.final_bn(self.final_expand(x)))

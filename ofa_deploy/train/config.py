@@ -84,6 +84,7 @@ class TrainConfig:
     test_subset: int | None = None
     val_size: int = 0
     image_size: int | None = None  # the data's and the space's input size (None: 32, or the largest resolution)
+    width_mult: float = 1.0  # OFA's width multiplier of the space (recorded in [space], not [train])
     val_fraction: float | None = None  # --dataset folder as one tree: held-out fraction per class (default 0.2)
     data_hash: str | None = None  # --dataset folder: hash of the folder trained on (resolved() fills it in)
     quiet: bool = False
@@ -150,6 +151,9 @@ class TrainConfig:
 
         if self.cuda_graphs not in graph_modes:
             raise OfaError(f"--cuda-graphs {self.cuda_graphs!r}: choose one of {', '.join(graph_modes)}")
+        from ..validate import finite
+
+        finite(self.width_mult, "--width-mult", lo=0.1, hi=4.0)
         if self.resolutions is not None and (not isinstance(self.resolutions, (list, tuple)) or not self.resolutions):
             raise OfaError("resolutions must be a non-empty list of image sizes")
 
@@ -260,6 +264,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in {**train, **data}.items() if k in known}
         kwargs.update(seed=run.get("seed", 0), device=run.get("device", "auto"), name=run.get("name"))
+        kwargs["width_mult"] = float((config.get("space") or {}).get("width_mult", 1.0))  # runs before it: 1.0
         return cls(**kwargs)
 
     def as_dict(self) -> dict:

@@ -88,7 +88,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | Non
     cfg = config.resolved()
     data = data_info(cfg)
     space = SearchSpace(in_channels=data.in_channels, num_classes=data.num_classes, image_size=cfg.input_size(),
-                        macs_in_channels=cfg.macs_stem)
+                        macs_in_channels=cfg.macs_stem, width_mult=cfg.width_mult)
     cfg.schedule(space)  # validates the subnet spec before anything is written
     check_training_space(space, cfg.resolutions)
     out = Path(cfg.out) if cfg.out else Path("runs") / (cfg.name or f"{cfg.dataset}-{cfg.method}-s{cfg.seed}")
@@ -173,7 +173,8 @@ class _Trainer:
                            f"{cfg.batch_size}; use a larger --train-subset or a smaller batch")
         self.steps = len(self.train_set) // cfg.batch_size
         self.space = SearchSpace(in_channels=self.train_set.in_channels, num_classes=self.train_set.num_classes,
-                                 image_size=cfg.input_size(), macs_in_channels=cfg.macs_stem)
+                                 image_size=cfg.input_size(), macs_in_channels=cfg.macs_stem,
+                                 width_mult=cfg.width_mult)
         if self.show and self.ctx.is_main and cfg.dataset == "folder":
             EpochProgress(True).end(folder_summary(cfg.data_options()))
         self.schedule: Schedule = cfg.schedule(self.space)
