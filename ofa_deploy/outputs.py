@@ -200,6 +200,18 @@ def _quickstart_dir(path: Path) -> Optional[str]:
     return _only(path, lambda p: p.name in QUICKSTART_ENTRIES)
 
 
+SEARCH_FORMAT = "ofa-deploy/search"
+
+
+def _search_dir(path: Path) -> Optional[str]:
+    if not path.is_dir():
+        return describe(path)
+    history = _read_json_dict(path / "history.json")
+    if history is None or history.get("format") != SEARCH_FORMAT:
+        return describe(path)
+    return _only(path, lambda p: p.is_file() and p.suffix in (".json", ".png"))
+
+
 EXPORT = Kind("export directory", _export_any)
 RUN = Kind("training run directory", _run_dir)
 IMPORTED_RUN = Kind("imported run directory", _imported_run)
@@ -208,6 +220,7 @@ PREDICTOR = Kind("predictor directory", _predictor_dir)
 REPORT = Kind("report directory", _report_dir)
 PNG = Kind("PNG image", _png_file)
 PROFILE_RESULT = Kind("profile result", _profile_result)
+SEARCH = Kind("search directory", _search_dir)
 
 
 # -- inputs ----------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def quickstart(
 
     target = load_target(TARGET)
     built = build_catalog(
-        paths.run, target, paths.catalog, candidates=representatives,
+        paths.run, target, paths.catalog, candidates=representatives, chosen_on=evaluation.get("split", "test"),
         seed=seed, calib_n=settings["calib_n"], protocol=Protocol.from_target(target, **settings["measure"]),
         progress=lambda what, done, total: say("catalog", done, total),
     )

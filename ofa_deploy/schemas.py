@@ -208,7 +208,8 @@ def check_profile_result(data: Any, where: str) -> dict:
     _fields(model, where, {}, {"subnet": lambda v: isinstance(v, (str, dict)), "space": DICT, "sha256": _opt(STR),
                                "accuracy": _opt(DICT), "source": _opt(DICT), "bn": _opt(DICT)}, "model.")
     if model.get("accuracy"):
-        _fields(model["accuracy"], where, {"top1": FRACTION}, {"images": COUNT, "loss": _opt(NONNEG), "split": STR},
+        _fields(model["accuracy"], where, {"top1": FRACTION}, {"images": COUNT, "loss": _opt(NONNEG), "split": STR,
+                                                               "chosen_on": _opt(STR)},
                 "model.accuracy.")
     if model.get("bn"):
         _fields(model["bn"], where, {}, {"images": COUNT, "recalibrated": BOOL}, "model.bn.")

@@ -147,7 +147,7 @@ def test_schema_2_catalog_reads_read_only_and_migrates_on_write(tmp_path: Path):
         assert (j["precision"], j["accuracy"], j["accuracy_precision"]) == ("fp16", 0.75, "fp32")
     assert path.read_bytes() == before
     with Catalog(path) as cat:
-        assert cat.version == SCHEMA_VERSION == 5
+        assert cat.version == SCHEMA_VERSION == 6
         assert [r["precision"] for r in cat.accuracy_rows(key)] == ["fp32"]
         assert cat.artifact(key, "cpu")["precision"] == "fp32"
         add_model(cat, tmp_path, SMALL, "int8", 0.74, 0.5)  # the new key accepts a second precision
@@ -219,3 +219,23 @@ def test_build_int8_stores_its_own_accuracy_beside_fp32(fake_run: Path, tmp_path
         assert items["fp32"]["accuracy"] == pytest.approx(sidecar["accuracy"]["fp32_top1"], abs=1 / 50 + 1e-9)
         assert cat.find_latency(str(space.smallest()), "cpu", precision="int8")["artifact_sha256"] == \
             int8["onnx_sha256"]
+
+
+def test_schema_6_records_the_split_that_chose_each_accuracy(tmp_path: Path):
+    """A schema-2 catalog migrates to 6 with its accuracy's choosing split unrecorded (NULL);
+    a reported accuracy (test, chosen on val) is what an entry shows, with both splits."""
+    path = tmp_path / "old.db"
+    key = _schema2_catalog(path, tmp_path)
+    with Catalog(path) as cat:
+        assert cat.version == 6
+        (row,) = cat.accuracy_rows(key)
+        assert row["chosen_on"] is None and row["split"] == "test"
+        common = dict(run="r", run_sha256="abc", dataset="digits", recalibrated=True, calib_images=100)
+        assert cat.add_accuracy(key, split="val", images=200, top1=0.9, **common)  # a candidate's, chose
+        assert cat.add_accuracy(key, split="test", images=5000, top1=0.7, chosen_on="val", **common)
+        (e,) = entries(cat, "cpu")
+        assert e["accuracy"] == 0.7
+        assert (e["accuracy_info"]["split"], e["accuracy_info"]["chosen_on"]) == ("test", "val")
+        # the same evaluation stored again without a choosing split keeps the recorded one
+        assert not cat.add_accuracy(key, split="test", images=5000, top1=0.7, **common)
+        assert entries(cat, "cpu")[0]["accuracy_info"]["chosen_on"] == "val"

@@ -233,17 +233,26 @@ class Catalog:
     def add_accuracy(self, subnet: str, *, run: str, run_sha256: str, dataset: str, split: str,
                      recalibrated: bool, calib_images: int, images: int, top1: float,
                      loss: Optional[float] = None, precision: str = "fp32",
-                     resolution: Optional[int] = None) -> bool:
+                     resolution: Optional[int] = None, chosen_on: Optional[str] = None) -> bool:
         """Store one accuracy (of the model at ``precision`` and input ``resolution``, default
-        the catalog's image size); ``False`` if this exact evaluation was stored already."""
+        the catalog's image size); ``False`` if this exact evaluation was stored already.
+        ``chosen_on``: the split whose accuracy chose this subnet (``split`` is the one this
+        accuracy was measured on); a stored row without one gets it."""
         resolution = self._resolution(resolution)
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO accuracy (subnet, run, run_sha256, dataset, split, recalibrated, "
-                "calib_images, images, top1, loss, date, precision, resolution) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "calib_images, images, top1, loss, date, precision, resolution, chosen_on) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (subnet, run, run_sha256, dataset, split, int(recalibrated), int(calib_images), int(images),
-                 float(top1), loss, now(), precision, resolution))
+                 float(top1), loss, now(), precision, resolution, chosen_on))
+            if cur.rowcount == 0 and chosen_on is not None:
+                conn.execute(
+                    "UPDATE accuracy SET chosen_on = ? WHERE chosen_on IS NULL AND subnet = ? AND run_sha256 = ? "
+                    "AND dataset = ? AND split = ? AND recalibrated = ? AND calib_images = ? AND images = ? "
+                    "AND precision = ? AND resolution = ?",
+                    (chosen_on, subnet, run_sha256, dataset, split, int(recalibrated), int(calib_images),
+                     int(images), precision, resolution))
             return cur.rowcount == 1
 
     def find_accuracy(self, subnet: str, *, run_sha256: str, dataset: str, split: str, recalibrated: bool,

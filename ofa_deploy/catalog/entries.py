@@ -33,8 +33,10 @@ def entries(catalog: Catalog, target: str, *, batch: int = 1, precision: Optiona
     runs: a measurement on another backend or device (imported with
     ``--allow-backend-mismatch``) only if nothing else exists, and then the entry's
     ``"backend_mismatch"`` says why (it is ``None`` otherwise). Its accuracy is the
-    newest BN-recalibrated test accuracy of the model at that precision (any split or
-    calibration if none; for fp16/int8 without an accuracy of their own, the fp32 one, and
+    newest reported accuracy of the model at that precision - one measured on another
+    split than the one that chose it (``accuracy_info``: ``split`` and ``chosen_on``) -
+    else the newest BN-recalibrated test accuracy (any split or calibration if none; for
+    fp16/int8 without an accuracy of their own, the fp32 one, and
     ``accuracy_precision`` says so), on ``dataset`` if given. ``onnx`` is the artifact
     exported for this target at that precision, else one whose hash the measurement names,
     else ``None``.
@@ -83,7 +85,8 @@ def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset
         "params": sub["params"],
         "accuracy": acc["top1"] if acc else None,
         "accuracy_precision": acc["precision"] if acc else None,
-        "accuracy_info": {k: acc[k] for k in ("dataset", "split", "recalibrated", "calib_images", "images", "run")}
+        "accuracy_info": {k: acc[k] for k in ("dataset", "split", "chosen_on", "recalibrated", "calib_images",
+                                               "images", "run")}
         if acc else None,
         "target": target,
         "latency_ms": {k: stats["latency_ms"].get(k) for k in STATS},
@@ -143,7 +146,8 @@ def _best_accuracy(rows: list[dict[str, Any]], dataset: Optional[str]) -> Option
         rows = [r for r in rows if r["dataset"] == dataset]
     if not rows:
         return None
-    return max(rows, key=lambda r: (r["split"] == "test", bool(r["recalibrated"]), r["date"], r["id"]))
+    return max(rows, key=lambda r: (r["chosen_on"] is not None and r["chosen_on"] != r["split"],
+                                    r["split"].startswith("test"), bool(r["recalibrated"]), r["date"], r["id"]))
 
 
 def pareto(items: list[dict[str, Any]], *, latency: str = "p90") -> list[dict[str, Any]]:

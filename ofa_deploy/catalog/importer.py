@@ -240,4 +240,5 @@ def _import_accuracy(catalog: Catalog, key: str, model: dict[str, Any], resoluti
         recalibrated=bool(bn.get("recalibrated", True)), calib_images=int(bn.get("images", 0) or 0),
         images=int(acc.get("images", 0) or 0), top1=float(acc["top1"]), loss=acc.get("loss"),
         # the accuracy of the exported file's own precision (sidecars before precision existed: fp32)
-        precision=str(acc.get("precision") or model.get("precision") or "fp32"), resolution=resolution)
+        precision=str(acc.get("precision") or model.get("precision") or "fp32"), resolution=resolution,
+        chosen_on=str(acc["chosen_on"]) if acc.get("chosen_on") else None)

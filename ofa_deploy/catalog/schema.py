@@ -6,7 +6,7 @@ when opened, one numbered step at a time, each in its own transaction)::
     meta(key PK, value)                      - the catalog's search space (JSON), creation date
     subnets(key PK, text, spec, macs, params, created)
     accuracy(subnet, run, run_sha256, dataset, split, recalibrated, calib_images,
-             images, top1, loss, date, precision, resolution)
+             images, top1, loss, date, precision, resolution, chosen_on)
                                              UNIQUE(subnet, run_sha256, dataset, split, recalibrated,
                                                     calib_images, images, precision, resolution)
     artifacts(subnet, target, kind, path, sha256, bytes, created, precision, resolution)
@@ -30,6 +30,15 @@ target runs (another backend, or ONNX Runtime's CPU provider for a GPU target), 
 was. ``catalog import`` stores such a row only when told (``--allow-backend-mismatch``) and
 every view flags it. Older rows get the profiler's own fallback note (``stats.fallback``),
 the one trace such a measurement left.
+
+Schema 6 adds ``accuracy.chosen_on``: the split whose accuracy chose this subnet for the
+catalog, beside ``split``, the one this accuracy was measured on. ``catalog build`` chooses
+on a validation split held out of training (``val``) and reports the finalists on the test
+split, read once; a run with no hold-out chooses on one seeded half of the test split and
+reports on the other (``test:half1:seedS`` / ``test:half2:seedS``). A candidate's
+choosing accuracy has ``chosen_on`` NULL (it chose, it was not chosen); so have rows from
+before schema 6, whose choosing split was not recorded (``catalog build`` then chose on the
+very test accuracy it stored).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ import sqlite3
 from ..errors import OfaError
 
 CATALOG_TABLES = frozenset({"meta", "subnets", "accuracy", "artifacts", "latency"})
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # MIGRATIONS[v] takes a database at user_version v to v + 1.
 MIGRATIONS: dict[int, str] = {
@@ -134,6 +143,10 @@ MIGRATIONS: dict[int, str] = {
         ALTER TABLE latency ADD COLUMN backend_mismatch TEXT;
         UPDATE latency SET backend_mismatch = json_extract(stats, '$.fallback')
             WHERE json_valid(stats) AND json_type(stats, '$.fallback') = 'text';
+    """,
+    # v6: the split that chose an accuracy row's subnet (NULL: a candidate's own, or not recorded).
+    5: """
+        ALTER TABLE accuracy ADD COLUMN chosen_on TEXT;
     """,
 }
 DEFAULT_IMAGE_SIZE = 32  # SearchSpace's default: a catalog without a space record has no rows to place

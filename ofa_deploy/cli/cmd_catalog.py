@@ -177,6 +177,7 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
     click.echo(f"{summary['catalog']}: {summary['candidates']} candidates ({summary['evaluated']} evaluated now), "
                f"{len(summary['finalists'])} finalists ({summary['exported']} exported, {summary['measured']} "
                f"measured now), ranked by {summary['proxy']}")
+    click.echo(f"{summary['splits']} ({summary['chosen_on']} -> {summary['reported_on']})")
     if "to_measure" in summary:
         click.echo("profile these on the device (`ofa-deploy build-engine DIR` where needed, then "
                    "`ofa-deploy profile DIR --json`) and `ofa-deploy catalog import` the results:")
@@ -272,6 +273,10 @@ def show(spec, catalog_path, target, batch, precision, as_json) -> None:
         emit_json(entry)
         return
     click.echo(_row(entry))
+    info = entry.get("accuracy_info") or {}
+    if info:
+        chose = f", chosen on {info['chosen_on']}" if info.get("chosen_on") else ", choosing split not recorded"
+        click.echo(f"accuracy: {info['split']} split ({info['images']} images{chose})")
     click.echo(f"onnx: {path} ({'hash verified' if entry['onnx_verified'] else 'MISSING OR CHANGED'})")
     click.echo(f"measured {entry['measured_at']} on {entry['host']} ({entry['backend']}, {entry['precision']}, "
                f"{entry['resolution']}x{entry['resolution']} input, "

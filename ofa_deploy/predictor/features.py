@@ -122,6 +122,17 @@ class Featurizer:
                 out[row, self._index[b, self._k[ks[b]], self._e[e[b]]]] += 1
         return out
 
+    def counts_from_choices(self, kernel_index: np.ndarray, expand_index: np.ndarray,
+                            active: np.ndarray) -> np.ndarray:
+        """``counts`` of many subnets at once from (N, num_blocks) arrays: the index of each
+        block's kernel and expand ratio in the space's choices, and whether it runs (what a
+        search over hundreds of thousands of subnets needs: no ``Subnet`` objects)."""
+        cols = self._index[np.arange(self.space.num_blocks)[None, :], kernel_index, expand_index]
+        out = np.zeros((cols.shape[0], len(self.keys)))
+        rows = np.broadcast_to(np.arange(cols.shape[0])[:, None], cols.shape)
+        np.add.at(out, (rows[active], cols[active]), 1.0)
+        return out
+
     def size(self, counts: np.ndarray) -> np.ndarray:
         """(N, 5) logs of the summed per-block ``phi`` (see ``SIZE_FEATURES``)."""
         return np.log(np.maximum(counts @ self.phi[:, 1:], 1e-9))

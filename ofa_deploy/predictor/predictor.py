@@ -167,6 +167,26 @@ class LatencyPredictor:
         assert self.uncertainty is not None  # predict_distribution raised otherwise
         return pred * np.exp(self.uncertainty.z(check_level(confidence), two_sided=False) * sd)
 
+    def predict_counts(self, counts: np.ndarray, statistic: Optional[str] = None,
+                       confidence: Optional[float] = None) -> np.ndarray:
+        """``predict`` (``confidence`` None) or ``upper_bound`` of subnets given as their key
+        ``counts`` (``Featurizer.counts_from_choices``): the vectorised path of a search."""
+        statistic = statistic or self.statistic
+        if statistic not in self.statistic_ratios:
+            raise OfaError(f"this predictor was fitted to {self.statistic} and knows no {statistic} ratio")
+        pred = self._model.predict(self._feat, counts) * self.statistic_ratios[statistic]
+        if confidence is None:
+            return pred
+        if self.uncertainty is None:
+            raise OfaError(f"this {self.target} predictor records no uncertainty, so it has no upper bound")
+        psi = self.features(counts) if self.uncertainty.cov is not None else None
+        sd = self.uncertainty.log_sd(psi, len(counts))
+        return pred * np.exp(self.uncertainty.z(check_level(confidence), two_sided=False) * sd)
+
+    @property
+    def featurizer(self) -> Featurizer:
+        return self._feat
+
     # -- persistence ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

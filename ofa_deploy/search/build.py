@@ -6,16 +6,21 @@ canonical text, the checkpoint's SHA-256, the ONNX file's SHA-256, this host), s
 rerun does no work twice and an interrupted build resumes:
 
 1. draw ``n`` candidate subnets spread over the space (seeded);
-2. measure each candidate's BN-recalibrated test accuracy (all test images, or a seeded
-   subset of ``test_images``);
+2. measure each candidate's BN-recalibrated accuracy on the *choosing* split: the run's
+   validation hold-out (``train --val-size``), or, for a run that trained on every training
+   image, one seeded half of the test split (``search.splits``); BN statistics are computed
+   on the run's training split without its hold-out;
 3. rank candidates by a latency proxy - the target's predictor if given, else MACs -
-   and keep the Pareto front of (proxy, accuracy), plus the most accurate candidate
-   predicted under each ``--budget-ms``, at most ``finalists``;
-4. export each finalist (ONNX + sidecar) at the requested precision under
+   and keep the Pareto front of (proxy, choosing accuracy), plus the most accurate
+   candidate predicted under each ``--budget-ms``, at most ``finalists``;
+4. only now read the *reporting* split (the test split, or the other half of it) and
+   measure each finalist on it once: the accuracy the catalog stores and shows, with the
+   split that chose it (``accuracy.chosen_on``);
+5. export each finalist (ONNX + sidecar) at the requested precision under
    ``<catalog dir>/artifacts/<target>/`` (``.../<precision>/`` for fp16 and int8, whose
-   own accuracy is measured with ONNX Runtime on the same test images and stored under
+   own accuracy is measured with ONNX Runtime on the reporting split and stored under
    that precision);
-5. profile each export on this machine under the target's protocol (again, with
+6. profile each export on this machine under the target's protocol (again, with
    ``remeasure_unstable``, where the stored measurement is flagged unstable).
 
 A run trained with ``--resolutions`` is catalogued over (subnet, resolution): every
@@ -41,7 +46,6 @@ from ..io import sha256_file
 from ..space import SearchSpace, Subnet
 
 Progress = Callable[[str, int, int], None]
-SPLIT = "test"
 
 
 def build_catalog(
@@ -66,13 +70,15 @@ def build_catalog(
     calibration_images: int = 512,
     confidence: Optional[float] = None,
     resolutions: Optional[Sequence[int]] = None,
+    chosen_on: Optional[str] = None,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
 
     ``candidates`` replaces the ``n`` designed subnets and the finalist search: every one
     of them is exported and measured (``quickstart`` passes the best subnet of each MFLOPs
-    bucket it evaluated).
+    bucket it evaluated); ``chosen_on`` names the split their choice was made on, which the
+    catalog records beside each reported accuracy (default ``"caller"``: not known here).
 
     With ``measure=False`` the finalists are exported for ``target`` but not profiled:
     the way to catalog a device this machine is not (a Jetson): copy the export
@@ -81,8 +87,6 @@ def build_catalog(
 
     ``resolutions``: the input sizes to catalogue, each one the run was trained at
     (default: all of them; one, the run's image size, for a run without ``--resolutions``)."""
-    from ..data import load_dataset
-    from ..data.datasets import run_data_options
     from ..evaluate.bn import recalibrated_subnet
     from ..evaluate.metrics import evaluate_accuracy
     from ..evaluate.resolution import images_at, run_resolution, supernet_at
@@ -112,15 +116,17 @@ def build_catalog(
     dataset = (config.get("data") or {}).get("dataset")
     if not dataset:
         raise OfaError(f"run {run_dir} does not name its dataset in config.toml [data]")
-    options = run_data_options(config, data_dir)
-    train = load_dataset(dataset, "train", **options)
-    test = load_dataset(dataset, "test", **options, subset=test_images)
-    if tuple(train.images.shape[1:]) != (space.in_channels, space.image_size, space.image_size):
-        raise OfaError(f"dataset {dataset} images are {tuple(train.images.shape[1:])}, run {run_dir} expects "
+    from .splits import choice_data
+
+    data = choice_data(config, data_dir=data_dir, seed=seed, test_images=test_images)
+    train, choose = data.calibration, data.choose
+    calib_count = min(calib_n, len(train))
+    if tuple(train.shape[1:]) != (space.in_channels, space.image_size, space.image_size):
+        raise OfaError(f"dataset {dataset} images are {tuple(train.shape[1:])}, run {run_dir} expects "
                        f"{(space.in_channels, space.image_size, space.image_size)}")
     from ..data.preprocessing import preprocessing_record
 
-    preprocessing = {r: preprocessing_record(config, resolution=r, data=train) for r in chosen_res}
+    preprocessing = {r: preprocessing_record(config, resolution=r, data=data.train_set) for r in chosen_res}
     source = run_source(run_dir)
     run_sha = source["checkpoint_sha256"]
     protocol = protocol or Protocol.from_target(target)
@@ -130,15 +136,15 @@ def build_catalog(
     check_not_input(catalog_path, [("run directory", run_dir), ("predictor", predictor)], "--catalog")
     artifacts = catalog_path.resolve().parent / "artifacts" / target.name
     host = socket.gethostname()
-    done = {"evaluated": 0, "exported": 0, "measured": 0}
+    done = {"evaluated": 0, "reported": 0, "exported": 0, "measured": 0}
 
     with Catalog(catalog_path) as cat:
         cat.set_space(space.to_dict())
         chosen_by_caller = candidates is not None
         subnets = list(candidates) if chosen_by_caller else design_subnets(space, n, seed)
         nets = {r: supernet_at(supernet, r) for r in chosen_res}
-        train_at = {r: images_at(train.images, r) for r in chosen_res}
-        test_at = {r: images_at(test.images, r) for r in chosen_res}
+        train_at = {r: images_at(train, r) for r in chosen_res}
+        choose_at = {r: images_at(choose.images, r) for r in chosen_res}
         candidates = [(sub, r) for r in chosen_res for sub in subnets]  # (subnet, resolution) pairs
         accuracy: dict[tuple[Subnet, int], float] = {}
         # every candidate the caller chose is exported: its export reuses the recalibrated copy
@@ -149,13 +155,13 @@ def build_catalog(
             key = str(sub)
             m, p = cost(space, sub)
             cat.add_subnet(key, sub.to_dict(), m, p)
-            found = cat.find_accuracy(key, run_sha256=run_sha, dataset=dataset, split=SPLIT, recalibrated=True,
-                                      calib_images=min(calib_n, len(train)), images=len(test), resolution=r)
+            found = cat.find_accuracy(key, run_sha256=run_sha, dataset=dataset, split=choose.name,
+                                      recalibrated=True, calib_images=calib_count, images=len(choose), resolution=r)
             if found is None:
                 net = recalibrated_subnet(nets[r], sub, train_at[r], n=calib_n, seed=0)
-                top1, loss = evaluate_accuracy(net, test_at[r], test.labels)
-                cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=SPLIT,
-                                 recalibrated=True, calib_images=min(calib_n, len(train)), images=len(test),
+                top1, loss = evaluate_accuracy(net, choose_at[r], choose.labels)
+                cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=choose.name,
+                                 recalibrated=True, calib_images=calib_count, images=len(choose),
                                  top1=top1, loss=loss, resolution=r)
                 done["evaluated"] += 1
                 accuracy[(sub, r)] = top1
@@ -181,6 +187,28 @@ def build_catalog(
             )
         )
 
+        # the finalists are chosen: the reporting split is read now, once, and only for them
+        chose = (chosen_on or "caller") if chosen_by_caller else choose.name
+        report = data.report()
+        report_at = {r: images_at(report.images, r) for r in chosen_res}
+        reported: dict[tuple[Subnet, int], float] = {}
+        for i, (sub, r) in enumerate(chosen):
+            say("report", i, len(chosen))
+            key = str(sub)
+            found = cat.find_accuracy(key, run_sha256=run_sha, dataset=dataset, split=report.name,
+                                      recalibrated=True, calib_images=calib_count, images=len(report), resolution=r)
+            if found is None:
+                net = measured_copies.get((sub, r)) or recalibrated_subnet(nets[r], sub, train_at[r], n=calib_n,
+                                                                           seed=0)
+                top1, loss = evaluate_accuracy(net, report_at[r], report.labels)
+                done["reported"] += 1
+            else:
+                top1, loss = found["top1"], found["loss"]
+            cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=report.name,
+                             recalibrated=True, calib_images=calib_count, images=len(report), top1=top1, loss=loss,
+                             resolution=r, chosen_on=chose)
+            reported[(sub, r)] = top1
+
         to_measure: list[str] = []
         with quiet_torch():
             for i, (sub, r) in enumerate(chosen):
@@ -193,19 +221,19 @@ def build_catalog(
                 if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"]:
                     # fp16/int8 change the function: their accuracy is measured on the file itself
                     sidecar = export_subnet(
-                        nets[r], sub, target, out, calib_images=train_at[r], parity_images=test_at[r][:256],
+                        nets[r], sub, target, out, calib_images=train_at[r], parity_images=choose_at[r][:256],
                         recalibrate=True, run_dir=run_dir, bn_images=calib_n, overwrite=True, precision=precision,
                         preprocessing=preprocessing[r],
                         calibration_count=calibration_images, recalibrated_net=measured_copies.pop((sub, r), None),
-                        eval_data=None if precision == "fp32" else (test_at[r], test.labels),
-                        accuracy={"top1": accuracy[(sub, r)], "split": SPLIT, "images": len(test),
-                                  "dataset": dataset})
+                        eval_data=None if precision == "fp32" else (report_at[r], report.labels),
+                        accuracy={"top1": reported[(sub, r)], "split": report.name, "images": len(report),
+                                  "dataset": dataset, "chosen_on": chose})
                     if precision != "fp32":
                         acc = sidecar["accuracy"]
-                        cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=SPLIT,
-                                         recalibrated=True, calib_images=min(calib_n, len(train)),
-                                         images=len(test), top1=acc["top1"], loss=acc["loss"], precision=precision,
-                                         resolution=r)
+                        cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset,
+                                         split=report.name, recalibrated=True, calib_images=calib_count,
+                                         images=len(report), top1=acc["top1"], loss=acc["loss"], precision=precision,
+                                         resolution=r, chosen_on=chose)
                     for kind, name in (("onnx", "model.onnx"), ("sidecar", "model.json")):
                         cat.add_artifact(key, target.name, kind, out / name, sha256_file(out / name), precision, r)
                     done["exported"] += 1
@@ -230,8 +258,12 @@ def build_catalog(
         **({"confidence": confidence} if confidence is not None else {}),
         "resolutions": list(chosen_res),
         **done,
-        "finalists": [{"text": str(s), "resolution": r, "accuracy": accuracy[(s, r)],
-                       "proxy": float(proxy[candidates.index((s, r))])} for s, r in chosen],
+        "chosen_on": chose,
+        "reported_on": report.name,
+        "splits": data.note if not chosen_by_caller else f"candidates chosen by the caller on {chose}",
+        "finalists": [{"text": str(s), "resolution": r, "accuracy": reported[(s, r)],
+                       "choosing_accuracy": accuracy[(s, r)], "proxy": float(proxy[candidates.index((s, r))])}
+                      for s, r in chosen],
         **({} if measure else {"to_measure": to_measure}),
     }
 

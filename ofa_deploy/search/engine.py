@@ -1,0 +1,287 @@
+"""The search: an accuracy predictor refitted on real evaluations, and NSGA-II (pymoo) over
+accuracy vs each target's cost, proposing which subnets to evaluate next (numpy + pymoo,
+no torch: the real evaluator is passed in, the synthetic benchmark passes a function).
+
+One round:
+
+1. fit the accuracy model on every subnet evaluated so far (validation accuracy);
+2. per objective (a target's latency upper bound, or MACs) run NSGA-II over the whole
+   space on (predicted accuracy + ``beta`` x its standard deviation, cost), constrained to
+   cost <= the largest budget; ``beta`` > 0 explores where the model is unsure, the last
+   round exploits (``beta`` 0);
+3. propose, for every objective and budget, the subnet of best acquisition within the
+   budget, then fill the batch along each front; evaluate them for real (one evaluation
+   serves every objective) and score the model on them (held out when it predicted them).
+
+The answer per objective and budget is the evaluated subnet of best *measured* accuracy
+whose cost is within the budget: real evaluations confirm, the predictor only proposes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import OfaError
+from ..space import Subnet
+from .accuracy import AccuracyModel, spearman
+from .encoding import Encoding
+
+Evaluate = Callable[[Sequence[Subnet]], Sequence[float]]
+
+
+@dataclass
+class Objective:
+    """A cost to trade accuracy against: ``bound(X)`` is what budgets are held to (a
+    latency predictor's upper bound, or MFLOPs), ``center(X)`` its point prediction."""
+
+    name: str
+    unit: str
+    bound: Callable[[np.ndarray], np.ndarray]
+    center: Callable[[np.ndarray], np.ndarray]
+    budgets: list[float] = field(default_factory=list)
+
+
+def macs_objective(enc: Encoding, name: str = "macs", budgets: Sequence[float] = ()) -> Objective:
+    def mflops(x: np.ndarray) -> np.ndarray:
+        return enc.macs(x) / 1e6
+
+    return Objective(name, "MFLOPs", mflops, mflops, list(budgets))
+
+
+def latency_objective(enc: Encoding, model: Any, name: str, budgets: Sequence[float] = (),
+                      confidence: Optional[float] = 0.9) -> Objective:
+    """A target's latency predictor (``LatencyPredictor``): p90 where it knows the ratio, held
+    to its upper bound at ``confidence`` (its prediction when None)."""
+    feat = model.featurizer
+    statistic = "p90" if "p90" in model.statistic_ratios else None
+
+    def counts(x: np.ndarray) -> np.ndarray:
+        return feat.counts_from_choices(x[:, : enc.n], x[:, enc.n: 2 * enc.n], enc.active(x))
+
+    def bound(x: np.ndarray) -> np.ndarray:
+        return model.predict_counts(counts(x), statistic, confidence)
+
+    def center(x: np.ndarray) -> np.ndarray:
+        return model.predict_counts(counts(x), statistic)
+
+    return Objective(name, "ms", bound, center, list(budgets))
+
+
+def check_budgets(enc: Encoding, objectives: Sequence[Objective], *, samples: int = 20000, seed: int = 0) -> None:
+    """Refuse, before any evaluation, a budget no subnet can meet: none of the smallest
+    subnet and ``samples`` random ones (where the cost is smallest) is within it."""
+    rng = np.random.default_rng(seed)
+    probe = np.vstack([enc.encode([enc.space.smallest()]), enc.random(rng, samples)])
+    for obj in objectives:
+        for budget in obj.budgets:
+            if not math.isfinite(budget) or budget <= 0:
+                raise OfaError(f"budget {budget} {obj.unit} for {obj.name} must be a positive finite number")
+        if obj.budgets:
+            cheapest = float(np.min(obj.bound(probe)))
+            impossible = [b for b in obj.budgets if b < cheapest]
+            if impossible:
+                raise OfaError(f"no subnet meets {obj.name} budget {min(impossible):g} {obj.unit}: the cheapest "
+                               f"subnet found costs {cheapest:.4g} {obj.unit} (upper bound); raise the budget")
+
+
+def nsga2(enc: Encoding, score: Callable[[np.ndarray], np.ndarray], cost: Callable[[np.ndarray], np.ndarray],
+          limit: Optional[float], *, pop: int = 100, generations: int = 60, seed: int = 0,
+          initial: Optional[np.ndarray] = None) -> tuple[np.ndarray, int]:
+    """pymoo's NSGA-II over the space on (maximise ``score``, minimise ``cost``) with
+    ``cost <= limit``; returns (final population rows, candidates evaluated)."""
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.core.mutation import Mutation
+    from pymoo.core.problem import Problem
+    from pymoo.operators.crossover.ux import UniformCrossover
+    from pymoo.optimize import minimize
+
+    upper = enc.upper
+    calls = [0]
+
+    class Space(Problem):
+        def __init__(self) -> None:
+            super().__init__(n_var=enc.n_var, n_obj=2, n_ieq_constr=0 if limit is None else 1, xl=0, xu=upper,
+                             vtype=int)
+
+        def _evaluate(self, x, out, *args, **kwargs):
+            x = enc.canonical(np.rint(x).astype(np.int64))
+            calls[0] += len(x)
+            c = cost(x)
+            out["F"] = np.column_stack([-score(x), c])
+            if limit is not None:
+                out["G"] = (c - limit)[:, None]
+
+    class Reset(Mutation):
+        """Each choice redrawn uniformly with probability 2 / n_var."""
+
+        def _do(self, problem, x, **kwargs):
+            rng = np.random.default_rng(int(np.random.randint(0, 2**31 - 1)))
+            x = np.rint(x).astype(np.int64)
+            flip = rng.random(x.shape) < 2.0 / x.shape[1]
+            fresh = rng.integers(0, upper + 1, size=x.shape)
+            return np.where(flip, fresh, x)
+
+    rng = np.random.default_rng(seed)
+    start = enc.random(rng, pop)
+    if initial is not None and len(initial):
+        keep = initial[: pop // 2]
+        start[: len(keep)] = keep
+    algorithm = NSGA2(pop_size=pop, sampling=start, crossover=UniformCrossover(), mutation=Reset(),
+                      eliminate_duplicates=True)
+    result = minimize(Space(), algorithm, ("n_gen", generations), seed=seed, verbose=False)
+    x = result.pop.get("X")
+    return enc.canonical(np.rint(np.asarray(x, dtype=float)).astype(np.int64)), calls[0]
+
+
+def front_indices(cost: np.ndarray, accuracy: np.ndarray) -> list[int]:
+    """Indices of the (cost lower, accuracy higher) Pareto front, cheapest first."""
+    order = sorted(range(len(cost)), key=lambda i: (cost[i], -accuracy[i]))
+    front, best = [], -math.inf
+    for i in order:
+        if accuracy[i] > best:
+            front.append(i)
+            best = accuracy[i]
+    return front
+
+
+def search(enc: Encoding, evaluate: Evaluate, objectives: Sequence[Objective], *, evaluations: int,
+           seed: int = 0, initial: Optional[int] = None, batch: Optional[int] = None, model: str = "ridge",
+           beta: float = 1.0, pop: int = 100, generations: int = 60,
+           progress: Optional[Callable[[str, int, int], None]] = None,
+           initial_subnets: Optional[Sequence[Subnet]] = None) -> dict[str, Any]:
+    """Spend ``evaluations`` real evaluations choosing subnets for every objective; returns
+    the history (JSON-ready): evaluated subnets, the predictor's quality per round, the
+    front and the pick per budget of each objective."""
+    if evaluations < 1:
+        raise OfaError(f"--evaluations must be at least 1 (got {evaluations})")
+    if not objectives:
+        raise OfaError("give at least one target (or objective) to search for")
+    say = progress or (lambda what, done, total: None)
+    started = time.perf_counter()
+    budgets_total = sum(len(o.budgets) for o in objectives)
+    initial = initial if initial is not None else max(2, min(evaluations, max(10, evaluations * 3 // 10)))
+    initial = min(initial, evaluations)
+    batch = batch or max(budgets_total + 2, evaluations // 10, 1)
+
+    from ..profile.collect import design_subnets
+
+    first = list(initial_subnets or design_subnets(enc.space, initial, seed))[:initial]
+    x_done = enc.encode(first)
+    done_keys = set(enc.keys(x_done))
+    y_done = np.asarray(evaluate(first), dtype=float)
+    rounds: list[dict[str, Any]] = [{"round": 0, "evaluated": len(first), "proposed_by": "design"}]
+    candidates_seen = 0
+    acc_model: Optional[AccuracyModel] = None
+    round_no = 0
+    rng = np.random.default_rng(seed + 1)
+    while len(y_done) < evaluations:
+        round_no += 1
+        say("search", len(y_done), evaluations)
+        acc_model = AccuracyModel(model, seed=seed + round_no).fit(enc.onehot(x_done), y_done)
+        remaining = evaluations - len(y_done)
+        last = remaining <= batch
+        b = 0.0 if last else beta
+
+        def acquisition(x: np.ndarray, b: float = b, m: AccuracyModel = acc_model) -> np.ndarray:
+            mean, sd = m.predict(enc.onehot(x))
+            return mean + b * sd
+
+        pool = [x_done, enc.random(rng, 2000)]
+        best_done = x_done[np.argsort(-y_done)]
+        for j, obj in enumerate(objectives):
+            limit = max(obj.budgets) if obj.budgets else None
+            x_pop, n = nsga2(enc, acquisition, obj.bound, limit, pop=pop, generations=generations,
+                             seed=seed * 1000 + round_no * 10 + j, initial=best_done)
+            candidates_seen += n
+            pool.append(x_pop)
+        x_pool = np.unique(np.vstack(pool), axis=0)
+        fresh = np.array([k not in done_keys for k in enc.keys(x_pool)])
+        x_pool = x_pool[fresh]
+        if not len(x_pool):
+            break
+        score = acquisition(x_pool)
+        picks: list[int] = []
+        take = min(batch, remaining)
+        for obj in objectives:
+            cost = obj.bound(x_pool)
+            for budget in obj.budgets:
+                within = np.flatnonzero(cost <= budget)
+                if len(within):
+                    i = int(within[np.argmax(score[within])])
+                    if i not in picks:
+                        picks.append(i)
+        # fill along each front: the best acquisition in equal slices of cost
+        slot = 0
+        while len(picks) < take and slot < 50:
+            for obj in objectives:
+                cost = obj.bound(x_pool)
+                edges = np.quantile(cost, np.linspace(0, 1, take + 1))
+                lo, hi = edges[slot % take], edges[slot % take + 1]
+                inside = [i for i in np.flatnonzero((cost >= lo) & (cost <= hi)) if i not in picks]
+                if inside and len(picks) < take:
+                    picks.append(int(max(inside, key=lambda i: score[i])))
+            slot += 1
+        picks = picks[:take]
+        x_new = x_pool[picks]
+        predicted, sd = acc_model.predict(enc.onehot(x_new))
+        subs = [enc.decode(r) for r in x_new]
+        y_new = np.asarray(evaluate(subs), dtype=float)
+        x_done = np.vstack([x_done, x_new])
+        y_done = np.concatenate([y_done, y_new])
+        done_keys.update(enc.keys(x_new))
+        rounds.append({
+            "round": round_no, "evaluated": len(y_new), "beta": b, "model": acc_model.info,
+            # the model that proposed these had not seen them: held-out quality
+            "heldout_spearman": spearman(predicted, y_new),
+            "heldout_mae": float(np.mean(np.abs(predicted - y_new))),
+            "heldout_within_2sd": float(np.mean(np.abs(predicted - y_new) <= 2 * sd)),
+        })
+    say("search", len(y_done), evaluations)
+    final_model = AccuracyModel(model, seed=seed).fit(enc.onehot(x_done), y_done) if len(y_done) >= 2 else None
+    subs_done = [enc.decode(r) for r in x_done]
+    per_objective = {}
+    for obj in objectives:
+        bound, center = obj.bound(x_done), obj.center(x_done)
+        front = front_indices(bound, y_done)
+        picks_out = []
+        for budget in obj.budgets:
+            within = np.flatnonzero(bound <= budget)
+            if len(within):
+                i = int(within[np.argmax(y_done[within])])
+                picks_out.append({"budget": budget, "subnet": str(subs_done[i]), "accuracy": float(y_done[i]),
+                                  "cost": float(bound[i]), "index": i})
+            else:
+                picks_out.append({"budget": budget, "subnet": None, "accuracy": None, "cost": None, "index": None})
+        per_objective[obj.name] = {
+            "unit": obj.unit,
+            "budgets": list(obj.budgets),
+            "costs": [float(c) for c in bound],  # of every evaluated subnet, in ``evaluated`` order
+            "front": [{"subnet": str(subs_done[i]), "accuracy": float(y_done[i]), "cost": float(bound[i]),
+                       "predicted": float(center[i]), "index": i} for i in front],
+            "picks": picks_out,
+        }
+    return {
+        "evaluations": len(y_done),
+        "model": model,
+        "final_model": final_model.info if final_model else None,
+        "candidates_scored": candidates_seen,
+        "seconds": time.perf_counter() - started,
+        "evaluated": [{"subnet": str(s), "accuracy": float(a), "round": _round_of(i, rounds)}
+                      for i, (s, a) in enumerate(zip(subs_done, y_done))],
+        "rounds": rounds,
+        "objectives": per_objective,
+    }
+
+
+def _round_of(index: int, rounds: list[dict[str, Any]]) -> int:
+    total = 0
+    for r in rounds:
+        total += r["evaluated"]
+        if index < total:
+            return int(r["round"])
+    return int(rounds[-1]["round"])

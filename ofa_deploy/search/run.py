@@ -1,0 +1,186 @@
+"""``ofa-deploy search RUN --target T1 [--target T2 ...] --evaluations N --out DIR``: one
+search of a run's subnets serving every target (host side, torch for the evaluations).
+
+Every input is checked before any evaluation or any write: the targets, their latency
+predictors (fitted for that target and for the run's search space), the budgets (finite,
+positive, and met by at least one subnet's predicted upper bound). Accuracy is measured
+on the run's choosing split (``search.splits``: its validation hold-out, or one seeded half
+of the test split for a run without one) with BN recalibrated on its training split; the
+reporting split is never read here. ``DIR`` (written whole at the end) holds
+``history.json`` (evaluated subnets, the predictor's quality per round, front and pick per
+budget of each target) and ``front.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from ..errors import OfaError
+from ..outputs import SEARCH, SEARCH_FORMAT, staged_output_dir
+from .encoding import Encoding
+from .engine import Objective, check_budgets, latency_objective, macs_objective, search
+
+
+def parse_budgets(values: Sequence[str], targets: Sequence[str], flag: str) -> dict[str, list[float]]:
+    """``X`` (every target) or ``TARGET=X`` (one), repeatable -> budgets per target name."""
+    out: dict[str, list[float]] = {t: [] for t in targets}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            budget = float(number)
+        except ValueError:
+            raise OfaError(f"{flag} {value!r}: not a number (give X or TARGET=X)") from None
+        if not math.isfinite(budget) or budget <= 0:
+            raise OfaError(f"{flag} {value!r}: a budget must be a positive finite number")
+        if name and name not in out:
+            raise OfaError(f"{flag} {value!r}: {name} is not one of the --target names ({', '.join(targets)})")
+        for t in [name] if name else targets:
+            out[t].append(budget)
+    return {t: sorted(set(b)) for t, b in out.items()}
+
+
+def prepare(run_dir: str | Path, targets: Sequence[str], *, predictors: Sequence[str | Path] = (),
+            max_latency_ms: Sequence[str] = (), max_mflops: Sequence[float] = (),
+            confidence: Optional[float] = 0.9) -> tuple[Any, Any, Encoding, list[Objective]]:
+    """Load and check everything a search needs; returns (supernet, config, encoding,
+    objectives). Nothing is evaluated or written."""
+    from ..catalog.budgets import check_confidence
+    from ..predictor.directory import load_predictor, predictor_file
+    from ..targets import load_target
+    from ..weights import load_supernet
+    from .build import check_predictor_resolutions
+
+    if not targets:
+        raise OfaError("give at least one --target (the device(s) to search for)")
+    loaded = [load_target(t) for t in targets]
+    names = [t.name for t in loaded]
+    if len(set(names)) != len(names):
+        raise OfaError(f"--target names a device twice ({', '.join(names)})")
+    for mflops in max_mflops:
+        if not math.isfinite(mflops) or mflops <= 0:
+            raise OfaError(f"--max-mflops {mflops}: a budget must be a positive finite number")
+    latency_budgets = parse_budgets(max_latency_ms, names, "--max-latency-ms")
+    supernet, config = load_supernet(run_dir)
+    space = supernet.space
+    models: dict[str, Any] = {}
+    for path in predictors:
+        file = predictor_file(path)
+        model = load_predictor(file)
+        if model.target not in names:
+            raise OfaError(f"predictor {path} was fitted for target {model.target}, which is not a --target here "
+                           f"({', '.join(names)})")
+        check_predictor_resolutions(model, space, (space.image_size,), path)
+        if confidence is not None:
+            check_confidence(model, confidence, path)
+        models[model.target] = model
+    enc = Encoding(space)
+    objectives = []
+    for name in names:
+        if name in models:
+            objectives.append(latency_objective(enc, models[name], name, latency_budgets[name], confidence))
+        else:
+            if latency_budgets[name]:
+                raise OfaError(f"--max-latency-ms for {name} needs its latency predictor (--predictor); without "
+                               "one the search ranks by MACs: give --max-mflops instead")
+            objectives.append(macs_objective(enc, name, max_mflops))
+    if max_mflops and all(o.unit != "MFLOPs" for o in objectives):
+        objectives.append(macs_objective(enc, "macs", max_mflops))
+    check_budgets(enc, objectives)
+    return supernet, config, enc, objectives
+
+
+def search_run(run_dir: str | Path, targets: Sequence[str], out: str | Path, *, evaluations: int,
+               predictors: Sequence[str | Path] = (), max_latency_ms: Sequence[str] = (),
+               max_mflops: Sequence[float] = (), confidence: Optional[float] = 0.9, seed: int = 0,
+               calib_n: int = 2000, data_dir: Optional[str] = None, model: str = "ridge",
+               test_images: Optional[int] = None, overwrite: bool = False, generations: int = 60,
+               progress: Optional[Callable[[str, int, int], None]] = None) -> dict[str, Any]:
+    from ..outputs import check_not_input, check_replaceable
+    from .accuracy import KINDS
+
+    if evaluations < 1:
+        raise OfaError(f"--evaluations must be at least 1 (got {evaluations})")
+    if model not in KINDS:
+        raise OfaError(f"unknown accuracy predictor {model!r}; choose one of {', '.join(KINDS)}")
+    inputs = [("run directory", run_dir), *[("predictor", p) for p in predictors]]
+    check_not_input(out, inputs)
+    check_replaceable(out, SEARCH, overwrite=overwrite)
+    supernet, config, enc, objectives = prepare(run_dir, targets, predictors=predictors,
+                                                max_latency_ms=max_latency_ms, max_mflops=max_mflops,
+                                                confidence=confidence)
+    from ..evaluate.bn import recalibrated_subnet
+    from ..evaluate.metrics import evaluate_accuracy
+    from ..export.pipeline import run_source
+    from .splits import choice_data
+
+    data = choice_data(config, data_dir=data_dir, seed=seed, test_images=test_images)
+    calibration, choose = data.calibration, data.choose
+    cache: dict[str, float] = {}
+
+    def evaluate(subnets):
+        out_acc = []
+        for sub in subnets:
+            key = str(sub)
+            if key not in cache:
+                net = recalibrated_subnet(supernet, sub, calibration, n=calib_n, seed=0)
+                cache[key] = float(evaluate_accuracy(net, choose.images, choose.labels)[0])
+            out_acc.append(cache[key])
+        return out_acc
+
+    history = search(enc, evaluate, objectives, evaluations=evaluations, seed=seed, model=model,
+                     generations=generations, progress=progress)
+    source = run_source(run_dir)
+    document = {
+        "format": SEARCH_FORMAT,
+        "command": " ".join(["ofa-deploy", *sys.argv[1:]]) if sys.argv and "ofa" in sys.argv[0] else None,
+        "run": source["run_dir"],
+        "checkpoint_sha256": source["checkpoint_sha256"],
+        "space": enc.space.to_dict(),
+        "host": socket.gethostname(),
+        "chosen_on": choose.name,
+        "chosen_on_images": len(choose),
+        "splits": data.note + "; the reporting split was not read by the search",
+        "confidence": confidence,
+        "seed": seed,
+        "targets": [o.name for o in objectives],
+        **history,
+    }
+    from ..io import atomic_write_json
+
+    with staged_output_dir(out, SEARCH, overwrite=overwrite, inputs=inputs) as tmp:
+        atomic_write_json(tmp / "history.json", document)
+        plot_fronts(document, tmp / "front.png")
+    return document
+
+
+def plot_fronts(history: dict[str, Any], path: Path) -> None:
+    """One panel per target: every evaluated subnet (cost vs measured validation accuracy),
+    the front, and the pick per budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objectives = history["objectives"]
+    evaluated = history["evaluated"]
+    fig, axes = plt.subplots(1, len(objectives), figsize=(5 * len(objectives), 4), squeeze=False)
+    for ax, (name, obj) in zip(axes[0], objectives.items()):
+        costs = obj.get("costs") or []
+        if costs:
+            ax.scatter(costs, [e["accuracy"] for e in evaluated], s=8, c="0.7", label="evaluated")
+        ax.plot([f["cost"] for f in obj["front"]], [f["accuracy"] for f in obj["front"]], "-o", ms=3,
+                label="front (evaluated)")
+        for pick in obj["picks"]:
+            if pick["subnet"] is not None:
+                ax.axvline(pick["budget"], color="0.85", lw=0.8)
+                ax.plot([pick["cost"]], [pick["accuracy"]], "r*", ms=9)
+        ax.set_xlabel(f"{name}: {'predicted upper bound, ms' if obj['unit'] == 'ms' else 'MFLOPs'}")
+        ax.set_ylabel(f"accuracy on {history.get('chosen_on', 'validation')}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
