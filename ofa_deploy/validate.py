@@ -45,6 +45,7 @@ LIMITS = {
     "latency_ms": (0.0, 1e7),
     "kd_ratio": (0.0, 100.0),
     "accuracy": (0.0, 1.0),
+    "max_drop": (0.0, 100.0),  # accuracy points an int8 model may lose against fp32
 }
 
 

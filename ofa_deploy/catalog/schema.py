@@ -30,6 +30,12 @@ target runs (another backend, or ONNX Runtime's CPU provider for a GPU target), 
 was. ``catalog import`` stores such a row only when told (``--allow-backend-mismatch``) and
 every view flags it. Older rows get the profiler's own fallback note (``stats.fallback``),
 the one trace such a measurement left.
+
+Schema 6 adds what quantization cost to ``artifacts``: ``drop_points`` (the model's top-1
+drop against fp32, in points, on the test images its ``model.json`` reports it on),
+``max_drop`` (the ``--max-drop`` bound it was quantized under, NULL for none) and
+``reverted`` (how many quantized nodes the bound left in float). Older rows: NULL, unknown
+(their ``model.json`` beside the file still has ``accuracy.drop_points``).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import sqlite3
 from ..errors import OfaError
 
 CATALOG_TABLES = frozenset({"meta", "subnets", "accuracy", "artifacts", "latency"})
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # MIGRATIONS[v] takes a database at user_version v to v + 1.
 MIGRATIONS: dict[int, str] = {
@@ -134,6 +140,12 @@ MIGRATIONS: dict[int, str] = {
         ALTER TABLE latency ADD COLUMN backend_mismatch TEXT;
         UPDATE latency SET backend_mismatch = json_extract(stats, '$.fallback')
             WHERE json_valid(stats) AND json_type(stats, '$.fallback') = 'text';
+    """,
+    # v6: an artifact's accuracy drop against fp32 and the bound it was quantized under.
+    5: """
+        ALTER TABLE artifacts ADD COLUMN drop_points REAL;
+        ALTER TABLE artifacts ADD COLUMN max_drop REAL;
+        ALTER TABLE artifacts ADD COLUMN reverted INTEGER;
     """,
 }
 DEFAULT_IMAGE_SIZE = 32  # SearchSpace's default: a catalog without a space record has no rows to place

@@ -66,6 +66,7 @@ def build_catalog(
     calibration_images: int = 512,
     confidence: Optional[float] = None,
     resolutions: Optional[Sequence[int]] = None,
+    max_drop: Optional[float] = None,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
@@ -80,7 +81,11 @@ def build_catalog(
     ``profile --json`` there, and ``catalog import`` the results.
 
     ``resolutions``: the input sizes to catalogue, each one the run was trained at
-    (default: all of them; one, the run's image size, for a run without ``--resolutions``)."""
+    (default: all of them; one, the run's image size, for a run without ``--resolutions``).
+
+    ``max_drop`` (int8): each finalist is quantized under that bound (``export.bound``),
+    measured on the run's validation split, else on a seeded half of the test images, its
+    own accuracy then on the other half."""
     from ..data import load_dataset
     from ..data.datasets import run_data_options
     from ..evaluate.bn import recalibrated_subnet
@@ -95,6 +100,9 @@ def build_catalog(
 
     target = load_target(target) if isinstance(target, (str, Path)) else target
     precision = target.resolve_precision(precision)
+    from ..export.bound import check_max_drop
+
+    max_drop = check_max_drop(max_drop, precision, calibration_images)
     if n < 2 or finalists < 1:
         raise OfaError("need --n of at least 2 candidates and at least 1 finalist")
     say = progress or (lambda what, done, total: None)
@@ -113,7 +121,10 @@ def build_catalog(
     if not dataset:
         raise OfaError(f"run {run_dir} does not name its dataset in config.toml [data]")
     options = run_data_options(config, data_dir)
-    train = load_dataset(dataset, "train", **options)
+    # a bound measured on the run's validation split: calibrate on its training split only
+    val_size = int((config.get("data") or {}).get("val_size", 0) or 0) if max_drop is not None else 0
+    run_seed = int((config.get("run") or {}).get("seed", 0))
+    train = load_dataset(dataset, "train", **options, **({"val_size": val_size, "seed": run_seed} if val_size else {}))
     test = load_dataset(dataset, "test", **options, subset=test_images)
     if tuple(train.images.shape[1:]) != (space.in_channels, space.image_size, space.image_size):
         raise OfaError(f"dataset {dataset} images are {tuple(train.images.shape[1:])}, run {run_dir} expects "
@@ -139,6 +150,7 @@ def build_catalog(
         nets = {r: supernet_at(supernet, r) for r in chosen_res}
         train_at = {r: images_at(train.images, r) for r in chosen_res}
         test_at = {r: images_at(test.images, r) for r in chosen_res}
+        held, held_source = _held_out(dataset, options, test, test_at, max_drop, val_size, run_seed, seed)
         candidates = [(sub, r) for r in chosen_res for sub in subnets]  # (subnet, resolution) pairs
         accuracy: dict[tuple[Subnet, int], float] = {}
         # every candidate the caller chose is exported: its export reuses the recalibrated copy
@@ -190,24 +202,27 @@ def build_catalog(
                 if r != space.image_size:
                     out = out.parent / f"r{r}" / key
                 art = cat.artifact(key, target.name, "onnx", precision, r)
-                if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"]:
+                if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"] \
+                        or (precision == "int8" and art.get("max_drop") != max_drop):
                     # fp16/int8 change the function: their accuracy is measured on the file itself
                     sidecar = export_subnet(
                         nets[r], sub, target, out, calib_images=train_at[r], parity_images=test_at[r][:256],
                         recalibrate=True, run_dir=run_dir, bn_images=calib_n, overwrite=True, precision=precision,
                         preprocessing=preprocessing[r],
                         calibration_count=calibration_images, recalibrated_net=measured_copies.pop((sub, r), None),
-                        eval_data=None if precision == "fp32" else (test_at[r], test.labels),
+                        eval_data=None if precision == "fp32" else held[r][1],
+                        max_drop=max_drop, validation=held[r][0], validation_source=held_source,
                         accuracy={"top1": accuracy[(sub, r)], "split": SPLIT, "images": len(test),
                                   "dataset": dataset})
                     if precision != "fp32":
                         acc = sidecar["accuracy"]
                         cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=SPLIT,
                                          recalibrated=True, calib_images=min(calib_n, len(train)),
-                                         images=len(test), top1=acc["top1"], loss=acc["loss"], precision=precision,
+                                         images=acc["images"], top1=acc["top1"], loss=acc["loss"], precision=precision,
                                          resolution=r)
                     for kind, name in (("onnx", "model.onnx"), ("sidecar", "model.json")):
-                        cat.add_artifact(key, target.name, kind, out / name, sha256_file(out / name), precision, r)
+                        cat.add_artifact(key, target.name, kind, out / name, sha256_file(out / name), precision, r,
+                                         sidecar)
                     done["exported"] += 1
                     art = cat.artifact(key, target.name, "onnx", precision, r)
                 to_measure.append(str(Path(art["path"]).parent))
@@ -286,3 +301,28 @@ def check_predictor_resolutions(model: Any, space: SearchSpace, resolutions: Seq
                        f"and cannot rank subnets at {', '.join(map(str, other))} (its latency table is per input "
                        f"size); pass --resolution {model.space.image_size}, or leave out --predictor to rank by "
                        f"MACs at each resolution")
+
+
+def _held_out(dataset: str, options: dict[str, Any], test: Any, test_at: dict[int, Any], max_drop: Optional[float],
+              val_size: int, run_seed: int, seed: int) -> tuple[dict[int, tuple[Any, Any]], Optional[dict[str, Any]]]:
+    """Per resolution, (validation images and labels for ``max_drop``, the test images and
+    labels an int8 finalist's accuracy is measured on), and where the validation ones come
+    from: without a bound, (None, the whole test split); with one, the run's validation
+    split, else a seeded part of the test split and the rest (``export.bound.split_test``)."""
+    from ..data import load_dataset
+    from ..evaluate.resolution import images_at
+
+    if max_drop is None:
+        return {r: (None, (x, test.labels)) for r, x in test_at.items()}, None
+    if val_size:
+        val = load_dataset(dataset, "val", **options, val_size=val_size, seed=run_seed)
+        source = {"split": "val", "images": len(val), "seed": run_seed, "accuracy_split": "test"}
+        return {r: ((images_at(val.images, r), val.labels), (x, test.labels)) for r, x in test_at.items()}, source
+    import torch
+
+    from ..export.bound import VALIDATION_FRACTION, split_test
+
+    v, t = (torch.from_numpy(i) for i in split_test(len(test), seed))
+    source = {"split": "test-part", "images": len(v), "seed": seed, "fraction": VALIDATION_FRACTION,
+              "accuracy_split": f"test-rest ({len(t)} of {len(test)} test images)"}
+    return {r: ((x[v], test.labels[v]), (x[t], test.labels[t])) for r, x in test_at.items()}, source
