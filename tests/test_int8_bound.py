@@ -185,3 +185,53 @@ def test_select_max_drop_keeps_entries_within_the_recorded_drop(tmp_path):
     with pytest.raises(NothingFits, match="recorded accuracy drop is within 0.5 points .*1 record no drop"):
         select([items[1], items[3]], max_latency_ms=3, max_drop=0.5)
     assert not math.isnan(items[0]["drop_points"])
+
+
+# -- end to end (a random-weight run: fast; the bound is what is checked, not accuracy) ----
+def test_export_max_drop_records_the_bound_and_holds_out_half_the_test_split(fake_run, tmp_path, capsys):
+    from conftest import run_cli
+
+    out = tmp_path / "e"
+    code, stdout, err = run_cli(capsys, "export", fake_run, "--smallest", "--precision", "int8", "--max-drop", "100",
+                                "--calibration-images", "32", "--bn-images", "64", "--parity-images", "16",
+                                "--out", out)
+    assert code == 0, err
+    assert "bound 100 points" in stdout
+    sc = json.loads((out / "model.json").read_text())
+    b = sc["bound"]
+    assert b["max_drop_points"] == 100 and b["reverted_count"] == 0 and b["quantized_nodes"] > 0
+    assert b["validation"]["source"]["split"] == "test-part" and b["validation"]["images"] == 180
+    assert sc["accuracy"]["images"] == 180 and b["test"]["drop_points"] == sc["accuracy"]["drop_points"]
+    assert b["reverted_precision"] == "fp32"
+
+
+def test_a_run_with_a_validation_split_bounds_on_it(tmp_path, capsys):
+    from conftest import make_fake_run, run_cli
+
+    from ofa_deploy import run
+
+    run_dir = make_fake_run(tmp_path / "r")
+    config = run.read_config(run_dir)
+    config["data"]["val_size"] = 100
+    run.write_config(run_dir, config)
+    out = tmp_path / "e"
+    code, _, err = run_cli(capsys, "export", run_dir, "--smallest", "--precision", "int8", "--max-drop", "100",
+                           "--calibration-images", "32", "--bn-images", "64", "--parity-images", "16", "--out", out)
+    assert code == 0, err
+    sc = json.loads((out / "model.json").read_text())
+    assert sc["bound"]["validation"]["source"]["split"] == "val" and sc["bound"]["validation"]["images"] == 100
+    assert sc["accuracy"]["images"] == 360  # the whole test split reports the accuracy
+
+
+def test_a_bound_not_met_writes_nothing(fake_run, tmp_path, capsys, monkeypatch):
+    from conftest import assert_one_line_error, run_cli
+
+    def unmet(*args, **kwargs):
+        raise OfaError("--max-drop 0.5: int8 is 3.00 points below fp32; no int8 model meets it (nothing written)")
+
+    monkeypatch.setattr("ofa_deploy.export.pipeline.bounded_int8", unmet)
+    out = tmp_path / "e"
+    code, _, err = run_cli(capsys, "export", fake_run, "--smallest", "--precision", "int8", "--max-drop", "0.5",
+                           "--calibration-images", "32", "--bn-images", "64", "--parity-images", "16", "--out", out)
+    assert_one_line_error(code, err, "--max-drop 0.5")
+    assert not out.exists() and not list(tmp_path.glob("e*"))
