@@ -234,6 +234,8 @@ def test_schema_4_catalog_migrates_and_flags_its_fallback_rows(tmp_path):
                                        "precision": "fp16", "fallback": fallback}, target="jetson-orin")
     with sqlite3.connect(path) as conn:  # as schema 4 left it
         conn.execute("ALTER TABLE latency DROP COLUMN backend_mismatch")
+        for column in ("drop_points", "max_drop", "reverted"):  # schema 6's
+            conn.execute(f"ALTER TABLE artifacts DROP COLUMN {column}")
         conn.execute("PRAGMA user_version = 4")
     before = path.read_bytes()
     with Catalog(path, readonly=True) as cat:
@@ -242,5 +244,5 @@ def test_schema_4_catalog_migrates_and_flags_its_fallback_rows(tmp_path):
     assert flagged == {str(space.smallest()): "TensorRT is not installed here; used the target's fallback",
                        str(space.largest()): None}
     with Catalog(path) as cat:
-        assert cat.version == SCHEMA_VERSION == 5
+        assert cat.version == SCHEMA_VERSION == 6
         assert {e["key"]: e["backend_mismatch"] for e in entries(cat, "jetson-orin")} == flagged
