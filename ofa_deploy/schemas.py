@@ -160,6 +160,7 @@ def check_sidecar(data: Any, where: str) -> dict:
             "calibration": _opt(DICT),
             "onnx": _opt(DICT),
             "preprocessing": _opt(DICT),
+            "bound": _opt(DICT),
         },
     )
     if data.get("preprocessing") is not None:

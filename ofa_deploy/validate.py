@@ -46,6 +46,7 @@ LIMITS = {
     "kd_ratio": (0.0, 100.0),
     "accuracy": (0.0, 1.0),
     "width_mult": (0.1, 4.0),
+    "max_drop": (0.0, 100.0),  # accuracy points an int8 model may lose against fp32
 }
 
 

@@ -147,7 +147,7 @@ def test_schema_2_catalog_reads_read_only_and_migrates_on_write(tmp_path: Path):
         assert (j["precision"], j["accuracy"], j["accuracy_precision"]) == ("fp16", 0.75, "fp32")
     assert path.read_bytes() == before
     with Catalog(path) as cat:
-        assert cat.version == SCHEMA_VERSION == 6
+        assert cat.version == SCHEMA_VERSION == 7
         assert [r["precision"] for r in cat.accuracy_rows(key)] == ["fp32"]
         assert cat.artifact(key, "cpu")["precision"] == "fp32"
         add_model(cat, tmp_path, SMALL, "int8", 0.74, 0.5)  # the new key accepts a second precision
@@ -227,7 +227,7 @@ def test_schema_6_records_the_split_that_chose_each_accuracy(tmp_path: Path):
     path = tmp_path / "old.db"
     key = _schema2_catalog(path, tmp_path)
     with Catalog(path) as cat:
-        assert cat.version == 6
+        assert cat.version == 7
         (row,) = cat.accuracy_rows(key)
         assert row["chosen_on"] is None and row["split"] == "test"
         common = dict(run="r", run_sha256="abc", dataset="digits", recalibrated=True, calib_images=100)

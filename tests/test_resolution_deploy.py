@@ -174,14 +174,14 @@ def test_schema3_rows_migrate_at_the_catalogs_image_size(tmp_path, image_size):
     key = _schema3_catalog(db, image_size)
     with Catalog(db, readonly=True) as cat:  # an in-memory copy is migrated; the file stays as it was
         items = entries(cat, "cpu")
-        assert cat.version == SCHEMA_VERSION == 6
+        assert cat.version == SCHEMA_VERSION == 7
     assert [(e["key"], e["resolution"], e["accuracy"]) for e in items] == [(key, image_size, 0.9)]
     assert items[0]["onnx"] and items[0]["macs"] == cost(SearchSpace(in_channels=1, image_size=image_size),
                                                          SPACE.middle())[0]
     with sqlite3.connect(str(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     with Catalog(db) as cat:
-        assert cat.version == SCHEMA_VERSION == 6
+        assert cat.version == SCHEMA_VERSION == 7
         for table in ("accuracy", "artifacts", "latency"):
             assert [r[0] for r in cat.conn.execute(f"SELECT resolution FROM {table}")] == [image_size], table
         # the key now holds resolution: the same subnet at another size is a second entry

@@ -235,6 +235,8 @@ def test_schema_4_catalog_migrates_and_flags_its_fallback_rows(tmp_path):
     with sqlite3.connect(path) as conn:  # as schema 4 left it
         conn.execute("ALTER TABLE latency DROP COLUMN backend_mismatch")
         conn.execute("ALTER TABLE accuracy DROP COLUMN chosen_on")  # schema 6's
+        for column in ("drop_points", "max_drop", "reverted"):  # schema 7's
+            conn.execute(f"ALTER TABLE artifacts DROP COLUMN {column}")
         conn.execute("PRAGMA user_version = 4")
     before = path.read_bytes()
     with Catalog(path, readonly=True) as cat:

@@ -24,6 +24,22 @@ from .schema import CATALOG_TABLES, DEFAULT_IMAGE_SIZE, SCHEMA_VERSION, migratio
 BUSY_TIMEOUT_MS = 60_000
 
 
+def quantization(sidecar: Optional[dict[str, Any]]) -> tuple[Optional[float], Optional[float], Optional[int]]:
+    """(top-1 drop against fp32 in points, ``--max-drop`` bound, nodes reverted to float) of
+    an export's ``model.json``; None where it does not say (fp32: drop 0)."""
+    if not isinstance(sidecar, dict):
+        return None, None, None
+    if sidecar.get("precision", "fp32") == "fp32":
+        return 0.0, None, None
+    drop = (sidecar.get("accuracy") or {}).get("drop_points")
+    bound = sidecar.get("bound") or {}
+    max_drop, reverted = bound.get("max_drop_points"), bound.get("reverted_count")
+    number = (int, float)
+    return (float(drop) if isinstance(drop, number) and not isinstance(drop, bool) else None,
+            float(max_drop) if isinstance(max_drop, number) and not isinstance(max_drop, bool) else None,
+            int(reverted) if isinstance(reverted, int) and not isinstance(reverted, bool) else None)
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -266,17 +282,23 @@ class Catalog:
         return dict(row) if row else None
 
     def add_artifact(self, subnet: str, target: str, kind: str, path: str | Path, sha256: str,
-                     precision: str = "fp32", resolution: Optional[int] = None) -> None:
+                     precision: str = "fp32", resolution: Optional[int] = None,
+                     sidecar: Optional[dict[str, Any]] = None) -> None:
         """Record (or replace) the artifact of ``kind`` for ``subnet`` at ``precision`` and
-        ``resolution`` (default: the catalog's image size) on ``target``."""
+        ``resolution`` (default: the catalog's image size) on ``target``; ``sidecar`` (the
+        export's ``model.json``) gives its accuracy drop and int8 bound (``quantization``)."""
         size = Path(path).stat().st_size
+        drop, bound, reverted = quantization(sidecar)
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO artifacts (subnet, target, kind, path, sha256, bytes, created, precision, resolution) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subnet, target, precision, resolution, kind) DO "
-                "UPDATE SET path = excluded.path, sha256 = excluded.sha256, bytes = excluded.bytes, "
-                "created = excluded.created",
-                (subnet, target, kind, str(path), sha256, size, now(), precision, self._resolution(resolution)))
+                "INSERT INTO artifacts (subnet, target, kind, path, sha256, bytes, created, precision, resolution, "
+                "drop_points, max_drop, reverted) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subnet, target, precision, resolution, kind) "
+                "DO UPDATE SET path = excluded.path, sha256 = excluded.sha256, bytes = excluded.bytes, "
+                "created = excluded.created, drop_points = excluded.drop_points, max_drop = excluded.max_drop, "
+                "reverted = excluded.reverted",
+                (subnet, target, kind, str(path), sha256, size, now(), precision, self._resolution(resolution),
+                 drop, bound, reverted))
 
     def artifact(self, subnet: str, target: str, kind: str = "onnx",
                  precision: str = "fp32", resolution: Optional[int] = None) -> Optional[dict[str, Any]]:

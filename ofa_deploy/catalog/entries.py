@@ -103,6 +103,10 @@ def _entry(catalog: Catalog, key: str, lat: dict[str, Any], target: str, dataset
         "measured_at": lat["date"],
         "onnx": art["path"] if art else None,
         "onnx_sha256": art["sha256"] if art else None,
+        # top-1 drop against fp32 in points (fp32: 0; None: not recorded) and the int8 bound
+        "drop_points": 0.0 if lat["precision"] == "fp32" else (art.get("drop_points") if art else None),
+        "max_drop": art.get("max_drop") if art else None,
+        "reverted": art.get("reverted") if art else None,
         "preprocessing": _preprocessing(art),
     }
 
@@ -207,7 +211,7 @@ def unusable_reasons(items: list[dict[str, Any]], allow_unstable: bool) -> str:
 
 def select(items: list[dict[str, Any]], *, max_latency_ms: Optional[float] = None,
            max_mflops: Optional[float] = None, min_accuracy: Optional[float] = None,
-           allow_unstable: bool = False) -> dict[str, Any]:
+           allow_unstable: bool = False, max_drop: Optional[float] = None) -> dict[str, Any]:
     """The most accurate entry with an ONNX file whose measured p90 is within
     ``max_latency_ms`` and/or whose MFLOPs are within ``max_mflops`` (and accuracy at least
     ``min_accuracy``); ties go to the faster. Entries of every precision in ``items``
@@ -216,9 +220,17 @@ def select(items: list[dict[str, Any]], *, max_latency_ms: Optional[float] = Non
     take part only with ``allow_unstable`` (and still say so). ``NothingFits`` names the
     fastest entry. An entry's ``budget_latency_ms``, where set (``catalog select
     --confidence``: the larger of the measured p90 and the predictor's upper bound), is
-    held to ``max_latency_ms`` instead of its measured p90."""
+    held to ``max_latency_ms`` instead of its measured p90. ``max_drop``: only entries
+    whose recorded top-1 drop against fp32 (``drop_points``) is at most that many points."""
     if max_latency_ms is None and max_mflops is None:
         raise OfaError("give a budget: --max-latency-ms or --max-mflops")
+    if max_drop is not None:
+        kept = [e for e in items if e.get("drop_points") is not None and e["drop_points"] <= max_drop]
+        if not kept:
+            unknown = sum(1 for e in items if e.get("drop_points") is None)
+            raise NothingFits(f"no entry's recorded accuracy drop is within {max_drop:g} points (of {len(items)} "
+                              f"entries, {unknown} record no drop)", None)
+        items = kept
     usable = [e for e in items if e["accuracy"] is not None and (allow_unstable or not e["unstable"])
               and e["onnx"] and Path(e["onnx"]).is_file()]
     if not usable:

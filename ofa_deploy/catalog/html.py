@@ -141,6 +141,10 @@ def _row(e: Dict[str, Any], env_id: int) -> Dict[str, Any]:
         "unstable": e["unstable"],
         # missing precision (catalogs written before it was recorded) means the default, fp32
         "precision": e.get("precision") or "fp32",
+        # top-1 drop against fp32 (points) and the int8 bound / nodes left in float, where recorded
+        "drop_points": e.get("drop_points"),
+        "max_drop": e.get("max_drop"),
+        "reverted": e.get("reverted"),
         "backend": e["backend"],
         # why this latency is not a measurement of the target (catalog import --allow-backend-mismatch)
         "backend_mismatch": e.get("backend_mismatch"),

@@ -103,10 +103,11 @@ def import_results(catalog: Catalog, path: str | Path, *, target: Optional[str] 
             catalog.add_subnet(str(sub), sub.to_dict(), m, p)
             _import_accuracy(catalog, str(sub), model, resolution)
             if onnx is not None:
-                catalog.add_artifact(str(sub), tgt, "onnx", onnx[0], onnx[1], precision, resolution)
-                if (onnx[0].parent / "model.json").is_file():
+                beside = _sidecar_beside(onnx[0])
+                catalog.add_artifact(str(sub), tgt, "onnx", onnx[0], onnx[1], precision, resolution, beside)
+                if beside is not None:
                     catalog.add_artifact(str(sub), tgt, "sidecar", onnx[0].parent / "model.json",
-                                         sha256_file(onnx[0].parent / "model.json"), precision, resolution)
+                                         sha256_file(onnx[0].parent / "model.json"), precision, resolution, beside)
                 linked += 1
             if catalog.add_latency(str(sub), r, target=tgt, source=f"imported:{Path(path).name}",
                                    resolution=resolution, backend_mismatch=mismatch):
@@ -242,3 +243,17 @@ def _import_accuracy(catalog: Catalog, key: str, model: dict[str, Any], resoluti
         # the accuracy of the exported file's own precision (sidecars before precision existed: fp32)
         precision=str(acc.get("precision") or model.get("precision") or "fp32"), resolution=resolution,
         chosen_on=str(acc["chosen_on"]) if acc.get("chosen_on") else None)
+
+
+def _sidecar_beside(onnx: Path) -> Optional[dict[str, Any]]:
+    """The ``model.json`` beside an imported ONNX file (None where there is none or it does
+    not read: the entry then has no recorded drop)."""
+    path = Path(onnx).parent / "model.json"
+    if not path.is_file():
+        return None
+    from ..profile.model import read_sidecar
+
+    try:
+        return read_sidecar(path)
+    except OfaError:
+        return None

@@ -9,7 +9,8 @@ when opened, one numbered step at a time, each in its own transaction)::
              images, top1, loss, date, precision, resolution, chosen_on)
                                              UNIQUE(subnet, run_sha256, dataset, split, recalibrated,
                                                     calib_images, images, precision, resolution)
-    artifacts(subnet, target, kind, path, sha256, bytes, created, precision, resolution)
+    artifacts(subnet, target, kind, path, sha256, bytes, created, precision, resolution,
+              drop_points, max_drop, reverted)
                                              UNIQUE(subnet, target, precision, resolution, kind)
     latency(subnet, target, backend, precision, batch, latency_kind, artifact_sha256,
             p50, p90, p99, mean, std, min, max, cov, n, unstable, stats, environment,
@@ -39,6 +40,12 @@ reports on the other (``test:half1:seedS`` / ``test:half2:seedS``). A candidate'
 choosing accuracy has ``chosen_on`` NULL (it chose, it was not chosen); so have rows from
 before schema 6, whose choosing split was not recorded (``catalog build`` then chose on the
 very test accuracy it stored).
+
+Schema 7 adds what quantization cost to ``artifacts``: ``drop_points`` (the model's top-1
+drop against fp32, in points, on the test images its ``model.json`` reports it on),
+``max_drop`` (the ``--max-drop`` bound it was quantized under, NULL for none) and
+``reverted`` (how many quantized nodes the bound left in float). Older rows: NULL, unknown
+(their ``model.json`` beside the file still has ``accuracy.drop_points``).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ import sqlite3
 from ..errors import OfaError
 
 CATALOG_TABLES = frozenset({"meta", "subnets", "accuracy", "artifacts", "latency"})
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # MIGRATIONS[v] takes a database at user_version v to v + 1.
 MIGRATIONS: dict[int, str] = {
@@ -147,6 +154,12 @@ MIGRATIONS: dict[int, str] = {
     # v6: the split that chose an accuracy row's subnet (NULL: a candidate's own, or not recorded).
     5: """
         ALTER TABLE accuracy ADD COLUMN chosen_on TEXT;
+    """,
+    # v7: an artifact's accuracy drop against fp32 and the bound it was quantized under.
+    6: """
+        ALTER TABLE artifacts ADD COLUMN drop_points REAL;
+        ALTER TABLE artifacts ADD COLUMN max_drop REAL;
+        ALTER TABLE artifacts ADD COLUMN reverted INTEGER;
     """,
 }
 DEFAULT_IMAGE_SIZE = 32  # SearchSpace's default: a catalog without a space record has no rows to place

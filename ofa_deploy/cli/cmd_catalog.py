@@ -92,6 +92,9 @@ def _row(e: dict) -> str:
         acc += f" ({e['accuracy_precision']})"  # an older catalog: no accuracy of this precision's own
     flag = ("  UNSTABLE" if e["unstable"] else "") + ("  BACKEND MISMATCH" if e.get("backend_mismatch") else "")
     res = e.get("resolution")
+    if e["precision"] != "fp32" and e.get("drop_points") is not None:
+        acc += f" (drop {e['drop_points']:+.2f}" + (f", bound {e['max_drop']:g}, {e['reverted']} float"
+                                                    if e.get("max_drop") is not None else "") + ")"
     return (
         f"{e['text']:<60} {e['precision']:<4} {f'{res}px' if res else '-':>5} {e['mflops']:6.2f} MFLOPs  acc {acc}  "
         f"p50 {e['latency_ms']['p50']:.4f}  p90 {e['latency_ms']['p90']:.4f} ms{flag}"
@@ -130,6 +133,8 @@ def _row(e: dict) -> str:
                    "measured) [default: the target's precision].")
 @click.option("--calibration-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
               help="int8: training images that calibrate the activation ranges.")
+@click.option("--max-drop", type=limit_float("max_drop"), default=None,
+              help="int8: quantize each finalist under this top-1 drop bound in points (as `export --max-drop`).")
 @click.option("--resolution", "resolutions", type=click.IntRange(8, 4096), multiple=True,
               help="Input size to catalogue (repeatable), one the run was trained at; entries are (subnet, "
                    "resolution) pairs on one Pareto front [default: every trained resolution].")
@@ -139,7 +144,7 @@ def _row(e: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
           data_dir, torch_threads, no_measure, remeasure_unstable, precision, calibration_images, warmup_s,
-          min_iterations, min_time_s, as_json, confidence=None, resolutions=()) -> None:
+          min_iterations, min_time_s, as_json, confidence=None, resolutions=(), max_drop=None) -> None:
     """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
     measure the finalists, and store everything. Rerunning does no work twice."""
     if torch_threads is not None:
@@ -170,7 +175,7 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
                                 data_dir=data_dir, remeasure_unstable=remeasure_unstable, measure=not no_measure,
                                 protocol=protocol, progress=progress, precision=precision,
                                 calibration_images=calibration_images, confidence=confidence,
-                                resolutions=resolutions or None)
+                                resolutions=resolutions or None, max_drop=max_drop)
     if as_json:
         emit_json(summary)
         return
@@ -309,6 +314,9 @@ def pareto_(catalog_path, target, batch, precision, as_json) -> None:
               help="Budget on measured p90 latency.")
 @click.option("--max-mflops", type=limit_float("mflops", lo_open=True), default=None, help="Budget on MFLOPs.")
 @click.option("--min-accuracy", type=limit_float("accuracy"), default=None, help="Accuracy floor (0-1).")
+@click.option("--max-drop", type=limit_float("max_drop"), default=None,
+              help="Only entries whose recorded top-1 drop against fp32 is within this many points (fp32 entries "
+                   "drop 0; fp16/int8 entries with no recorded drop are left out).")
 @click.option("--allow-unstable", is_flag=True, help="Also consider entries whose latency is flagged unstable.")
 @click.option("--predictor", "predictor_path", type=click.Path(path_type=Path), default=None,
               help="Latency predictor of the target, for --confidence.")
@@ -317,7 +325,7 @@ def pareto_(catalog_path, target, batch, precision, as_json) -> None:
                    "confidence (e.g. 0.9; needs --predictor).")
 @click.option("--json", "as_json", is_flag=True, help="Print the chosen entry as JSON.")
 def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, min_accuracy, allow_unstable,
-            predictor_path, confidence, as_json) -> None:
+            predictor_path, confidence, as_json, max_drop=None) -> None:
     """The most accurate entry within the budget, any precision unless --precision; exit 1
     naming the fastest if none fits."""
     from ..catalog import NothingFits, select
@@ -337,7 +345,7 @@ def select_(catalog_path, target, batch, precision, max_latency_ms, max_mflops, 
     unstable = {"unstable_entries": sum(1 for e in items if e["unstable"]), "unstable_note": note}
     try:
         entry = select(items, max_latency_ms=max_latency_ms, max_mflops=max_mflops, min_accuracy=min_accuracy,
-                       allow_unstable=allow_unstable)
+                       allow_unstable=allow_unstable, max_drop=max_drop)
     except NothingFits as exc:
         if as_json:
             emit_json({"selected": None, "reason": str(exc), "fastest": exc.fastest, **unstable})

@@ -46,6 +46,11 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float
                    "[default: the target's precision].")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
               show_default=True, help="int8: how activation ranges are calibrated (ONNX Runtime's calibrators).")
+@click.option("--max-drop", type=limit_float("max_drop"), default=None,
+              help="int8: keep the top-1 drop against fp32 within this many points on a validation split (the "
+                   "run's held-out one, else a seeded half of the test split, the accuracy then being reported on "
+                   "the other half), reverting the most sensitive quantized nodes to float until it holds; fails, "
+                   "writing nothing, if only reverting all of them would.")
 @click.option("--calibration-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
               help="Training images (seeded) that calibrate int8 ranges, saved as calibration.npy "
                    "(TensorRT / int8).")
@@ -79,6 +84,7 @@ def command(
     bn_images,
     precision,
     calibration_method,
+    max_drop,
     calibration_images,
     parity_images,
     measure_accuracy,
@@ -108,7 +114,7 @@ def command(
             recalibrate=recalibrate, bn_images=bn_images, precision=precision,
             calibration_method=calibration_method, calibration_images=calibration_images,
             parity_images=parity_images, measure_accuracy=measure_accuracy, exporter=exporter, data_dir=data_dir,
-            resolution=resolution, progress=status.update,
+            resolution=resolution, progress=status.update, max_drop=max_drop,
         )
     out, target = made.out, made.target
     if as_json:
@@ -124,12 +130,20 @@ def command(
         acc = sc["accuracy"] or {}
         par, vs32 = sc["parity"], sc["precision_parity"]
         drop = acc.get("drop_points")
+        bound = sc.get("bound")
         click.echo(
             f"{where}  {sc['subnet_text']}  {sc['mflops']:.2f} MFLOPs  {sc['params']:,} params  {sc['precision']}"
             + (f"  top-1 {acc['top1']:.2%}" if acc.get("top1") is not None else "")
             + (
                 f" (fp32 {acc['fp32_top1']:.2%}, drop {drop:+.2f} points)"
                 if drop is not None and sc["precision"] != "fp32"
+                else ""
+            )
+            + (
+                f"  bound {bound['max_drop_points']:g} points: {bound['reverted_count']} of "
+                f"{bound['quantized_nodes']} quantized nodes in float, validation drop "
+                f"{bound['validation']['drop_points']:+.2f} ({bound['validation']['images']} images)"
+                if bound
                 else ""
             )
             + f"  parity max|diff| {par['max_abs_diff']:.1e} top-1 agree {par['top1_agreement']:.1%}"

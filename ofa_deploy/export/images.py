@@ -28,6 +28,8 @@ class ExportImages:
     eval: tuple[torch.Tensor, torch.Tensor] | None
     normalization: dict[str, Any]
     parity_source: str | None = None  # what the parity images are, when not test images
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None
+    validation_source: dict[str, Any] | None = None
 
 
 def export_images(
@@ -38,12 +40,18 @@ def export_images(
     train_images: int = 2000,
     parity_images: int = 512,
     accuracy: bool = True,
+    validation: bool = False,
 ) -> ExportImages:
     """Load the dataset named in a run's ``config`` ([data] dataset, data_dir); ``data_dir``
     overrides the run's. ``train_images`` training images (all if fewer) and
     ``parity_images`` test images are drawn by ``seed``; only those are decoded, so a
     large training split is never held in memory whole. The whole test split is loaded
-    when ``accuracy`` is wanted."""
+    when ``accuracy`` is wanted.
+
+    ``validation`` (for ``--max-drop``): labelled images to bound an int8 drop on, kept
+    apart from ``eval``: the run's held-out validation split when it has one (the training
+    images are then drawn from the run's training split only, as it was trained), else a
+    seeded part of the test split (``bound.split_test``), ``eval`` being the rest."""
     from ..data import dataset_info, load_dataset
     from ..data.datasets import run_data_options
 
@@ -56,21 +64,47 @@ def export_images(
                        "style folder mode, not built yet; export with --no-recalibrate and without --data-dir")
     options = run_data_options(config, data_dir)
     info = dataset_info(name, **options)
-    train = load_dataset(name, "train", **options, seed=seed, subset=min(train_images, info.train_size))
+    val_size = int(data_cfg.get("val_size", 0) or 0) if validation else 0
+    run_seed = int(config.get("run", {}).get("seed", 0))
+    if val_size:
+        train = load_dataset(name, "train", **options, seed=run_seed, val_size=val_size,
+                             subset=min(train_images, info.train_size - val_size))
+    else:
+        train = load_dataset(name, "train", **options, seed=seed, subset=min(train_images, info.train_size))
     n_parity = min(parity_images, info.test_size)
-    test = load_dataset(name, "test", **options, seed=seed, subset=None if accuracy else n_parity)
+    test = load_dataset(name, "test", **options, seed=seed, subset=None if accuracy or validation else n_parity)
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
     parity = test.images[order[:n_parity]]
+    evaluated = (test.images, test.labels) if accuracy else None
+    held_out = source = None
+    if val_size:
+        val = load_dataset(name, "val", **options, seed=run_seed, val_size=val_size)
+        held_out = (val.images, val.labels)
+        source = {"split": "val", "images": int(len(val)), "seed": run_seed,
+                  "what": "the run's held-out validation split (val_size), not trained or calibrated on",
+                  "accuracy_split": "test"}
+    elif validation:
+        from .bound import VALIDATION_FRACTION, split_test
+
+        val_index, test_index = (torch.from_numpy(i) for i in split_test(len(test), seed))
+        held_out = (test.images[val_index], test.labels[val_index])
+        evaluated = (test.images[test_index], test.labels[test_index])
+        source = {"split": "test-part", "images": int(len(val_index)), "seed": seed, "fraction": VALIDATION_FRACTION,
+                  "what": f"the run holds out no validation images (val_size 0): a seeded {VALIDATION_FRACTION:.0%} of "
+                          "the test split, kept apart from the images the accuracy is reported on",
+                  "accuracy_split": f"test-rest ({len(test_index)} of {len(test)} test images)"}
     return ExportImages(
         name=train.name,
         in_channels=train.in_channels,
         num_classes=train.num_classes,
         train=train.images,
         parity=parity,
-        eval=(test.images, test.labels) if accuracy else None,
+        eval=evaluated,
         normalization={"dataset": train.name, "mean": list(train.mean), "std": list(train.std),
                        **({"classes": list(train.classes), "resize": "shorter side to the input size, centre crop"}
                           if train.classes else {})},
+        validation=held_out,
+        validation_source=source,
     )
 
 

@@ -24,7 +24,15 @@ from ..evaluate.bn import calibration_images, measurement_layout, recalibrate_bn
 from ..io import atomic_write, atomic_write_json, sha256_file
 from ..space import Subnet
 from ..targets import Target, load_target
-from .precision import DEFAULT_CALIBRATION_METHOD, PRECISION_METADATA_KEY, compare_logits, convert_precision
+from .bound import bounded_int8, check_max_drop
+from .precision import (
+    DEFAULT_CALIBRATION_METHOD,
+    PRECISION_METADATA_KEY,
+    Int8Quantizer,
+    compare_logits,
+    convert_precision,
+    stamp_precision,
+)
 from .sidecar import (
     CALIBRATION_FILE,
     ONNX_FILE,
@@ -68,6 +76,9 @@ def export_subnet(
     calibration_method: str = DEFAULT_CALIBRATION_METHOD,
     recalibrated_net: nn.Module | None = None,
     parity_source: str | None = None,
+    max_drop: float | None = None,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    validation_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``subnet`` of ``supernet`` for ``target`` into the new directory ``out_dir``.
 
@@ -99,6 +110,12 @@ def export_subnet(
     the converted file is compared with it (``precision_parity``) and, with ``eval_data``,
     its own ONNX Runtime accuracy is measured beside the fp32 one.
 
+    ``max_drop`` (int8 only; ``export.bound``): the quantized nodes most sensitive on
+    ``validation`` = (images, labels) are left in float until the int8 file's top-1 there is
+    within ``max_drop`` points of the fp32 file's (``OfaError``, nothing written, when only
+    reverting every node would do); ``validation_source`` says which images those are
+    (``"bound"`` in the sidecar). ``eval_data`` must then be images kept apart from them.
+
     Returns the sidecar, also written as ``out_dir/model.json``.
     """
     target = load_target(target) if isinstance(target, str) else target
@@ -111,6 +128,9 @@ def export_subnet(
     say = progress or (lambda message: None)
     if precision == "int8" and calibration_count < 1:
         raise OfaError("--calibration-images: int8 quantization needs at least one calibration image")
+    max_drop = check_max_drop(max_drop, precision, calibration_count)
+    if max_drop is not None and validation is None:
+        raise OfaError("--max-drop needs labelled validation images to measure the drop on")
     if recalibrate and calib_images is None:
         raise OfaError("BN recalibration needs training images (calib_images), or pass recalibrate=False")
     if needs_calibration and calib_images is None:
@@ -188,15 +208,26 @@ def export_subnet(
         conversion = None
         if precision != "fp32":
             say(f"converting to {precision}" + (f" ({calibration_method} calibration)" if precision == "int8" else ""))
-            conversion = convert_precision(fp32_path, tmp / ONNX_FILE, precision, calibration=array,
-                                           method=calibration_method, static_batch=static_batch,
-                                           for_tensorrt=target.backend == "tensorrt")
+            if max_drop is None:
+                conversion = convert_precision(fp32_path, tmp / ONNX_FILE, precision, calibration=array,
+                                               method=calibration_method, static_batch=static_batch,
+                                               for_tensorrt=target.backend == "tensorrt")
+            else:
+                assert validation is not None and array is not None
+                with Int8Quantizer(fp32_path, array, method=calibration_method, static_batch=static_batch,
+                                   for_tensorrt=target.backend == "tensorrt") as quantizer:
+                    vx, vy = (t.detach().to("cpu").numpy() for t in validation)
+                    conversion = bounded_int8(quantizer, tmp / ONNX_FILE, fp32_path, vx, vy, max_drop,
+                                              batch=static_batch, progress=say)
+                conversion["bound"]["validation"]["source"] = validation_source
+                stamp_precision(tmp / ONNX_FILE, precision, fp32_path)
         say("checking the model against fp32")
         precision_parity, accuracy = _precision_checks(
             tmp / ONNX_FILE, fp32_path, precision, parity, parity_images, eval_data, static_batch,
             accuracy, torch_accuracy)
         if fp32_path.name == FP32_WORK_FILE:
             fp32_path.unlink()
+        bound = _bound_record(conversion, accuracy, validation_source)
         files = {name: file_entry(tmp / name) for name in (ONNX_FILE, CALIBRATION_FILE) if (tmp / name).is_file()}
         sidecar = {
             "format": SIDECAR_FORMAT,
@@ -224,6 +255,7 @@ def export_subnet(
             "parity": parity,
             "precision_parity": precision_parity,
             "conversion": conversion,
+            "bound": bound,
             "calibration": calibration,
             "target": target.record(),  # the whole definition: build-engine uses it without --target
             "source": run_source(run_dir) if run_dir is not None else None,
@@ -292,6 +324,22 @@ def _precision_checks(path: Path, fp32_path: Path, precision: str, parity: dict[
         "drop_points": round(100 * (top1_of["fp32"] - top1_of["this"]), 4),
         "torch_top1": torch_accuracy["top1"] if torch_accuracy else None,
     }
+
+
+def _bound_record(conversion: dict[str, Any] | None, accuracy: dict[str, Any] | None,
+                  source: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sidecar's ``"bound"`` (None without ``--max-drop``): what ``bounded_int8`` did,
+    plus the test drop measured once on the final file (``accuracy``, images kept apart
+    from the validation ones)."""
+    if not conversion or "bound" not in conversion:
+        return None
+    bound = conversion.pop("bound")
+    test = None
+    if accuracy and accuracy.get("drop_points") is not None:
+        test = {"split": (source or {}).get("accuracy_split", "test"), "images": accuracy.get("images"),
+                "fp32_top1": accuracy.get("fp32_top1"), "top1": accuracy.get("top1"),
+                "drop_points": accuracy["drop_points"]}
+    return {**bound, "test": test}
 
 
 def _device(net: nn.Module) -> torch.device:

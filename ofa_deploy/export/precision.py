@@ -44,7 +44,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def convert_precision(
             raise OfaError("--calibration-images: int8 quantization needs at least one calibration image")
         info = to_int8(fp32_onnx, out, calibration, method=method, static_batch=static_batch,
                        for_tensorrt=for_tensorrt)
-    _stamp(out, precision, fp32_onnx)
+    stamp_precision(out, precision, fp32_onnx)
     return info
 
 
@@ -150,54 +150,140 @@ def to_int8(
     flavour TensorRT builds (``for_tensorrt``) or the one ONNX Runtime's CPU provider runs
     fast (see the module docstring). ``placement`` (one of ``PLACEMENTS``; default: the
     flavour's) overrides where Q/DQ go, for experiments."""
-    if method not in CALIBRATION_METHODS:
-        raise OfaError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, not {method!r}")
-    placement = placement or ("weighted-inputs" if for_tensorrt else "all-ops")
-    if placement not in PLACEMENTS:
-        raise OfaError(f"Q/DQ placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
-    weighted_only = placement == "weighted-inputs"
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    with Int8Quantizer(src, calibration, method=method, static_batch=static_batch, for_tensorrt=for_tensorrt,
+                       placement=placement) as quantizer:
+        return quantizer.write(dst)
 
-    calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                    "percentile": CalibrationMethod.Percentile}[method]
-    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
-    with tempfile.TemporaryDirectory(prefix="ofa-int8-") as work, _quiet():
-        prepared = Path(work) / "prepared.onnx"
-        # shape inference + ORT's basic graph optimizations, as ORT's docs prescribe before quantizing
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        # ORT's histogram calibrators (percentile, entropy) stack every batch's outputs into one
-        # array and fail on a short last batch ("inhomogeneous shape": e.g. 100 images in 32s),
-        # so for them the last batch is filled up with repeated images, as for a fixed batch
-        reader = _Images(calibration, input_name, static_batch or CALIBRATION_BATCH,
-                         static_batch is not None or method != "minmax")
-        try:
-            quantize_static(
-                str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, reduce_range=not for_tensorrt, calibrate_method=calib_method,
-                op_types_to_quantize=list(TENSORRT_QUANTIZED_OPS) if weighted_only else None,
-                extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True,
-                               "QuantizeBias": not for_tensorrt,
-                               **({"OpTypesToExcludeOutputQuantization": list(TENSORRT_QUANTIZED_OPS)}
-                                  if weighted_only else {})},
-            )
-        except Exception as exc:  # noqa: BLE001 - the quantizer raises bare Exceptions of many types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OfaError(f"int8 quantization failed: {first}") from None
-    model = onnx.load(str(dst))
-    _check_and_save(model, dst)
-    return {
-        "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-        "flavour": "tensorrt" if for_tensorrt else "onnxruntime",
-        "weights": "int8, per-channel, symmetric" + ("" if for_tensorrt else ", 7-bit range (reduce_range)"),
-        "activations": "int8, per-tensor, symmetric" if for_tensorrt else "uint8, per-tensor, asymmetric",
-        "bias": "float" if for_tensorrt else "int32 (DequantizeLinear)",
-        "placement": ("inputs of " + ", ".join(TENSORRT_QUANTIZED_OPS) if weighted_only
-                      else "every op ONNX Runtime quantizes, inputs and outputs"),
-        "calibration_method": method, "calibration_images": int(len(calibration)), **_counts(model),
-    }
+
+class Int8Quantizer:
+    """One fp32 model prepared and calibrated once, quantized as often as asked with a
+    different set of nodes left in float (``nodes_to_exclude``: ONNX Runtime's quantizer
+    then puts no Q/DQ around them). The calibrated ranges are kept in ONNX Runtime's own
+    calibration cache (``quantize_static(calibration_cache_path=...)``), so every variant
+    has the same scales and costs one quantizer pass, not one calibration. A context manager:
+    its work directory goes on exit."""
+
+    def __init__(self, src: str | Path, calibration: np.ndarray, *, method: str = DEFAULT_CALIBRATION_METHOD,
+                 static_batch: Optional[int] = None, for_tensorrt: bool = False,
+                 placement: Optional[str] = None) -> None:
+        if method not in CALIBRATION_METHODS:
+            raise OfaError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, not {method!r}")
+        placement = placement or ("weighted-inputs" if for_tensorrt else "all-ops")
+        if placement not in PLACEMENTS:
+            raise OfaError(f"Q/DQ placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}")
+        if calibration is None or len(calibration) == 0:
+            raise OfaError("--calibration-images: int8 quantization needs at least one calibration image")
+        self.src, self.calibration, self.method = Path(src), calibration, method
+        self.static_batch, self.for_tensorrt, self.placement = static_batch, for_tensorrt, placement
+        self._dir = tempfile.TemporaryDirectory(prefix="ofa-int8-")
+        self.prepared = Path(self._dir.name) / "prepared.onnx"
+        self._cache = Path(self._dir.name) / "calibration.json"
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with _quiet():
+            # shape inference + ORT's basic graph optimizations, as ORT's docs prescribe before quantizing
+            quant_pre_process(str(src), str(self.prepared), skip_symbolic_shape=True)
+        _name_nodes(self.prepared)
+
+    def __enter__(self) -> "Int8Quantizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+    def write(self, dst: str | Path, exclude: Sequence[str] = (), *, check: bool = True) -> dict[str, Any]:
+        """Quantize into ``dst`` with the nodes named in ``exclude`` (names in the prepared
+        model, which the quantized one keeps) left in float; returns what was done
+        (``check=False``: a trial variant, neither checked nor counted)."""
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        weighted_only = self.placement == "weighted-inputs"
+        for_tensorrt = self.for_tensorrt
+        calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[self.method]
+        input_name = onnx.load(str(self.prepared), load_external_data=False).graph.input[0].name
+        with _quiet():
+            # ORT's histogram calibrators (percentile, entropy) stack every batch's outputs into one
+            # array and fail on a short last batch ("inhomogeneous shape": e.g. 100 images in 32s),
+            # so for them the last batch is filled up with repeated images, as for a fixed batch
+            reader = _Images(self.calibration, input_name, self.static_batch or CALIBRATION_BATCH,
+                             self.static_batch is not None or self.method != "minmax")
+            try:
+                quantize_static(
+                    str(self.prepared), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, reduce_range=not for_tensorrt, calibrate_method=calib_method,
+                    op_types_to_quantize=list(TENSORRT_QUANTIZED_OPS) if weighted_only else None,
+                    nodes_to_exclude=list(exclude), calibration_cache_path=str(self._cache),
+                    extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True,
+                                   "QuantizeBias": not for_tensorrt,
+                                   **({"OpTypesToExcludeOutputQuantization": list(TENSORRT_QUANTIZED_OPS)}
+                                      if weighted_only else {})},
+                )
+            except Exception as exc:  # noqa: BLE001 - the quantizer raises bare Exceptions of many types
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise OfaError(f"int8 quantization failed: {first}") from None
+        if not check:
+            return {}
+        model = onnx.load(str(dst))
+        _check_and_save(model, dst)
+        return {
+            "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+            "flavour": "tensorrt" if for_tensorrt else "onnxruntime",
+            "weights": "int8, per-channel, symmetric" + ("" if for_tensorrt else ", 7-bit range (reduce_range)"),
+            "activations": "int8, per-tensor, symmetric" if for_tensorrt else "uint8, per-tensor, asymmetric",
+            "bias": "float" if for_tensorrt else "int32 (DequantizeLinear)",
+            "placement": ("inputs of " + ", ".join(TENSORRT_QUANTIZED_OPS) if weighted_only
+                          else "every op ONNX Runtime quantizes, inputs and outputs"),
+            "calibration_method": self.method, "calibration_images": int(len(self.calibration)), **_counts(model),
+        }
+
+    def quantized_nodes(self, path: str | Path) -> list[str]:
+        """The nodes of the quantized model ``path`` that ``write(exclude=...)`` can leave in
+        float, in graph order: those reading a dequantized activation, and for the TensorRT
+        flavour only the ops it quantizes (a residual Add reads the Q/DQ the next Conv owns)."""
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        weights = {init.name for init in graph.initializer}
+        dequantized = {n.output[0] for n in graph.node
+                       if n.op_type == "DequantizeLinear" and n.input[0] not in weights}
+        ops = TENSORRT_QUANTIZED_OPS if self.placement == "weighted-inputs" else None
+        return [n.name for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                and (ops is None or n.op_type in ops) and any(i in dequantized for i in n.input)]
+
+
+def _name_nodes(path: Path) -> None:
+    """Give every unnamed node of ``path`` a unique name (``nodes_to_exclude`` names nodes;
+    ONNX Runtime inlines h-swish without names), led by the first tensor it reads whose name
+    says which module it belongs to (``/blocks.8/expand/Conv_output_0::HardSigmoid_3``)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    taken = {n.name for n in model.graph.node}
+    changed = False
+    for i, node in enumerate(model.graph.node):
+        if node.name:
+            continue
+        lead = next((t for t in [*node.input, *node.output] if t.startswith("/")), "")
+        name = f"{lead}::{node.op_type}_{i}"
+        while name in taken:
+            name += "_"
+        node.name, changed = name, True
+        taken.add(name)
+    if changed:
+        onnx.save(model, str(path))
+
+
+def layer_of(node: str) -> str:
+    """The layer (module) a node belongs to, from its exporter-given name: ``blocks.8`` for
+    ``/blocks.8/expand/Conv``, ``stem`` for ``/stem/conv/Conv``; the node itself otherwise."""
+    parts = node.split("/")
+    return parts[1] if node.startswith("/") and len(parts) > 2 and parts[1] else node
 
 
 @contextlib.contextmanager
@@ -224,7 +310,7 @@ def _check_and_save(model: Any, dst: str | Path) -> None:
     onnx.save(model, str(dst))
 
 
-def _stamp(path: str | Path, precision: str, source: str | Path) -> None:
+def stamp_precision(path: str | Path, precision: str, source: str | Path) -> None:
     """Carry the source model's metadata over (converters may drop it) and record the
     precision in it, so a bare .onnx says what it holds."""
     import onnx

@@ -22,6 +22,7 @@ from ..errors import OfaError
 from ..space import SearchSpace, Subnet
 from ..specs import load_subnet
 from ..targets import Target, load_target
+from .bound import check_max_drop
 from .sidecar import INDEX_FILE
 
 DEFAULT_TOLERANCE = 0.5
@@ -67,6 +68,7 @@ def export_run(
     data_dir: str | Path | None = None,
     resolution: int | None = None,
     progress: Callable[[str], None] | None = None,
+    max_drop: float | None = None,
 ) -> RunExport:
     """Export a subnet of the supernet trained in ``run_dir`` for ``target`` (a name or a
     profile .toml path); exactly one of ``subnet`` (a spec or a ``Subnet``), ``mflops``,
@@ -88,6 +90,10 @@ def export_run(
     target_name = target
     tgt = load_target(target)
     precision = tgt.resolve_precision(precision)
+    max_drop = check_max_drop(max_drop, precision, calibration_images)
+    if max_drop is not None and not measure_accuracy:
+        raise OfaError("--max-drop measures the int8 drop on labelled held-out images and reports the test drop; "
+                       "it cannot be used with --no-accuracy")
     config = read_config(run_dir)
     default_space = space_from_config(config)
     no_data = (config.get("data") or {}).get("dataset") == NO_DATASET and data_dir is None
@@ -125,10 +131,13 @@ def export_run(
         data = random_images(config, space, seed=seed, parity_images=parity_images)
     else:
         data = export_images(config, data_dir=data_dir, seed=seed, parity_images=parity_images,
-                             train_images=max(bn_images, calibration_images), accuracy=measure_accuracy)
+                             train_images=max(bn_images, calibration_images), accuracy=measure_accuracy,
+                             validation=max_drop is not None)
     data.train = images_at(data.train, resolution) if data.train is not None else None
     data.parity = images_at(data.parity, resolution)
     data.eval = (images_at(data.eval[0], resolution), data.eval[1]) if data.eval is not None else None
+    if data.validation is not None:
+        data.validation = (images_at(data.validation[0], resolution), data.validation[1])
     if data.in_channels != space.in_channels or data.num_classes != space.num_classes:
         raise OfaError(f"dataset {data.name} has {data.in_channels} channels and {data.num_classes} classes, "
                        f"the run's network {space.in_channels} and {space.num_classes}")
@@ -149,7 +158,8 @@ def export_run(
             calibration_count=calibration_images, seed=seed, overwrite=overwrite and not all_buckets,
             parity_source=data.parity_source,
             precision=precision, calibration_method=calibration_method,
-            progress=lambda message: say(f"{label}: {message}"),
+            progress=lambda message: say(f"{label}: {message}"), max_drop=max_drop,
+            validation=data.validation, validation_source=data.validation_source,
         )
 
     if all_buckets:
@@ -207,6 +217,8 @@ def export_row(name: str | None, bucket: float | None, sidecar: dict[str, Any]) 
             "params": sidecar["params"], "precision": sidecar["precision"],
             "accuracy": (sidecar.get("accuracy") or {}).get("top1"),
             "accuracy_drop_points": (sidecar.get("accuracy") or {}).get("drop_points"),
+            "max_drop_points": (sidecar.get("bound") or {}).get("max_drop_points"),
+            "reverted_nodes": (sidecar.get("bound") or {}).get("reverted_count"),
             "max_abs_diff": sidecar["parity"]["max_abs_diff"], "top1_agreement": sidecar["parity"]["top1_agreement"],
             "vs_fp32": sidecar["precision_parity"]}
 

@@ -71,6 +71,7 @@ def build_catalog(
     confidence: Optional[float] = None,
     resolutions: Optional[Sequence[int]] = None,
     chosen_on: Optional[str] = None,
+    max_drop: Optional[float] = None,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
@@ -86,7 +87,10 @@ def build_catalog(
     ``profile --json`` there, and ``catalog import`` the results.
 
     ``resolutions``: the input sizes to catalogue, each one the run was trained at
-    (default: all of them; one, the run's image size, for a run without ``--resolutions``)."""
+    (default: all of them; one, the run's image size, for a run without ``--resolutions``).
+
+    ``max_drop`` (int8): each finalist is quantized under that bound (``export.bound``),
+    measured on the choosing split; its own accuracy then on the reporting split."""
     from ..evaluate.bn import recalibrated_subnet
     from ..evaluate.metrics import evaluate_accuracy
     from ..evaluate.resolution import images_at, run_resolution, supernet_at
@@ -99,6 +103,9 @@ def build_catalog(
 
     target = load_target(target) if isinstance(target, (str, Path)) else target
     precision = target.resolve_precision(precision)
+    from ..export.bound import check_max_drop
+
+    max_drop = check_max_drop(max_drop, precision, calibration_images)
     if n < 2 or finalists < 1:
         raise OfaError("need --n of at least 2 candidates and at least 1 finalist")
     say = progress or (lambda what, done, total: None)
@@ -218,7 +225,8 @@ def build_catalog(
                 if r != space.image_size:
                     out = out.parent / f"r{r}" / key
                 art = cat.artifact(key, target.name, "onnx", precision, r)
-                if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"]:
+                if art is None or not Path(art["path"]).is_file() or sha256_file(art["path"]) != art["sha256"] \
+                        or (precision == "int8" and art.get("max_drop") != max_drop):
                     # fp16/int8 change the function: their accuracy is measured on the file itself
                     sidecar = export_subnet(
                         nets[r], sub, target, out, calib_images=train_at[r], parity_images=choose_at[r][:256],
@@ -226,6 +234,9 @@ def build_catalog(
                         preprocessing=preprocessing[r],
                         calibration_count=calibration_images, recalibrated_net=measured_copies.pop((sub, r), None),
                         eval_data=None if precision == "fp32" else (report_at[r], report.labels),
+                        max_drop=max_drop, validation=None if max_drop is None else (choose_at[r], choose.labels),
+                        validation_source=None if max_drop is None else {"split": choose.name, "images": len(choose),
+                                                                         "accuracy_split": report.name},
                         accuracy={"top1": reported[(sub, r)], "split": report.name, "images": len(report),
                                   "dataset": dataset, "chosen_on": chose})
                     if precision != "fp32":
@@ -235,7 +246,8 @@ def build_catalog(
                                          images=len(report), top1=acc["top1"], loss=acc["loss"], precision=precision,
                                          resolution=r, chosen_on=chose)
                     for kind, name in (("onnx", "model.onnx"), ("sidecar", "model.json")):
-                        cat.add_artifact(key, target.name, kind, out / name, sha256_file(out / name), precision, r)
+                        cat.add_artifact(key, target.name, kind, out / name, sha256_file(out / name), precision, r,
+                                         sidecar)
                     done["exported"] += 1
                     art = cat.artifact(key, target.name, "onnx", precision, r)
                 to_measure.append(str(Path(art["path"]).parent))
@@ -318,3 +330,5 @@ def check_predictor_resolutions(model: Any, space: SearchSpace, resolutions: Seq
                        f"and cannot rank subnets at {', '.join(map(str, other))} (its latency table is per input "
                        f"size); pass --resolution {model.space.image_size}, or leave out --predictor to rank by "
                        f"MACs at each resolution")
+
+

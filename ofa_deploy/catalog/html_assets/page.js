@@ -88,8 +88,15 @@
     return esc(e.text) + "<br>accuracy " + fmt(e.accuracy, 4) + " &middot; " + fmt(e.mflops, 2) + " MFLOPs" +
       "<br>p50 " + fmt(e.p50, 4) + " &middot; p90 " + fmt(e.p90, 4) + " &middot; p99 " + fmt(e.p99, 4) + " ms" +
       "<br>CoV " + fmt(100 * e.cov, 1) + "%" + (e.unstable ? " UNSTABLE" : "") + (e.backend_mismatch ? " BACKEND MISMATCH" : "") +
-      " &middot; " + esc(e.precision) +
+      " &middot; " + esc(e.precision) + dropText(e) +
       " &middot; " + esc(e.source);
+  }
+
+  // an fp16/int8 entry's recorded top-1 drop against fp32, and the int8 bound it was made under
+  function dropText(e) {
+    if (e.precision === "fp32" || e.drop_points === null || e.drop_points === undefined) return "";
+    return " (drop " + fmt(e.drop_points, 2) + " pt" + (e.max_drop !== null && e.max_drop !== undefined
+      ? ", bound " + fmt(e.max_drop, 2) + ", " + fmt(e.reverted, 0) + " nodes float" : "") + ")";
   }
 
   function panel(target, items, chosen, x, xTitle, isBudgetAxis) {
@@ -154,7 +161,7 @@
           (state.allowUnstable ? " --allow-unstable" : "") + (DATA.batch !== 1 ? " --batch " + DATA.batch : "");
         rows.push('<tr data-target="' + esc(t.name) + '" data-key="' + esc(e.key) + '" data-precision="' +
           esc(e.precision) + '"><td>' + esc(t.name) + "</td><td>" + esc(e.text) + (e.unstable ? " (unstable)" : "") +
-          (e.backend_mismatch ? ' <span title="' + esc(e.backend_mismatch) + '">(backend mismatch)</span>' : "") + "</td><td>" + esc(e.precision) + '</td><td class="num">' + fmt(e.accuracy, 4) + '</td><td class="num">' +
+          (e.backend_mismatch ? ' <span title="' + esc(e.backend_mismatch) + '">(backend mismatch)</span>' : "") + "</td><td>" + esc(e.precision) + '<small>' + dropText(e) + '</small></td><td class="num">' + fmt(e.accuracy, 4) + '</td><td class="num">' +
           fmt(e.p90, 4) + '</td><td class="num">' + fmt(e.mflops, 2) + "</td><td><code>" + esc(cmd) +
           "</code></td></tr>");
       } else {

@@ -1,0 +1,171 @@
+"""int8 under an accuracy bound (``export --precision int8 --max-drop P``).
+
+After the plain int8 file is made (``precision.Int8Quantizer``), its top-1 accuracy is
+measured on a validation split beside the fp32 file's. If it is more than ``P`` points
+below, layers are reverted to float (ONNX Runtime's quantizer puts no Q/DQ on the inputs
+of a node in ``nodes_to_exclude``), the most sensitive first, until the drop is within
+``P``. A layer is a module of the network (the stem, one MBConv block, the head: the
+first part of the exporter's node names), not a single node: experiments/int8-sensitivity
+found the error spread thin (no node above ~5 % of it), and each trial costs a quantizer
+pass (~2.5 s on the largest digits subnet here), so ~20 layers are ranked where ~100-200
+nodes would take minutes. The ranking: each layer alone in float, the mean absolute logit
+difference to the fp32 file on the validation images (continuous; on a few hundred images
+one image is a fraction of a point, too coarse to rank by). The fewest layers, in that
+order, that meet the bound are found by bisection (the drop falls, by and large, as more
+layers are float; the final file is measured again, not assumed). All trials share one
+calibration (ONNX Runtime's calibration cache). If the bound holds only with every
+quantized layer in float, there is no int8 model to write: ``OfaError``, nothing written.
+
+In the ONNX Runtime flavour a reverted layer's input tensor stays quantized when the layer
+before writes it quantized (that flavour quantizes op outputs too): the layer computes in
+float from the int8 tensor it is handed.
+
+The validation split is the run's own held-out split (``val_size`` > 0), never seen in
+training or calibration; a run without one gives a seeded part of the test split
+(``VALIDATION_FRACTION``), and the accuracy ``model.json`` reports is then measured on the
+rest of the test split only (``split_test``).
+
+The reverted layers stay fp32 in the file, for both flavours (``reverted_precision``):
+an opset-17 QuantizeLinear takes only float32, so an fp16 float part would need Casts
+around the Q/DQ pairs, and whether TensorRT still fuses Q/DQ into its int8 kernels across
+them could not be checked here (no TensorRT on these machines). A strongly typed
+TensorRT network (TensorRT >= 10) builds them in fp32; 8.x with the FP16 flag may pick
+fp16. fp16 float layers for TensorRT targets are left for a machine with TensorRT.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..errors import OfaError
+
+VALIDATION_FRACTION = 0.5  # of the test split, when a run held out no validation images
+
+
+def check_max_drop(max_drop: Optional[float], precision: str, calibration_images: int) -> Optional[float]:
+    """``max_drop`` as a float if it is a bound an int8 export can be held to, else one
+    ``OfaError`` line (checked before any work)."""
+    if max_drop is None:
+        return None
+    value = float(max_drop)
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise OfaError(f"--max-drop must be a finite number of accuracy points >= 0, not {max_drop}")
+    if precision != "int8":
+        raise OfaError(f"--max-drop bounds an int8 model's accuracy drop; --precision {precision} has no "
+                       "quantization to bound (use --precision int8)")
+    if calibration_images < 1:
+        raise OfaError("--max-drop: int8 quantization needs at least one calibration image (--calibration-images)")
+    return value
+
+
+def split_test(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation indices, accuracy indices) of a test split of ``n`` images: a seeded
+    ``VALIDATION_FRACTION`` of it, and the rest."""
+    if n < 2:
+        raise OfaError(f"--max-drop: the test split has {n} image(s); it needs at least two to keep a validation "
+                       "part apart from the part that reports the accuracy")
+    order = np.random.default_rng(seed).permutation(n)
+    k = max(1, min(n - 1, int(round(n * VALIDATION_FRACTION))))
+    return np.sort(order[:k]), np.sort(order[k:])
+
+
+def bounded_int8(quantizer: Any, dst: str | Path, fp32_path: str | Path, images: np.ndarray, labels: np.ndarray,
+                 max_drop: float, *, batch: Optional[int] = None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write into ``dst`` the int8 model of ``quantizer`` (a ``precision.Int8Quantizer``)
+    with the fewest most-sensitive layers in float that keeps its top-1 on (``images``,
+    ``labels``) within ``max_drop`` points of the fp32 model ``fp32_path``; returns the
+    conversion record plus ``"bound"`` (the bound, validation accuracies, reverted nodes)."""
+    from .precision import layer_of
+    from .to_onnx import ort_session, run_onnx
+
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    y = np.asarray(labels)
+    reference = run_onnx(ort_session(fp32_path), x, batch=batch).astype(np.float64)
+    fp32_top1 = float((reference.argmax(1) == y).mean())
+
+    def measure(path: Path) -> tuple[float, float]:
+        logits = run_onnx(ort_session(path), x, batch=batch)
+        return float((logits.argmax(1) == y).mean()), float(np.abs(logits.astype(np.float64) - reference).mean())
+
+    def drop_of(top1: float) -> float:
+        return round(100 * (fp32_top1 - top1), 4)
+
+    dst = Path(dst)
+    work = dst.with_name(dst.name + ".variant")
+    conversion = quantizer.write(dst)
+    plain_top1, plain_mad = measure(dst)
+    nodes = quantizer.quantized_nodes(dst)
+    layers: dict[str, list[str]] = {}
+    for node in nodes:
+        layers.setdefault(layer_of(node), []).append(node)
+    steps = [{"layers": 0, "top1": plain_top1, "drop_points": drop_of(plain_top1), "mean_abs_logit_diff": plain_mad}]
+    ranking: list[dict[str, Any]] = []
+    chosen: list[str] = []
+
+    def trial(k: int) -> bool:
+        names = [row["layer"] for row in ranking[:k]]
+        say(f"{k} of {len(ranking)} layers in float")
+        quantizer.write(work, [n for name in names for n in layers[name]], check=False)
+        top1, mad = measure(work)
+        steps.append({"layers": k, "top1": top1, "drop_points": drop_of(top1), "mean_abs_logit_diff": mad})
+        return drop_of(top1) <= max_drop
+
+    try:
+        if drop_of(plain_top1) > max_drop:
+            say(f"int8 is {drop_of(plain_top1):.2f} points below fp32 on {len(y)} validation images; ranking "
+                f"{len(layers)} layers")
+            for i, (name, members) in enumerate(layers.items()):
+                say(f"sensitivity of layer {i + 1}/{len(layers)} ({name})")
+                quantizer.write(work, members, check=False)
+                top1, mad = measure(work)
+                ranking.append({"layer": name, "nodes": len(members), "mean_abs_logit_diff": mad, "top1": top1})
+            ranking.sort(key=lambda r: r["mean_abs_logit_diff"])  # the lowest error left: the layer that cost most
+            # every layer but the least sensitive: if that misses, only reverting all of them would do
+            if len(ranking) < 2 or not trial(len(ranking) - 1):
+                raise OfaError(f"--max-drop {max_drop:g}: int8 is {drop_of(plain_top1):.2f} points below fp32 on the "
+                               f"{len(y)} validation images and stays above the bound with all but one of its "
+                               f"{len(ranking)} quantized layers in float; no int8 model meets it (nothing written)")
+            lo, hi = 0, len(ranking) - 1  # lo misses the bound, hi meets it (the drop falls, by and large, as k grows)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if trial(mid) else (mid, hi)
+            chosen = [row["layer"] for row in ranking[:hi]]
+            conversion = quantizer.write(dst, [n for name in chosen for n in layers[name]])
+            top1, mad = measure(dst)
+            steps.append({"layers": hi, "top1": top1, "drop_points": drop_of(top1), "mean_abs_logit_diff": mad,
+                          "final": True})
+            if drop_of(top1) > max_drop:  # the written file is measured again, not assumed
+                raise OfaError(f"--max-drop {max_drop:g}: the int8 model with {hi} layers in float measured "
+                               f"{drop_of(top1):.2f} points below fp32 on the validation images; nothing written")
+    finally:
+        work.unlink(missing_ok=True)
+    final = steps[-1]
+    reverted = [n for name in chosen for n in layers[name]]
+    conversion["bound"] = {
+        "max_drop_points": max_drop,
+        "metric": "top-1 on the validation split, ONNX Runtime CPU provider, vs the fp32 file",
+        "validation": {"images": int(len(y)), "fp32_top1": fp32_top1, "top1": final["top1"],
+                       "drop_points": final["drop_points"], "plain_int8_top1": plain_top1,
+                       "plain_int8_drop_points": drop_of(plain_top1)},
+        "reverted_layers": chosen,
+        "reverted_nodes": reverted,
+        "reverted_count": len(reverted),
+        "quantized_layers": len(layers),
+        "quantized_nodes": len(nodes),
+        "reverted_precision": "fp32",
+        "ranking": ("each layer (module: stem, block, head) alone in float, mean |logit - fp32 logit| on the "
+                    "validation images, most error removed first; then the fewest of them, in that order, found by "
+                    "bisection") if ranking else None,
+        "sensitivity": ranking,
+        "steps": steps,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return conversion
