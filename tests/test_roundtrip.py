@@ -245,5 +245,5 @@ def test_schema_4_catalog_migrates_and_flags_its_fallback_rows(tmp_path):
     assert flagged == {str(space.smallest()): "TensorRT is not installed here; used the target's fallback",
                        str(space.largest()): None}
     with Catalog(path) as cat:
-        assert cat.version == SCHEMA_VERSION == 6
+        assert cat.version == SCHEMA_VERSION == 7
         assert {e["key"]: e["backend_mismatch"] for e in entries(cat, "jetson-orin")} == flagged

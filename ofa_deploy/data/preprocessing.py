@@ -30,6 +30,10 @@ it wherever it is read back. Fields (version 1)::
     formula     that formula, in words
     classes     class names: output (logit) index i is classes[i]
 
+An imported supernet (``import-ofa``, no data set here) gets OFA's ImageNet evaluation
+transform (shorter side to ceil(size / 0.875), centre crop), the normalisation the import
+recorded, and its outputs named by index (a checkpoint holds no class names).
+
 No torch at import; ``preprocessing_record`` reads the data set's statistics through
 ``ofa_deploy.data`` (which does).
 """
@@ -78,6 +82,7 @@ def preprocessing_record(config: dict[str, Any], *, resolution: int | None = Non
     loading it again; else the data set's statistics are read (``data_dir`` overrides the
     run's folder)."""
     from ..errors import OfaError
+    from ..run import NO_DATASET
     from .datasets import IMAGE_SIZE, run_data_options
     from .folder import FOLDER
 
@@ -86,6 +91,8 @@ def preprocessing_record(config: dict[str, Any], *, resolution: int | None = Non
         raise OfaError("the run's config.toml names no [data] dataset; its preprocessing is unknown")
     run_size = int((config.get("space") or {}).get("image_size", IMAGE_SIZE))
     size = int(resolution if resolution is not None else run_size)
+    if dataset == NO_DATASET:
+        return _imported_record(config, size)
     if data is not None:
         channels, mean, std = int(data.in_channels), list(data.mean), list(data.std)
         classes = getattr(data, "classes", None)
@@ -123,6 +130,42 @@ def preprocessing_record(config: dict[str, Any], *, resolution: int | None = Non
         "std": [float(s) for s in std],
         "formula": FORMULA,
         "classes": [str(c) for c in classes],
+    }
+
+
+def _imported_record(config: dict[str, Any], size: int) -> dict[str, Any]:
+    """The record of an imported supernet (``import-ofa``: no data set here): OFA's ImageNet
+    evaluation transform - shorter side to ceil(size / 0.875), centre crop - and the
+    normalisation the import recorded; class names are not in a checkpoint, so output i is
+    named by its index."""
+    import math
+
+    from ..errors import OfaError
+
+    data, space = config.get("data") or {}, config.get("space") or {}
+    norm = data.get("normalization") or {}
+    mean, std = norm.get("mean"), norm.get("std")
+    channels = int(space.get("in_channels", 3))
+    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == channels):
+        raise OfaError("the run's [data] normalization gives no mean/std per channel; its preprocessing is unknown")
+    resize = math.ceil(size / 0.875)
+    return {
+        "version": PREPROCESSING_VERSION,
+        "dataset": str(norm.get("dataset") or "imported"),
+        "size": size,
+        "layout": "NCHW",
+        "dtype": "float32",
+        "channels": channels,
+        "color": "grey" if channels == 1 else "RGB",
+        "resize": f"shorter side resized to {resize} (bilinear, antialiased), centre crop {size}x{size} "
+                  "(OFA's ImageNet evaluation transform)",
+        "resize_steps": [{"op": "resize_shorter", "size": resize, "filter": "bilinear", "antialias": True},
+                         {"op": "center_crop", "size": [size, size]}],
+        "scale": 255.0,
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "formula": FORMULA,
+        "classes": [str(i) for i in range(int(space.get("num_classes", 1000)))],
     }
 
 
