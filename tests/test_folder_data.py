@@ -128,7 +128,9 @@ def test_train_eval_export_profile_on_a_folder(digit_folder, tmp_path, capsys):
     assert code == 0, err
     exported = [json.loads(p.read_text()) for p in (tmp_path / "artifacts").rglob("model.json")]
     assert len(exported) == 1 and exported[0]["input"]["shape"][1:] == [1, 64, 64]
-    assert exported[0]["source"]["data_hash"] == data["data_hash"] and exported[0]["accuracy"]["images"] == 40
+    # a run without a hold-out chooses on one seeded half of its 40 val/ images and reports on the other
+    assert exported[0]["source"]["data_hash"] == data["data_hash"] and exported[0]["accuracy"]["images"] == 20
+    assert exported[0]["accuracy"]["chosen_on"].startswith("test:half1")
 
     # the folder changed since: reloading the run's data is refused
     victim = next((digit_folder / "val" / "digit0").iterdir())
