@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -127,8 +128,34 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN and infinity (at any depth) as ``None``; numpy scalars
+    (``np.float32``, ``np.int64``, ...) become the Python numbers they hold."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return finite_json(value.item())  # numpy is not imported here: the device side may lack it
+    return value
+
+
+def json_text(obj: Any, **dumps_kwargs: Any) -> str:
+    """``json.dumps(obj, **dumps_kwargs)`` that always produces valid JSON: a non-finite
+    float is written as ``null``. Python's default (``allow_nan=True``) writes ``NaN`` and
+    ``Infinity``, which are not JSON - strict parsers (``jq``, JavaScript's ``JSON.parse``,
+    this project's own ``validate.loads_json``) refuse the whole file. ``null`` is the one
+    JSON value that says "no number here", which is what a NaN loss or an infinite
+    latency means to a reader; a string such as ``"NaN"`` would put a string where readers
+    expect a number. Every JSON writer in ofa_deploy goes through this (for finite input
+    the text is exactly ``json.dumps``'s, so existing content hashes are unchanged)."""
+    return json.dumps(finite_json(obj), allow_nan=False, **dumps_kwargs)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, json_text(obj, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str | os.PathLike, what: str = "") -> Any:

@@ -20,14 +20,13 @@ short; an unknown key, a value of the wrong type or an out-of-range value is an
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import OfaError
-from .io import read_toml
+from .io import json_text, read_toml
 from .validate import limited
 
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -139,7 +138,7 @@ class Target:
         ``description`` and ``aliases`` (where it was read from and what it is called
         besides its name change nothing), as canonical JSON. Equal hashes, same target."""
         data = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
-        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return hashlib.sha256(json_text(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def record(self) -> dict[str, Any]:
         """What an artefact made for this target records of it: the whole definition

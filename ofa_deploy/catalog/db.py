@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..errors import OfaError
+from ..io import json_text
 from .schema import CATALOG_TABLES, DEFAULT_IMAGE_SIZE, SCHEMA_VERSION, migration_script, statements
 
 BUSY_TIMEOUT_MS = 60_000
@@ -46,7 +47,7 @@ def now() -> str:
 
 def result_hash(obj: Any) -> str:
     """SHA-256 of a JSON value in canonical form - the content key of imported results."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(json_text(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class Catalog:
@@ -214,7 +215,7 @@ class Catalog:
 
     def set_space(self, space_dict: dict[str, Any]) -> None:
         """Record the search space on first use; a different one is refused."""
-        text = json.dumps(space_dict, sort_keys=True)
+        text = json_text(space_dict, sort_keys=True)
         with self.transaction() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'space'").fetchone()
             if row is None:
@@ -244,7 +245,7 @@ class Catalog:
     def add_subnet(self, key: str, spec: dict[str, Any], macs: int, params: int) -> None:
         with self.transaction() as conn:
             conn.execute("INSERT OR IGNORE INTO subnets VALUES (?, ?, ?, ?, ?, ?)",
-                         (key, key, json.dumps(spec), int(macs), int(params), now()))
+                         (key, key, json_text(spec), int(macs), int(params), now()))
 
     def add_accuracy(self, subnet: str, *, run: str, run_sha256: str, dataset: str, split: str,
                      recalibrated: bool, calib_images: int, images: int, top1: float,
@@ -331,7 +332,7 @@ class Catalog:
                  int(result.get("batch") or 1), (result.get("model") or {}).get("sha256"),
                  lat["p50"], lat["p90"], lat["p99"], lat["mean"], lat["std"], lat["min"], lat.get("max"),
                  float(result["cov"]), int(result["n"]), int(bool(result.get("unstable"))),
-                 json.dumps({k: v for k, v in result.items() if k != "environment"}), json.dumps(env),
+                 json_text({k: v for k, v in result.items() if k != "environment"}), json_text(env),
                  env.get("hostname"), source, env.get("date") or now(), digest,
                  result.get("latency_kind") or "host", resolution,
                  backend_mismatch or result.get("backend_mismatch") or None))

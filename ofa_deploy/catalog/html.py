@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import OfaError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, json_text
 from .db import Catalog
 from .entries import entries
 
@@ -171,17 +170,6 @@ def _plotly_js() -> str:
     return get_plotlyjs()
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities (which JSON cannot carry) as ``None``, shown as "-"."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _script(text: str, what: str) -> str:
     """``text`` for a <script> element, which ends at the first "</script"."""
     if "</script" in text.lower() or "<!--" in text:
@@ -194,7 +182,7 @@ def render(data: Dict[str, Any], *, generated: str) -> str:
     import html
 
     template = (_ASSETS / "page.html").read_text(encoding="utf-8")
-    payload = json.dumps(_finite(data), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    payload = json_text(data, sort_keys=True, separators=(",", ":"))
     parts = {
         "@TITLE@": html.escape(f"Catalog {Path(data['catalog']).name}"),
         "@CATALOG@": html.escape(data["catalog"]),

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
 from ..errors import OfaError
+from ..io import json_text
 from ..space import SearchSpace, Subnet
 from ..validate import LIMITS, MAX_SEED, finite
 
 
 def emit_json(obj: Any) -> None:
     """Print one JSON document on stdout (the ``--json`` contract of every command)."""
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    sys.stdout.write(json_text(obj, indent=2) + "\n")
 
 
 def echo_warnings(summary: dict) -> None:

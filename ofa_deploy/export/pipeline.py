@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +20,7 @@ from ..cost import cost
 from ..data.preprocessing import ONNX_METADATA_KEY as PREPROCESSING_METADATA_KEY
 from ..errors import OfaError
 from ..evaluate.bn import calibration_images, measurement_layout, recalibrate_bn
-from ..io import atomic_write, atomic_write_json, sha256_file
+from ..io import atomic_write, atomic_write_json, json_text, sha256_file
 from ..space import Subnet
 from ..targets import Target, load_target
 from .bound import bounded_int8, check_max_drop
@@ -187,8 +186,8 @@ def export_subnet(
             dynamic_batch=target.dynamic_batch, batch=batch, exporter=exporter,
             metadata={"ofa_deploy.subnet": str(subnet), "ofa_deploy.num_classes": space.num_classes,
                       PRECISION_METADATA_KEY: "fp32",
-                      **({"ofa_deploy.normalization": json.dumps(normalization)} if normalization else {}),
-                      **({PREPROCESSING_METADATA_KEY: json.dumps(preprocessing)} if preprocessing else {})},
+                      **({"ofa_deploy.normalization": json_text(normalization)} if normalization else {}),
+                      **({PREPROCESSING_METADATA_KEY: json_text(preprocessing)} if preprocessing else {})},
         )
         static_batch = None if target.dynamic_batch else batch
         say("checking ONNX Runtime against PyTorch")

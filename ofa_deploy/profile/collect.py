@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from ..buckets import macs_range, sample_in_bucket
 from ..cost import macs
 from ..errors import OfaError
+from ..io import json_text
 from ..space import SearchSpace, Subnet, as_rng
 from .backends import onnxruntime_runner
 from .drift import chunk_drift
@@ -142,7 +143,7 @@ class LatencyDataset:
     def add(self, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json_text(row) + "\n")
             f.flush()
         self.rows[(row["split"], row["key"])] = row
         self._drift = {}

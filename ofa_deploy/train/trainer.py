@@ -33,7 +33,6 @@ invariant would span modules. Its helpers already live beside it (``amp``, ``dis
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -54,7 +53,7 @@ from ..data.augment import apply as apply_augment
 from ..data.augment import sample_params as augment_params
 from ..data.folder import folder_summary
 from ..errors import OfaError
-from ..io import atomic_write, atomic_write_json, atomic_write_text
+from ..io import atomic_write, atomic_write_json, atomic_write_text, json_text
 from ..space import SearchSpace, Subnet
 from . import amp, dist
 from .config import TrainConfig
@@ -562,7 +561,7 @@ class _Trainer:
             self._write_logs()  # drop lines of an epoch the crash interrupted after its checkpoint
 
     def _write_logs(self) -> None:
-        atomic_write_text(self.out / run.METRICS, "".join(json.dumps(m) + "\n" for m in self.metrics))
+        atomic_write_text(self.out / run.METRICS, "".join(json_text(m) + "\n" for m in self.metrics))
         atomic_write_json(self.out / run.HISTOGRAM, self.histogram.to_json())
 
     def _finish(self) -> None:
