@@ -212,6 +212,35 @@ def _search_dir(path: Path) -> Optional[str]:
     return _only(path, lambda p: p.is_file() and p.suffix in (".json", ".png"))
 
 
+ENGINE_FILES = {"model.engine", "engine.json"}  # export.trt_plan's ENGINE_FILE and ENGINE_SIDECAR
+
+
+def _engine_dir(path: Path) -> Optional[str]:
+    # `build-engine --out`: a directory of engines only (whose engine.json build-engine checks
+    # before replacing them); an empty one may become one. Another export directory is not
+    # one: its model.json would vouch for an ONNX the engine was not built from.
+    if not path.is_dir():
+        return describe(path)
+    if (path / SIDECAR_FILE).is_file() and _export_dir(path) is None:
+        return "another export directory (an engine goes beside the model.onnx it was built from)"
+    found = _only(path, lambda p: p.is_file() and p.name in ENGINE_FILES)
+    return None if found is None else describe(path)
+
+
+REPRODUCE_MANIFEST = "reproduce.json"  # ofa_deploy.reproduce: options, plan and per-run status
+REPRODUCE_ENTRIES = {REPRODUCE_MANIFEST, "runs", "report", "ablations", "verdict.json", "verdict.md"}
+
+
+def _reproduce_dir(path: Path) -> Optional[str]:
+    # a reproduction is recognised by its manifest (whose contents reproduce checks); an
+    # empty directory may become one
+    if not path.is_dir():
+        return describe(path)
+    if not (path / REPRODUCE_MANIFEST).is_file():
+        return None if _only(path, lambda p: False) is None else describe(path) + f" and no {REPRODUCE_MANIFEST}"
+    return _only(path, lambda p: p.name in REPRODUCE_ENTRIES)
+
+
 EXPORT = Kind("export directory", _export_any)
 RUN = Kind("training run directory", _run_dir)
 IMPORTED_RUN = Kind("imported run directory", _imported_run)
@@ -221,6 +250,8 @@ REPORT = Kind("report directory", _report_dir)
 PNG = Kind("PNG image", _png_file)
 PROFILE_RESULT = Kind("profile result", _profile_result)
 SEARCH = Kind("search directory", _search_dir)
+REPRODUCTION = Kind("reproduction directory", _reproduce_dir)
+ENGINE = Kind("engine directory", _engine_dir)
 
 
 # -- inputs ----------------------------------------------------------------------------------

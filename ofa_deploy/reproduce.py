@@ -36,10 +36,11 @@ from typing import Sequence
 from .buckets import PAPER_BUCKETS
 from .errors import OfaError
 from .io import atomic_write_json, atomic_write_text, read_json
+from .outputs import REPRODUCE_MANIFEST, REPRODUCTION, check_own_dir
 from .report.verdict import PAPER_TIME_RATIOS, verdict_markdown
 from .reproduce_seeds import aggregate, mean_times, run_key
 
-MANIFEST = "reproduce.json"
+MANIFEST = REPRODUCE_MANIFEST
 FIDELITY_DEFAULT = "ofa"
 
 
@@ -292,6 +293,9 @@ def describe_device(device: str) -> str:
 
 def _open_manifest(out: Path, options: ReproduceOptions, runs: Sequence[PlannedRun],
                    command: Sequence[str] | None) -> dict:
+    # before anything is written: only an earlier reproduction (resumed) or an empty folder,
+    # never the user's files, a training run, a catalog or the data it reads
+    check_own_dir(out, REPRODUCTION, inputs=[("data directory", options.data_dir)])
     path = out / MANIFEST
     if path.is_file():
         manifest = read_json(path, "reproduction manifest")
@@ -303,8 +307,6 @@ def _open_manifest(out: Path, options: ReproduceOptions, runs: Sequence[PlannedR
         if theirs != options.defining():
             diff = ", ".join(f"{k}={theirs.get(k)!r}" for k, v in options.defining().items() if theirs.get(k) != v)
             raise OfaError(f"{out} holds a reproduction with other options ({diff}); use those or another --out")
-    elif out.exists() and any(out.iterdir()):
-        raise OfaError(f"{out} exists, is not empty and holds no {MANIFEST}; choose another --out")
     else:
         manifest = {"options": options.defining(), "started": _now(), "runs": {}, "wall_time_s": 0.0}
     manifest["options"] = options.defining()

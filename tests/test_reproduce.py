@@ -96,7 +96,7 @@ def test_interrupted_reproduce_resumes(tmp_path, one_thread):
 def test_reproduce_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "other.txt").write_text("mine")
-    with pytest.raises(OfaError, match="holds no reproduce.json"):
+    with pytest.raises(OfaError, match="other.txt and no reproduce.json, not an ofa-deploy reproduction directory"):
         reproduce(TINY, tmp_path / "x", device="cpu", progress=False)
 
 

@@ -323,3 +323,34 @@ def test_all_buckets_export_and_unloadable_engine(exported, tmp_path, monkeypatc
         T.TrtRunner(garbage, check=False)
     with pytest.raises(OfaError, match="does not exist"):
         T.load_engine(tmp_path / "none.engine", check=False)
+
+
+def test_build_engine_out_must_be_its_own(exported, tmp_path, monkeypatch, capsys):
+    """`build-engine --out` goes through the output-ownership rules (issue 34): a folder of
+    the user's files, a training run or a catalog is refused in one line, nothing written;
+    a folder of its own earlier engine is rebuilt into."""
+    fake = _fake(monkeypatch, tmp_path)
+    root, x = exported
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.toml", "last.pt"):
+        (run / name).write_text("x")
+    catalog = tmp_path / "c.db"
+    catalog.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    for out, needle in ((mine, "notes.txt"), (run, "a training run directory"), (catalog, "an SQLite database"),
+                        (root, "contains the export directory")):
+        before = {p: p.stat().st_mtime_ns for p in out.rglob("*")} if out.is_dir() else out.read_bytes()
+        built = len(fake.built_configs)
+        code = main(["build-engine", str(root / "gpu-fp32"), "--target", str(root / "gpu.toml"), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+        assert len(fake.built_configs) == built
+        assert before == ({p: p.stat().st_mtime_ns for p in out.rglob("*")} if out.is_dir() else out.read_bytes())
+    ours = tmp_path / "ours"
+    for _ in range(2):
+        code = main(["build-engine", str(root / "gpu-fp32"), "--target", str(root / "gpu.toml"), "--out", str(ours)])
+        assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in ours.iterdir()) == ["engine.json", "model.engine"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -80,6 +81,7 @@ def build_engine(
     target = _resolve_target(target, model, export_dir)
     check_target_precision(target, precision)  # before TensorRT: bad input is named first
     out_dir = Path(out_dir) if out_dir is not None else export_dir
+    _check_out(out_dir, export_dir)
     _check_replaceable(out_dir)
     trt = import_tensorrt()
     cuda = import_pycuda(device)
@@ -196,6 +198,16 @@ def _build(trt, export_dir: Path, model: Dict[str, Any], precision: str, target:
     atomic_write_bytes(out_dir / ENGINE_FILE, engine_bytes)
     atomic_write_json(out_dir / ENGINE_SIDECAR, sidecar)
     return sidecar
+
+
+def _check_out(out_dir: Path, export_dir: Path) -> None:
+    """An ``--out`` other than the export directory: a new or empty directory, or one
+    holding only engines of earlier builds - never the user's files, a training run, a
+    catalog, another export or the export directory's parent (``outputs.ENGINE``)."""
+    from ..outputs import ENGINE, check_own_dir
+
+    if os.path.realpath(out_dir) != os.path.realpath(export_dir):
+        check_own_dir(out_dir, ENGINE, inputs=[("export directory", export_dir)])
 
 
 def _check_replaceable(out_dir: Path) -> None:
