@@ -138,13 +138,18 @@ def _row(e: dict) -> str:
 @click.option("--resolution", "resolutions", type=click.IntRange(8, 4096), multiple=True,
               help="Input size to catalogue (repeatable), one the run was trained at; entries are (subnet, "
                    "resolution) pairs on one Pareto front [default: every trained resolution].")
+@click.option("--from-search", "from_search", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="An `ofa-deploy search` --out directory of this run: export and measure its picks for TARGET "
+                   "(chosen on its split) instead of drawing --n candidates.")
 @click.option("--warmup-s", type=limit_float("warmup_s"), default=None, help="Override the target's warm-up.")
 @click.option("--min-iterations", type=limit_int("min_iterations"), default=None, help="Override minimum iterations.")
 @click.option("--min-time-s", type=limit_float("min_time_s"), default=None, help="Override minimum seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images, test_images,
-          data_dir, torch_threads, no_measure, remeasure_unstable, precision, calibration_images, warmup_s,
-          min_iterations, min_time_s, as_json, confidence=None, resolutions=(), max_drop=None) -> None:
+@click.pass_context
+def build(ctx, run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images,
+          test_images, data_dir, torch_threads, no_measure, remeasure_unstable, precision, calibration_images, warmup_s,
+          min_iterations, min_time_s, as_json, confidence=None, resolutions=(), max_drop=None,
+          from_search=None) -> None:
     """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
     measure the finalists, and store everything. Rerunning does no work twice."""
     if torch_threads is not None:
@@ -158,6 +163,13 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
     from ..search.build import build_catalog
     from ..targets import load_target
 
+    if from_search is not None:
+        flags = {"count": "--n", "finalists": "--finalists", "budgets": "--budget-ms", "seed": "--seed"}
+        given = [flag for name, flag in flags.items()
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise OfaError(f"{', '.join(given)}: the search chose the candidates (and its seed drew its split); "
+                           "leave out with --from-search")
     if budgets and predictor_path is None:
         raise OfaError("--budget-ms needs --predictor (budgets are matched against predicted latency)")
     tgt = load_target(target)
@@ -175,7 +187,7 @@ def build(run_dir, target, catalog_path, count, finalists, budgets, predictor_pa
                                 data_dir=data_dir, remeasure_unstable=remeasure_unstable, measure=not no_measure,
                                 protocol=protocol, progress=progress, precision=precision,
                                 calibration_images=calibration_images, confidence=confidence,
-                                resolutions=resolutions or None, max_drop=max_drop)
+                                resolutions=resolutions or None, max_drop=max_drop, from_search=from_search)
     if as_json:
         emit_json(summary)
         return

@@ -72,6 +72,7 @@ def build_catalog(
     resolutions: Optional[Sequence[int]] = None,
     chosen_on: Optional[str] = None,
     max_drop: Optional[float] = None,
+    from_search: Optional[str | Path] = None,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
@@ -88,6 +89,11 @@ def build_catalog(
 
     ``resolutions``: the input sizes to catalogue, each one the run was trained at
     (default: all of them; one, the run's image size, for a run without ``--resolutions``).
+
+    ``from_search``: a ``search`` output directory of this run (checked by checkpoint SHA-256);
+    its picks for ``target`` (its front, where it was given no budget) are the candidates,
+    its choosing split (same ``seed`` and ``test_images``, taken from its history) chooses
+    and is recorded as ``chosen_on``, and the other split reports.
 
     ``max_drop`` (int8): each finalist is quantized under that bound (``export.bound``),
     measured on the choosing split; its own accuracy then on the reporting split."""
@@ -116,6 +122,20 @@ def build_catalog(
         check_confidence(lat_model, confidence, predictor)
     supernet, config = load_supernet(run_dir)
     space: SearchSpace = supernet.space
+    if from_search is not None:
+        if candidates is not None:
+            raise OfaError("give candidates or a search directory, not both")
+        picked = search_picks(from_search, run_dir, target.name, space)
+        if resolutions and {run_resolution(config, r) for r in resolutions} != {picked["resolution"]}:
+            raise OfaError(f"search {from_search} chose at {picked['resolution']}x{picked['resolution']} inputs "
+                           f"only; leave out --resolution or pass --resolution {picked['resolution']}")
+        candidates, chosen_on = picked["subnets"], picked["chosen_on"]
+        seed, resolutions = picked["seed"], [picked["resolution"]]
+        if chosen_on != "val":  # halves of the test split: the search's subset and seed draw them
+            if test_images is not None and test_images != picked["test_images"]:
+                raise OfaError(f"search {from_search} chose on half of {picked['test_images'] or 'all'} test images "
+                               f"(seed {seed}); --test-images {test_images} would draw other halves: leave it out")
+            test_images = picked["test_images"]
     chosen_res = tuple(sorted({run_resolution(config, r) for r in resolutions})) if resolutions \
         else trained_resolutions(config)
     if lat_model is not None:
@@ -127,6 +147,9 @@ def build_catalog(
 
     data = choice_data(config, data_dir=data_dir, seed=seed, test_images=test_images)
     train, choose = data.calibration, data.choose
+    if from_search is not None and choose.name != chosen_on:
+        raise OfaError(f"search {from_search} chose on {chosen_on}, but this run's choosing split is now "
+                       f"{choose.name}; rerun the search")
     calib_count = min(calib_n, len(train))
     if tuple(train.shape[1:]) != (space.in_channels, space.image_size, space.image_size):
         raise OfaError(f"dataset {dataset} images are {tuple(train.shape[1:])}, run {run_dir} expects "
@@ -272,12 +295,58 @@ def build_catalog(
         **done,
         "chosen_on": chose,
         "reported_on": report.name,
-        "splits": data.note if not chosen_by_caller else f"candidates chosen by the caller on {chose}",
+        "splits": (f"the picks of search {from_search}: {data.note}" if from_search is not None
+                   else data.note if not chosen_by_caller else f"candidates chosen by the caller on {chose}"),
+        **({"from_search": str(from_search)} if from_search is not None else {}),
         "finalists": [{"text": str(s), "resolution": r, "accuracy": reported[(s, r)],
                        "choosing_accuracy": accuracy[(s, r)], "proxy": float(proxy[candidates.index((s, r))])}
                       for s, r in chosen],
         **({} if measure else {"to_measure": to_measure}),
     }
+
+
+def search_picks(search_dir: str | Path, run_dir: str | Path, target: str, space: SearchSpace) -> dict[str, Any]:
+    """What ``catalog build --from-search`` takes from a search directory: ``{"subnets",
+    "chosen_on", "seed", "test_images", "resolution"}``. Refused in one line (before anything
+    is written): not a search directory, a search of another run (checkpoint SHA-256) or
+    space, a target it did not search for, no subnet picked for it."""
+    import json
+
+    from ..export.pipeline import run_source
+    from ..outputs import SEARCH_FORMAT
+
+    path = Path(search_dir) / "history.json"
+    try:
+        history = json.loads(path.read_text())
+    except (OSError, ValueError):
+        history = None
+    if not isinstance(history, dict) or history.get("format") != SEARCH_FORMAT:
+        raise OfaError(f"{search_dir} is not an `ofa-deploy search` output directory (no history.json of format "
+                       f"{SEARCH_FORMAT})")
+    source = run_source(run_dir)
+    if history.get("checkpoint_sha256") != source["checkpoint_sha256"]:
+        raise OfaError(f"search {search_dir} was run on {history.get('run')} (checkpoint sha256 "
+                       f"{str(history.get('checkpoint_sha256'))[:12]}), not on this run's checkpoint "
+                       f"({source['checkpoint_sha256'][:12]}): its picks are not this run's")
+    if history.get("space") != json.loads(json.dumps(space.to_dict())):
+        raise OfaError(f"search {search_dir} searched another search space than run {run_dir}'s")
+    objectives = history.get("objectives") or {}
+    if target not in objectives:
+        raise OfaError(f"search {search_dir} did not search for target {target} (it searched "
+                       f"{', '.join(objectives) or 'none'})")
+    chosen_on = history.get("chosen_on")
+    if not isinstance(chosen_on, str) or (chosen_on != "val" and "test_images" not in history):
+        raise OfaError(f"search {search_dir}'s history.json does not record its choosing split (and test "
+                       "images); rerun the search")
+    objective = objectives[target]
+    picks = objective.get("picks") or []
+    texts = [p["subnet"] for p in picks if p.get("subnet")] if picks else \
+        [f["subnet"] for f in objective.get("front") or []]
+    if not texts:
+        raise OfaError(f"search {search_dir} picked no subnet for {target} (no evaluated subnet within its budgets)")
+    return {"subnets": [Subnet.parse(t, space) for t in dict.fromkeys(texts)], "chosen_on": chosen_on,
+            "seed": int(history.get("seed", 0)), "test_images": history.get("test_images"),
+            "resolution": space.image_size}
 
 
 def check_measurable(target: Any) -> None:

@@ -146,6 +146,7 @@ def search_run(run_dir: str | Path, targets: Sequence[str], out: str | Path, *, 
         "splits": data.note + "; the reporting split was not read by the search",
         "confidence": confidence,
         "seed": seed,
+        "test_images": test_images,
         "targets": [o.name for o in objectives],
         **history,
     }
