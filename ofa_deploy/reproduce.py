@@ -27,6 +27,7 @@ seed list may grow between calls (its first seed, the evaluation seed, may not c
 from __future__ import annotations
 
 import datetime as _dt
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -179,6 +180,9 @@ def reproduce(
     manifest = _open_manifest(out, options, runs, command)
     log = _Log(progress)
     session_start = time.perf_counter()
+    # SIGTERM mid-training: the same reproduce continues the run (not `train --resume`)
+    resume_with = (f"{shlex.join(command)} (the same command: it resumes its runs)" if command
+                   else f"the same reproduce call on {out} (it resumes its runs)")
     wall_before = float(manifest.get("wall_time_s", 0.0))
 
     def save() -> None:
@@ -199,7 +203,7 @@ def reproduce(
             device=device, out=str(run_dir), name=key, train_subset=options.train_subset,
             test_subset=options.test_subset, quiet=not progress, **options.train_fields(), **planned.train,
         )
-        train(config, progress=progress)
+        train(config, progress=progress, resume_with=resume_with)
         status["trained"] = True
         save()
         log(f"{step}: evaluating {options.per_bucket} subnets x {len(options.buckets)} buckets")

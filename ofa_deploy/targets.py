@@ -432,6 +432,22 @@ def differing_keys(a: Target, b: Target) -> list[str]:
     return [k for k in da if k not in _NOT_HASHED and da[k] != db.get(k)]
 
 
+def recorded_target(given: "str | os.PathLike | Target | None", record: Any, where: str) -> Target:
+    """``given``, or without it the target an artefact recorded as ``record`` (its
+    ``model.json`` ``"target"``: the whole definition, so a target given as a ``.toml``
+    path needs no ``--target`` afterwards; an older record of a built-in target is found
+    by name). A ``given`` of the recorded one's name but another definition is refused
+    (``target_for``)."""
+    record = record or None
+    name = record.get("name") if isinstance(record, dict) else None
+    definition = None
+    if isinstance(record, dict) and ("sha256" in record or not is_builtin(name)):
+        # an older model.json records the definition without its hash (and perhaps without
+        # keys added since): its built-in targets are still found by name, as before
+        definition = from_record(record, where)
+    return target_for(given, definition, name, where)
+
+
 def target_for(given: "str | os.PathLike | Target | None", recorded: "Target | None", recorded_name: "str | None",
                what: str, *, same_name: bool = False) -> Target:
     """The target to work on an artefact ``what`` with (a phrase: "export d/model.json").

@@ -111,6 +111,11 @@ def test_sigterm_during_reproduce_checkpoints_the_run_in_training(tmp_path: Path
             proc.kill()
     _one_line_143(proc.returncode, err)
     assert "checkpoint at" in err
+    # reproduce resumes its runs itself: the line says to run the same reproduce again,
+    # not `train --resume` on the run directory
+    assert "--resume" not in err and "ofa-deploy train" not in err, err
+    assert "continue with ofa-deploy reproduce --dataset digits --scale 0.2" in err, err
+    assert f"--out {out} (the same command" in err, err
     from ofa_deploy import weights
 
     ckpt = weights.load_checkpoint(last)  # complete and readable: the resume starts from it

@@ -12,7 +12,9 @@ from .common import emit_json, limit_float, limit_int
 
 @click.command("profile")
 @click.argument("model", type=click.Path(path_type=str))
-@click.option("--target", default="cpu", show_default=True, help="Target name or profile .toml.")
+@click.option("--target", default=None,
+              help="Target name or profile .toml [default: the target MODEL was exported for (its model.json's "
+                   "recorded definition), else cpu].")
 @click.option("--batch", type=click.IntRange(1, 65536), default=None, help="Batch size [default: the target's first].")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]), default=None,
               help="Override the target's backend (torch: eager comparison, needs an export directory).")
@@ -46,12 +48,12 @@ def command(model, target, batch, backend, threads, warmup_s, min_iterations, mi
     from ..profile import Protocol, profile_model
     from ..targets import load_target
 
-    tgt = load_target(target)
+    tgt = load_target(target) if target is not None else _default_target(model)
     if out:  # before measuring: never over the model or a file that is not a profile result
         from ..outputs import PROFILE_RESULT, check_file_output
 
         check_file_output(out, PROFILE_RESULT, inputs=[("model", model)] + (
-            [("--target profile", target)] if target.endswith(".toml") else []))
+            [("--target profile", target)] if target and target.endswith(".toml") else []))
         check_writable(Path(out), "--out")
     protocol = Protocol.from_target(tgt, warmup_s=warmup_s, min_iterations=min_iterations, min_time_s=min_time_s,
                                     cov_threshold=cov_threshold, max_retries=max_retries)
@@ -78,6 +80,21 @@ def command(model, target, batch, backend, threads, warmup_s, min_iterations, mi
         emit_json(result)
         return
     _print_human(result)
+
+
+def _default_target(model: str):
+    """The target an export recorded in its ``model.json`` (beside ``model.onnx`` or an
+    engine, or in the export directory) - its whole definition, as ``build-engine`` uses
+    it - or ``cpu`` for a model without one."""
+    from ..profile.model import SIDECAR, read_sidecar
+    from ..targets import load_target, recorded_target
+
+    path = Path(model)
+    sidecar = path / SIDECAR if path.is_dir() else path.parent / SIDECAR
+    record = read_sidecar(sidecar).get("target") if sidecar.is_file() else None
+    if not record:
+        return load_target("cpu")
+    return recorded_target(None, record, f"export {sidecar}")
 
 
 def _print_human(r: dict) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import OfaError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
-from ..targets import Target, from_record, is_builtin, target_for
+from ..targets import Target, recorded_target
 from .sidecar import INDEX_FILE, ONNX_FILE, SIDECAR_FILE, read_sidecar, verify_files
 from .trt_env import (
     check_supported,
@@ -276,15 +276,7 @@ def _resolve_target(target: Target | str | None, model: Dict[str, Any], export_d
     export recorded in its ``model.json`` - its whole definition, so a target given to
     ``export`` as a path needs no ``--target`` here. A ``target`` of the recorded one's
     name but another definition is refused (``targets.target_for``)."""
-    where = f"export {export_dir / SIDECAR_FILE}"
-    recorded = model.get("target") or None
-    name = recorded.get("name") if isinstance(recorded, dict) else None
-    definition = None
-    if recorded is not None and ("sha256" in recorded or not is_builtin(name)):
-        # an older model.json records the definition without its hash (and perhaps without
-        # keys added since): its built-in targets are still found by name, as before
-        definition = from_record(recorded, where)
-    return target_for(target, definition, name, where)
+    return recorded_target(target, model.get("target"), f"export {export_dir / SIDECAR_FILE}")
 
 
 def _rebuild_command(export_dir: Path, target: Target, target_arg: Target | str | None) -> str:

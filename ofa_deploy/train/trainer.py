@@ -78,11 +78,14 @@ class _StopAtStep(Exception):
     """Raised out of an epoch when a stop was requested: ``_Trainer.partial`` holds where."""
 
 
-def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | None = None) -> Path:
+def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | None = None,
+          resume_with: str | None = None) -> Path:
     """Train ``config`` into its run directory and return the directory.
 
     A directory already holding the same run (same data, space and hyper-parameters) is
     resumed, or returned as is if complete; one holding a different run is refused.
+    ``resume_with`` is how the ``SIGTERM`` stop line says to continue (a caller that resumes
+    its runs itself, ``reproduce``: its own command); default ``ofa-deploy train --resume OUT``.
     """
     cfg = config.resolved()
     data = data_info(cfg)
@@ -98,11 +101,12 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch: OnEpoch | Non
             if not same_run(existing, tables):
                 raise OfaError(f"{out} holds a different run; choose another --out, or --resume {out} to "
                                f"continue that one")
-            return _Trainer(out, config_from_dir(out, cfg), progress, on_epoch=on_epoch).fit()
+            return _Trainer(out, config_from_dir(out, cfg), progress, on_epoch=on_epoch,
+                            resume_with=resume_with).fit()
         from ..outputs import RUN, check_own_dir
 
         check_own_dir(out, RUN)  # empty (leftovers of a killed start aside), else the user's: refused
-    return _Trainer(out, cfg, progress, tables=tables, on_epoch=on_epoch).fit()
+    return _Trainer(out, cfg, progress, tables=tables, on_epoch=on_epoch, resume_with=resume_with).fit()
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, quiet: bool | None = None,
@@ -137,8 +141,9 @@ class _Trainer:
     """One training session of a run directory (fresh or resumed)."""
 
     def __init__(self, out: Path, cfg: TrainConfig, progress: bool, tables: dict | None = None,
-                 on_epoch: OnEpoch | None = None) -> None:
+                 on_epoch: OnEpoch | None = None, resume_with: str | None = None) -> None:
         self.on_epoch = on_epoch
+        self.resume_with = resume_with or f"ofa-deploy train --resume {out}"
         self.out, self.cfg = out, cfg.resolved()
         self.tables = tables
         self.show = progress and not cfg.quiet
@@ -313,7 +318,7 @@ class _Trainer:
         dist.barrier(self.ctx)
         bar.stop()
         signals.stop(f"terminated by SIGTERM: checkpoint at {where} in {self.out / run.LAST}; continue with "
-                     f"ofa-deploy train --resume {self.out}")
+                     f"{self.resume_with}")
 
     def _start_phase(self, phase: Phase) -> None:
         """Phase boundaries: fresh optimizer (momentum reset, as OFA's separate phase runs)
