@@ -90,8 +90,12 @@ def _default_target(model: str):
     from ..targets import load_target, recorded_target
 
     path = Path(model)
-    sidecar = path / SIDECAR if path.is_dir() else path.parent / SIDECAR
-    record = read_sidecar(sidecar).get("target") if sidecar.is_file() else None
+    try:
+        sidecar = path / SIDECAR if path.is_dir() else path.parent / SIDECAR
+        found = sidecar.is_file()
+    except OSError:  # an unusable path (too long, ...): profiling it says what is wrong with it
+        return load_target("cpu")
+    record = read_sidecar(sidecar).get("target") if found else None
     if not record:
         return load_target("cpu")
     return recorded_target(None, record, f"export {sidecar}")
