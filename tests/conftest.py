@@ -97,3 +97,19 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def terminate(proc, timeout: float = 120) -> tuple:
+    """SIGTERM the subprocess ``proc`` and wait up to ``timeout`` s (killed if still running):
+    (exit status, stderr, seconds from the signal to the exit)."""
+    import signal
+    import time
+
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err, time.monotonic() - sent

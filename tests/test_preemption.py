@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import terminate
 from test_train_resume import ARGS, _assert_same_run, _env, _metric_lines, _train
 
 from ofa_deploy import run, weights
@@ -40,18 +41,6 @@ def _wait_for_epochs(proc: subprocess.Popen, out: Path, epochs: int) -> None:
         time.sleep(0.02)
 
 
-def _terminate(proc: subprocess.Popen) -> tuple[int, str, float]:
-    """SIGTERM ``proc``: (exit status, stderr, seconds from the signal to the exit)."""
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, err, time.monotonic() - sent
-
-
 def _no_temp_files(out: Path) -> None:
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
@@ -66,7 +55,7 @@ def test_sigterm_at_a_random_step_checkpoints_there_and_resumes_bit_identical(tm
     proc = _start([*ARGS, "--out", str(out)])
     _wait_for_epochs(proc, out, epochs_done)
     time.sleep(delay)
-    code, err, seconds = _terminate(proc)
+    code, err, seconds = terminate(proc)
     assert code == 143, (seed, err)
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("ofa-deploy: terminated by SIGTERM: checkpoint at ") and f"--resume {out}" in err, err
@@ -94,7 +83,7 @@ def test_sigterm_twice_stops_twice_and_still_ends_bit_identical(tmp_path, refere
     proc = _start([*ARGS, "--out", str(out)])
     _wait_for_epochs(proc, out, 1)
     time.sleep(0.2)
-    assert _terminate(proc)[0] == 143
+    assert terminate(proc)[0] == 143
     first = weights.load_checkpoint(out / run.LAST)["partial"]
     inode = (out / run.METRICS).stat().st_ino
     proc = _start(["--resume", str(out), "--quiet"])
@@ -103,7 +92,7 @@ def test_sigterm_twice_stops_twice_and_still_ends_bit_identical(tmp_path, refere
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     time.sleep(0.3)
-    code, err, _ = _terminate(proc)
+    code, err, _ = terminate(proc)
     assert code == 143, err
     second = weights.load_checkpoint(out / run.LAST)["partial"]
     assert first is not None and (second is None or second["epoch"] > first["epoch"]
@@ -121,7 +110,7 @@ def test_sigterm_before_the_first_step_leaves_nothing(tmp_path):
     while not out.exists():  # the directory appears once the data are loaded and the loop starts
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.005)
-    code, err, _ = _terminate(proc)
+    code, err, _ = terminate(proc)
     assert code == 143, err
     assert "Traceback" not in err and err.count("\n") == 1, err
     assert not out.exists() or (out / run.LAST).is_file()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import terminate
 
 WORKER = Path(__file__).with_name("signal_worker.py")
 ROOT = str(Path(__file__).resolve().parents[1])
@@ -45,13 +45,8 @@ def _stop_at(args: list, tmp_path: Path, at: int) -> tuple[int, str]:
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, err
+    code, err, _ = terminate(proc, timeout=60)
+    return code, err
 
 
 def _one_line_143(code: int, err: str) -> None:
@@ -103,13 +98,8 @@ def test_sigterm_during_reproduce_checkpoints_the_run_in_training(tmp_path: Path
     while not last.exists():  # the first epoch of the run is done: the next SIGTERM lands mid-training
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    _one_line_143(proc.returncode, err)
+    code, err, _ = terminate(proc)
+    _one_line_143(code, err)
     assert "checkpoint at" in err
     # reproduce resumes its runs itself: the line says to run the same reproduce again,
     # not `train --resume` on the run directory
