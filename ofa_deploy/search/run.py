@@ -25,6 +25,16 @@ from .encoding import Encoding
 from .engine import Objective, check_budgets, latency_objective, macs_objective, search
 
 
+def check_budget(value: float, what: str, limit: str) -> None:
+    """A budget: positive, finite and at most ``validate.LIMITS[limit]``'s upper end (the bound
+    every other command's MFLOPs and latency options have); ``OfaError`` naming ``what``."""
+    from ..validate import LIMITS
+
+    hi = LIMITS[limit][1]
+    if not math.isfinite(value) or value <= 0 or value > hi:
+        raise OfaError(f"{what}: a budget must be a positive finite number of at most {hi:g}")
+
+
 def parse_budgets(values: Sequence[str], targets: Sequence[str], flag: str) -> dict[str, list[float]]:
     """``X`` (every target) or ``TARGET=X`` (one), repeatable -> budgets per target name."""
     out: dict[str, list[float]] = {t: [] for t in targets}
@@ -34,8 +44,7 @@ def parse_budgets(values: Sequence[str], targets: Sequence[str], flag: str) -> d
             budget = float(number)
         except ValueError:
             raise OfaError(f"{flag} {value!r}: not a number (give X or TARGET=X)") from None
-        if not math.isfinite(budget) or budget <= 0:
-            raise OfaError(f"{flag} {value!r}: a budget must be a positive finite number")
+        check_budget(budget, f"{flag} {value!r}", "latency_ms")
         if name and name not in out:
             raise OfaError(f"{flag} {value!r}: {name} is not one of the --target names ({', '.join(targets)})")
         for t in [name] if name else targets:
@@ -61,8 +70,7 @@ def prepare(run_dir: str | Path, targets: Sequence[str], *, predictors: Sequence
     if len(set(names)) != len(names):
         raise OfaError(f"--target names a device twice ({', '.join(names)})")
     for mflops in max_mflops:
-        if not math.isfinite(mflops) or mflops <= 0:
-            raise OfaError(f"--max-mflops {mflops}: a budget must be a positive finite number")
+        check_budget(mflops, f"--max-mflops {mflops}", "mflops")
     latency_budgets = parse_budgets(max_latency_ms, names, "--max-latency-ms")
     supernet, config = load_supernet(run_dir)
     space = supernet.space
