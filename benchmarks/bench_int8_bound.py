@@ -9,7 +9,9 @@ For each subnet (smallest, largest, and one random subnet per paper MFLOPs bucke
 
 and measures each file's top-1 in ONNX Runtime (CPU provider, one thread) on the bound's two
 parts of the data: the validation part (the run's held-out split, else a seeded half of the
-test split) and the test part the accuracy is reported on (the rest). Then ONNX Runtime latency
+test split) and the test part the accuracy is reported on (the rest). For the bounded files it
+also records the calibration the bound chose (method, images, every candidate's validation
+drop) and the precision of the reverted layers (fp16 for the TensorRT flavour). Then ONNX Runtime latency
 at batch 1 on one thread of the ONNX Runtime-flavour files (fp32, plain int8, bounded int8),
 interleaved in one run (rounds of each file in turn, the median per file). Prints one JSON
 document.
@@ -118,7 +120,13 @@ def main() -> None:
                     b = sc["bound"]
                     rec.update(bound_validation_drop=b["validation"]["drop_points"], reverted_nodes=b["reverted_count"],
                                reverted_layers=b["reverted_layers"], quantized_nodes=b["quantized_nodes"],
-                               bound_test_drop=(b.get("test") or {}).get("drop_points"), bound_s=b["seconds"])
+                               bound_test_drop=(b.get("test") or {}).get("drop_points"), bound_s=b["seconds"],
+                               reverted_precision=b.get("reverted_precision"),
+                               calibration=(b.get("calibration") or {}).get("chosen"),
+                               calibration_candidates=[
+                                   {k: c[k] for k in ("method", "images", "drop_points", "seconds")}
+                                   for c in (b.get("calibration") or {}).get("candidates", [])],
+                               calibration_s=(b.get("calibration") or {}).get("seconds"))
                 row[label] = rec
                 files[label] = out / "model.onnx"
             base = row["fp32"]

@@ -30,6 +30,8 @@ class FakeQuantizer:
     images each layer's quantization gets wrong (fp32 gets them all right) and ``noise``
     the logit error it adds."""
 
+    reverted_precision = "fp32"
+
     def __init__(self, cost: dict[str, int], noise: dict[str, float]) -> None:
         self.cost, self.noise, self.writes = cost, noise, []
 
@@ -229,7 +231,7 @@ def test_a_bound_not_met_writes_nothing(fake_run, tmp_path, capsys, monkeypatch)
     def unmet(*args, **kwargs):
         raise OfaError("--max-drop 0.5: int8 is 3.00 points below fp32; no int8 model meets it (nothing written)")
 
-    monkeypatch.setattr("ofa_deploy.export.pipeline.bounded_int8", unmet)
+    monkeypatch.setattr("ofa_deploy.export.calibration_search.bounded_int8", unmet)
     out = tmp_path / "e"
     code, _, err = run_cli(capsys, "export", fake_run, "--smallest", "--precision", "int8", "--max-drop", "0.5",
                            "--calibration-images", "32", "--bn-images", "64", "--parity-images", "16", "--out", out)

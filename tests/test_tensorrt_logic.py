@@ -87,6 +87,10 @@ def test_policy_8x_explicit_batch_and_flags():
         assert build_policy(version, "fp16", dla=False)["builder_flags"] == ["FP16"]
         assert build_policy(version, "int8", dla=False)["builder_flags"] == ["INT8"]  # Q/DQ, no calibrator
         assert build_policy(version, "int8", dla=True)["builder_flags"] == ["FP16", "INT8", "GPU_FALLBACK"]
+        # an int8 ONNX whose reverted layers are fp16 (export --max-drop for TensorRT): FP16 too, else
+        # 8.x runs them in fp32; a strongly typed network takes the types from the ONNX instead
+        assert build_policy(version, "int8", dla=False, has_half=True)["builder_flags"] == ["FP16", "INT8"]
+    assert build_policy((10, 3), "int8", dla=False, has_half=True)["builder_flags"] == []
 
 
 def test_precision_problem():

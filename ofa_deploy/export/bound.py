@@ -25,12 +25,17 @@ training or calibration; a run without one gives a seeded part of the test split
 (``VALIDATION_FRACTION``), and the accuracy ``model.json`` reports is then measured on the
 rest of the test split only (``split_test``).
 
-The reverted layers stay fp32 in the file, for both flavours (``reverted_precision``):
-an opset-17 QuantizeLinear takes only float32, so an fp16 float part would need Casts
-around the Q/DQ pairs, and whether TensorRT still fuses Q/DQ into its int8 kernels across
-them could not be checked here (no TensorRT on these machines). A strongly typed
-TensorRT network (TensorRT >= 10) builds them in fp32; 8.x with the FP16 flag may pick
-fp16. fp16 float layers for TensorRT targets are left for a machine with TensorRT.
+The reverted layers are fp16 in the TensorRT flavour (``export.fp16_layers``: fp16 weights
+and tensors, a Cast at each edge of the region, the Q/DQ pairs untouched) and fp32 in the
+ONNX Runtime one (``reverted_precision``); every trial is measured on the file as it will
+be written, fp16 layers included. ONNX Runtime's CPU provider has no fp16 Conv kernel on
+x86: it runs those layers in fp32 from the fp16-rounded weights (its cast elimination also
+drops the fp32 -> fp16 -> fp32 rounding of their activations), so the measured drop holds
+fp16's weight rounding, not fp16 arithmetic; TensorRT's fp16 kernels (fp16 storage, fp32
+or fp16 accumulation) are not measured here.
+
+Before any layer is reverted, the calibration itself is chosen on the same validation
+images (``export.calibration_search``).
 """
 
 from __future__ import annotations
@@ -74,29 +79,47 @@ def split_test(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:k]), np.sort(order[k:])
 
 
+class Validator:
+    """Top-1 and logit error of ONNX files on the validation images, against the fp32 file's
+    (its logits computed once)."""
+
+    def __init__(self, fp32_path: str | Path, images: np.ndarray, labels: np.ndarray,
+                 batch: Optional[int] = None) -> None:
+        from .to_onnx import ort_session, run_onnx
+
+        self.x = np.ascontiguousarray(images, dtype=np.float32)
+        self.y = np.asarray(labels)
+        self.batch = batch
+        self.reference = run_onnx(ort_session(fp32_path), self.x, batch=batch).astype(np.float64)
+        self.fp32_top1 = float((self.reference.argmax(1) == self.y).mean())
+
+    def measure(self, path: str | Path) -> tuple[float, float]:
+        """(top-1, mean |logit - fp32 logit|) of the model ``path``."""
+        from .to_onnx import ort_session, run_onnx
+
+        logits = run_onnx(ort_session(path), self.x, batch=self.batch)
+        return (float((logits.argmax(1) == self.y).mean()),
+                float(np.abs(logits.astype(np.float64) - self.reference).mean()))
+
+    def drop_of(self, top1: float) -> float:
+        """Points of top-1 below the fp32 file."""
+        return round(100 * (self.fp32_top1 - top1), 4)
+
+
 def bounded_int8(quantizer: Any, dst: str | Path, fp32_path: str | Path, images: np.ndarray, labels: np.ndarray,
-                 max_drop: float, *, batch: Optional[int] = None,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 max_drop: float, *, batch: Optional[int] = None, progress: Callable[[str], None] | None = None,
+                 validator: Optional[Validator] = None) -> dict[str, Any]:
     """Write into ``dst`` the int8 model of ``quantizer`` (a ``precision.Int8Quantizer``)
     with the fewest most-sensitive layers in float that keeps its top-1 on (``images``,
     ``labels``) within ``max_drop`` points of the fp32 model ``fp32_path``; returns the
-    conversion record plus ``"bound"`` (the bound, validation accuracies, reverted nodes)."""
+    conversion record plus ``"bound"`` (the bound, validation accuracies, reverted nodes).
+    ``validator``: one already made on those images (the calibration search's)."""
     from .precision import layer_of
-    from .to_onnx import ort_session, run_onnx
 
     say = progress or (lambda message: None)
     started = time.perf_counter()
-    x = np.ascontiguousarray(images, dtype=np.float32)
-    y = np.asarray(labels)
-    reference = run_onnx(ort_session(fp32_path), x, batch=batch).astype(np.float64)
-    fp32_top1 = float((reference.argmax(1) == y).mean())
-
-    def measure(path: Path) -> tuple[float, float]:
-        logits = run_onnx(ort_session(path), x, batch=batch)
-        return float((logits.argmax(1) == y).mean()), float(np.abs(logits.astype(np.float64) - reference).mean())
-
-    def drop_of(top1: float) -> float:
-        return round(100 * (fp32_top1 - top1), 4)
+    check = validator or Validator(fp32_path, images, labels, batch)
+    measure, drop_of, y, fp32_top1 = check.measure, check.drop_of, check.y, check.fp32_top1
 
     dst = Path(dst)
     work = dst.with_name(dst.name + ".variant")
@@ -160,7 +183,7 @@ def bounded_int8(quantizer: Any, dst: str | Path, fp32_path: str | Path, images:
         "reverted_count": len(reverted),
         "quantized_layers": len(layers),
         "quantized_nodes": len(nodes),
-        "reverted_precision": "fp32",
+        "reverted_precision": quantizer.reverted_precision,
         "ranking": ("each layer (module: stem, block, head) alone in float, mean |logit - fp32 logit| on the "
                     "validation images, most error removed first; then the fewest of them, in that order, found by "
                     "bisection") if ranking else None,

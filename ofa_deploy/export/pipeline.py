@@ -23,11 +23,11 @@ from ..evaluate.bn import calibration_images, measurement_layout, recalibrate_bn
 from ..io import atomic_write, atomic_write_json, json_text, sha256_file
 from ..space import Subnet
 from ..targets import Target, load_target
-from .bound import bounded_int8, check_max_drop
+from .bound import check_max_drop
+from .calibration_search import calibrated_within_bound
 from .precision import (
     DEFAULT_CALIBRATION_METHOD,
     PRECISION_METADATA_KEY,
-    Int8Quantizer,
     compare_logits,
     convert_precision,
     stamp_precision,
@@ -198,12 +198,14 @@ def export_subnet(
             raise OfaError(f"ONNX Runtime disagrees with PyTorch: max logit difference {parity['max_abs_diff']:.3g} "
                            f"exceeds {parity['tolerance']:.3g}; the export is not trustworthy")
         calibration = array = None
+
+        def calibration_array(count: int) -> np.ndarray:
+            # the same seeded draw for every count: a smaller set is a prefix of a larger one
+            chosen = calibration_images(calib_images, count, seed + 1)
+            return np.ascontiguousarray(chosen.detach().to("cpu", torch.float32).numpy())
+
         if needs_calibration:
-            chosen = calibration_images(calib_images, calibration_count, seed + 1)
-            array = np.ascontiguousarray(chosen.detach().to("cpu", torch.float32).numpy())
-            atomic_write(tmp / CALIBRATION_FILE, lambda f: np.save(f, array))
-            calibration = {"file": CALIBRATION_FILE, "images": int(array.shape[0]), "seed": seed + 1,
-                           "dtype": "float32", "shape": list(array.shape), "split": "train"}
+            array = calibration_array(calibration_count)
         conversion = None
         if precision != "fp32":
             say(f"converting to {precision}" + (f" ({calibration_method} calibration)" if precision == "int8" else ""))
@@ -212,14 +214,18 @@ def export_subnet(
                                                method=calibration_method, static_batch=static_batch,
                                                for_tensorrt=target.backend == "tensorrt")
             else:
-                assert validation is not None and array is not None
-                with Int8Quantizer(fp32_path, array, method=calibration_method, static_batch=static_batch,
-                                   for_tensorrt=target.backend == "tensorrt") as quantizer:
-                    vx, vy = (t.detach().to("cpu").numpy() for t in validation)
-                    conversion = bounded_int8(quantizer, tmp / ONNX_FILE, fp32_path, vx, vy, max_drop,
-                                              batch=static_batch, progress=say)
+                assert validation is not None and calib_images is not None
+                vx, vy = (t.detach().to("cpu").numpy() for t in validation)
+                conversion, array = calibrated_within_bound(
+                    fp32_path, tmp / ONNX_FILE, calibration_array, calibration_method, calibration_count,
+                    len(calib_images), vx, vy, max_drop, static_batch=static_batch,
+                    for_tensorrt=target.backend == "tensorrt", progress=say)
                 conversion["bound"]["validation"]["source"] = validation_source
                 stamp_precision(tmp / ONNX_FILE, precision, fp32_path)
+        if array is not None:  # after the conversion: a bound's calibration search may choose more images
+            atomic_write(tmp / CALIBRATION_FILE, lambda f: np.save(f, array))
+            calibration = {"file": CALIBRATION_FILE, "images": int(array.shape[0]), "seed": seed + 1,
+                           "dtype": "float32", "shape": list(array.shape), "split": "train"}
         say("checking the model against fp32")
         precision_parity, accuracy = _precision_checks(
             tmp / ONNX_FILE, fp32_path, precision, parity, parity_images, eval_data, static_batch,

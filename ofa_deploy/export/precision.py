@@ -175,6 +175,10 @@ class Int8Quantizer:
             raise OfaError("--calibration-images: int8 quantization needs at least one calibration image")
         self.src, self.calibration, self.method = Path(src), calibration, method
         self.static_batch, self.for_tensorrt, self.placement = static_batch, for_tensorrt, placement
+        # what the nodes left in float compute in: fp16 for TensorRT, whose strongly typed network
+        # builds the ONNX's types (export.fp16_layers); fp32 for ONNX Runtime's CPU provider, which
+        # has no fp16 Conv kernel on x86 and would run them in fp32 between Casts anyway
+        self.reverted_precision = "fp16" if for_tensorrt else "fp32"
         self._dir = tempfile.TemporaryDirectory(prefix="ofa-int8-")
         self.prepared = Path(self._dir.name) / "prepared.onnx"
         self._cache = Path(self._dir.name) / "calibration.json"
@@ -196,8 +200,9 @@ class Int8Quantizer:
 
     def write(self, dst: str | Path, exclude: Sequence[str] = (), *, check: bool = True) -> dict[str, Any]:
         """Quantize into ``dst`` with the nodes named in ``exclude`` (names in the prepared
-        model, which the quantized one keeps) left in float; returns what was done
-        (``check=False``: a trial variant, neither checked nor counted)."""
+        model, which the quantized one keeps) left in float - in fp16 for the TensorRT flavour,
+        together with the rest of their layers (``reverted_precision``) - and return what was
+        done (``check=False``: a trial variant, neither checked nor counted)."""
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -227,6 +232,11 @@ class Int8Quantizer:
             except Exception as exc:  # noqa: BLE001 - the quantizer raises bare Exceptions of many types
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise OfaError(f"int8 quantization failed: {first}") from None
+        region = None
+        if exclude and self.reverted_precision == "fp16":
+            from .fp16_layers import revert_layers_to_fp16
+
+            region = revert_layers_to_fp16(dst, sorted({layer_of(n) for n in exclude}))
         if not check:
             return {}
         model = onnx.load(str(dst))
@@ -240,6 +250,7 @@ class Int8Quantizer:
             "placement": ("inputs of " + ", ".join(TENSORRT_QUANTIZED_OPS) if weighted_only
                           else "every op ONNX Runtime quantizes, inputs and outputs"),
             "calibration_method": self.method, "calibration_images": int(len(self.calibration)), **_counts(model),
+            **({"reverted": {"precision": self.reverted_precision, **region}} if region else {}),
         }
 
     def quantized_nodes(self, path: str | Path) -> list[str]:

@@ -119,10 +119,14 @@ def _build(trt, export_dir: Path, model: Dict[str, Any], precision: str, target:
     if network.num_inputs != 1 or network.num_outputs != 1:
         raise OfaError(f"{onnx_path} has {network.num_inputs} inputs and {network.num_outputs} outputs, "
                        "expected 1 and 1")
-    problem = precision_problem(precision, *_network_types(trt, network), policy["strongly_typed"])
+    has_qdq, has_half = _network_types(trt, network)
+    problem = precision_problem(precision, has_qdq, has_half, policy["strongly_typed"])
     if problem is not None:
         raise OfaError(f"{onnx_path} {problem}, but {export_dir / SIDECAR_FILE} says precision {precision}; "
                        "export it again")
+    # the builder flags may depend on the parsed network's types (8.x: int8 with fp16 layers);
+    # the network flags, already used, do not
+    policy = build_policy(version, precision, dla=target.dla_core is not None, has_half=has_half)
     inp = network.get_input(0)
     plan = engine_plan(target, tuple(inp.shape), precision)
 

@@ -17,7 +17,11 @@ version is told to keep it (``build_policy``):
   flag for an fp16 ONNX (otherwise 8.x runs its fp16 layers in fp32); the INT8 flag for a
   Q/DQ ONNX, which 8.x then builds by explicit quantization - the scales come from the Q/DQ
   nodes, no calibrator. On DLA (Xavier's JetPack 5) int8 also sets FP16, because DLA has no
-  fp32 and the layers Q/DQ leaves in float would otherwise all fall back to the GPU.
+  fp32 and the layers Q/DQ leaves in float would otherwise all fall back to the GPU. An int8
+  ONNX with fp16 tensors (the layers ``export --max-drop`` reverted, for TensorRT targets)
+  sets FP16 too: without it 8.x would run those layers in fp32. 8.x is not strongly typed,
+  so FP16 lets it pick fp16 for them (and for other float layers) where it is faster, without
+  guaranteeing it; 10.x and 11.x take the fp16 from the ONNX.
 
 The implicit int8 calibrator (``IInt8EntropyCalibrator2``) is gone from this code: it is
 deprecated since 10.1 and removed in 11, and on 8.5/8.6 the explicit Q/DQ path builds the
@@ -49,10 +53,10 @@ def model_precision(model: Dict[str, Any], where: str = "model.json") -> str:
     return str(precision)
 
 
-def build_policy(version: Tuple[int, int], precision: str, dla: bool) -> Dict[str, Any]:
-    """How TensorRT ``version`` (major, minor) builds an ONNX of ``precision``: the names of
-    the ``NetworkDefinitionCreationFlag`` and ``BuilderFlag`` members to set, and whether
-    the network is strongly typed."""
+def build_policy(version: Tuple[int, int], precision: str, dla: bool, has_half: bool = False) -> Dict[str, Any]:
+    """How TensorRT ``version`` (major, minor) builds an ONNX of ``precision`` (``has_half``:
+    whose network has fp16 tensors): the names of the ``NetworkDefinitionCreationFlag`` and
+    ``BuilderFlag`` members to set, and whether the network is strongly typed."""
     if precision not in PRECISIONS:
         raise OfaError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     strongly_typed = version >= (10, 0)
@@ -61,7 +65,7 @@ def build_policy(version: Tuple[int, int], precision: str, dla: bool) -> Dict[st
         network_flags = ["STRONGLY_TYPED"]
     else:
         network_flags = ["EXPLICIT_BATCH"]
-        if precision == "fp16" or (precision == "int8" and dla):
+        if precision == "fp16" or (precision == "int8" and (dla or has_half)):
             builder_flags.append("FP16")
         if precision == "int8":
             builder_flags.append("INT8")
