@@ -93,6 +93,24 @@ def test_the_most_sensitive_layers_are_reverted_until_the_bound_holds(fake, tmp_
     assert b["reverted_layers"] == ["blocks.0", "blocks.1"] and b["validation"]["drop_points"] == 0.0
 
 
+def test_layers_are_ranked_on_a_head_of_the_validation_images_and_judged_on_all(fake, tmp_path, monkeypatch):
+    q = fake({"blocks.0": 3, "blocks.1": 1}, {"blocks.0": 0.5, "blocks.1": 0.2, "stem": 0.05, "head": 0.01})
+    seen = []
+
+    def run_onnx(path, x, batch=None):
+        seen.append((Path(path).name, len(x)))
+        return q.logits(path)[: len(x)]
+
+    monkeypatch.setattr("ofa_deploy.export.to_onnx.run_onnx", run_onnx)
+    monkeypatch.setattr(bound, "RANK_IMAGES", 10)
+    b = _run(q, tmp_path, 1.5)["bound"]
+    assert b["reverted_layers"] == ["blocks.0"] and b["validation"]["drop_points"] == 1.0
+    assert "first 10 validation images" in b["ranking"]
+    ranked = [n for name, n in seen if name == "model.onnx.variant"][: b["quantized_layers"]]
+    assert ranked == [10] * b["quantized_layers"]  # one measurement per layer, on the head only
+    assert all(n == N for name, n in seen if name in ("fp32.onnx", "model.onnx"))  # top-1: every image
+
+
 def test_a_bound_met_only_by_reverting_everything_is_refused(fake, tmp_path):
     # every layer costs an image: with all but one in float the drop is still 1 point
     q = fake({name: 1 for name in ("stem", "blocks.0", "blocks.1", "head", "classifier")}, {})
