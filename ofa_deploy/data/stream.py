@@ -145,6 +145,11 @@ class FolderStream:
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
         return self._sub(self.indices[order])
 
+    def describe(self) -> dict[str, Any]:
+        """What an output records about the images measured: their folder, count, skips."""
+        return {"folder": str(Path(self.folder.root).resolve()), "images": len(self),
+                "skipped": len(self.skipped)}
+
     def batches(self, batch_size: int = MAX_BATCH) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images, labels) on ``device``, ``min(batch_size, MAX_BATCH)`` at a time, in order;
         unreadable images are left out (warned about once, counted in ``skipped``)."""

@@ -108,6 +108,25 @@ def export_images(
     )
 
 
+def stream_images(config: dict[str, Any], folder: str | Path, *, seed: int = 0, train_images: int = 2000,
+                  parity_images: int = 512, accuracy: bool = True, workers: int | None = None) -> ExportImages:
+    """For a run measured on an ImageNet-style folder (``data.stream``): ``train`` is a
+    stream of ``train_images`` seeded ``train/`` images (BN recalibration, int8 calibration:
+    only those are ever read), ``parity`` ``parity_images`` seeded ``val/`` images in memory,
+    ``eval`` the whole ``val/`` folder as a stream (read batch by batch) when ``accuracy``."""
+    from ..data.stream import as_tensor, open_run_folder
+
+    data = open_run_folder(config, folder, workers=workers)
+    parity = as_tensor(data.test.subset(parity_images, seed))
+    return ExportImages(
+        name=data.name, in_channels=3, num_classes=data.num_classes, train=data.train.subset(train_images, seed),
+        parity=parity, eval=(data.test, data.test.labels) if accuracy else None,
+        normalization={"dataset": data.name, "mean": list(data.mean), "std": list(data.std),
+                       "classes": list(data.classes)},
+        parity_source=f"{len(parity)} val/ images of {data.root}, seed {seed}",
+    )
+
+
 RANDOM_PARITY_IMAGES = 64
 
 
