@@ -192,6 +192,11 @@ class StreamData:
         self.fingerprint = hashlib.sha256(counts.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
     @property
+    def images(self) -> FolderStream:
+        """The training images (as an ``ImageSet``'s ``images``: what calibrates BN)."""
+        return self.train
+
+    @property
     def skipped(self) -> int:
         return len(self.train.skipped) + len(self.test.skipped)
 

@@ -140,6 +140,7 @@ def export_subnet(
         raise OfaError("BN recalibration needs training images (calib_images), or pass recalibrate=False")
     if needs_calibration and calib_images is None:
         raise OfaError(f"target {target.name} needs calibration images (calib_images) to write {CALIBRATION_FILE}")
+    parity_images = as_tensor(parity_images)  # a stream's few parity images are held in memory
     if parity_images is None:
         if calib_images is None:
             raise OfaError("the parity check needs real images (parity_images)")
