@@ -196,3 +196,23 @@ def test_imported_run_without_a_folder_says_how(setup, capsys):
     code, _, err = run_cli(capsys, "eval", run_dir, "--subnet", "smallest", "--split", "val", "--data-dir",
                            setup[1])
     assert_one_line_error(code, err, "no validation hold-out")
+
+
+def test_import_with_a_folder_records_it(setup, capsys, tmp_path):
+    from ofa_deploy.run import read_config
+
+    run_dir, folder = setup
+    ckpt = run_dir.parent / "ofa.pth"
+    code, _, err = run_cli(capsys, "import-ofa", ckpt, "--out", tmp_path / "bad", "--image-size", 32, "--data-dir",
+                           tmp_path / "nowhere")
+    assert_one_line_error(code, err, "is not a directory")
+    assert not (tmp_path / "bad").exists()
+    code, _, err = run_cli(capsys, "import-ofa", ckpt, "--out", tmp_path / "run", "--image-size", 32, "--data-dir",
+                           folder)
+    assert code == 0, err
+    data = read_config(tmp_path / "run")["data"]
+    assert data["dataset"] == "imagenet-folder" and data["data_dir"] == str(folder.resolve())
+    code, out, err = run_cli(capsys, "eval", tmp_path / "run", "--subnet", "smallest", "--calib-n", 10,
+                             "--workers", 0, "--quiet", "--json")
+    assert code == 0, err
+    assert json.loads(out)["data_dir"] == str(folder.resolve())
