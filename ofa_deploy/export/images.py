@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import OfaError
-from ..run import NO_DATASET
+from ..run import IMAGENET_FOLDER, NO_DATASET
 
 
 @dataclass
@@ -59,9 +59,9 @@ def export_images(
     name = data_cfg.get("dataset")
     if not name:
         raise OfaError("the run's config.toml names no [data] dataset")
-    if name == NO_DATASET:
-        raise OfaError("this run has no data set (an imported supernet) and --data-dir for it needs the ImageNet-"
-                       "style folder mode, not built yet; export with --no-recalibrate and without --data-dir")
+    if name in (NO_DATASET, IMAGENET_FOLDER):  # export_run reads those with stream_images
+        raise OfaError("this run has no data set of its own (an imported supernet): give an ImageNet-style "
+                       "--data-dir (read streaming), or export with --no-recalibrate")
     options = run_data_options(config, data_dir)
     info = dataset_info(name, **options)
     val_size = int(data_cfg.get("val_size", 0) or 0) if validation else 0
