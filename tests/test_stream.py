@@ -152,6 +152,7 @@ def test_unreadable_images_are_skipped_and_counted(setup, capsys, tmp_path):
     copy = _copy(folder, tmp_path)
     victim = sorted((copy / "val" / "n00000003").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[:40])  # a truncated JPEG
+    (copy / "val" / "n00000001" / "._fork.JPEG").write_bytes(b"x")  # hidden: not an image, not counted
     code, out, err = run_cli(capsys, "eval", run_dir, "--subnet", "smallest", "--data-dir", copy, "--calib-n", 10,
                              "--workers", 0, "--quiet", "--json")
     assert code == 0, err

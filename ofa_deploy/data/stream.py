@@ -39,6 +39,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import OfaError
 from ..run import IMAGENET_FOLDER
@@ -71,13 +72,20 @@ class _Folder(ImageFolder):
         return image, target, path
 
 
+def _is_image(path: str) -> bool:
+    """torchvision's image extensions, hidden files left out (macOS's ``._x.jpg`` forks are
+    not images), as ``folder`` mode lists them."""
+    name = os.path.basename(path)
+    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+
+
 def _image_folder(root: Path, size: int, mean: Sequence[float], std: Sequence[float]) -> _Folder:
     transform = transforms.Compose([
         transforms.Resize(math.ceil(size / OFA_CROP_RATIO),
                           interpolation=transforms.InterpolationMode.BILINEAR, antialias=True),
         transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(list(mean), list(std))])
     try:
-        return _Folder(str(root), transform=transform, loader=_load_rgb, allow_empty=True)
+        return _Folder(str(root), transform=transform, loader=_load_rgb, is_valid_file=_is_image, allow_empty=True)
     except OSError as exc:
         raise OfaError(f"--data-dir: cannot read {root}: {exc.strerror or exc}") from None
 
