@@ -375,13 +375,16 @@ def read_checkpoint(path: str | Path, *, image_size: int = 224, width_mult: floa
 
 def import_checkpoint(path: str | Path, out: str | Path, *, image_size: int = 224, width_mult: float | None = None,
                       expand_choices: Sequence[int] | None = None, depth_choices: Sequence[int] | None = None,
-                      name: str | None = None, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
+                      name: str | None = None, overwrite: bool = False,
+                      data_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """``read_checkpoint`` then write the run directory ``out`` (all or nothing); returns
-    (out, provenance)."""
+    (out, provenance). ``data_dir``: an ImageNet-style folder (``data.stream``, checked
+    against the checkpoint's classes first) recorded as the run's data set
+    (``imagenet-folder``), so later commands need no ``--data-dir``."""
     import torch
 
     from .outputs import IMPORTED_RUN, check_not_input, check_replaceable, staged_output_dir
-    from .run import CONFIG, FINAL, NO_DATASET, write_config
+    from .run import CONFIG, FINAL, IMAGENET_FOLDER, NO_DATASET, write_config
 
     out = Path(out)
     inputs = [("checkpoint", path)]
@@ -390,13 +393,20 @@ def import_checkpoint(path: str | Path, out: str | Path, *, image_size: int = 22
     imported = read_checkpoint(path, image_size=image_size, width_mult=width_mult, expand_choices=expand_choices,
                                depth_choices=depth_choices)
     space, prov = imported.space, imported.provenance
+    if data_dir is not None:  # refused before anything is written
+        from .data.stream import open_folder
+
+        open_folder(data_dir, size=space.image_size, num_classes=space.num_classes,
+                    mean=IMAGENET_NORMALIZATION["mean"], std=IMAGENET_NORMALIZATION["std"])
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     config = {
         "run": {"name": name or out.name, "method": "import-ofa", "seed": 0, "device": "cpu", "created": created,
                 "versions": {"ofa_deploy": __version__, "torch": torch.__version__,
                              "python": platform.python_version()},
                 "completed": True},
-        "data": {"dataset": NO_DATASET, "image_size": space.image_size, "normalization": dict(IMAGENET_NORMALIZATION)},
+        "data": {"dataset": NO_DATASET, "image_size": space.image_size, "normalization": dict(IMAGENET_NORMALIZATION),
+                 **({"dataset": IMAGENET_FOLDER, "data_dir": str(Path(data_dir).expanduser().resolve())}
+                    if data_dir is not None else {})},
         "space": space.to_dict(),
         "import": {**{k: prov[k] for k in ("format", "file", "sha256", "width_mult", "resolution", "num_classes")},
                    "normalization": prov["normalization"]["dataset"]},

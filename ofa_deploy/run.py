@@ -29,6 +29,9 @@ HISTOGRAM = "histogram.json"
 LAST = "last.pt"
 FINAL = "final.pt"
 NO_DATASET = "none"  # [data] dataset of a run without data (``ofa-deploy import-ofa``)
+# [data] dataset of an imported run given an ImageNet-style folder (``import-ofa --data-dir``):
+# measured on it streaming (``data.stream``); ``--data-dir`` does the same for a ``none`` run
+IMAGENET_FOLDER = "imagenet-folder"
 
 
 def write_config(run_dir: str | Path, config: dict[str, Any]) -> Path:

@@ -85,7 +85,7 @@ def test_sidecar_contents_and_hashes(setup, tmp_path):
     assert (sidecar["macs"], sidecar["params"], sidecar["num_classes"]) == (macs, params, 10)
     assert sidecar["accuracy"] == {"top1": 0.5, "precision": "fp32"}  # measured elsewhere, on the fp32 network
     assert sidecar["precision"] == "fp16"  # jetson-orin's default: the ONNX carries fp16
-    assert sidecar["bn"] == {"recalibrated": True, "images": 500, "seed": 3}
+    assert sidecar["bn"] == {"recalibrated": True, "images": 500, "seed": 3, "variance": "unbiased"}
     assert sidecar["input"]["shape"] == ["batch", 1, 32, 32] and sidecar["input"]["layout"] == "NCHW"
     assert sidecar["input"]["normalization"]["mean"] == [0.3054]
     assert sidecar["onnx"]["exporter"] == "torchscript" and sidecar["onnx"]["opset"] == 17

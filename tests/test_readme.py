@@ -31,6 +31,9 @@ NOT_RUN = {
     r"^ofa-deploy profile \S+ --target jetson": "measures on a Jetson",
     r"^ofa-deploy catalog import digits-8m-orin\.json": "needs the Jetson's profile result",
     r"^ofa-deploy catalog select .*--target jetson-orin": "needs a Jetson measurement imported",
+    r"^ofa-deploy import-ofa ofa_mbv3_": "needs MIT's published checkpoint (a download) and ImageNet",
+    r"runs/ofa-w1\.2": "an imported ImageNet supernet: needs the checkpoint and ImageNet (tests/test_stream.py "
+                        "runs the same commands on a small generated folder)",
 }
 
 # Run with these options appended (click keeps an option's last value): the same command on

@@ -120,7 +120,12 @@ def _row(e: dict) -> str:
               help="Training images for BN recalibration.")
 @click.option("--test-images", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Evaluate accuracy on a seeded subset of this many test images [default: all].")
-@click.option("--data-dir", type=click.Path(path_type=str), default=None, help="Dataset folder [default: the run's].")
+@click.option("--data-dir", type=click.Path(path_type=str), default=None,
+              help="Dataset folder [default: the run's]; for an imported run an ImageNet-style DIR/train/<class>/*, "
+                   "DIR/val/<class>/*, read streaming (chosen on a seeded half of val/, reported on the other).")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="DataLoader processes reading an ImageNet-style --data-dir (imported runs) "
+                   "[default: cores - 1, at most 8].")
 @click.option("--torch-threads", type=click.IntRange(1, 1024), default=None,
               help="Threads for evaluating accuracy [default: torch's]; 1 on a busy shared machine.")
 @click.option("--no-measure", is_flag=True,
@@ -149,7 +154,7 @@ def _row(e: dict) -> str:
 def build(ctx, run_dir, target, catalog_path, count, finalists, budgets, predictor_path, seed, calib_images,
           test_images, data_dir, torch_threads, no_measure, remeasure_unstable, precision, calibration_images, warmup_s,
           min_iterations, min_time_s, as_json, confidence=None, resolutions=(), max_drop=None,
-          from_search=None) -> None:
+          from_search=None, workers=None) -> None:
     """Search RUN_DIR's subnets for the accuracy/latency Pareto front on TARGET, export and
     measure the finalists, and store everything. Rerunning does no work twice."""
     if torch_threads is not None:
@@ -187,7 +192,8 @@ def build(ctx, run_dir, target, catalog_path, count, finalists, budgets, predict
                                 data_dir=data_dir, remeasure_unstable=remeasure_unstable, measure=not no_measure,
                                 protocol=protocol, progress=progress, precision=precision,
                                 calibration_images=calibration_images, confidence=confidence,
-                                resolutions=resolutions or None, max_drop=max_drop, from_search=from_search)
+                                resolutions=resolutions or None, max_drop=max_drop, from_search=from_search,
+                                workers=workers)
     if as_json:
         emit_json(summary)
         return

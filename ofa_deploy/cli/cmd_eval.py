@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .common import MAX_COUNT, SEED, emit_json, limit_float
+from .common import MAX_COUNT, SEED, emit_json, limit_float, stream_options
 
 
 def parse_buckets(ctx, param, value: str) -> list[float]:
@@ -37,7 +37,8 @@ def parse_buckets(ctx, param, value: str) -> list[float]:
               help="Training images used to recompute each subnet's BN statistics.")
 @click.option("--batch-size", type=click.IntRange(1, MAX_COUNT), default=1000, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Dataset folder (default: the one the run was trained with).")
+              help="Dataset folder (default: the one the run was trained with); for an imported run an "
+                   "ImageNet-style DIR/train/<class>/*, DIR/val/<class>/*, read streaming.")
 @click.option("--test-subset", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Measure on N test images (default: the run's --test-subset, else all).")
 @click.option("--download", is_flag=True, help="Let torchvision download the dataset.")
@@ -54,9 +55,10 @@ def parse_buckets(ctx, param, value: str) -> list[float]:
                    "[default: the run's image size].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@stream_options
 def command(run_dir, buckets, per_bucket, tolerance, seed, split, subnet, calib_n, batch_size, data_dir,
             test_subset, download, device, checkpoint, name, reuse, overwrite, quiet, as_json,
-            resolution=None) -> None:
+            resolution=None, workers=None, bn_variance=None) -> None:
     """Sample subnets per MFLOPs bucket (same seed, same subnets), recalibrate each one's BN
     on training images, and measure it; writes eval/NAME.json and .csv in the run."""
     from ..evaluate.resolution import ALL
@@ -65,7 +67,7 @@ def command(run_dir, buckets, per_bucket, tolerance, seed, split, subnet, calib_
     options = dict(buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed, split=split,
                    subnet=subnet, calib_n=calib_n, batch_size=batch_size, data_dir=data_dir, test_subset=test_subset,
                    download=download, device=device, checkpoint=checkpoint, reuse=reuse, overwrite=overwrite,
-                   progress=not quiet)
+                   progress=not quiet, workers=workers, bn_variance=bn_variance)
     if resolution == ALL:
         done = evaluate_resolutions(run_dir, ALL, name=name, **options)
         if as_json:

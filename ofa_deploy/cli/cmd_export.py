@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import MAX_COUNT, SEED, emit_json, limit_float
+from .common import MAX_COUNT, SEED, emit_json, limit_float, stream_options
 
 
 @click.command("export")
@@ -62,12 +62,14 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float
 @click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), default="auto", show_default=True,
               help="torch.onnx exporter (auto: the TorchScript tracer, dynamo as fallback).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Dataset directory [default: the run's].")
+              help="Dataset directory [default: the run's]; for an imported run an ImageNet-style DIR/train/<class>/*, "
+                   "DIR/val/<class>/*, read streaming.")
 @click.option("--resolution", type=click.IntRange(8, 4096), default=None,
               help="Input size R, one the run was trained at (--resolutions): the ONNX takes (batch, C, R, R), BN "
                    "is recalibrated and accuracy measured on images resized to R, MACs are counted at R "
                    "[default: the run's image size].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@stream_options
 def command(
     run_dir,
     spec,
@@ -93,6 +95,8 @@ def command(
     data_dir,
     as_json,
     resolution=None,
+    workers=None,
+    bn_variance=None,
 ) -> None:
     """Export a subnet of the supernet trained in RUN for a deployment target.
 
@@ -115,7 +119,8 @@ def command(
             recalibrate=recalibrate, bn_images=bn_images, precision=precision,
             calibration_method=calibration_method, calibration_images=calibration_images,
             parity_images=parity_images, measure_accuracy=measure_accuracy, exporter=exporter, data_dir=data_dir,
-            resolution=resolution, progress=status.update, max_drop=max_drop,
+            resolution=resolution, progress=status.update, max_drop=max_drop, workers=workers,
+            bn_variance=bn_variance,
         )
     out, target = made.out, made.target
     if as_json:

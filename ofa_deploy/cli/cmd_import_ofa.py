@@ -34,11 +34,14 @@ def _int_list(ctx, param, value):
 @click.option("--depth-choices", callback=_int_list, default=None,
               help="Depths per stage; the largest must be the checkpoint's [default: OFA's 2,3,4 up to the "
                    "largest the tensors hold].")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="An ImageNet-style folder (DIR/train/<class>/*, DIR/val/<class>/*) to record as the run's data: "
+                   "eval, export and catalog build then stream it without --data-dir.")
 @click.option("--name", default=None, help="Run name [default: the --out folder's name].")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier import-ofa run directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the provenance as JSON.")
 def command(checkpoint, out, image_size, width_mult, expand_choices, depth_choices, name, overwrite,
-            as_json) -> None:
+            as_json, data_dir=None) -> None:
     """Import an OFA-format MobileNetV3 supernet checkpoint (MIT's ofa package: a bare state
     dict or one under 'state_dict', 'module.' prefixes and OFA's older key names accepted)
     into a run directory that eval, export, catalog build, profile, report and analyze take.
@@ -46,14 +49,15 @@ def command(checkpoint, out, image_size, width_mult, expand_choices, depth_choic
     The file is loaded with torch.load(weights_only=True): a pickle that needs code is
     refused. Every tensor is mapped strictly (every key used, every shape checked); width
     multiplier, classes, input channels and kernel choices come from the tensors. The run
-    has no data set: export it with --no-recalibrate (BN statistics as imported, parity on
-    seeded random inputs), or give --data-dir.
+    has no data set unless --data-dir records one: export it with --no-recalibrate (BN
+    statistics as imported, parity on seeded random inputs), or give --data-dir, an
+    ImageNet-style folder read streaming (here or to eval, export, catalog build).
     """
     from ..ofa_import import import_checkpoint
 
     made, prov = import_checkpoint(checkpoint, out, image_size=image_size, width_mult=width_mult,
                                    expand_choices=expand_choices, depth_choices=depth_choices, name=name,
-                                   overwrite=overwrite)
+                                   overwrite=overwrite, data_dir=data_dir)
     if as_json:
         emit_json({"out": str(made), **prov})
         return

@@ -112,3 +112,15 @@ def subnet_summary(space: SearchSpace, subnet: Subnet) -> dict:
 
     m, p = cost(space, subnet)
     return {"subnet": subnet.to_dict(), "text": str(subnet), "macs": m, "mflops": round(m / 1e6, 6), "params": p}
+
+
+def stream_options(func):
+    """``--workers`` and ``--bn-variance``: how a command reads an ImageNet-style folder
+    streaming (imported runs, ``data.stream``) and which BN variance it recalibrates with."""
+    func = click.option("--bn-variance", type=click.Choice(["unbiased", "biased"]), default=None,
+                        help="BN recalibration's variance: biased = OFA's set_running_statistics (batch mean and "
+                             "biased variance averaged over images), unbiased = PyTorch's cumulative average "
+                             "[default: biased for an imported run, else unbiased].")(func)
+    return click.option("--workers", type=click.IntRange(0, 64), default=None,
+                        help="DataLoader processes reading an ImageNet-style --data-dir (imported runs) "
+                             "[default: cores - 1, at most 8].")(func)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..errors import OfaError
 from ..io import atomic_write
-from ..run import NO_DATASET
+from ..run import IMAGENET_FOLDER, NO_DATASET
 from .folder import FOLDER
 from .imageset import ImageSet, cache_dir
 
@@ -74,10 +74,9 @@ def dataset_info(name: str, **folder_options: Any) -> DatasetInfo:
         split = _folder_split("train", **folder_options)
         return DatasetInfo(FOLDER, split.in_channels, len(split.classes), split.mean, split.std, split.train_size,
                            split.test_size, None)
-    if name == NO_DATASET:
-        raise OfaError("this run has no data set (an imported supernet): accuracy, BN recalibration and int8 "
-                       "calibration need labelled images in the ImageNet-style folder mode, not built yet; "
-                       "export with --no-recalibrate meanwhile")
+    if name in (NO_DATASET, IMAGENET_FOLDER):
+        raise OfaError("this run has no data set of its own (an imported supernet): eval, export and catalog build "
+                       "read an ImageNet-style --data-dir streaming; this command needs a data set in memory")
     try:
         return DATASETS[name]
     except KeyError:

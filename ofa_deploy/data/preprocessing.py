@@ -82,7 +82,7 @@ def preprocessing_record(config: dict[str, Any], *, resolution: int | None = Non
     loading it again; else the data set's statistics are read (``data_dir`` overrides the
     run's folder)."""
     from ..errors import OfaError
-    from ..run import NO_DATASET
+    from ..run import IMAGENET_FOLDER, NO_DATASET
     from .datasets import IMAGE_SIZE, run_data_options
     from .folder import FOLDER
 
@@ -91,8 +91,8 @@ def preprocessing_record(config: dict[str, Any], *, resolution: int | None = Non
         raise OfaError("the run's config.toml names no [data] dataset; its preprocessing is unknown")
     run_size = int((config.get("space") or {}).get("image_size", IMAGE_SIZE))
     size = int(resolution if resolution is not None else run_size)
-    if dataset == NO_DATASET:
-        return _imported_record(config, size)
+    if dataset in (NO_DATASET, IMAGENET_FOLDER):
+        return _imported_record(config, size, getattr(data, "classes", None))
     if data is not None:
         channels, mean, std = int(data.in_channels), list(data.mean), list(data.std)
         classes = getattr(data, "classes", None)
@@ -133,11 +133,12 @@ def preprocessing_record(config: dict[str, Any], *, resolution: int | None = Non
     }
 
 
-def _imported_record(config: dict[str, Any], size: int) -> dict[str, Any]:
+def _imported_record(config: dict[str, Any], size: int, classes: Any = None) -> dict[str, Any]:
     """The record of an imported supernet (``import-ofa``: no data set here): OFA's ImageNet
     evaluation transform - shorter side to ceil(size / 0.875), centre crop - and the
     normalisation the import recorded; class names are not in a checkpoint, so output i is
-    named by its index."""
+    named by its index, unless ``classes`` (the class folders of the ImageNet-style folder it
+    was measured on, ``data.stream``) name them."""
     import math
 
     from ..errors import OfaError
@@ -165,7 +166,8 @@ def _imported_record(config: dict[str, Any], size: int) -> dict[str, Any]:
         "mean": [float(m) for m in mean],
         "std": [float(s) for s in std],
         "formula": FORMULA,
-        "classes": [str(i) for i in range(int(space.get("num_classes", 1000)))],
+        "classes": [str(c) for c in classes] if classes and len(classes) == int(space.get("num_classes", 1000))
+        else [str(i) for i in range(int(space.get("num_classes", 1000)))],
     }
 
 

@@ -86,13 +86,16 @@ def evaluate_subnet(
     calib_seed: int = 0,
     batch_size: int = 1000,
     channels_last: bool = True,
+    bn_variance: str = "unbiased",
 ) -> dict:
     """Accuracy and loss of one subnet, measured on an extracted copy.
 
     ``calib_images`` (N, C, H, W) are training images; ``calib_n`` of them (drawn by
     ``calib_seed``; all if fewer) recompute the copy's BN statistics when ``recalibrate``.
     ``test_images`` (M, C, H, W) and ``test_labels`` (M,) are measured in batches of
-    ``batch_size``. All tensors live on the supernet's device. The supernet is not changed.
+    ``batch_size`` (either images may be a ``data.stream.FolderStream``, read batch by batch).
+    ``bn_variance``: the estimator of ``evaluate.bn``. All tensors live on the supernet's
+    device. The supernet is not changed.
     ``channels_last`` runs the copy in that memory format (several times faster on CPU).
     Returns ``{"subnet", "text", "macs", "mflops", "params", "accuracy", "loss"}``.
     """
@@ -107,7 +110,7 @@ def evaluate_subnet(
     if recalibrate:
         if calib_n < 1:
             raise OfaError(f"calib_n={calib_n} must be at least 1")
-        recalibrate_bn(net, calibration_images(calib_images, calib_n, calib_seed))
+        recalibrate_bn(net, calibration_images(calib_images, calib_n, calib_seed), variance=bn_variance)
     accuracy, loss = evaluate_accuracy(net, test_images, test_labels, batch_size=batch_size)
     return {
         "subnet": subnet.to_dict(),
@@ -174,6 +177,7 @@ def evaluate_population(
     subnets: Sequence[tuple[float, Subnet]] | None = None,
     on_subnet: OnSubnet | None = None,
     channels_last: bool = True,
+    bn_variance: str = "unbiased",
 ) -> dict:
     """Evaluate the population ``sample_population(space, buckets, per_bucket, tolerance, seed)``
     (or the given ``(bucket, subnet)`` pairs) on ``test_images``/``test_labels``.
@@ -205,6 +209,7 @@ def evaluate_population(
                 calib_n=calib.shape[0],
                 batch_size=batch_size,
                 channels_last=channels_last,
+                bn_variance=bn_variance,
             )
         )
         results.append(result)
@@ -219,6 +224,7 @@ def evaluate_population(
         "per_bucket": per_bucket if subnets is None else None,
         "tolerance": tolerance,
         "calib_n": int(calib.shape[0]),
+        "bn_variance": bn_variance,
         "test_images": int(test_images.shape[0]),
         "wall_time_s": round(wall, 3),
         "subnets_per_minute": round(60 * len(results) / wall, 2) if wall > 0 else None,

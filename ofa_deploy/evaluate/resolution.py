@@ -44,9 +44,14 @@ def supernet_at(supernet: nn.Module, resolution: int) -> nn.Module:
     return net.train(supernet.training)
 
 
-def images_at(images: torch.Tensor | None, resolution: int) -> torch.Tensor | None:
-    """Normalised (N, C, H, W) images at ``resolution`` x ``resolution``."""
-    return None if images is None else resize(images, resolution)
+def images_at(images: Any, resolution: int) -> Any:
+    """Normalised (N, C, H, W) images at ``resolution`` x ``resolution``; a stream (read at
+    its run's one resolution: imported runs have no other) as it is."""
+    if images is None or isinstance(images, torch.Tensor):
+        return None if images is None else resize(images, resolution)
+    if images.size != resolution:
+        raise OfaError(f"the streamed images are {images.size}x{images.size}, not {resolution}x{resolution}")
+    return images
 
 
 def parse_resolution_choice(value: str | int | None) -> int | str | None:

@@ -51,7 +51,8 @@ def default_name(split: str, seed: int, per_bucket: int | None, subnet: Subnet |
     return name
 
 
-DEFINING = ("buckets", "per_bucket", "tolerance", "seed", "split", "subnet", "calib_n", "test_subset", "resolution")
+DEFINING = ("buckets", "per_bucket", "tolerance", "seed", "split", "subnet", "calib_n", "test_subset", "resolution",
+            "bn_variance", "data_dir")
 """The parameters that define an evaluation; the checkpoint may change (a re-evaluation
 after more training replaces the result of the same evaluation)."""
 
@@ -88,8 +89,13 @@ def resolve_device(name: str) -> str:
 
 
 def load_eval_data(config: dict, *, split: str, seed: int, data_dir: str | None = None,
-                   test_subset: int | None = None, download: bool = False, device: str = "cpu"):
+                   test_subset: int | None = None, download: bool = False, device: str = "cpu",
+                   workers: int | None = None):
     """(training images for BN calibration, measured images, their labels) of a run.
+
+    A run without a data set of its own (imported) is measured on an ImageNet-style folder
+    streaming (``data.stream``): the first two are then streams, and a fourth item is the
+    ``StreamData`` (what the result records about the folder).
 
     Calibration uses the run's own training split (its subset and held-out validation
     excluded). ``val`` is the run's held-out split; ``test`` the test split, reduced to
@@ -98,14 +104,19 @@ def load_eval_data(config: dict, *, split: str, seed: int, data_dir: str | None 
     """
     from ..data import load_dataset
     from ..data.datasets import run_data_options
+    from ..data.stream import stream_dir
 
     data = config.get("data", {})
     if "dataset" not in data:
         raise OfaError("run config has no [data] dataset")
     name = data["dataset"]
-    if name == run.NO_DATASET:
-        raise OfaError("this run has no data set (an imported supernet); evaluating it needs labelled images in "
-                       "the ImageNet-style folder mode, not built yet (export it with --no-recalibrate meanwhile)")
+    if name in (run.NO_DATASET, run.IMAGENET_FOLDER):
+        folder = stream_dir(config, data_dir)
+        if folder is None:
+            raise OfaError("this run has no data set (an imported supernet); evaluate it on an ImageNet-style folder: "
+                           "--data-dir DIR (DIR/train/<class>/*, DIR/val/<class>/*)")
+        return _stream_eval_data(config, folder, split=split, seed=seed, test_subset=test_subset, device=device,
+                                 workers=workers)
     data_dir = data_dir or data.get("data_dir")
     run_seed = int(config.get("run", {}).get("seed", 0))
     val_size = int(data.get("val_size", 0) or 0)
@@ -125,6 +136,20 @@ def load_eval_data(config: dict, *, split: str, seed: int, data_dir: str | None 
         raise OfaError(f"dataset {measured.name} has {measured.num_classes} classes, the run's classifier "
                        f"{classes}")
     return train.images, measured.images, measured.labels
+
+
+def _stream_eval_data(config: dict, folder: Any, *, split: str, seed: int, test_subset: int | None, device: str,
+                      workers: int | None):
+    from ..data.stream import open_run_folder
+
+    if split != "test":
+        raise OfaError(f"--split {split}: an ImageNet-style folder has no validation hold-out; its val/ folder is the "
+                       "test split (--split test)")
+    data = open_run_folder(config, folder, device=device, workers=workers)
+    measured = data.test if test_subset is None else data.test.subset(test_subset, seed)
+    if test_subset is not None and test_subset > len(data.test):
+        raise OfaError(f"--test-subset {test_subset} exceeds the {len(data.test)} images of {folder}/val")
+    return data.train, measured, measured.labels, data
 
 
 def evaluate_run(
@@ -149,6 +174,8 @@ def evaluate_run(
     progress: bool = True,
     on_subnet: Callable[[int, int, dict], None] | None = None,
     resolution: int | None = None,
+    workers: int | None = None,
+    bn_variance: str | None = None,
 ) -> tuple[Path, dict]:
     """Evaluate the run's population (or one ``subnet``) and write ``eval/<name>.json`` and
     ``.csv`` atomically; returns (json path, result). With ``reuse``, an existing result
@@ -156,8 +183,15 @@ def evaluate_run(
     existing ``NAME.json`` of a different evaluation is refused unless ``overwrite``.
     ``resolution``: one the run was trained at (default: its space's ``image_size``); the
     same subnets are drawn (buckets are MFLOPs at the default resolution), BN recalibrated
-    and tested on images resized to it, MACs counted at it (``evaluate.resolution``)."""
+    and tested on images resized to it, MACs counted at it (``evaluate.resolution``).
+
+    A run without a data set of its own (``import-ofa``) is measured streaming on the
+    ImageNet-style folder ``data_dir`` (``data.stream``; ``workers`` loader processes): BN
+    recalibration on ``calib_n`` seeded images of its ``train/``, accuracy over its ``val/``
+    (``test_subset``: a seeded subset of it). ``bn_variance`` (``evaluate.bn``): default
+    ``biased`` (OFA's) for an imported run, ``unbiased`` otherwise; recorded in the result."""
     from ..specs import resolve_subnet
+    from .bn import VARIANCES, default_variance
     from .population import evaluate_population, sample_population
     from .resolution import images_at, run_resolution, supernet_at
 
@@ -176,6 +210,12 @@ def evaluate_run(
         # the paper's buckets (and their width) where they sit at the run's image size
         buckets = paper_buckets(space)
         tolerance = round(tolerance * paper_scale(space), 2) if tolerance == DEFAULT_TOLERANCE else tolerance
+    bn_variance = bn_variance or default_variance(config)
+    if bn_variance not in VARIANCES:
+        raise OfaError(f"unknown BN variance {bn_variance!r}; choose one of {', '.join(VARIANCES)}")
+    from ..data.stream import stream_dir
+
+    folder = stream_dir(config, data_dir)
     params = {
         "buckets": [float(b) for b in buckets] if single is None else None,
         "per_bucket": per_bucket if single is None else None,
@@ -188,6 +228,9 @@ def evaluate_run(
         "checkpoint": ckpt.name,
         "checkpoint_sha256": sha256_file(ckpt),
         **({"resolution": other_res} if other_res is not None else {}),
+        # only where they are not what every earlier result used, so those stay reusable
+        **({"bn_variance": bn_variance} if bn_variance != "unbiased" else {}),
+        **({"data_dir": str(Path(folder).expanduser().resolve())} if folder is not None else {}),
     }
     json_path = run_dir / EVAL_DIR / f"{name}.json"
     if reuse and json_path.is_file():
@@ -205,8 +248,9 @@ def evaluate_run(
         sample_population(space, buckets, per_bucket, tolerance, seed)
     supernet, _ = weights.load_supernet(run_dir, checkpoint, device=device)
     supernet = supernet_at(supernet, res)
-    calib, images, labels = load_eval_data(config, split=split, seed=seed, data_dir=data_dir,
-                                           test_subset=test_subset, download=download, device=device)
+    calib, images, labels, *streamed = load_eval_data(config, split=split, seed=seed, data_dir=data_dir,
+                                                      test_subset=test_subset, download=download, device=device,
+                                                      workers=workers)
     calib, images = images_at(calib, res), images_at(images, res)
     if images.shape[1] != space.in_channels:
         raise OfaError(f"the data has {images.shape[1]} channels, the run's network expects {space.in_channels}")
@@ -219,7 +263,7 @@ def evaluate_run(
         result = evaluate_population(
             supernet, supernet.space, buckets=buckets, per_bucket=per_bucket, tolerance=tolerance, seed=seed,
             calib_images=calib, test_images=images, test_labels=labels, calib_n=calib_n, batch_size=batch_size,
-            subnets=population, on_subnet=measured,
+            subnets=population, on_subnet=measured, bn_variance=bn_variance,
         )
     result["per_bucket"] = per_bucket if single is None else None
     run_table = config.get("run", {})
@@ -228,6 +272,7 @@ def evaluate_run(
         "run_dir": str(run_dir.resolve()),
         "dataset": config.get("data", {}).get("dataset"),
         **{k: v for k, v in config.get("data", {}).items() if k in ("data_dir", "data_hash")},  # reloads the data
+        **(streamed[0].record() if streamed else {}),  # the streamed folder: its path, counts, skipped images
         "method": run_table.get("method"),
         "name": name,
         "split": split,

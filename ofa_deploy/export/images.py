@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import OfaError
-from ..run import NO_DATASET
+from ..run import IMAGENET_FOLDER, NO_DATASET
 
 
 @dataclass
@@ -59,9 +59,9 @@ def export_images(
     name = data_cfg.get("dataset")
     if not name:
         raise OfaError("the run's config.toml names no [data] dataset")
-    if name == NO_DATASET:
-        raise OfaError("this run has no data set (an imported supernet) and --data-dir for it needs the ImageNet-"
-                       "style folder mode, not built yet; export with --no-recalibrate and without --data-dir")
+    if name in (NO_DATASET, IMAGENET_FOLDER):  # export_run reads those with stream_images
+        raise OfaError("this run has no data set of its own (an imported supernet): give an ImageNet-style "
+                       "--data-dir (read streaming), or export with --no-recalibrate")
     options = run_data_options(config, data_dir)
     info = dataset_info(name, **options)
     val_size = int(data_cfg.get("val_size", 0) or 0) if validation else 0
@@ -105,6 +105,25 @@ def export_images(
                           if train.classes else {})},
         validation=held_out,
         validation_source=source,
+    )
+
+
+def stream_images(config: dict[str, Any], folder: str | Path, *, seed: int = 0, train_images: int = 2000,
+                  parity_images: int = 512, accuracy: bool = True, workers: int | None = None) -> ExportImages:
+    """For a run measured on an ImageNet-style folder (``data.stream``): ``train`` is a
+    stream of ``train_images`` seeded ``train/`` images (BN recalibration, int8 calibration:
+    only those are ever read), ``parity`` ``parity_images`` seeded ``val/`` images in memory,
+    ``eval`` the whole ``val/`` folder as a stream (read batch by batch) when ``accuracy``."""
+    from ..data.stream import as_tensor, open_run_folder
+
+    data = open_run_folder(config, folder, workers=workers)
+    parity = as_tensor(data.test.subset(parity_images, seed))
+    return ExportImages(
+        name=data.name, in_channels=3, num_classes=data.num_classes, train=data.train.subset(train_images, seed),
+        parity=parity, eval=(data.test, data.test.labels) if accuracy else None,
+        normalization={"dataset": data.name, "mean": list(data.mean), "std": list(data.std),
+                       "classes": list(data.classes)},
+        parity_source=f"{len(parity)} val/ images of {data.root}, seed {seed}",
     )
 
 

@@ -18,8 +18,9 @@ from torch import nn
 
 from ..cost import cost
 from ..data.preprocessing import ONNX_METADATA_KEY as PREPROCESSING_METADATA_KEY
+from ..data.stream import as_tensor
 from ..errors import OfaError
-from ..evaluate.bn import calibration_images, measurement_layout, recalibrate_bn
+from ..evaluate.bn import calibration_images, default_variance, measurement_layout, recalibrate_bn
 from ..io import atomic_write, atomic_write_json, json_text, sha256_file
 from ..space import Subnet
 from ..targets import Target, load_target
@@ -78,6 +79,7 @@ def export_subnet(
     max_drop: float | None = None,
     validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     validation_source: dict[str, Any] | None = None,
+    bn_variance: str | None = None,
 ) -> dict[str, Any]:
     """Export ``subnet`` of ``supernet`` for ``target`` into the new directory ``out_dir``.
 
@@ -115,6 +117,10 @@ def export_subnet(
     reverting every node would do); ``validation_source`` says which images those are
     (``"bound"`` in the sidecar). ``eval_data`` must then be images kept apart from them.
 
+    ``calib_images`` and ``eval_data``'s images may be streams (``data.stream``: an imported
+    run's ImageNet-style folder), read batch by batch; ``bn_variance`` (``evaluate.bn``;
+    default: the run's, ``unbiased`` without a run) is recorded under ``"bn"``.
+
     Returns the sidecar, also written as ``out_dir/model.json``.
     """
     target = load_target(target) if isinstance(target, str) else target
@@ -134,10 +140,11 @@ def export_subnet(
         raise OfaError("BN recalibration needs training images (calib_images), or pass recalibrate=False")
     if needs_calibration and calib_images is None:
         raise OfaError(f"target {target.name} needs calibration images (calib_images) to write {CALIBRATION_FILE}")
+    parity_images = as_tensor(parity_images)  # a stream's few parity images are held in memory
     if parity_images is None:
         if calib_images is None:
             raise OfaError("the parity check needs real images (parity_images)")
-        parity_images, parity_source = calib_images[:256], "calibration"
+        parity_images, parity_source = as_tensor(calib_images[:256]), "calibration"
     elif parity_source is None:
         parity_source = "given"
     expected_shape = (space.in_channels, space.image_size, space.image_size)
@@ -152,13 +159,18 @@ def export_subnet(
 
         normalization = normalization_of(preprocessing)
 
+    if bn_variance is None:
+        from ..run import read_config
+
+        bn_variance = default_variance(read_config(run_dir) if run_dir is not None else None)
     if recalibrated_net is None:
         say(f"extracting {subnet}")
         net = supernet.extract(subnet)
         if recalibrate:
             say("recalibrating BN statistics")
             net = recalibrate_bn(net, measurement_layout(calibration_images(calib_images.to(_device(net)), bn_images,
-                                                                            seed), net))
+                                                                            seed), net),
+                                variance=bn_variance)
     else:
         net = recalibrated_net
     net = net.eval().to("cpu")
@@ -201,7 +213,7 @@ def export_subnet(
 
         def calibration_array(count: int) -> np.ndarray:
             # the same seeded draw for every count: a smaller set is a prefix of a larger one
-            chosen = calibration_images(calib_images, count, seed + 1)
+            chosen = as_tensor(calibration_images(calib_images, count, seed + 1))
             return np.ascontiguousarray(chosen.detach().to("cpu", torch.float32).numpy())
 
         if needs_calibration:
@@ -249,7 +261,7 @@ def export_subnet(
             "precision": precision,
             "accuracy": accuracy,
             "bn": {"recalibrated": recalibrate, "images": min(bn_images, len(calib_images)) if recalibrate else 0,
-                   "seed": seed if recalibrate else None},
+                   "seed": seed if recalibrate else None, "variance": bn_variance if recalibrate else None},
             "input": {"name": INPUT_NAME, "shape": ["batch" if target.dynamic_batch else batch, *expected_shape],
                       "layout": target.input_layout, "dtype": "float32", "normalization": normalization},
             "preprocessing": preprocessing,
@@ -293,7 +305,7 @@ def _preprocessing(record: dict[str, Any] | None, run_dir: str | Path | None, sp
 
 
 def _precision_checks(path: Path, fp32_path: Path, precision: str, parity: dict[str, Any],
-                      parity_images: torch.Tensor, eval_data: tuple[torch.Tensor, torch.Tensor] | None,
+                      parity_images: torch.Tensor, eval_data: tuple[Any, torch.Tensor] | None,
                       static_batch: int | None, accuracy: dict[str, Any] | None,
                       torch_accuracy: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Parity of ``path`` against the fp32 graph (for fp32: the PyTorch check itself) and,
@@ -312,23 +324,40 @@ def _precision_checks(path: Path, fp32_path: Path, precision: str, parity: dict[
     precision_parity["value"] = precision_parity[precision_parity["metric"]]
     if eval_data is None:
         return precision_parity, accuracy
-    x, labels = (t.detach().to("cpu").numpy() for t in eval_data)
-    top1_of = {}
-    for name, file in (("this", path), ("fp32", fp32_path)):
-        if name == "fp32" and precision == "fp32":
-            top1_of["fp32"] = top1_of["this"]
-            continue
-        logits = run_onnx(ort_session(file), x.astype(np.float32), batch=static_batch)
-        top1_of[name] = float((logits.argmax(1) == labels).mean())
-        if name == "this":
-            shifted = logits.astype(np.float64) - logits.max(1, keepdims=True)
-            loss = float(np.mean(np.log(np.exp(shifted).sum(1)) - shifted[np.arange(len(labels)), labels]))
+    sessions = {"this": ort_session(path), "fp32": ort_session(fp32_path) if precision != "fp32" else None}
+    correct = {"this": 0, "fp32": 0}
+    loss_sum, n = 0.0, 0
+    for x, labels in _labelled_chunks(eval_data):  # a stream (val/ folder) one batch at a time
+        for name, session in sessions.items():
+            if session is None:
+                continue
+            logits = run_onnx(session, x, batch=static_batch)
+            correct[name] += int((logits.argmax(1) == labels).sum())
+            if name == "this":
+                shifted = logits.astype(np.float64) - logits.max(1, keepdims=True)
+                loss_sum += float(np.sum(np.log(np.exp(shifted).sum(1)) - shifted[np.arange(len(labels)), labels]))
+        n += int(labels.shape[0])
+    if sessions["fp32"] is None:
+        correct["fp32"] = correct["this"]
+    top1_of = {name: correct[name] / max(1, n) for name in correct}
+    images = eval_data[0]
     return precision_parity, {
-        "top1": top1_of["this"], "loss": loss, "images": int(labels.shape[0]), "framework": "onnxruntime",
+        "top1": top1_of["this"], "loss": loss_sum / max(1, n), "images": n, "framework": "onnxruntime",
         "provider": "CPUExecutionProvider", "precision": precision, "fp32_top1": top1_of["fp32"],
         "drop_points": round(100 * (top1_of["fp32"] - top1_of["this"]), 4),
         "torch_top1": torch_accuracy["top1"] if torch_accuracy else None,
+        **({"streamed": images.describe()} if not isinstance(images, torch.Tensor) else {}),
     }
+
+
+def _labelled_chunks(eval_data: tuple[Any, torch.Tensor]):
+    """(float32 images, int labels) numpy chunks: a tensor pair whole, a stream per batch."""
+    images, labels = eval_data
+    if isinstance(images, torch.Tensor):
+        yield images.detach().to("cpu", torch.float32).numpy(), labels.detach().to("cpu").numpy()
+        return
+    for x, y in images.to("cpu").batches():
+        yield x.numpy(), y.numpy()
 
 
 def _bound_record(conversion: dict[str, Any] | None, accuracy: dict[str, Any] | None,

@@ -69,13 +69,20 @@ def export_run(
     resolution: int | None = None,
     progress: Callable[[str], None] | None = None,
     max_drop: float | None = None,
+    workers: int | None = None,
+    bn_variance: str | None = None,
 ) -> RunExport:
     """Export a subnet of the supernet trained in ``run_dir`` for ``target`` (a name or a
     profile .toml path); exactly one of ``subnet`` (a spec or a ``Subnet``), ``mflops``,
     ``smallest``, ``largest``, ``all_buckets`` chooses what. ``out`` defaults to
     ``RUN/exports/TARGET/<MFLOPs>mflops-<hash>`` (``buckets-seedS`` for all buckets; suffixed
     by the precision when it is not the target's default and by ``-rR`` at another
-    resolution). The other arguments are ``ofa-deploy export``'s options."""
+    resolution). The other arguments are ``ofa-deploy export``'s options.
+
+    An imported run given an ImageNet-style ``data_dir`` (or one the import recorded) is
+    exported from it streaming (``data.stream``, ``workers`` loader processes): BN
+    recalibrated on seeded ``train/`` images, int8 calibrated on ``calibration_images`` of
+    those, accuracy measured over ``val/`` batch by batch."""
     problem = choice_problem(subnet, mflops, smallest, largest, all_buckets)
     if problem:
         raise OfaError(problem)
@@ -84,7 +91,7 @@ def export_run(
     from ..evaluate.resolution import run_resolution
     from ..outputs import EXPORT, check_not_input, check_replaceable
     from ..resolution import space_at
-    from ..run import NO_DATASET, read_config, space_from_config
+    from ..run import IMAGENET_FOLDER, NO_DATASET, read_config, space_from_config
 
     run_dir = Path(run_dir)
     target_name = target
@@ -96,13 +103,20 @@ def export_run(
                        "it cannot be used with --no-accuracy")
     config = read_config(run_dir)
     default_space = space_from_config(config)
-    no_data = (config.get("data") or {}).get("dataset") == NO_DATASET and data_dir is None
+    from ..data.stream import stream_dir
+
+    folder = stream_dir(config, data_dir)  # an imported run measured on an ImageNet-style folder
+    no_data = (config.get("data") or {}).get("dataset") in (NO_DATASET, IMAGENET_FOLDER) and folder is None
     if no_data and recalibrate:
         raise OfaError(f"{run_dir} has no data set (an imported supernet): pass --no-recalibrate to keep its BN "
-                       "statistics as imported, or --data-dir DIR to recalibrate on your images")
+                       "statistics as imported, or --data-dir DIR (an ImageNet-style DIR/train/, DIR/val/) to "
+                       "recalibrate on your images")
     if no_data and precision == "int8":
         raise OfaError(f"int8 needs calibration images and {run_dir} has no data set (an imported supernet); "
-                       "give --data-dir DIR")
+                       "give --data-dir DIR (an ImageNet-style DIR/train/, DIR/val/)")
+    if folder is not None and max_drop is not None:
+        raise OfaError("--max-drop is not available for an ImageNet-style folder yet (it holds its validation "
+                       "images in memory); export int8 without it")
     resolution = run_resolution(config, resolution)  # one the run was trained at, checked before any work
     space = space_at(default_space, resolution)  # --mflops and the buckets count MACs at this size
     picks = _choose(space, subnet, mflops, smallest, all_buckets, seed, tolerance)
@@ -119,7 +133,7 @@ def export_run(
     from ..evaluate.resolution import images_at, supernet_at
     from ..io import atomic_write_json
     from ..weights import load_supernet
-    from .images import export_images, random_images
+    from .images import export_images, random_images, stream_images
     from .pipeline import export_subnet
     from .staging import staged_directory
 
@@ -129,6 +143,10 @@ def export_run(
     supernet = supernet_at(supernet, resolution)
     if no_data:  # parity on seeded random inputs, BN as imported, no accuracy
         data = random_images(config, space, seed=seed, parity_images=parity_images)
+    elif folder is not None:  # streamed: only the images drawn are read, val/ batch by batch
+        data = stream_images(config, folder, seed=seed, parity_images=parity_images,
+                             train_images=max(bn_images, calibration_images), accuracy=measure_accuracy,
+                             workers=workers)
     else:
         data = export_images(config, data_dir=data_dir, seed=seed, parity_images=parity_images,
                              train_images=max(bn_images, calibration_images), accuracy=measure_accuracy,
@@ -159,7 +177,7 @@ def export_run(
             parity_source=data.parity_source,
             precision=precision, calibration_method=calibration_method,
             progress=lambda message: say(f"{label}: {message}"), max_drop=max_drop,
-            validation=data.validation, validation_source=data.validation_source,
+            validation=data.validation, validation_source=data.validation_source, bn_variance=bn_variance,
         )
 
     if all_buckets:

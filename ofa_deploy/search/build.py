@@ -73,6 +73,7 @@ def build_catalog(
     chosen_on: Optional[str] = None,
     max_drop: Optional[float] = None,
     from_search: Optional[str | Path] = None,
+    workers: Optional[int] = None,
 ) -> dict[str, Any]:
     """Fill ``catalog_path`` for ``target`` from ``run_dir``; returns what was done:
     ``{"evaluated", "exported", "measured", "finalists": [...], ...}``.
@@ -145,12 +146,16 @@ def build_catalog(
         raise OfaError(f"run {run_dir} does not name its dataset in config.toml [data]")
     from .splits import choice_data
 
-    data = choice_data(config, data_dir=data_dir, seed=seed, test_images=test_images)
+    data = choice_data(config, data_dir=data_dir, seed=seed, test_images=test_images, workers=workers)
+    dataset = data.dataset  # an imported run's folder: named with its fingerprint (``search.splits``)
     train, choose = data.calibration, data.choose
     if from_search is not None and choose.name != chosen_on:
         raise OfaError(f"search {from_search} chose on {chosen_on}, but this run's choosing split is now "
                        f"{choose.name}; rerun the search")
     calib_count = min(calib_n, len(train))
+    from ..evaluate.bn import default_variance
+
+    variance = default_variance(config)  # OFA's for an imported run: what its exports record too
     if tuple(train.shape[1:]) != (space.in_channels, space.image_size, space.image_size):
         raise OfaError(f"dataset {dataset} images are {tuple(train.shape[1:])}, run {run_dir} expects "
                        f"{(space.in_channels, space.image_size, space.image_size)}")
@@ -188,7 +193,7 @@ def build_catalog(
             found = cat.find_accuracy(key, run_sha256=run_sha, dataset=dataset, split=choose.name,
                                       recalibrated=True, calib_images=calib_count, images=len(choose), resolution=r)
             if found is None:
-                net = recalibrated_subnet(nets[r], sub, train_at[r], n=calib_n, seed=0)
+                net = recalibrated_subnet(nets[r], sub, train_at[r], n=calib_n, seed=0, variance=variance)
                 top1, loss = evaluate_accuracy(net, choose_at[r], choose.labels)
                 cat.add_accuracy(key, run=source["run_dir"], run_sha256=run_sha, dataset=dataset, split=choose.name,
                                  recalibrated=True, calib_images=calib_count, images=len(choose),
@@ -229,7 +234,7 @@ def build_catalog(
                                       recalibrated=True, calib_images=calib_count, images=len(report), resolution=r)
             if found is None:
                 net = measured_copies.get((sub, r)) or recalibrated_subnet(nets[r], sub, train_at[r], n=calib_n,
-                                                                           seed=0)
+                                                                           seed=0, variance=variance)
                 top1, loss = evaluate_accuracy(net, report_at[r], report.labels)
                 done["reported"] += 1
             else:
