@@ -64,16 +64,20 @@ class Journal:
         except OSError as exc:
             raise OfaError(f"cannot create the search journal {self.path}: {exc.strerror or exc}") from None
         self._take_lock()
-        found = self._read_header()
-        if found != self.identity:
-            # another run, split or calibration: its accuracies are not this search's
-            self.discarded = found is not None
-            self._reset()
-        else:
-            self.done, whole = _read_lines(self.path / _LINES)
-            if (self.path / _LINES).exists():
-                os.truncate(self.path / _LINES, whole)  # drop a torn last line before appending
-        self._lines = open(self.path / _LINES, "a")
+        try:
+            found = self._read_header()
+            if found != self.identity:
+                # another run, split or calibration: its accuracies are not this search's
+                self.discarded = found is not None
+                self._reset()
+            else:
+                self.done, whole = _read_lines(self.path / _LINES)
+                if (self.path / _LINES).exists():
+                    os.truncate(self.path / _LINES, whole)  # drop a torn last line before appending
+            self._lines = open(self.path / _LINES, "a")
+        except BaseException:
+            self.close()  # and with it the lock
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
