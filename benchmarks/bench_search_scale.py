@@ -12,7 +12,8 @@ times, interleaved so that a change in the machine's load hits all of them alike
 Per run: the command's wall time (start-up, data loading and torchrun included), the
 search's own time (``seconds`` in history.json: evaluations + predictor + NSGA-II) and the
 time inside the evaluations (``execution.evaluate_seconds``), each as evaluations/s; the
-load average before and after. The picks of every run are compared with the first one's
+load average before and after, and the CPU seconds the command used (``cores_used`` =
+CPU / wall: how many of the machine's cores it actually got). The picks of every run are compared with the first one's
 (two ranks must pick what one process picks at the same thread count).
 
 ``--pause-pid PID`` stops a background job (``SIGSTOP``) for the timing and always resumes
@@ -28,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -58,10 +60,14 @@ def once(setup: str, run: str, args: list[str], work: Path, index: int) -> dict[
     out = work / f"{setup}-{index}"
     cmd, env = command(setup, run, out, args)
     load_before = os.getloadavg()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_after = os.getloadavg()
+    # CPU seconds of the command and its processes (torchrun's ranks too: it waits for them)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{setup} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     history = json.loads((out / "history.json").read_text())
@@ -69,6 +75,9 @@ def once(setup: str, run: str, args: list[str], work: Path, index: int) -> dict[
     return {
         "setup": setup, "repeat": index, "evaluations": n, "wall_s": wall,
         "evaluations_per_s": n / wall,
+        # how many cores the command got on average: <= 1 for one thread, <= 2 for two ranks;
+        # on a shared machine, less than that is other processes' share
+        "cpu_s": cpu, "cores_used": cpu / wall,
         "search_s": history["seconds"], "search_evaluations_per_s": n / history["seconds"],
         "evaluate_s": ex["evaluate_seconds"], "evaluate_evaluations_per_s": n / ex["evaluate_seconds"],
         "ranks": ex["ranks"], "torch_threads": ex["torch_threads"],
@@ -131,6 +140,7 @@ def main() -> None:
         return min(r[key] for r in rows if r["setup"] == setup)
 
     summary = {}
+    summary["cores_used"] = {s: max(r["cores_used"] for r in rows if r["setup"] == s) for s in SETUPS}
     for key in ("wall_s", "search_s", "evaluate_s"):
         one = best("1proc-1thread", key)
         summary[key] = {s: best(s, key) for s in SETUPS}
