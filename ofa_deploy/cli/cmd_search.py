@@ -47,8 +47,8 @@ def command(run_dir, targets, evaluations, out, predictors, max_latency_ms, max_
     --evaluations subnets, an accuracy predictor refitted as they come in, NSGA-II (pymoo) over
     predicted accuracy vs each target's latency; one pick per budget, confirmed by a real
     evaluation. Interrupted, the same command continues from its journal of evaluations
-    (beside --out). Under `torchrun --nproc-per-node N -m ofa_deploy search ...` the N ranks
-    share each round's evaluations (same picks as one process)."""
+    (beside --out). Started by torchrun, the ranks share each round's evaluations (same
+    picks as one process; docs/search.md)."""
     from ..errors import OfaError
     from ..search.run import search_run
 
