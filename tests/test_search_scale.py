@@ -1,7 +1,7 @@
 """``ofa-deploy search`` over torchrun ranks and resumed after an interruption (issue 33,
 item 3): two gloo ranks pick exactly what one process picks for the same seed, a search
-stopped by ``SIGTERM`` in the middle continues from its journal and ends with the history
-of an uninterrupted one, and the journal is recognisably ours (a foreign directory at its
+stopped by ``SIGTERM`` in the middle, or whose rank 1 is killed, continues from its journal
+and ends with the history of an uninterrupted one, and the journal is recognisably ours (a foreign directory at its
 path, a damaged journal and a second concurrent search are refused in one line).
 
 Small on purpose: a random-weight digits run, 20 evaluations on 100 test images; each
@@ -108,6 +108,48 @@ def test_a_search_stopped_by_sigterm_continues_from_its_journal(run_dir: Path, u
     assert _found(out) == _found(uninterrupted)
     assert json.loads((out / "history.json").read_text())["execution"]["from_journal"] >= 12
     assert not journal_path(out).exists()
+
+
+def _rank_pids(out: Path, rank: int) -> list[int]:
+    """Processes of a torchrun search writing ``out`` whose environment says RANK=``rank``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if str(out).encode() not in cmdline or b"search" not in cmdline:
+                continue
+            if f"RANK={rank}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_a_killed_rank_stops_the_group_in_one_line_and_the_search_resumes(run_dir: Path, uninterrupted: Path,
+                                                                          tmp_path: Path):
+    torchrun = str(TORCHRUN) if TORCHRUN.exists() else shutil.which("torchrun")
+    out = tmp_path / "search"
+    lines = journal_path(out) / "evaluations.jsonl"
+    proc = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ofa_deploy", "search",
+                             str(run_dir), *ARGS, "--out", str(out)], env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if lines.is_file() and len(lines.read_text().splitlines()) >= 12:
+            break
+        time.sleep(0.02)
+    victims = _rank_pids(out, 1)
+    assert len(victims) == 1
+    os.kill(victims[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    said = [line for line in err.splitlines() if line.startswith("ofa-deploy: error: rank 0: ")]
+    assert len(said) == 1 and "another worker has stopped" in said[0] and "continues from its journal" in said[0]
+    assert not out.exists() and lines.is_file()
+    rerun = _search(run_dir, out)  # one process now: the journal does not care how many measured
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert _found(out) == _found(uninterrupted)
 
 
 def test_the_journal_is_recognisably_ours(run_dir: Path, tmp_path: Path, capsys):
