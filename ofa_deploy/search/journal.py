@@ -80,8 +80,11 @@ class Journal:
             raise
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None and not self.done:
+            self.remove()  # stopped before its first evaluation: nothing to resume, leave nothing behind
+        else:
+            self.close()
 
     def close(self) -> None:
         for f in (self._lines, self._lock):

@@ -131,14 +131,10 @@ def search_run(run_dir: str | Path, targets: Sequence[str], out: str | Path, *, 
         shutdown(ctx)
 
 
-def _load(run_dir: str | Path, targets: Sequence[str], *, predictors: Sequence[str | Path],
-          max_latency_ms: Sequence[str], max_mflops: Sequence[float], confidence: Optional[float], seed: int,
-          calib_n: int, data_dir: Optional[str], test_images: Optional[int]) -> tuple[Any, Encoding, list[Objective],
-                                                                                        Any, Callable[[Any], float]]:
-    """Everything a rank needs: (supernet, encoding, objectives, choice data, evaluate one subnet)."""
-    supernet, config, enc, objectives = prepare(run_dir, targets, predictors=predictors,
-                                                max_latency_ms=max_latency_ms, max_mflops=max_mflops,
-                                                confidence=confidence)
+def _evaluator(supernet: Any, config: dict[str, Any], *, seed: int, calib_n: int, data_dir: Optional[str],
+               test_images: Optional[int]) -> tuple[Any, Callable[[Any], float]]:
+    """(choice data, evaluate one subnet: BN recalibrated on the training split, accuracy on
+    the choosing split)."""
     from ..evaluate.bn import recalibrated_subnet
     from ..evaluate.metrics import evaluate_accuracy
     from .splits import choice_data
@@ -150,7 +146,7 @@ def _load(run_dir: str | Path, targets: Sequence[str], *, predictors: Sequence[s
         net = recalibrated_subnet(supernet, sub, calibration, n=calib_n, seed=0)
         return float(evaluate_accuracy(net, choose.images, choose.labels)[0])
 
-    return supernet, enc, objectives, data, evaluate_one
+    return data, evaluate_one
 
 
 def _identity(checkpoint_sha256: str, data: Any, calib_n: int, enc: Encoding) -> dict[str, Any]:
@@ -170,24 +166,26 @@ def _identity(checkpoint_sha256: str, data: Any, calib_n: int, enc: Encoding) ->
             "calib_sha256": digest(calibration_images(data.calibration, calib_n, 0))}
 
 
-def _serve(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], predictors: Sequence[str | Path],
-           max_latency_ms: Sequence[str], max_mflops: Sequence[float], confidence: Optional[float], seed: int,
-           calib_n: int, data_dir: Optional[str], test_images: Optional[int], **_: Any) -> None:
-    """A rank other than 0: load while rank 0 checks, then evaluate shards until told to stop."""
+def _serve(ctx: Any, *, run_dir: str | Path, seed: int, calib_n: int, data_dir: Optional[str],
+           test_images: Optional[int], **_: Any) -> None:
+    """A rank other than 0: load the supernet and the data while rank 0 checks the options
+    (targets, predictors, budgets: only rank 0 needs them, and checking them twice would
+    take CPU from rank 0 on a small machine), then evaluate shards until told to stop."""
+    from ..weights import load_supernet
     from . import scale
 
     failure: Optional[OfaError] = None
     try:
-        supernet, enc, _objectives, _data, evaluate_one = _load(
-            run_dir, targets, predictors=predictors, max_latency_ms=max_latency_ms, max_mflops=max_mflops,
-            confidence=confidence, seed=seed, calib_n=calib_n, data_dir=data_dir, test_images=test_images)
+        supernet, config = load_supernet(run_dir)
+        _data, evaluate_one = _evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
+                                         test_images=test_images)
     except OfaError as exc:
         failure = exc  # rank 0 meets the same bad input and says it once; this rank stays quiet
     if not scale.wait_for_go(ctx):
         return
     if failure is not None:
         raise failure
-    scale.serve(ctx, enc.space, evaluate_one)
+    scale.serve(ctx, supernet.space, evaluate_one)
 
 
 def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: str | Path, evaluations: int,
@@ -210,9 +208,11 @@ def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: 
         inputs = [("run directory", run_dir), *[("predictor", p) for p in predictors]]
         check_not_input(out, inputs)
         check_replaceable(out, SEARCH, overwrite=overwrite)
-        supernet, enc, objectives, data, evaluate_one = _load(
-            run_dir, targets, predictors=predictors, max_latency_ms=max_latency_ms, max_mflops=max_mflops,
-            confidence=confidence, seed=seed, calib_n=calib_n, data_dir=data_dir, test_images=test_images)
+        supernet, config, enc, objectives = prepare(run_dir, targets, predictors=predictors,
+                                                    max_latency_ms=max_latency_ms, max_mflops=max_mflops,
+                                                    confidence=confidence)
+        data, evaluate_one = _evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
+                                        test_images=test_images)
         source = run_source(run_dir)
         choose = data.choose
         with Journal(out, _identity(source["checkpoint_sha256"], data, calib_n, enc)) as journal:
