@@ -110,6 +110,15 @@ def _command_budgets(driver) -> dict:
     return {t: re.search(r"--max-(?:latency-ms|mflops) (\S+)", c).group(1) for t, c in commands.items()}
 
 
+def _column(driver, header: str) -> list:
+    """The entries table's column under ``header``, as numbers (found by its header: columns
+    get added)."""
+    return _js(driver, "const i = Array.from(document.querySelectorAll('#entries thead th'))"
+                       f".map((t) => t.textContent).indexOf('{header}') + 1;"
+                       " return Array.from(document.querySelectorAll('#entries tbody tr td:nth-child(' + i + ')'))"
+                       ".map((td) => Number(td.textContent));")
+
+
 def _budget(driver) -> float:
     return float(_js(driver, "return document.getElementById('budget-value').dataset.value"))
 
@@ -300,12 +309,10 @@ def test_real_catalog_page_in_chromium(real_catalog: Path, browser, tmp_path: Pa
     header = browser.find_element(By.XPATH, "//table[@id='entries']/thead//th[text()='p90 ms']")
     header.click()
     p90s = [e["latency_ms"]["p90"] for items in expected.values() for e in items]
-    shown = _js(browser, "return Array.from(document.querySelectorAll('#entries tbody tr td:nth-child(8)'))"
-                         ".map((td) => Number(td.textContent));")
+    shown = _column(browser, 'p90 ms')
     assert shown == sorted(round(p, 4) for p in p90s)
     header.click()
-    shown = _js(browser, "return Array.from(document.querySelectorAll('#entries tbody tr td:nth-child(8)'))"
-                         ".map((td) => Number(td.textContent));")
+    shown = _column(browser, 'p90 ms')
     assert shown == sorted((round(p, 4) for p in p90s), reverse=True)
 
     # the device filter hides a target's plots, table rows and selection
