@@ -63,6 +63,16 @@ def test_build_from_search_exports_and_measures_the_searchs_picks(searched, tmp_
             assert e["accuracy_info"]["chosen_on"] == "test:half1:seed2"
             assert e["accuracy_info"]["split"] == "test:half2:seed2"
             assert e["latency_ms"]["p90"] > 0
+        # the page shows each entry's choosing split and the search behind them (catalog meta)
+        from ofa_deploy.catalog.html import page_data
+
+        data = page_data(cat)
+    assert {e["chosen_on"] for e in data["targets"][0]["entries"]} == {"test:half1:seed2"}
+    [search] = data["searches"]
+    assert (search["target"], search["evaluations"], search["chosen_on"]) == ("cpu", 6, "test:half1:seed2")
+    assert {p["subnet"] for p in search["picks"] if p["subnet"]} == picks
+    assert [e["accuracy"] for e in search["evaluated"]] == [e["accuracy"] for e in history["evaluated"]]
+    assert search["search_dir"] == str(out.resolve())
 
 
 def test_build_from_search_refuses_another_run_and_bad_combinations(searched, tmp_path: Path, capsys):

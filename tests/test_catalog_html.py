@@ -110,6 +110,15 @@ def _command_budgets(driver) -> dict:
     return {t: re.search(r"--max-(?:latency-ms|mflops) (\S+)", c).group(1) for t, c in commands.items()}
 
 
+def _column(driver, header: str) -> list:
+    """The entries table's column under ``header``, as numbers (found by its header: columns
+    get added)."""
+    return _js(driver, "const i = Array.from(document.querySelectorAll('#entries thead th'))"
+                       f".map((t) => t.textContent).indexOf('{header}') + 1;"
+                       " return Array.from(document.querySelectorAll('#entries tbody tr td:nth-child(' + i + ')'))"
+                       ".map((td) => Number(td.textContent));")
+
+
 def _budget(driver) -> float:
     return float(_js(driver, "return document.getElementById('budget-value').dataset.value"))
 
@@ -300,12 +309,10 @@ def test_real_catalog_page_in_chromium(real_catalog: Path, browser, tmp_path: Pa
     header = browser.find_element(By.XPATH, "//table[@id='entries']/thead//th[text()='p90 ms']")
     header.click()
     p90s = [e["latency_ms"]["p90"] for items in expected.values() for e in items]
-    shown = _js(browser, "return Array.from(document.querySelectorAll('#entries tbody tr td:nth-child(8)'))"
-                         ".map((td) => Number(td.textContent));")
+    shown = _column(browser, 'p90 ms')
     assert shown == sorted(round(p, 4) for p in p90s)
     header.click()
-    shown = _js(browser, "return Array.from(document.querySelectorAll('#entries tbody tr td:nth-child(8)'))"
-                         ".map((td) => Number(td.textContent));")
+    shown = _column(browser, 'p90 ms')
     assert shown == sorted((round(p, 4) for p in p90s), reverse=True)
 
     # the device filter hides a target's plots, table rows and selection
@@ -362,8 +369,9 @@ def test_one_entry_and_imported_only(browser, tmp_path: Path):
     assert _selected(browser) == {"cpu": "subnet-00000"}
     assert "need measurements on two targets" in _js(browser, "return document.getElementById('flip-summary')"
                                                               ".textContent")
-    # issue 30: one target has no rank flips to show - no empty table, controls or plot
-    for element in ("flip-table", "flip-controls", "flip-plot", "flip-note"):
+    # issue 30: one target has no rank flips to show - no empty table, controls or plot; and no
+    # search section for a catalog not built --from-search
+    for element in ("flip-table", "flip-controls", "flip-plot", "flip-note", "search-section"):
         assert _js(browser, f"return document.getElementById('{element}').offsetParent") is None, element
     # latency measured on the device only: no ONNX on this machine, so nothing is selectable
     imported = _api_catalog(tmp_path / "imp" / "c.db", 12, {JETSON: (0.1, "fp16")}, with_onnx=False,
@@ -372,6 +380,58 @@ def test_one_entry_and_imported_only(browser, tmp_path: Path):
     assert _js(browser, "return document.querySelectorAll('#entries tbody tr').length") == 12
     assert _selected(browser) == {JETSON: ""}
     assert "no usable entry" in _js(browser, "return document.querySelector('#selected tbody tr').textContent")
+
+
+def _searched_catalog(db: Path) -> Path:
+    """A catalog whose first three entries were chosen on one half of the test split and
+    report on the other (as ``catalog build --from-search`` stores them), with the summary
+    of a made-up search for ``cpu``."""
+    from ofa_deploy.catalog.search_summary import META_PREFIX, search_summary
+
+    _api_catalog(db, 6, {"cpu": (1.0, "fp32")})
+    keys = [f"subnet-{i:05d}" for i in range(3)]
+    history = {
+        "chosen_on": "test:half1:seed0", "chosen_on_images": 180, "evaluations": 5, "model": "ridge", "seed": 0,
+        "seconds": 12.5, "execution": {"ranks": 2},
+        "evaluated": [{"subnet": f"s{i}", "accuracy": 0.5 + 0.05 * i, "round": i // 3} for i in range(5)],
+        "rounds": [{"round": 0, "evaluated": 3}, {"round": 1, "evaluated": 2, "heldout_spearman": 0.5}],
+        "objectives": {"cpu": {"unit": "MFLOPs", "budgets": [4.0, 0.5], "costs": [1.0, 2.0, 3.0, 4.0, 5.0],
+                               "front": [{"subnet": f"s{i}", "accuracy": 0.5 + 0.05 * i, "cost": 1.0 + i}
+                                         for i in range(5)],
+                               "picks": [{"budget": 4.0, "subnet": "s3", "accuracy": 0.65, "cost": 4.0},
+                                         {"budget": 0.5, "subnet": None, "accuracy": None, "cost": None}]}},
+    }
+    with Catalog(db) as cat:
+        for i, key in enumerate(keys):
+            cat.add_accuracy(key, run="r", run_sha256="0" * 64, dataset="digits", split="test:half2:seed0",
+                             recalibrated=True, calib_images=64, images=50, top1=0.9 - 0.01 * i,
+                             chosen_on="test:half1:seed0")
+        cat.set_meta(META_PREFIX + "cpu", json.dumps(search_summary(history, "cpu", db.parent / "search")))
+    return db
+
+
+def test_chosen_on_and_the_search_behind_the_entries(browser, tmp_path: Path):
+    db = _searched_catalog(tmp_path / "c.db")
+    _load(browser, write_catalog_html(db, tmp_path / "site"))
+    cells = _js(browser, "const h = Array.from(document.querySelectorAll('#entries thead th'))"
+                         ".map((t) => t.textContent);"
+                         " const i = h.indexOf('chosen on'), j = h.indexOf('measured on'); const o = {};"
+                         " document.querySelectorAll('#entries tbody tr').forEach((tr) => {"
+                         " o[tr.dataset.key] = [tr.cells[j].textContent, tr.cells[i].textContent]; }); return o;")
+    assert len(cells) == 6
+    for i in range(6):
+        expected = ["test:half2:seed0", "test:half1:seed0"] if i < 3 else ["test", "not recorded"]
+        assert cells[f"subnet-{i:05d}"] == expected
+    assert _js(browser, "return document.getElementById('search-section').offsetParent") is not None
+    summary = _js(browser, "return document.querySelector('#search-0 .search-summary').textContent")
+    for needle in ("5 subnets evaluated over 2 ranks", "chosen on test:half1:seed0 (180 images)", "seed 0",
+                   "held-out Spearman per round 0.50", str(tmp_path / "search")):
+        assert needle in summary, summary
+    picks = _js(browser, "return Array.from(document.querySelectorAll('#search-0 .search-picks tbody tr'))"
+                         ".map((tr) => tr.textContent)")
+    assert len(picks) == 2 and "s3" in picks[0] and "no evaluated subnet within it" in picks[1]
+    traces = _js(browser, "return document.getElementById('search-plot-0').data.map((t) => [t.name, t.x.length])")
+    assert traces == [["evaluated", 5], ["front (evaluated)", 5], ["pick per budget", 1]]
 
 
 # -- without a browser --------------------------------------------------------------------------

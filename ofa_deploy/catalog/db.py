@@ -213,6 +213,14 @@ class Catalog:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Set one meta record (``search:TARGET``: the summary of the search whose picks
+        ``catalog build --from-search`` stored for TARGET, which the page shows)."""
+        if key in ("space", "created"):
+            raise ValueError(f"meta {key!r} is written by set_space only")
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def set_space(self, space_dict: dict[str, Any]) -> None:
         """Record the search space on first use; a different one is refused."""
         text = json_text(space_dict, sort_keys=True)

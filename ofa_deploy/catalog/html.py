@@ -41,6 +41,7 @@ from ..errors import OfaError
 from ..io import atomic_write_text, json_text
 from .db import Catalog
 from .entries import entries
+from .search_summary import stored_summaries
 
 PAGE_FORMAT = "ofa-deploy/catalog-html/1"
 DEFAULT_PAGE = "index.html"
@@ -99,6 +100,8 @@ def page_data(cat: Catalog, *, batch: int = 1, targets: Optional[Sequence[str]] 
         "created": cat.get_meta("created"),
         "counts": {t: cat.count(t) for t in ("subnets", "accuracy", "artifacts", "latency")},
         "targets": per_target,
+        # catalog build --from-search: the search behind each target's entries
+        "searches": stored_summaries(cat, [t["name"] for t in per_target]),
         "environments": [envs[k] for k in sorted(envs, key=lambda k: envs[k]["id"])],
     }
 
@@ -134,6 +137,10 @@ def _row(e: Dict[str, Any], env_id: int) -> Dict[str, Any]:
         "mflops": e["mflops"],
         "params": e["params"],
         "accuracy": e["accuracy"],
+        # the split the accuracy was measured on and the one that chose the subnet (schema 6;
+        # None: a candidate row, or a catalog from before it was recorded)
+        "accuracy_split": (e.get("accuracy_info") or {}).get("split"),
+        "chosen_on": (e.get("accuracy_info") or {}).get("chosen_on"),
         "p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "mean": lat["mean"], "min": lat["min"],
         "cov": e["cov"],
         "n": e["n"],

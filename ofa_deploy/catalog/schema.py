@@ -3,7 +3,8 @@
 Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``; older files are migrated in place
 when opened, one numbered step at a time, each in its own transaction)::
 
-    meta(key PK, value)                      - the catalog's search space (JSON), creation date
+    meta(key PK, value)                      - the catalog's search space (JSON), creation date,
+                                               search:TARGET (JSON: the search behind --from-search picks)
     subnets(key PK, text, spec, macs, params, created)
     accuracy(subnet, run, run_sha256, dataset, split, recalibrated, calib_images,
              images, top1, loss, date, precision, resolution, chosen_on)

@@ -46,7 +46,9 @@ def command(run_dir, targets, evaluations, out, predictors, max_latency_ms, max_
     """Search RUN_DIR's subnets for every --target at once: real accuracy on validation for
     --evaluations subnets, an accuracy predictor refitted as they come in, NSGA-II (pymoo) over
     predicted accuracy vs each target's latency; one pick per budget, confirmed by a real
-    evaluation."""
+    evaluation. Interrupted, the same command continues from its journal of evaluations
+    (beside --out). Started by torchrun, the ranks share each round's evaluations (same
+    picks as one process; docs/search.md)."""
     from ..errors import OfaError
     from ..search.run import search_run
 
@@ -56,6 +58,8 @@ def command(run_dir, targets, evaluations, out, predictors, max_latency_ms, max_
                          max_latency_ms=max_latency_ms, max_mflops=max_mflops, confidence=confidence, seed=seed,
                          calib_n=calib_images, data_dir=data_dir, model=accuracy_model, test_images=test_images,
                          overwrite=overwrite, generations=generations)
+    if summary is None:
+        return  # a rank other than 0 under torchrun: rank 0 reports (and writes) for the group
     if as_json:
         emit_json(summary)
         return

@@ -175,6 +175,11 @@ def build_catalog(
 
     with Catalog(catalog_path) as cat:
         cat.set_space(space.to_dict())
+        if from_search is not None:  # the page shows where these entries came from
+            from ..catalog.search_summary import META_PREFIX
+            from ..io import json_text
+
+            cat.set_meta(META_PREFIX + target.name, json_text(picked["summary"], sort_keys=True))
         chosen_by_caller = candidates is not None
         subnets = list(candidates) if chosen_by_caller else design_subnets(space, n, seed)
         nets = {r: supernet_at(supernet, r) for r in chosen_res}
@@ -349,9 +354,11 @@ def search_picks(search_dir: str | Path, run_dir: str | Path, target: str, space
         [f["subnet"] for f in objective.get("front") or []]
     if not texts:
         raise OfaError(f"search {search_dir} picked no subnet for {target} (no evaluated subnet within its budgets)")
+    from ..catalog.search_summary import search_summary
+
     return {"subnets": [Subnet.parse(t, space) for t in dict.fromkeys(texts)], "chosen_on": chosen_on,
             "seed": int(history.get("seed", 0)), "test_images": history.get("test_images"),
-            "resolution": space.image_size}
+            "resolution": space.image_size, "summary": search_summary(history, target, search_dir)}
 
 
 def check_measurable(target: Any) -> None:

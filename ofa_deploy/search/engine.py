@@ -119,8 +119,12 @@ def nsga2(enc: Encoding, score: Callable[[np.ndarray], np.ndarray], cost: Callab
     class Reset(Mutation):
         """Each choice redrawn uniformly with probability 2 / n_var."""
 
-        def _do(self, problem, x, **kwargs):
-            rng = np.random.default_rng(int(np.random.randint(0, 2**31 - 1)))
+        def _do(self, problem, x, random_state=None, **kwargs):
+            # pymoo >= 0.6.2 hands operators the algorithm's seeded generator and no longer
+            # seeds numpy's global one: drawing from the global one made a search differ from
+            # run to run for the same --seed. pymoo 0.6.1 seeds the global one and passes none.
+            rng = random_state if random_state is not None else np.random.default_rng(
+                int(np.random.randint(0, 2**31 - 1)))
             x = np.rint(x).astype(np.int64)
             flip = rng.random(x.shape) < 2.0 / x.shape[1]
             fresh = rng.integers(0, upper + 1, size=x.shape)

@@ -8,7 +8,9 @@ on the run's choosing split (``search.splits``: its validation hold-out, or one 
 of the test split for a run without one) with BN recalibrated on its training split; the
 reporting split is never read here. ``DIR`` (written whole at the end) holds
 ``history.json`` (evaluated subnets, the predictor's quality per round, front and pick per
-budget of each target) and ``front.png``.
+budget of each target) and ``front.png``; until then every evaluation is journaled beside it
+(``search.journal``), so the same command run again after an interruption continues. Under
+``torchrun`` the evaluations of each round are shared by the ranks (``search.scale``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..errors import OfaError
+from ..errors import OfaError, Terminated
 from ..outputs import SEARCH, SEARCH_FORMAT, staged_output_dir
 from .encoding import Encoding
 from .engine import Objective, check_budgets, latency_objective, macs_objective, search
+from .journal import journal_path
 
 
 def check_budget(value: float, what: str, limit: str) -> None:
@@ -106,64 +109,167 @@ def search_run(run_dir: str | Path, targets: Sequence[str], out: str | Path, *, 
                max_mflops: Sequence[float] = (), confidence: Optional[float] = 0.9, seed: int = 0,
                calib_n: int = 2000, data_dir: Optional[str] = None, model: str = "ridge",
                test_images: Optional[int] = None, overwrite: bool = False, generations: int = 60,
-               progress: Optional[Callable[[str, int, int], None]] = None) -> dict[str, Any]:
-    from ..outputs import check_not_input, check_replaceable
-    from .accuracy import KINDS
+               progress: Optional[Callable[[str, int, int], None]] = None) -> Optional[dict[str, Any]]:
+    """Run the search (under torchrun: rank 0 searches and writes, the other ranks evaluate
+    their shards and return None; ``search.scale``). Resumable: evaluations are journaled
+    beside ``out`` (``search.journal``) and reused when the same command runs again."""
+    from ..train.dist import init_from_env, shutdown
 
     if evaluations < 1:
         raise OfaError(f"--evaluations must be at least 1 (got {evaluations})")
-    if model not in KINDS:
-        raise OfaError(f"unknown accuracy predictor {model!r}; choose one of {', '.join(KINDS)}")
-    inputs = [("run directory", run_dir), *[("predictor", p) for p in predictors]]
-    check_not_input(out, inputs)
-    check_replaceable(out, SEARCH, overwrite=overwrite)
-    supernet, config, enc, objectives = prepare(run_dir, targets, predictors=predictors,
-                                                max_latency_ms=max_latency_ms, max_mflops=max_mflops,
-                                                confidence=confidence)
+    options = dict(run_dir=run_dir, targets=targets, out=out, evaluations=evaluations, predictors=predictors,
+                   max_latency_ms=max_latency_ms, max_mflops=max_mflops, confidence=confidence, seed=seed,
+                   calib_n=calib_n, data_dir=data_dir, model=model, test_images=test_images, overwrite=overwrite,
+                   generations=generations, progress=progress)
+    ctx = init_from_env("cpu")  # gloo: the evaluations run on the CPU
+    try:
+        if ctx.rank == 0:
+            return _search_main(ctx, **options)
+        _serve(ctx, **options)
+        return None
+    finally:
+        shutdown(ctx)
+
+
+def _evaluator(supernet: Any, config: dict[str, Any], *, seed: int, calib_n: int, data_dir: Optional[str],
+               test_images: Optional[int]) -> tuple[Any, Callable[[Any], float]]:
+    """(choice data, evaluate one subnet: BN recalibrated on the training split, accuracy on
+    the choosing split)."""
     from ..evaluate.bn import recalibrated_subnet
     from ..evaluate.metrics import evaluate_accuracy
-    from ..export.pipeline import run_source
     from .splits import choice_data
 
     data = choice_data(config, data_dir=data_dir, seed=seed, test_images=test_images)
     calibration, choose = data.calibration, data.choose
-    cache: dict[str, float] = {}
 
-    def evaluate(subnets):
-        out_acc = []
-        for sub in subnets:
-            key = str(sub)
-            if key not in cache:
-                net = recalibrated_subnet(supernet, sub, calibration, n=calib_n, seed=0)
-                cache[key] = float(evaluate_accuracy(net, choose.images, choose.labels)[0])
-            out_acc.append(cache[key])
-        return out_acc
+    def evaluate_one(sub: Any) -> float:
+        net = recalibrated_subnet(supernet, sub, calibration, n=calib_n, seed=0)
+        return float(evaluate_accuracy(net, choose.images, choose.labels)[0])
 
-    history = search(enc, evaluate, objectives, evaluations=evaluations, seed=seed, model=model,
-                     generations=generations, progress=progress)
-    source = run_source(run_dir)
-    document = {
-        "format": SEARCH_FORMAT,
-        "command": " ".join(["ofa-deploy", *sys.argv[1:]]) if sys.argv and "ofa" in sys.argv[0] else None,
-        "run": source["run_dir"],
-        "checkpoint_sha256": source["checkpoint_sha256"],
-        "space": enc.space.to_dict(),
-        "host": socket.gethostname(),
-        "chosen_on": choose.name,
-        "chosen_on_images": len(choose),
-        "splits": data.note + "; the reporting split was not read by the search",
-        "confidence": confidence,
-        "seed": seed,
-        "test_images": test_images,
-        "targets": [o.name for o in objectives],
-        **history,
-    }
-    from ..io import atomic_write_json
+    return data, evaluate_one
 
-    with staged_output_dir(out, SEARCH, overwrite=overwrite, inputs=inputs) as tmp:
-        atomic_write_json(tmp / "history.json", document)
-        plot_fronts(document, tmp / "front.png")
-    return document
+
+def _identity(checkpoint_sha256: str, data: Any, calib_n: int, enc: Encoding) -> dict[str, Any]:
+    """What a subnet's measured accuracy depends on: a journal of another identity is not reused."""
+    import hashlib
+
+    from ..evaluate.bn import calibration_images
+
+    def digest(*tensors: Any) -> str:
+        h = hashlib.sha256()
+        for t in tensors:
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    return {"checkpoint_sha256": checkpoint_sha256, "space": enc.space.to_dict(), "chosen_on": data.choose.name,
+            "choose_sha256": digest(data.choose.images, data.choose.labels), "calib_images": calib_n,
+            "calib_sha256": digest(calibration_images(data.calibration, calib_n, 0))}
+
+
+def _serve(ctx: Any, *, run_dir: str | Path, seed: int, calib_n: int, data_dir: Optional[str],
+           test_images: Optional[int], **_: Any) -> None:
+    """A rank other than 0: load the supernet and the data while rank 0 checks the options
+    (targets, predictors, budgets: only rank 0 needs them, and checking them twice would
+    take CPU from rank 0 on a small machine), then evaluate shards until told to stop."""
+    from ..weights import load_supernet
+    from . import scale
+
+    failure: Optional[OfaError] = None
+    try:
+        supernet, config = load_supernet(run_dir)
+        _data, evaluate_one = _evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
+                                         test_images=test_images)
+    except OfaError as exc:
+        failure = exc  # rank 0 meets the same bad input and says it once; this rank stays quiet
+    if not scale.wait_for_go(ctx):
+        return
+    if failure is not None:
+        raise failure
+    scale.serve(ctx, supernet.space, evaluate_one)
+
+
+def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: str | Path, evaluations: int,
+                 predictors: Sequence[str | Path], max_latency_ms: Sequence[str], max_mflops: Sequence[float],
+                 confidence: Optional[float], seed: int, calib_n: int, data_dir: Optional[str], model: str,
+                 test_images: Optional[int], overwrite: bool, generations: int,
+                 progress: Optional[Callable[[str, int, int], None]]) -> dict[str, Any]:
+    import torch
+
+    from ..export.pipeline import run_source
+    from ..outputs import check_not_input, check_replaceable
+    from . import scale
+    from .accuracy import KINDS
+    from .journal import Journal
+
+    stopped = False
+    try:
+        if model not in KINDS:
+            raise OfaError(f"unknown accuracy predictor {model!r}; choose one of {', '.join(KINDS)}")
+        inputs = [("run directory", run_dir), *[("predictor", p) for p in predictors]]
+        check_not_input(out, inputs)
+        check_replaceable(out, SEARCH, overwrite=overwrite)
+        supernet, config, enc, objectives = prepare(run_dir, targets, predictors=predictors,
+                                                    max_latency_ms=max_latency_ms, max_mflops=max_mflops,
+                                                    confidence=confidence)
+        data, evaluate_one = _evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
+                                        test_images=test_images)
+        source = run_source(run_dir)
+        choose = data.choose
+        with Journal(out, _identity(source["checkpoint_sha256"], data, calib_n, enc)) as journal:
+            scale.start(ctx)
+            resumed = len(journal.done)
+            pool = scale.Pool(ctx, enc.space, evaluate_one, journal.record)
+
+            def evaluate(subnets: Sequence[Any]) -> list[float]:
+                # the journal's accuracies first (a resumed search), the rest over the ranks
+                todo = list({str(s): s for s in subnets if str(s) not in journal.done}.values())
+                pool.evaluate(todo)
+                return [journal.done[str(s)] for s in subnets]
+
+            history = search(enc, evaluate, objectives, evaluations=evaluations, seed=seed, model=model,
+                             generations=generations, progress=progress)
+            pool.stop()
+            stopped = True
+            document = {
+                "format": SEARCH_FORMAT,
+                "command": " ".join(["ofa-deploy", *sys.argv[1:]]) if sys.argv and "ofa" in sys.argv[0] else None,
+                "run": source["run_dir"],
+                "checkpoint_sha256": source["checkpoint_sha256"],
+                "space": enc.space.to_dict(),
+                "host": socket.gethostname(),
+                "chosen_on": choose.name,
+                "chosen_on_images": len(choose),
+                "splits": data.note + "; the reporting split was not read by the search",
+                "confidence": confidence,
+                "seed": seed,
+                "test_images": test_images,
+                "targets": [o.name for o in objectives],
+                **history,
+                # how it ran, not what it found: the only keys besides the timings that differ
+                # between one process, several ranks and a resumed search
+                "execution": {"ranks": ctx.world_size, "torch_threads": torch.get_num_threads(),
+                              "from_journal": resumed, "evaluated_on_rank0": pool.evaluated_here,
+                              "evaluate_seconds": pool.seconds},
+            }
+            from ..io import atomic_write_json
+
+            inputs = [("run directory", run_dir), *[("predictor", p) for p in predictors]]
+            with staged_output_dir(out, SEARCH, overwrite=overwrite, inputs=inputs) as tmp:
+                atomic_write_json(tmp / "history.json", document)
+                plot_fronts(document, tmp / "front.png")
+            journal.remove()
+        return document
+    except Terminated as exc:
+        if not stopped:
+            scale.abort(ctx)
+        if not journal_path(out).is_dir():
+            raise
+        raise Terminated(f"{exc}; the evaluations so far are journaled in {journal_path(out)}: run the same "
+                         "search command again to continue") from None
+    except BaseException:
+        if not stopped:
+            scale.abort(ctx)
+        raise
 
 
 def plot_fronts(history: dict[str, Any], path: Path) -> None:

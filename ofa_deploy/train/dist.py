@@ -71,22 +71,26 @@ def shutdown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
+_TRAIN_AFTER = ("the run continues from its last checkpoint when the group is started again (torchrun "
+                "--max-restarts, or ofa-deploy train --resume)")
+
+
 @contextmanager
-def _collective(what: str) -> Iterator[None]:
-    """A collective whose failure (gloo/NCCL: a peer died or stopped answering) is one line."""
+def collective(what: str, after: str = _TRAIN_AFTER) -> Iterator[None]:
+    """A collective whose failure (gloo/NCCL: a peer died or stopped answering) is one line;
+    ``after`` says how to continue (training's default; ``search`` has its own)."""
     try:
         yield
     except RuntimeError as exc:  # torch's DistBackendError and DistNetworkError are RuntimeErrors
         said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         said = re.sub(r"^\[[^\]]*\]\s*", "", said).split(". ")[0]  # gloo's source location, its advice
         raise OfaError(f"rank {dist.get_rank()}: the {what} across workers failed, so another worker has stopped "
-                       f"({said[:160]}); the run continues from its last checkpoint when the group is started "
-                       "again (torchrun --max-restarts, or ofa-deploy train --resume)") from None
+                       f"({said[:160]}); {after}") from None
 
 
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
-        with _collective("barrier"):
+        with collective("barrier"):
             dist.barrier()
 
 
@@ -98,7 +102,7 @@ def all_reduce_grads(model: nn.Module, ctx: DistContext) -> None:
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
-    with _collective("gradient sum"):
+    with collective("gradient sum"):
         dist.all_reduce(flat)
     offset = 0
     for g in grads:
@@ -112,7 +116,7 @@ def average_buffers(model: nn.Module, ctx: DistContext) -> None:
         return
     for buf in model.buffers():
         if buf.is_floating_point():
-            with _collective("BatchNorm statistics average"):
+            with collective("BatchNorm statistics average"):
                 dist.all_reduce(buf)
             buf.div_(ctx.world_size)
 
@@ -121,6 +125,6 @@ def all_reduce_sum(values: list[float], ctx: DistContext, device: torch.device) 
     if not ctx.enabled:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    with _collective("sum"):
+    with collective("sum"):
         dist.all_reduce(t)
     return t.tolist()

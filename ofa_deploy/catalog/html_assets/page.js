@@ -258,6 +258,7 @@
   const COLUMNS = [
     ["target", "target", false], ["text", "subnet", false], ["precision", "precision", false],
     ["mflops", "MFLOPs", true, 2], ["params", "params", true, 0], ["accuracy", "accuracy", true, 4],
+    ["accuracy_split", "measured on", false], ["chosen_on", "chosen on", false],
     ["p50", "p50 ms", true, 4], ["p90", "p90 ms", true, 4], ["p99", "p99 ms", true, 4],
     ["cov", "CoV %", true, 2, 100], ["n", "n", true, 0], ["unstable", "unstable", false],
     ["backend", "backend", false], ["latency_kind", "latency of", false], ["source", "source", false],
@@ -283,6 +284,7 @@
     }
     if (key === "envText") return '<td title="' + esc(row.envFull) + '">' + esc(v) + "</td>";
     if (key === "onnx") return "<td>" + esc(v || "-") + (v && !row.onnx_found ? " (missing here)" : "") + "</td>";
+    if (key === "chosen_on") return "<td>" + esc(v || (row.accuracy === null ? "" : "not recorded")) + "</td>";
     if (key === "onnx_sha256") return '<td title="' + esc(v) + '"><code>' + esc(v ? v.slice(0, 16) : "-") + "</code></td>";
     return "<td>" + esc(v) + "</td>";
   }
@@ -302,6 +304,43 @@
     $("entries").dataset.shown = rows.length;
     Array.from($("entries").tHead.rows[0].cells).forEach((th, i) => {
       th.className = i === state.sortCol ? (state.sortDir > 0 ? "sorted-asc" : "sorted-desc") : "";
+    });
+  }
+
+  // -- the search behind --from-search entries ---------------------------------------------
+  function drawSearches() {
+    const list = DATA.searches || [];
+    $("search-section").hidden = list.length === 0;
+    $("searches").innerHTML = list.map((s, i) => {
+      const rho = s.rounds.filter((r) => r.heldout_spearman !== null).map((r) => fmt(r.heldout_spearman, 2));
+      const picks = s.picks.map((p) => "<tr><td>" + (p.budget === null ? "-" : "\u2264 " + fmt(p.budget, 3) + " " +
+        esc(s.unit)) + "</td><td>" + esc(p.subnet || "no evaluated subnet within it") + '</td><td class="num">' +
+        fmt(p.accuracy, 4) + '</td><td class="num">' + fmt(p.cost, 4) + "</td></tr>").join("");
+      return '<div class="search" id="search-' + i + '"><h3>' + esc(s.target) + "</h3><p class=\"search-summary\">" +
+        "search <code>" + esc(s.search_dir) + "</code>: " + esc(s.evaluations) + " subnets evaluated" +
+        (s.ranks > 1 ? " over " + esc(s.ranks) + " ranks" : "") + ", chosen on <b>" + esc(s.chosen_on) + "</b> (" +
+        esc(s.chosen_on_images) + " images), " + esc(s.model) + " accuracy predictor, seed " + esc(s.seed) +
+        (rho.length ? "; held-out Spearman per round " + rho.join(", ") : "") + "</p>" +
+        '<div class="plot" id="search-plot-' + i + '"></div>' +
+        '<table class="search-picks"><thead><tr><th>budget</th><th>pick</th><th>accuracy (' + esc(s.chosen_on) +
+        ")</th><th>cost (" + esc(s.unit) + ")</th></tr></thead><tbody>" + picks + "</tbody></table></div>";
+    }).join("");
+    list.forEach((s, i) => {
+      const pts = (rows, name, marker, mode) => ({ type: "scatter", mode: mode || "markers", name: name,
+        x: rows.map((r) => r.cost), y: rows.map((r) => r.accuracy), hoverinfo: "text", marker: marker,
+        text: rows.map((r) => esc(r.subnet) + "<br>accuracy " + fmt(r.accuracy, 4) + " &middot; " + fmt(r.cost, 4) +
+          " " + esc(s.unit)) });
+      const traces = [
+        pts(s.evaluated, "evaluated", { color: "#999", size: 6 }),
+        pts(s.front, "front (evaluated)", { color: "#d62728", size: 7 }, "lines+markers"),
+        pts(s.picks.filter((p) => p.subnet), "pick per budget", { color: "#2ca02c", size: 14, symbol: "star" }),
+      ];
+      const unit = s.unit === "ms" ? "predicted upper bound (ms)" : "MFLOPs";
+      Plotly.newPlot("search-plot-" + i, traces, {
+        title: { text: esc(s.target) + ": the search's evaluations", font: { size: 13 }, x: 0.01, xanchor: "left" },
+        xaxis: { title: { text: unit } }, yaxis: { title: { text: "accuracy on " + esc(s.chosen_on) } },
+        margin: { l: 55, r: 10, t: 50, b: 45 }, height: 340, legend: { orientation: "h", y: -0.25, font: { size: 10 } },
+      }, PLOT_CONFIG);
     });
   }
 
@@ -359,6 +398,7 @@
     update();
     drawTable();
     drawFlips();
+    drawSearches();
     document.body.dataset.ready = "1";
   }
 
