@@ -35,7 +35,7 @@ DEVICE_MODULES = [
     "predictor/predictor.py", "predictor/transfer.py", "predictor/learning_curve.py", "predictor/repeats.py",
     "predictor/directory.py", "predictor/build.py", "predictor/adapt.py",
     "catalog/__init__.py", "catalog/db.py", "catalog/schema.py", "catalog/entries.py", "catalog/importer.py",
-    "catalog/html.py", "catalog/plot.py", "catalog/budgets.py",
+    "catalog/html.py", "catalog/plot.py", "catalog/budgets.py", "catalog/search_summary.py",
     "export/__init__.py", "export/sidecar.py", "export/tensorrt.py", "export/trt_env.py", "export/trt_plan.py",
     "export/trt_build.py", "export/trt_runtime.py",
 ]
