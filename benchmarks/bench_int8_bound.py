@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.5)
     ap.add_argument("--buckets", type=int, default=4, help="random subnets, one per bucket, spread over the buckets")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--middle", action="store_true", help="also the middle subnet (every choice its middle one)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--per-round", type=int, default=10)
     args = ap.parse_args()
@@ -89,6 +90,8 @@ def main() -> None:
 
     rng = random.Random(args.seed)
     subnets = [("smallest", space.smallest()), ("largest", space.largest())]
+    if args.middle:
+        subnets.insert(1, ("middle", space.middle()))
     subnets += [(f"bucket-{buckets[i]:.0f}", sample_in_bucket(space, buckets[i], 0.5, rng)) for i in picks]
     data = export_images(config, seed=args.seed, validation=True)
     assert data.validation is not None and data.eval is not None
