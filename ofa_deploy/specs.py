@@ -17,12 +17,17 @@ from .validate import kind_of, path_text
 
 
 def load_subnet(spec: str, space: SearchSpace) -> Subnet:
-    """A SPEC argument: the text form, a JSON object, or the path of a JSON file holding one
-    (an object ``{"ks","e","d"}`` or ``{"subnet": {...}}``, such as an export sidecar).
+    """A SPEC argument: ``smallest``, ``middle`` or ``largest``, the text form, a JSON object,
+    or the path of a JSON file holding one (an object ``{"ks","e","d"}`` or
+    ``{"subnet": {...}}``, such as an export sidecar). The three names win over a file of that
+    name, as they do in every command that takes ``--subnet``.
 
     Text forms and JSON objects are recognised by their characters before anything touches
     the filesystem, so a long or odd spec is never tried as a path."""
     spec = spec.strip()
+    named = {"smallest": space.smallest, "middle": space.middle, "largest": space.largest}
+    if spec in named:
+        return named[spec]()
     if spec.startswith("{") or _TEXT_CHARS.fullmatch(spec):
         return Subnet.parse(spec, space)
     try:
@@ -53,7 +58,4 @@ def resolve_subnet(space: SearchSpace, spec: str | Subnet | None) -> Subnet:
         return spec
     if spec is None:
         raise OfaError("--method fixed needs --subnet smallest|middle|largest|SPEC")
-    named = {"smallest": space.smallest, "middle": space.middle, "largest": space.largest}
-    if spec in named:
-        return named[spec]()
     return load_subnet(spec, space)

@@ -73,6 +73,17 @@ def test_subnet_choices_and_default_out(run_dir, tmp_path, capsys):
     assert read_sidecar(tmp_path / "large")["mflops"] < 4
 
 
+def test_subnet_names_are_accepted_as_in_every_command(run_dir, tmp_path, capsys):
+    from ofa_deploy.run import read_config, space_from_config
+
+    space = space_from_config(read_config(run_dir))
+    for name in ("middle", "largest"):
+        code, stdout, err = run_cli(capsys, "export", run_dir, "--subnet", name, "--out", tmp_path / name,
+                                    "--no-recalibrate", "--json", *FAST)
+        assert code == 0, err
+        assert read_sidecar(tmp_path / name)["subnet_text"] == str(getattr(space, name)())
+
+
 def test_all_buckets(run_dir, tmp_path, capsys):
     out = tmp_path / "buckets"
     code, stdout, err = run_cli(capsys, "export", run_dir, "--all-buckets", "--target", "jetson-xavier", "--out", out,

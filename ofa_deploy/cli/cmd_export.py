@@ -13,7 +13,8 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float, stream_options
 
 @click.command("export")
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
-@click.option("--subnet", "spec", default=None, help="Subnet SPEC: text form, JSON object, or JSON file.")
+@click.option("--subnet", "spec", default=None,
+              help="Subnet: smallest, middle, largest, or a SPEC (text form, JSON object, JSON file).")
 @click.option(
     "--mflops",
     type=limit_float("mflops", lo_open=True),
