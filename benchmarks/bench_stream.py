@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
+    from ofa_deploy.io import atomic_write_json, json_text
     from tests.stream_fixtures import imported_run, make_imagenet_folder
 
     started = time.perf_counter()
@@ -93,11 +94,10 @@ def main() -> None:
         "peak_rss_grows_with_images": peak["2N"] > 1.1 * peak["N"],
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(report, indent=2)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+        atomic_write_json(args.out, report)
+    print(json_text(report, indent=2))
 
 
 if __name__ == "__main__":

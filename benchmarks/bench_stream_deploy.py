@@ -46,6 +46,7 @@ def main() -> None:
 
     import onnx
 
+    from ofa_deploy.io import atomic_write_json, json_text
     from tests.stream_fixtures import imported_run, make_imagenet_folder
 
     started = time.perf_counter()
@@ -89,11 +90,10 @@ def main() -> None:
         "steps": steps,
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(report, indent=2, default=str)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+        atomic_write_json(args.out, report)
+    print(json_text(report, indent=2))
 
 
 if __name__ == "__main__":
