@@ -14,7 +14,7 @@ from onnx import TensorProto
 
 from ofa_deploy.export import tensorrt as T
 from ofa_deploy.export.bound import Validator
-from ofa_deploy.export.calibration_search import candidate_counts, choose_calibration, method_order
+from ofa_deploy.export.calibration_search import candidate_counts, choose_calibration, method_order, rank
 from ofa_deploy.export.precision import Int8Quantizer, layer_of
 from ofa_deploy.export.to_onnx import ort_session, run_onnx
 
@@ -145,13 +145,17 @@ def test_the_onnx_runtime_flavour_keeps_reverted_layers_fp32(reverted, tmp_path)
 
 # -- the calibration search (stand-in quantizers whose drop is known) -----------------------
 class _Quantizer:
+    """``drops[(method, count)]``: the drop, or (drop, logit error)."""
+
     def __init__(self, drops, method, count, log):
-        self.drop, self.closed, self.log = drops[(method, count)], False, log
+        value = drops[(method, count)]
+        self.drop, self.mad = value if isinstance(value, tuple) else (value, 0.0)
+        self.closed, self.log = False, log
         self.method, self.count, self.calibration = method, count, np.zeros((count, 1, 2, 2), np.float32)
         log.append(self)
 
     def write(self, dst, exclude=(), *, check=True):
-        dst.write_text(str(self.drop))
+        dst.write_text(f"{self.drop} {self.mad}")
         return {}
 
     def close(self):
@@ -162,7 +166,8 @@ class _Validator:
     y = np.zeros(100)
 
     def measure(self, path):
-        return 1 - float(path.read_text()) / 100, 0.0
+        drop, mad = map(float, path.read_text().split())
+        return 1 - drop / 100, mad
 
     def drop_of(self, top1):
         return round(100 * (1 - top1), 4)
@@ -184,7 +189,7 @@ def test_the_search_order_and_counts():
     assert candidate_counts(512, 512) == [512] and candidate_counts(512, 100) == [100]
 
 
-def test_the_smallest_drop_wins_and_a_tie_keeps_the_earlier(tmp_path):
+def test_a_full_tie_keeps_the_earlier(tmp_path):
     drops = {("percentile", 32): 2.0, ("minmax", 32): 0.0, ("entropy", 32): 0.0,
              ("percentile", 64): -5.0, ("minmax", 64): -5.0, ("entropy", 64): -5.0}
     best, record = _search(tmp_path, drops, 0.5)
@@ -192,6 +197,22 @@ def test_the_smallest_drop_wins_and_a_tie_keeps_the_earlier(tmp_path):
     assert (best.method, best.count) == ("minmax", 32) and record["chosen"] == {"method": "minmax", "images": 32}
     assert [(c["method"], c["images"], c["drop_points"]) for c in record["candidates"]] == [
         ("percentile", 32, 2.0), ("minmax", 32, 0.0), ("entropy", 32, 0.0)]
+
+
+def test_within_the_bound_the_smallest_logit_error_wins(tmp_path):
+    # entropy's drop is the larger but within the bound and its logits the closest to fp32's
+    drops = {("percentile", 32): (0.0, 0.30), ("minmax", 32): (2.0, 0.01), ("entropy", 32): (0.4, 0.10)}
+    best, record = _search(tmp_path, drops, 0.5, counts=(32,))
+    assert (best.method, record["chosen"]) == ("entropy", {"method": "entropy", "images": 32})
+    assert [c["mean_abs_logit_diff"] for c in record["candidates"]] == [0.30, 0.01, 0.10]
+
+
+def test_outside_the_bound_the_smallest_drop_wins_and_logit_error_breaks_ties(tmp_path):
+    drops = {("percentile", 32): (3.0, 0.01), ("minmax", 32): (2.0, 0.50), ("entropy", 32): (2.0, 0.20)}
+    best, _ = _search(tmp_path, drops, 0.5, counts=(32,))
+    assert best.method == "entropy"
+    assert rank({"drop_points": 0.5, "mean_abs_logit_diff": 9.0}, 0.5) < rank(
+        {"drop_points": 0.51, "mean_abs_logit_diff": 0.0}, 0.5)
 
 
 def test_more_images_only_when_the_configured_count_misses(tmp_path):
@@ -216,7 +237,7 @@ def test_export_records_the_search_and_the_chosen_calibration(fake_run, tmp_path
     # the bound holds on 32 images: three methods tried there, the configured one first
     assert [(c["method"], c["images"]) for c in search["candidates"]] == [
         ("minmax", 32), ("entropy", 32), ("percentile", 32)]
-    best = min(search["candidates"], key=lambda c: c["drop_points"])
+    best = min(search["candidates"], key=lambda c: rank(c, 100.0))
     assert search["chosen"] == {"method": best["method"], "images": 32}
     assert sc["conversion"]["calibration_method"] == best["method"] and sc["calibration"]["images"] == 32
     assert sc["bound"]["validation"]["plain_int8_drop_points"] == best["drop_points"]

@@ -40,7 +40,9 @@ def command(out: Path, device: str, fast: bool, seed: int, quiet: bool, as_json:
     console = Console()
     if not console.is_terminal:  # a pipe or a file: whole lines, not wrapped at 80 columns
         console = Console(width=PIPED_WIDTH, soft_wrap=True)
-    buckets = Table("MFLOPs bucket", "subnets", "mean acc", "min", "max", title="Population accuracy (test)")
+    split = {"val": "validation", "test": "test"}.get(summary.get("buckets_split", "test"), "test")
+    buckets = Table("MFLOPs bucket", "subnets", "mean acc", "min", "max",
+                    title=f"Population accuracy ({split}: chooses each bucket's model)")
     for b in summary["buckets"]:
         if b["n"]:
             buckets.add_row(f"{b['mflops']:g}", str(b["n"]), f"{100 * b['mean']:.1f}%", f"{100 * b['min']:.1f}%",
@@ -48,7 +50,7 @@ def command(out: Path, device: str, fast: bool, seed: int, quiet: bool, as_json:
     console.print(buckets)
     if summary.get("accuracy_note"):
         console.print(summary["accuracy_note"], style="yellow", markup=False, highlight=False)
-    front = Table("subnet", "MFLOPs", "accuracy", "p90 ms", title="Pareto front on this CPU (catalog)")
+    front = Table("subnet", "MFLOPs", "accuracy", "p90 ms", title="Pareto front on this CPU (catalog, test accuracy)")
     for e in summary["pareto"]:
         front.add_row(e["subnet"], f"{e['mflops']:.2f}", f"{100 * e['accuracy']:.1f}%",
                       f"{e['p90_ms']:.3f}" + (" unstable" if e.get("unstable") else ""))
