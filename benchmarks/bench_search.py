@@ -61,6 +61,9 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.002, help="measurement noise SD (fraction; 0.002 = 0.2 pt)")
     ap.add_argument("--model", default="ridge")
     ap.add_argument("--generations", type=int, default=60)
+    ap.add_argument("--draw-scale", type=float, default=0.5, help="search's posterior draw width (MACs budgets)")
+    ap.add_argument("--initial", type=int, default=None, help="search's initial design size (default: its own)")
+    ap.add_argument("--batch", type=int, default=None, help="search's evaluations per round (default: its own)")
     ap.add_argument("--speed-generations", type=int, default=500)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -71,7 +74,8 @@ def main() -> None:
         land = Landscape(space, seed=seed, noise=args.noise)
         t0 = time.perf_counter()
         hist = search(land.enc, land.measure, [macs_objective(land.enc, budgets=BUDGETS)],
-                      evaluations=args.evaluations, seed=seed, model=args.model, generations=args.generations)
+                      evaluations=args.evaluations, seed=seed, model=args.model, generations=args.generations,
+                      draw_scale=args.draw_scale, initial=args.initial, batch=args.batch)
         wall = time.perf_counter() - t0
         gaps, reach = [], []
         # where the gap comes from: the best *true* accuracy among the subnets the search
@@ -141,7 +145,8 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "wall_s": time.perf_counter() - started,
         "settings": {"seeds": args.seeds, "evaluations": args.evaluations, "noise_sd": args.noise,
-                     "model": args.model, "generations": args.generations, "budgets_mflops": BUDGETS,
+                     "model": args.model, "generations": args.generations, "draw_scale": args.draw_scale,
+                     "initial": args.initial, "batch": args.batch, "budgets_mflops": BUDGETS,
                      "landscape": "additive per-block (kernel x expand) + per-stage depth, population 1st-99th "
                                   "percentile span 2 points; noise fixed per subnet"},
         "mean_gap_to_optimum_points": {
