@@ -45,10 +45,11 @@ def command(run_dir, targets, evaluations, out, predictors, max_latency_ms, max_
             seed, calib_images, test_images, generations, data_dir, overwrite, as_json) -> None:
     """Search RUN_DIR's subnets for every --target at once: real accuracy on validation for
     --evaluations subnets, an accuracy predictor refitted as they come in, NSGA-II (pymoo) over
-    predicted accuracy vs each target's latency; one pick per budget, confirmed by a real
-    evaluation. Interrupted, the same command continues from its journal of evaluations
-    (beside --out). Started by torchrun, the ranks share each round's evaluations (same
-    picks as one process; docs/search.md)."""
+    predicted accuracy vs each target's latency (under --max-mflops, the predictor's exact
+    optimum); one pick per budget: the evaluated subnet of best fitted accuracy.
+    Interrupted, the same command continues from its journal of evaluations (beside --out).
+    Started by torchrun, the ranks share each round's evaluations (same picks as one process;
+    docs/search.md)."""
     from ..errors import OfaError
     from ..search.run import search_run
 

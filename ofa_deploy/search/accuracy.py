@@ -1,10 +1,14 @@
-"""Accuracy predictors with uncertainty, on one-hot block choices (``Encoding.onehot``).
+"""Accuracy predictors with uncertainty, on block choices (``Encoding.features``).
 
 ``ridge``: Bayesian ridge regression; the penalty is chosen by exact leave-one-out error
 over a grid, the predictive standard deviation is the LOO residual scale times
 ``sqrt(1 + x' (X'X + lam I)^-1 x)`` (the noise plus the uncertainty of the weights).
 ``mlp``: an ensemble of small MLPs (scikit-learn), each fitted on a bootstrap resample; the
 standard deviation is the spread of the members plus the residual scale.
+
+The ridge model is linear, hence additive over blocks on ``Encoding.features``: the search
+optimises its mean, and draws from its posterior over weights (Thompson sampling), exactly
+under MACs budgets (``weights``, ``sample_weights``, ``search.exact``).
 
 numpy (and scikit-learn for ``mlp``); the search benchmark compares the two
 (``benchmarks/bench_search.py``).
@@ -120,6 +124,30 @@ class AccuracyModel:
         self._noise = float(np.sqrt(np.mean(resid**2))) if seen.any() else float(y.std())
         self.info = {"kind": "mlp", "members": self.members, "oob_rmse": self._noise,
                      "oob_spearman": spearman(out_of_bag[seen] / counts[seen], y[seen]) if seen.sum() > 2 else None}
+
+    # -- weights (ridge) ------------------------------------------------------------------
+    @property
+    def additive(self) -> bool:
+        """Whether ``weights`` exist: a linear model, optimised exactly over additive costs."""
+        return self.kind == "ridge"
+
+    def weights(self) -> np.ndarray:
+        """The fitted weights on the features (the intercept left out: a constant)."""
+        if self.kind != "ridge":
+            raise OfaError("only the ridge accuracy predictor has weights")
+        return np.array(self._w)
+
+    def sample_weights(self, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+        """A draw of the weights from the ridge posterior N(w, s^2 (X'X + lam I)^-1), s the LOO
+        residual scale; ``scale`` widens (> 1) or narrows (< 1) it. A draw's optimum is a
+        Thompson-sampling proposal: where the model is unsure it is often, but not always,
+        optimistic, so a batch of draws explores and exploits without a tuned UCB bonus."""
+        w = self.weights()
+        vt, inv = self._vt, self._inv
+        inside = vt.T @ (np.sqrt(inv) * rng.standard_normal(len(inv)))
+        z = rng.standard_normal(vt.shape[1])
+        outside = (z - vt.T @ (vt @ z)) / np.sqrt(self._lam)  # directions no evaluation has seen
+        return w + scale * self._noise * (inside + outside)
 
     # -- predictions ----------------------------------------------------------------------
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
