@@ -46,7 +46,8 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float, stream_options
               help="What model.onnx carries: fp32, fp16 tensors, or int8 Q/DQ calibrated on training images "
                    "[default: the target's precision].")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
-              show_default=True, help="int8: how activation ranges are calibrated (ONNX Runtime's calibrators).")
+              show_default=True, help="int8: how activation ranges are calibrated (ONNX Runtime's calibrators; "
+                                      "its entropy, as quantize_static builds it, gives minmax's ranges).")
 @click.option("--max-drop", type=limit_float("max_drop"), default=None,
               help="int8: keep the top-1 drop against fp32 within this many points on a validation split (the "
                    "run's held-out one, else a seeded half of the test split, the accuracy then being reported on "
