@@ -50,15 +50,20 @@ def test_encoding_round_trips_and_counts_macs_exactly():
     x = enc.encode(subs)
     assert [enc.decode(r) for r in x] == subs
     assert np.allclose(enc.macs(x), [macs(SPACE, s) for s in subs])
-    assert (enc.onehot(x).sum(axis=1) == [2 * len(list(s.active_blocks())) + SPACE.num_stages for s in subs]).all()
+    f = enc.features(x)
+    cells, depth = len(SPACE.kernel_choices) * len(SPACE.expand_choices), SPACE.num_stages * len(SPACE.depth_choices)
+    # per cell, the active blocks using it: their sum is the active blocks; one depth per stage
+    shared = f[:, -(cells + depth):-depth]
+    assert (shared.sum(axis=1) == [len(list(s.active_blocks())) for s in subs]).all()
+    assert (f[:, -depth:].sum(axis=1) == SPACE.num_stages).all()
 
 
 def test_ridge_predictor_ranks_an_additive_landscape_and_states_its_uncertainty():
     land = Landscape(SPACE, seed=1, noise=0.001)
     rng = np.random.default_rng(0)
     x, xt = land.enc.random(rng, 120), land.enc.random(rng, 500)
-    model = AccuracyModel("ridge").fit(land.enc.onehot(x), np.array(land.measure([land.enc.decode(r) for r in x])))
-    mean, sd = model.predict(land.enc.onehot(xt))
+    model = AccuracyModel("ridge").fit(land.enc.features(x), np.array(land.measure([land.enc.decode(r) for r in x])))
+    mean, sd = model.predict(land.enc.features(xt))
     truth = land.true(xt)
     assert spearman(mean, truth) > 0.8
     assert (sd > 0).all() and np.mean(np.abs(mean - truth) <= 2 * sd) > 0.8

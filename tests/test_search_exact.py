@@ -66,10 +66,10 @@ def test_features_are_additive_and_gains_reproduce_a_linear_model():
     rng = np.random.default_rng(3)
     x = enc.random(rng, 200)
     f = enc.features(x)
-    assert f.shape == (200, enc.n_model_features)
+    assert f.shape == (200, enc.n_features)
     # an absent block contributes nothing: two subnets differing only in an absent block's
     # (canonicalised) choice have equal features
-    w = rng.normal(size=enc.n_model_features)
+    w = rng.normal(size=enc.n_features)
     g, h = enc.gains(w)
     direct = (g[np.arange(enc.n)[None, :], x[:, : enc.n], x[:, enc.n: 2 * enc.n]] * enc.active(x)).sum(1) \
         + h[np.arange(enc.stages)[None, :], x[:, 2 * enc.n:]].sum(1)

@@ -3,10 +3,9 @@
 A subnet of a ``SearchSpace`` is a row of ``2 * num_blocks + num_stages`` choice indices:
 kernel index per block, expand index per block, depth index per stage. Rows are made
 canonical (a block beyond its stage's depth takes index 0, as ``Subnet`` does), so equal
-networks have equal rows. ``features`` is what the accuracy predictor sees (``onehot``, the
-marginal one-hots, is kept for comparison); ``gains`` turns a linear model's weights on them
-back into per block and per stage tables (``search.exact``); ``macs`` is exact (``cost``)
-and vectorised.
+networks have equal rows. ``features`` is what the accuracy predictor sees; ``gains`` turns
+a linear model's weights on them back into per block and per stage tables
+(``search.exact``); ``macs`` is exact (``cost``) and vectorised.
 
 The features, all zero for an absent block (beyond its stage's depth), so that a block
 counts only when it runs, as its MACs do:
@@ -49,14 +48,13 @@ class Encoding:
         self.fixed_macs = fixed
         self.block_macs = np.array([[[tables[b][(k, e)][0] for e in space.expand_choices]
                                      for k in space.kernel_choices] for b in range(self.n)], dtype=np.float64)
-        self.n_features = self.n * (self.nk + self.ne) + self.stages * self.nd  # of ``onehot``
         cells = self.nk * self.ne
         kk, ee = np.divmod(np.arange(cells), self.ne)
         kv, ev = np.array(space.kernel_choices, float), np.array(space.expand_choices, float)
         # per cell: its per-block columns (one-hot, then kernel and expand as numbers)
         self._cell_local = np.hstack([np.eye(cells), np.column_stack([kv[kk] / kv.max(), ev[ee] / ev.max()])])
         self._cell_shared = np.eye(cells)  # per cell: its shared (count over blocks) columns
-        self.n_model_features = (self.n * self._cell_local.shape[1] + self._cell_shared.shape[1]
+        self.n_features = (self.n * self._cell_local.shape[1] + self._cell_shared.shape[1]
                                  + self.stages * self.nd)
 
     # -- conversions --------------------------------------------------------------------
@@ -95,23 +93,8 @@ class Encoding:
         return [row.tobytes() for row in x]
 
     # -- what models see ------------------------------------------------------------------
-    def onehot(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.int64)
-        count = x.shape[0]
-        act = self.active(x).astype(np.float64)
-        out = np.zeros((count, self.n_features))
-        rows = np.arange(count)[:, None]
-        blocks = np.arange(self.n)[None, :]
-        out[rows, blocks * self.nk + x[:, : self.n]] = act
-        base = self.n * self.nk
-        out[rows, base + blocks * self.ne + x[:, self.n: 2 * self.n]] = act
-        base += self.n * self.ne
-        stages = np.arange(self.stages)[None, :]
-        out[rows, base + stages * self.nd + x[:, 2 * self.n:]] = 1.0
-        return out
-
     def features(self, x: np.ndarray) -> np.ndarray:
-        """(N, n_model_features): the accuracy predictor's input (see the module docstring)."""
+        """(N, n_features): the accuracy predictor's input (see the module docstring)."""
         x = np.asarray(x, dtype=np.int64)
         count = x.shape[0]
         act = self.active(x).astype(np.float64)[:, :, None]
@@ -141,4 +124,4 @@ class Encoding:
         return self.fixed_macs + (per_block * self.active(x)).sum(axis=1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_var": self.n_var, "features": self.n_model_features}
+        return {"n_var": self.n_var, "features": self.n_features}
