@@ -13,7 +13,7 @@ exact: per stage every configuration, Pareto-pruned, then stages combined and pr
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -29,11 +29,16 @@ class Landscape:
         enc = self.enc
         kernel_gain = np.log(np.array(space.kernel_choices, float))
         expand_gain = np.log(np.array(space.expand_choices, float))
-        per_block = (rng.uniform(0.3, 1.0, (enc.n, 1, 1)) * kernel_gain[None, :, None]
-                     + rng.uniform(0.3, 1.0, (enc.n, 1, 1)) * expand_gain[None, None, :]
-                     + rng.normal(0, 0.25, (enc.n, enc.nk, enc.ne)))
+        # drawn in this order (kernel slopes, expand slopes, per-cell terms, depths): the
+        # landscapes of earlier results are unchanged
+        trend = (rng.uniform(0.3, 1.0, (enc.n, 1, 1)) * kernel_gain[None, :, None]
+                 + rng.uniform(0.3, 1.0, (enc.n, 1, 1)) * expand_gain[None, None, :])
+        idiosyncratic = rng.normal(0, 0.25, (enc.n, enc.nk, enc.ne))
         depth_gain = np.cumsum(rng.uniform(0.0, 1.0, (enc.stages, enc.nd)), axis=1)
-        self.a, self.b = per_block, depth_gain
+        self.a, self.b = trend + idiosyncratic, depth_gain
+        # the landscape less its per-cell terms: what few evaluations can identify (a
+        # kernel and an expand slope per block, shared shapes, depths); ``structured_oracle``
+        self.structure: np.ndarray | None = trend
         # scale so that the population's 1st-99th percentile span is ``spread``
         raw = self._raw(enc.random(rng, 4000))
         lo, hi = np.percentile(raw, [1, 99])
@@ -58,6 +63,18 @@ class Landscape:
             noise = np.random.default_rng(int.from_bytes(digest[:8], "little")).normal(0, self.noise)
             out.append(float(value + noise))
         return out
+
+    def structured_oracle(self, budgets_mflops: Sequence[float]) -> list[Optional[float]]:
+        """Per budget, the true accuracy of the exact optimum of the landscape *without* its
+        per-cell terms (``structure``): what a perfect estimate of the identifiable
+        structure would pick. None where no subnet fits, or for a landscape without that
+        split (``fitted``: all of it is structure)."""
+        from .exact import best_under_budgets
+
+        if self.structure is None:
+            return [None] * len(budgets_mflops)
+        found = best_under_budgets(self.enc, self.structure, self.b, list(budgets_mflops))
+        return [None if f is None else float(self.true(f[0][None, :])[0]) for f in found]
 
     def optimum(self, max_mflops: float) -> tuple[float, float]:
         """(true accuracy, MFLOPs) of the best subnet within ``max_mflops``."""
