@@ -94,7 +94,7 @@ def landscapes(args: argparse.Namespace) -> tuple[SearchSpace, Callable[[int], L
             sys.exit("bench_search.py: --evaluations-file is for --landscape fitted")
         noise = 0.002 if args.noise is None else args.noise
         space = SearchSpace(in_channels=1)
-        info = {"kind": "random",
+        info: dict[str, Any] = {"kind": "random",
                 "what": "drawn per seed: additive per-block (kernel x expand: a kernel and an expand slope per "
                         "block plus an idiosyncratic N(0, 0.25) term per cell) + per-stage depth, population "
                         "1st-99th percentile span 2 points; noise fixed per subnet"}
