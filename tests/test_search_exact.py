@@ -127,3 +127,41 @@ def test_search_picks_by_fitted_mean_and_exploits_exactly_in_its_last_round():
     for pick in hist["objectives"]["macs"]["picks"]:
         within = land.true(x)[land.enc.macs(x) <= pick["budget"] * 1e6]
         assert land.true(land.enc.encode([Subnet.parse(pick["subnet"], SPACE)]))[0] > np.quantile(within, 0.9)
+
+
+def test_fitted_landscape_recovers_an_additive_function_and_its_optimum_is_brute_force():
+    """``Landscape.fitted`` on noise-free evaluations of a known additive function (tiny
+    space, every subnet enumerated): the fit is exact, its default noise (the LOO residual
+    SD) is ~0, and its ``optimum`` is the brute-force best under every budget."""
+    import pytest
+
+    from ofa_deploy.errors import OfaError
+
+    space = SearchSpace(in_channels=1, kernel_choices=(3, 5), expand_choices=(3, 6), depth_choices=(1, 2),
+                        stages=PAPER_STAGES[:2])
+    enc = Encoding(space)
+    rows = np.unique(enc.canonical(np.array(list(itertools.product(*[range(u + 1) for u in enc.upper])))), axis=0)
+    cost = enc.macs(rows) / 1e6
+    rng = np.random.default_rng(7)
+    g, h = rng.normal(0, 0.01, size=(enc.n, enc.nk, enc.ne)), rng.normal(0, 0.01, size=(enc.stages, enc.nd))
+    value = 0.9 + (g[np.arange(enc.n)[None, :], rows[:, : enc.n], rows[:, enc.n: 2 * enc.n]]
+                   * enc.active(rows)).sum(1) + h[np.arange(enc.stages)[None, :], rows[:, 2 * enc.n:]].sum(1)
+    train = rng.choice(len(rows), 120, replace=False)  # fitted on some, checked on all
+    land = Landscape.fitted(space, [enc.decode(r) for r in rows[train]], value[train], seed=3)
+    info = land.fit_info
+    assert info is not None and info["n"] == 120 and info["r2"] > 1 - 1e-9 and info["loo_sd"] < 1e-6
+    assert land.noise == info["loo_sd"] and land.structured_oracle([5.0]) == [None]
+    assert np.abs(land.true(rows) - value).max() < 1e-6
+    for budget in [float(b) for b in np.quantile(cost, [0.0, 0.3, 0.7, 1.0])]:
+        best, at = land.optimum(budget)
+        assert abs(best - value[cost <= budget].max()) < 1e-6 and at <= budget + 1e-9
+    # noise: fixed per subnet, drawn per seed; the landscape itself does not depend on the seed
+    subs = [enc.decode(r) for r in rows[:50]]
+    noisy = Landscape.fitted(space, [enc.decode(r) for r in rows[train]], value[train], noise=0.01, seed=3)
+    other = Landscape.fitted(space, [enc.decode(r) for r in rows[train]], value[train], noise=0.01, seed=4)
+    assert noisy.measure(subs) == noisy.measure(subs) != other.measure(subs)
+    assert np.array_equal(noisy.a, other.a) and 0.003 < np.std(np.array(noisy.measure(subs)) - value[:50]) < 0.03
+    for bad in (dict(accuracies=value[:2]), dict(accuracies=np.r_[value[:119], np.nan]), dict(noise=-1.0)):
+        kwargs = {"accuracies": value[train], **bad}
+        with pytest.raises(OfaError):
+            Landscape.fitted(space, [enc.decode(r) for r in rows[train]], **kwargs)

@@ -1,24 +1,38 @@
 """A synthetic accuracy landscape with a known optimum, for benchmarking and testing the
 search (numpy, no torch).
 
-Accuracy = base + per active block a[block, kernel, expand] + per stage b[stage, depth]:
-larger kernels, expand ratios and depths help on average with diminishing returns, with
-block-to-block variation, scaled so the population spans about ``spread`` (the issue's
-F-MNIST RSS supernet: ~2 points). A measurement adds noise of standard deviation
-``noise``, fixed per subnet (one validation set: measuring a subnet again gives the same
-number). MACs are additive over blocks too, so the true optimum under a MACs budget is
-exact: per stage every configuration, Pareto-pruned, then stages combined and pruned.
+Accuracy = base + per active block a[block, kernel, expand] + per stage b[stage, depth].
+Two ways to get the tables:
+
+* ``Landscape(space, seed=...)``, random: larger kernels, expand ratios and depths help on
+  average with diminishing returns, with block-to-block variation and an idiosyncratic
+  term per (block, kernel, expand) cell, scaled so the population spans about ``spread``
+  (the issue's F-MNIST RSS supernet: ~2 points);
+* ``Landscape.fitted(space, subnets, accuracies)``: the same additive form fitted by ridge
+  regression to real (subnet, validation accuracy) pairs, the penalty chosen by exact
+  leave-one-out, the noise by default the leave-one-out residual SD (issue 33: "an
+  additive per-block model fitted to real evaluations, plus noise at the measured level").
+
+A measurement adds noise of standard deviation ``noise``, fixed per subnet (one validation
+set: measuring a subnet again gives the same number). MACs are additive over blocks too,
+so the true optimum under a MACs budget is exact: per stage every configuration,
+Pareto-pruned, then stages combined and pruned.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import OfaError
 from ..space import SearchSpace, Subnet
 from .encoding import Encoding
+
+# ridge penalties tried for ``Landscape.fitted`` (features are 0/1 one-hots): wide, so that
+# noise-free additive data is fitted (almost) exactly and noisy data shrunk hard
+FIT_PENALTIES = tuple(float(v) for v in np.logspace(-6, 4, 41))
 
 
 class Landscape:
@@ -29,16 +43,59 @@ class Landscape:
         enc = self.enc
         kernel_gain = np.log(np.array(space.kernel_choices, float))
         expand_gain = np.log(np.array(space.expand_choices, float))
-        per_block = (rng.uniform(0.3, 1.0, (enc.n, 1, 1)) * kernel_gain[None, :, None]
-                     + rng.uniform(0.3, 1.0, (enc.n, 1, 1)) * expand_gain[None, None, :]
-                     + rng.normal(0, 0.25, (enc.n, enc.nk, enc.ne)))
+        # drawn in this order (kernel slopes, expand slopes, per-cell terms, depths): the
+        # landscapes of earlier results are unchanged
+        trend = (rng.uniform(0.3, 1.0, (enc.n, 1, 1)) * kernel_gain[None, :, None]
+                 + rng.uniform(0.3, 1.0, (enc.n, 1, 1)) * expand_gain[None, None, :])
+        idiosyncratic = rng.normal(0, 0.25, (enc.n, enc.nk, enc.ne))
         depth_gain = np.cumsum(rng.uniform(0.0, 1.0, (enc.stages, enc.nd)), axis=1)
-        self.a, self.b = per_block, depth_gain
+        self.a, self.b = trend + idiosyncratic, depth_gain
+        # the landscape less its per-cell terms: what few evaluations can identify (a
+        # kernel and an expand slope per block, shared shapes, depths); ``structured_oracle``
+        self.structure: np.ndarray | None = trend
         # scale so that the population's 1st-99th percentile span is ``spread``
         raw = self._raw(enc.random(rng, 4000))
         lo, hi = np.percentile(raw, [1, 99])
         self.scale = spread / (hi - lo)
         self.offset = base - self.scale * float(np.median(raw))
+        self.fit_info: Optional[dict[str, float]] = None
+
+    @classmethod
+    def fitted(cls, space: SearchSpace, subnets: Sequence[Subnet], accuracies: Sequence[float], *,
+               noise: Optional[float] = None, seed: int = 0) -> "Landscape":
+        """The additive landscape (per active block a (kernel, expand) term, per stage a depth
+        term, a constant) fitted by ridge regression to measured ``accuracies`` (fractions)
+        of ``subnets``; the penalty minimises the exact leave-one-out error. ``noise``: the
+        measurement SD, by default the LOO residual SD (the fit's error on a subnet it did
+        not see: measurement noise plus what the additive form misses). ``seed`` seeds the
+        noise draw only; the landscape is the same for every seed. ``fit_info`` says how
+        well it fits (n, penalty, LOO residual SD, R^2 in sample and LOO, the population's
+        spread under it)."""
+        enc = Encoding(space)
+        x = enc.encode(list(subnets))
+        y = np.asarray(accuracies, dtype=np.float64)
+        if len(y) != len(x):
+            raise OfaError(f"{len(x)} subnets but {len(y)} accuracies")
+        if len(y) < 3:
+            raise OfaError(f"fitting a landscape needs at least 3 evaluated subnets (got {len(y)})")
+        if not np.isfinite(y).all():
+            raise OfaError("an accuracy to fit the landscape to is not a finite number")
+        if noise is not None and not (np.isfinite(noise) and noise >= 0):
+            raise OfaError(f"the landscape's noise must be a finite number >= 0 (got {noise})")
+        weights, intercept, info = _ridge_loo(_additive_design(enc, x), y)
+        land = cls.__new__(cls)
+        land.space, land.enc, land.seed = space, enc, seed
+        cells = enc.n * enc.nk * enc.ne
+        land.a = weights[:cells].reshape(enc.n, enc.nk, enc.ne)
+        land.b = weights[cells:].reshape(enc.stages, enc.nd)
+        land.structure = None  # all of it is structure: fitted, with no term left unidentified
+        land.scale, land.offset = 1.0, intercept
+        land.noise = info["loo_sd"] if noise is None else float(noise)
+        population = land.true(enc.random(np.random.default_rng(0), 4000))
+        lo, hi = np.percentile(population, [1, 99])
+        land.fit_info = {**info, "noise_sd": land.noise, "population_p1_p99_span": float(hi - lo),
+                         "population_sd": float(population.std()), "population_median": float(np.median(population))}
+        return land
 
     def _raw(self, x: np.ndarray) -> np.ndarray:
         enc = self.enc
@@ -58,6 +115,18 @@ class Landscape:
             noise = np.random.default_rng(int.from_bytes(digest[:8], "little")).normal(0, self.noise)
             out.append(float(value + noise))
         return out
+
+    def structured_oracle(self, budgets_mflops: Sequence[float]) -> list[Optional[float]]:
+        """Per budget, the true accuracy of the exact optimum of the landscape *without* its
+        per-cell terms (``structure``): what a perfect estimate of the identifiable
+        structure would pick. None where no subnet fits, or for a landscape without that
+        split (``fitted``: all of it is structure)."""
+        from .exact import best_under_budgets
+
+        if self.structure is None:
+            return [None] * len(budgets_mflops)
+        found = best_under_budgets(self.enc, self.structure, self.b, list(budgets_mflops))
+        return [None if f is None else float(self.true(f[0][None, :])[0]) for f in found]
 
     def optimum(self, max_mflops: float) -> tuple[float, float]:
         """(true accuracy, MFLOPs) of the best subnet within ``max_mflops``."""
@@ -102,3 +171,43 @@ def _prune(cost: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     best = np.maximum.accumulate(gain)
     keep = np.r_[True, gain[1:] > best[:-1]]
     return cost[keep], gain[keep]
+
+
+def _additive_design(enc: Encoding, x: np.ndarray) -> np.ndarray:
+    """(N, blocks * kernels * expands + stages * depths) 0/1: per active block its (kernel,
+    expand) cell, per stage its depth - the landscape's form, one column per table entry."""
+    count, cells = len(x), enc.nk * enc.ne
+    design = np.zeros((count, enc.n * cells + enc.stages * enc.nd))
+    rows, blocks = np.nonzero(enc.active(x))
+    cell = x[rows, blocks] * enc.ne + x[rows, enc.n + blocks]
+    design[rows, blocks * cells + cell] = 1.0
+    depth_cols = enc.n * cells + np.arange(enc.stages)[None, :] * enc.nd + x[:, 2 * enc.n:]
+    design[np.arange(count)[:, None], depth_cols] = 1.0
+    return design
+
+
+def _ridge_loo(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Ridge regression with an unpenalised intercept, the penalty of least exact
+    leave-one-out error over ``FIT_PENALTIES``: (weights, intercept, fit statistics)."""
+    xm, ym = design.mean(axis=0), float(y.mean())
+    xc, yc = design - xm, y - ym
+    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    uty = u.T @ yc
+    best: Optional[tuple[float, float, np.ndarray, np.ndarray]] = None
+    for lam in FIT_PENALTIES:
+        shrink = s**2 / (s**2 + lam)
+        fitted = u @ (shrink * uty)
+        hat = (u**2) @ shrink + 1.0 / len(y)  # leverage, the intercept included
+        loo = (yc - fitted) / np.maximum(1.0 - hat, 1e-9)
+        err = float(np.mean(loo**2))
+        if best is None or err < best[0]:
+            best = (err, lam, fitted, loo)
+    assert best is not None
+    err, lam, fitted, loo = best
+    weights = vt.T @ (s / (s**2 + lam) * uty)
+    total = float((yc**2).sum()) or 1.0
+    info = {"n": len(y), "parameters": design.shape[1] + 1, "penalty": lam,
+            "loo_sd": float(np.sqrt(err)), "r2": 1.0 - float(((yc - fitted) ** 2).sum()) / total,
+            "loo_r2": 1.0 - float((loo**2).sum()) / total, "accuracy_sd": float(y.std()),
+            "accuracy_mean": ym}
+    return weights, ym - float(xm @ weights), info
