@@ -42,7 +42,7 @@ from ofa_deploy.io import read_json  # noqa: E402
 from ofa_deploy.search.accuracy import AccuracyModel  # noqa: E402
 from ofa_deploy.search.engine import macs_objective, nsga2, search  # noqa: E402
 from ofa_deploy.search.exact import best_under_budgets  # noqa: E402
-from ofa_deploy.search.synthetic import Landscape  # noqa: E402
+from ofa_deploy.search.synthetic import FIT_FORMS, Landscape  # noqa: E402
 from ofa_deploy.space import SearchSpace, Subnet  # noqa: E402
 
 BUDGETS = (5.0, 6.0, 7.0, 8.0, 10.0, 12.0)
@@ -107,14 +107,15 @@ def landscapes(args: argparse.Namespace) -> tuple[SearchSpace, Callable[[int], L
         rows = doc["evaluations"]
         subnets = [Subnet.parse(r["subnet"], space) for r in rows]
         accuracy = [float(r["val_top1"]) for r in rows]
-        fitted = Landscape.fitted(space, subnets, accuracy, noise=args.noise)
+        fitted = Landscape.fitted(space, subnets, accuracy, noise=args.noise, form=args.form)
     except (OfaError, KeyError, TypeError, ValueError) as exc:
         sys.exit(f"bench_search.py: {args.evaluations_file}: {exc}")
     n_val = doc.get("chosen_on_images")
     mean = float(np.mean(accuracy))
     info = {"kind": "fitted",
-            "what": "additive per-block (kernel x expand) + per-stage depth, fitted by ridge regression (penalty by "
-                    "exact leave-one-out) to real validation accuracies; noise fixed per subnet. The landscape is "
+            "what": f"additive per-block ({fitted.fit_info['form']} block terms; --form {args.form}) + per-stage "
+                    "depth, fitted by ridge regression (penalty by exact leave-one-out) to real validation "
+                    "accuracies; noise fixed per subnet. The landscape is "
                     "the same for every seed: per seed only the search's seed and the noise draw's seed vary",
             "evaluations_file": str(args.evaluations_file), "run": doc.get("run"),
             "checkpoint_sha256": doc.get("checkpoint_sha256"), "chosen_on": doc.get("chosen_on"),
@@ -123,7 +124,8 @@ def landscapes(args: argparse.Namespace) -> tuple[SearchSpace, Callable[[int], L
             # the validation split's own sampling error at the mean accuracy, beside the LOO SD
             "binomial_se_of_one_accuracy": (float(np.sqrt(mean * (1 - mean) / n_val))
                                             if isinstance(n_val, int) and n_val > 0 else None)}
-    return space, lambda seed: Landscape.fitted(space, subnets, accuracy, noise=args.noise, seed=seed), info
+    return space, lambda seed: Landscape.fitted(space, subnets, accuracy, noise=args.noise, seed=seed,
+                                                form=args.form), info
 
 
 def main() -> None:
@@ -132,6 +134,9 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0,
                     help="seeds first-seed.. (tune settings on other seeds than the reported 0..9)")
     ap.add_argument("--evaluations", type=int, default=100)
+    ap.add_argument("--form", choices=FIT_FORMS, default="auto",
+                    help="fitted landscape's block term: per (kernel, expand) cell (joint), kernel + expand "
+                         "(marginal), or the one with the smaller leave-one-out error (auto)")
     ap.add_argument("--landscape", choices=("random", "fitted"), default="random",
                     help="random: drawn per seed; fitted: fitted to --evaluations-file's real evaluations")
     ap.add_argument("--evaluations-file", type=Path, default=None,

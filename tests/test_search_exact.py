@@ -165,3 +165,37 @@ def test_fitted_landscape_recovers_an_additive_function_and_its_optimum_is_brute
         kwargs = {"accuracies": value[train], **bad}
         with pytest.raises(OfaError):
             Landscape.fitted(space, [enc.decode(r) for r in rows[train]], **kwargs)
+
+
+def test_fitted_landscape_form_chosen_by_leave_one_out():
+    """A landscape without kernel x expand interactions (a kernel term plus an expand term
+    per block) is fitted exactly by the ``marginal`` form, and ``auto`` picks that form on
+    noisy data from it (fewer numbers, smaller leave-one-out error); data with per-cell
+    interactions make ``auto`` pick ``joint``. An unknown form is one ``OfaError``."""
+    import pytest
+
+    from ofa_deploy.errors import OfaError
+
+    space = SearchSpace(in_channels=1, kernel_choices=(3, 5, 7), expand_choices=(3, 4, 6), depth_choices=(1, 2),
+                        stages=PAPER_STAGES[:2])
+    enc = Encoding(space)
+    rng = np.random.default_rng(11)
+    rows = enc.random(rng, 400)
+    k, e = rng.normal(0, 0.01, size=(enc.n, enc.nk)), rng.normal(0, 0.01, size=(enc.n, enc.ne))
+    cells = rng.normal(0, 0.01, size=(enc.n, enc.nk, enc.ne))
+    blocks, active = np.arange(enc.n)[None, :], enc.active(rows)
+    kernel, expand = rows[:, : enc.n], rows[:, enc.n: 2 * enc.n]
+    marginal = 0.9 + ((k[blocks, kernel] + e[blocks, expand]) * active).sum(1)
+    joint = 0.9 + (cells[blocks, kernel, expand] * active).sum(1)
+    subs = [enc.decode(r) for r in rows]
+    exact = Landscape.fitted(space, subs, marginal, form="marginal")
+    assert exact.fit_info is not None and exact.fit_info["form"] == "marginal"
+    assert np.abs(exact.true(rows) - marginal).max() < 1e-6
+    noisy = marginal + rng.normal(0, 0.002, len(rows))
+    auto = Landscape.fitted(space, subs, noisy)
+    assert auto.fit_info is not None and auto.fit_info["form"] == "marginal"
+    assert auto.fit_info["loo_sd_marginal"] < auto.fit_info["loo_sd_joint"]
+    picked = Landscape.fitted(space, subs, joint + rng.normal(0, 0.002, len(rows))).fit_info
+    assert picked is not None and picked["form"] == "joint"
+    with pytest.raises(OfaError, match="landscape form"):
+        Landscape.fitted(space, subs, marginal, form="cells")

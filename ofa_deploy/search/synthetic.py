@@ -9,8 +9,9 @@ Two ways to get the tables:
   term per (block, kernel, expand) cell, scaled so the population spans about ``spread``
   (the issue's F-MNIST RSS supernet: ~2 points);
 * ``Landscape.fitted(space, subnets, accuracies)``: the same additive form fitted by ridge
-  regression to real (subnet, validation accuracy) pairs, the penalty chosen by exact
-  leave-one-out, the noise by default the leave-one-out residual SD (issue 33: "an
+  regression to real (subnet, validation accuracy) pairs, the block term per (kernel,
+  expand) cell or as a kernel plus an expand term, whichever predicts left-out subnets
+  better, the penalty chosen by exact leave-one-out, the noise by default the leave-one-out residual SD (issue 33: "an
   additive per-block model fitted to real evaluations, plus noise at the measured level").
 
 A measurement adds noise of standard deviation ``noise``, fixed per subnet (one validation
@@ -33,6 +34,7 @@ from .encoding import Encoding
 # ridge penalties tried for ``Landscape.fitted`` (features are 0/1 one-hots): wide, so that
 # noise-free additive data is fitted (almost) exactly and noisy data shrunk hard
 FIT_PENALTIES = tuple(float(v) for v in np.logspace(-6, 4, 41))
+FIT_FORMS = ("auto", "joint", "marginal")
 
 
 class Landscape:
@@ -62,10 +64,14 @@ class Landscape:
 
     @classmethod
     def fitted(cls, space: SearchSpace, subnets: Sequence[Subnet], accuracies: Sequence[float], *,
-               noise: Optional[float] = None, seed: int = 0) -> "Landscape":
+               noise: Optional[float] = None, seed: int = 0, form: str = "auto") -> "Landscape":
         """The additive landscape (per active block a (kernel, expand) term, per stage a depth
         term, a constant) fitted by ridge regression to measured ``accuracies`` (fractions)
-        of ``subnets``; the penalty minimises the exact leave-one-out error. ``noise``: the
+        of ``subnets``; the penalty minimises the exact leave-one-out error. ``form``: the
+        block term as one number per (kernel, expand) cell (``"joint"``), as a kernel term
+        plus an expand term (``"marginal"``: fewer numbers, no kernel x expand interaction),
+        or whichever of the two has the smaller leave-one-out error (``"auto"``: the data
+        choose how much structure they support). ``noise``: the
         measurement SD, by default the LOO residual SD (the fit's error on a subnet it did
         not see: measurement noise plus what the additive form misses). ``seed`` seeds the
         noise draw only; the landscape is the same for every seed. ``fit_info`` says how
@@ -82,12 +88,16 @@ class Landscape:
             raise OfaError("an accuracy to fit the landscape to is not a finite number")
         if noise is not None and not (np.isfinite(noise) and noise >= 0):
             raise OfaError(f"the landscape's noise must be a finite number >= 0 (got {noise})")
-        weights, intercept, info = _ridge_loo(_additive_design(enc, x), y)
+        if form not in FIT_FORMS:
+            raise OfaError(f"landscape form {form!r}: one of {', '.join(FIT_FORMS)}")
+        fits = {name: _ridge_loo(_additive_design(enc, x, name), y) for name in ("joint", "marginal")
+                if form in (name, "auto")}
+        chosen = min(fits, key=lambda name: fits[name][2]["loo_sd"])
+        weights, intercept, info = fits[chosen]
+        info = {**info, "form": chosen, **{f"loo_sd_{name}": fit[2]["loo_sd"] for name, fit in fits.items()}}
         land = cls.__new__(cls)
         land.space, land.enc, land.seed = space, enc, seed
-        cells = enc.n * enc.nk * enc.ne
-        land.a = weights[:cells].reshape(enc.n, enc.nk, enc.ne)
-        land.b = weights[cells:].reshape(enc.stages, enc.nd)
+        land.a, land.b = _block_tables(enc, weights, chosen)
         land.structure = None  # all of it is structure: fitted, with no term left unidentified
         land.scale, land.offset = 1.0, intercept
         land.noise = info["loo_sd"] if noise is None else float(noise)
@@ -173,17 +183,38 @@ def _prune(cost: np.ndarray, gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cost[keep], gain[keep]
 
 
-def _additive_design(enc: Encoding, x: np.ndarray) -> np.ndarray:
-    """(N, blocks * kernels * expands + stages * depths) 0/1: per active block its (kernel,
-    expand) cell, per stage its depth - the landscape's form, one column per table entry."""
-    count, cells = len(x), enc.nk * enc.ne
-    design = np.zeros((count, enc.n * cells + enc.stages * enc.nd))
+def _block_columns(enc: Encoding, form: str) -> int:
+    return enc.n * (enc.nk * enc.ne if form == "joint" else enc.nk + enc.ne)
+
+
+def _additive_design(enc: Encoding, x: np.ndarray, form: str = "joint") -> np.ndarray:
+    """(N, block columns + stages * depths) 0/1: per active block its (kernel, expand) cell
+    (``joint``) or its kernel and its expand ratio (``marginal``), per stage its depth."""
+    count, width = len(x), _block_columns(enc, form)
+    design = np.zeros((count, width + enc.stages * enc.nd))
     rows, blocks = np.nonzero(enc.active(x))
-    cell = x[rows, blocks] * enc.ne + x[rows, enc.n + blocks]
-    design[rows, blocks * cells + cell] = 1.0
-    depth_cols = enc.n * cells + np.arange(enc.stages)[None, :] * enc.nd + x[:, 2 * enc.n:]
+    kernel, expand = x[rows, blocks], x[rows, enc.n + blocks]
+    if form == "joint":
+        design[rows, blocks * enc.nk * enc.ne + kernel * enc.ne + expand] = 1.0
+    else:
+        design[rows, blocks * enc.nk + kernel] = 1.0
+        design[rows, enc.n * enc.nk + blocks * enc.ne + expand] = 1.0
+    depth_cols = width + np.arange(enc.stages)[None, :] * enc.nd + x[:, 2 * enc.n:]
     design[np.arange(count)[:, None], depth_cols] = 1.0
     return design
+
+
+def _block_tables(enc: Encoding, weights: np.ndarray, form: str) -> tuple[np.ndarray, np.ndarray]:
+    """The landscape's tables a[block, kernel, expand] and b[stage, depth] from the weights
+    of ``_additive_design``'s columns."""
+    width = _block_columns(enc, form)
+    if form == "joint":
+        a = weights[:width].reshape(enc.n, enc.nk, enc.ne)
+    else:
+        k = weights[: enc.n * enc.nk].reshape(enc.n, enc.nk)
+        e = weights[enc.n * enc.nk: width].reshape(enc.n, enc.ne)
+        a = k[:, :, None] + e[:, None, :]
+    return a, weights[width:].reshape(enc.stages, enc.nd)
 
 
 def _ridge_loo(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
