@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--buckets", type=int, default=4, help="random subnets, one per bucket, spread over the buckets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--middle", action="store_true", help="also the middle subnet (every choice its middle one)")
+    ap.add_argument("--only", default=None, help="comma-separated names (smallest, middle, largest, bucket-N): "
+                    "measure only those (e.g. a latency rerun on a quiet machine)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--per-round", type=int, default=10)
     args = ap.parse_args()
@@ -93,6 +95,12 @@ def main() -> None:
     if args.middle:
         subnets.insert(1, ("middle", space.middle()))
     subnets += [(f"bucket-{buckets[i]:.0f}", sample_in_bucket(space, buckets[i], 0.5, rng)) for i in picks]
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {name for name, _ in subnets}
+        if unknown:
+            sys.exit(f"bench_int8_bound.py: --only: no subnet named {', '.join(sorted(unknown))}")
+        subnets = [(name, sub) for name, sub in subnets if name in wanted]
     data = export_images(config, seed=args.seed, validation=True)
     assert data.validation is not None and data.eval is not None
     vx, vy = (t.numpy() for t in data.validation)
