@@ -16,7 +16,8 @@ numpy (and scikit-learn for ``mlp``); the search benchmark compares the two
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -48,6 +49,41 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     return ranks
 
 
+@dataclass
+class RidgeFit:
+    """Ridge regression of centred targets on centred features (``ridge_loo``)."""
+
+    weights: np.ndarray   # (F,) per feature
+    x_mean: np.ndarray    # (F,) the features' means (the intercept is the targets' mean)
+    penalty: float        # the one of least leave-one-out error
+    fitted: np.ndarray    # (N,) in-sample predictions of the centred targets
+    loo: np.ndarray       # (N,) exact leave-one-out residuals
+    vt: np.ndarray        # the centred features' right singular vectors
+    singular: np.ndarray  # and singular values
+
+
+def ridge_loo(x: np.ndarray, y: np.ndarray, penalties: Sequence[float], *, floor: float = 1e-6) -> RidgeFit:
+    """Ridge regression of ``y`` (N,), already centred, on the features ``x`` (N, F),
+    centred here (an unpenalised intercept), with the penalty among ``penalties`` of least
+    exact leave-one-out error (one SVD serves every penalty: residual / (1 - leverage), the
+    leverage floored at ``1 - floor``)."""
+    x_mean = x.mean(axis=0)
+    u, s, vt = np.linalg.svd(x - x_mean, full_matrices=False)
+    uty = u.T @ y
+    best: Optional[tuple[float, float, np.ndarray, np.ndarray]] = None
+    for lam in penalties:
+        shrink = s**2 / (s**2 + lam)
+        fitted = u @ (shrink * uty)
+        hat = (u**2) @ shrink + 1.0 / len(y)  # leverage, the intercept included
+        loo = (y - fitted) / np.maximum(1.0 - hat, floor)
+        err = float(np.mean(loo**2))
+        if best is None or err < best[0]:
+            best = (err, lam, fitted, loo)
+    assert best is not None
+    _, lam, fitted, loo = best
+    return RidgeFit(vt.T @ (s / (s**2 + lam) * uty), x_mean, lam, fitted, loo, vt, s)
+
+
 class AccuracyModel:
     """``fit(F, y)`` then ``predict(F) -> (mean, sd)``; ``loo_spearman`` after a ridge fit."""
 
@@ -71,28 +107,14 @@ class AccuracyModel:
     # -- ridge ----------------------------------------------------------------------------
     def _fit_ridge(self, x: np.ndarray, y: np.ndarray) -> None:
         # centred features: the intercept is the mean, unpenalised
-        self._xm = x.mean(axis=0)
-        xc = x - self._xm
-        u, s, vt = np.linalg.svd(xc, full_matrices=False)
-        uty = u.T @ y
-        best = None
-        for lam in LAMBDAS:
-            shrink = s**2 / (s**2 + lam)
-            fitted = u @ (shrink * uty)
-            hat = (u**2) @ shrink + 1.0 / len(y)  # leverage, the intercept included
-            loo = (y - fitted) / np.maximum(1.0 - hat, 1e-6)
-            err = float(np.mean(loo**2))
-            if best is None or err < best[0]:
-                best = (err, lam, loo)
-        assert best is not None
-        err, lam, loo = best
-        self._w = vt.T @ (s / (s**2 + lam) * uty)
+        fit = ridge_loo(x, y, LAMBDAS)
+        self._xm, self._w, self._lam = fit.x_mean, fit.weights, fit.penalty
         # (X'X + lam I)^-1 in the SVD basis; directions outside X's row space get 1/lam
-        self._vt, self._inv, self._lam = vt, 1.0 / (s**2 + lam), lam
-        self._noise = float(np.sqrt(err))
+        self._vt, self._inv = fit.vt, 1.0 / (fit.singular**2 + fit.penalty)
+        self._noise = float(np.sqrt(np.mean(fit.loo**2)))
         self._n = len(y)
-        self.info = {"kind": "ridge", "lambda": lam, "loo_rmse": self._noise,
-                     "loo_spearman": spearman(y - loo, y)}
+        self.info = {"kind": "ridge", "lambda": fit.penalty, "loo_rmse": self._noise,
+                     "loo_spearman": spearman(y - fit.loo, y)}
 
     # -- mlp ------------------------------------------------------------------------------
     def _fit_mlp(self, x: np.ndarray, y: np.ndarray) -> None:

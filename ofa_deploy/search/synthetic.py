@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import OfaError
 from ..space import SearchSpace, Subnet
+from .accuracy import ridge_loo
 from .encoding import Encoding
 
 # ridge penalties tried for ``Landscape.fitted`` (features are 0/1 one-hots): wide, so that
@@ -220,22 +221,11 @@ def _block_tables(enc: Encoding, weights: np.ndarray, form: str) -> tuple[np.nda
 def _ridge_loo(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
     """Ridge regression with an unpenalised intercept, the penalty of least exact
     leave-one-out error over ``FIT_PENALTIES``: (weights, intercept, fit statistics)."""
-    xm, ym = design.mean(axis=0), float(y.mean())
-    xc, yc = design - xm, y - ym
-    u, s, vt = np.linalg.svd(xc, full_matrices=False)
-    uty = u.T @ yc
-    best: Optional[tuple[float, float, np.ndarray, np.ndarray]] = None
-    for lam in FIT_PENALTIES:
-        shrink = s**2 / (s**2 + lam)
-        fitted = u @ (shrink * uty)
-        hat = (u**2) @ shrink + 1.0 / len(y)  # leverage, the intercept included
-        loo = (yc - fitted) / np.maximum(1.0 - hat, 1e-9)
-        err = float(np.mean(loo**2))
-        if best is None or err < best[0]:
-            best = (err, lam, fitted, loo)
-    assert best is not None
-    err, lam, fitted, loo = best
-    weights = vt.T @ (s / (s**2 + lam) * uty)
+    ym = float(y.mean())
+    yc = y - ym
+    fit = ridge_loo(design, yc, FIT_PENALTIES, floor=1e-9)
+    xm, weights, lam, fitted, loo = fit.x_mean, fit.weights, fit.penalty, fit.fitted, fit.loo
+    err = float(np.mean(loo**2))
     total = float((yc**2).sum()) or 1.0
     info = {"n": len(y), "parameters": design.shape[1] + 1, "penalty": lam,
             "loo_sd": float(np.sqrt(err)), "r2": 1.0 - float(((yc - fitted) ** 2).sum()) / total,
