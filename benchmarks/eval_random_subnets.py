@@ -38,6 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ofa_deploy.errors import OfaError, Terminated  # noqa: E402
 
 FORMAT = "ofa-deploy/subnet-evaluations"
+# each evaluation takes seconds; the draws are made up front, so a count far beyond any run's
+# reach would hang drawing (and hold millions of subnets) before the first evaluation
+MAX_COUNT = 100_000
 PROG = "eval_random_subnets.py"
 
 
@@ -94,6 +97,8 @@ def evaluate_random(run: str, count: int, out: Path, *, seed: int = 0, calib_n: 
 
     if count < 1:
         raise OfaError(f"--count must be at least 1 (got {count})")
+    if count > MAX_COUNT:
+        raise OfaError(f"--count must be at most {MAX_COUNT:,} (got {count}); each subnet takes seconds to evaluate")
     if calib_n < 1:
         raise OfaError(f"--calib-images must be at least 1 (got {calib_n})")
     previous = read_previous(out)
@@ -185,8 +190,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as exc:
-        print(f"{PROG}: stopped; the evaluations so far are in {args.out}: run the same command again to continue",
-              file=sys.stderr)
+        where = f"the evaluations so far are in {args.out}" if args.out.is_file() else "nothing was written"
+        print(f"{PROG}: stopped; {where}: run the same command again to continue", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     print(f"{PROG}: {len(doc['evaluations'])} subnets in {args.out} "
           f"({doc['sessions'][-1]['wall_s']:.0f} s this session)", file=sys.stderr)

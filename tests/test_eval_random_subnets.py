@@ -72,6 +72,7 @@ def test_bad_input_is_one_line_and_writes_nothing(script: ModuleType, fake_run: 
     out = tmp_path / "e.json"
     _one_line_error(*_run(script, capsys, fake_run, "--count", 0, "--out", out), "--count must be at least 1")
     _one_line_error(*_run(script, capsys, fake_run, "--count", "x", "--out", out), "whole number")
+    _one_line_error(*_run(script, capsys, fake_run, "--count", 10**20, "--out", out), "--count must be at most")
     _one_line_error(*_run(script, capsys, fake_run, "--out", out), "--count")
     _one_line_error(*_run(script, capsys, tmp_path / "nowhere", "--count", 2, "--out", out), "does not exist")
     assert not out.exists()
