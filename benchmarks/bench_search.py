@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ofa_deploy.errors import OfaError  # noqa: E402
-from ofa_deploy.io import read_json  # noqa: E402
+from ofa_deploy.io import atomic_write_text, read_json  # noqa: E402
 from ofa_deploy.search.accuracy import AccuracyModel  # noqa: E402
 from ofa_deploy.search.engine import macs_objective, nsga2, search  # noqa: E402
 from ofa_deploy.search.exact import best_under_budgets  # noqa: E402
@@ -152,6 +152,8 @@ def main() -> None:
     ap.add_argument("--speed-generations", type=int, default=500)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.out and args.evaluations_file and args.out.resolve() == args.evaluations_file.resolve():
+        sys.exit(f"bench_search.py: --out {args.out} is the --evaluations-file it reads; give another path")
     started = time.perf_counter()
     space, make_landscape, landscape_info = landscapes(args)
     per_seed = []
@@ -279,7 +281,7 @@ def main() -> None:
                                              "heldout_spearman_by_round", "predictor_only", "wall_s")}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")  # a stop leaves the old file whole
 
 
 if __name__ == "__main__":
