@@ -1,9 +1,9 @@
 """One int8 scheme, two runtimes: the ONNX Runtime file vs the same quantization simulated in torch.
 
 The TensorRT-flavour int8 file of a subnet (plain, MinMax) is run in ONNX Runtime; the same
-scheme (the file's activation scales and integer weights, checked equal below for the stem)
-is simulated in torch with ``qat.py``'s fake-quantized layers. Prints, per split, how many
-predictions each changes against the fp32 file and how many they change against each other.
+scheme (MinMax ranges over the same calibration images, so the same activation scales and
+integer weights as the file's) is simulated in torch with ``qat.py``'s fake-quantized layers.
+Prints, per split, how many predictions each changes against the fp32 file and how many they change against each other.
 
     python experiments/qat/realizations.py RUN [--subnet largest]
 """
