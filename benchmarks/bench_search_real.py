@@ -12,8 +12,12 @@ Validation accuracies go to a journal (``--journal``, JSON, rewritten atomically
 evaluation): an interrupted run resumes without re-evaluating a subnet (an evaluation is a
 pure function of the checkpoint, the subnet and the calibration seed).
 
+``--workers N`` evaluates each batch (a search round, a seed's random draw, the picks on the
+test split) in N processes of one torch thread each (spawned; each loads the supernet and
+the data): the values are those of one process at one thread, only sooner.
+
     python benchmarks/bench_search_real.py RUN --seeds 3 --evaluations 100 --random 100 \\
-        --journal /tmp/journal.json > results/search/fmnist-real.json
+        --workers 2 --journal /tmp/journal.json > results/search/fmnist-real.json
 """
 
 from __future__ import annotations
@@ -52,6 +56,43 @@ def t_interval(values: list[float]) -> dict:
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": len(a)}
 
 
+# What one evaluating process holds: the supernet, the run's choosing data, the test split
+# once it is needed (``_setup``, ``_measure``), in the main process or in each worker.
+_STATE: dict = {}
+
+
+def _setup(run: str, calib_n: int, threads: int | None = None) -> None:
+    import torch
+
+    from ofa_deploy.search.splits import choice_data
+    from ofa_deploy.weights import load_supernet
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    supernet, config = load_supernet(run)
+    _STATE.update(supernet=supernet, config=config, data=choice_data(config, seed=0), calib_n=calib_n, test=None)
+
+
+def _measure(job: tuple[str, str]) -> tuple[str, float, float, int]:
+    """(subnet text, "val" or "test") -> (text, top-1 %, seconds, images)."""
+    from ofa_deploy.evaluate.bn import recalibrated_subnet
+    from ofa_deploy.evaluate.metrics import evaluate_accuracy
+    from ofa_deploy.specs import resolve_subnet
+
+    text, split = job
+    data = _STATE["data"]
+    if split == "test":
+        if _STATE["test"] is None:
+            _STATE["test"] = data.report()
+        images, labels = _STATE["test"].images, _STATE["test"].labels
+    else:
+        images, labels = data.choose.images, data.choose.labels
+    t0 = time.perf_counter()
+    sub = resolve_subnet(_STATE["supernet"].space, text)
+    net = recalibrated_subnet(_STATE["supernet"], sub, data.calibration, n=_STATE["calib_n"], seed=0)
+    return text, 100.0 * float(evaluate_accuracy(net, images, labels)[0]), time.perf_counter() - t0, len(labels)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -61,21 +102,19 @@ def main() -> None:
     ap.add_argument("--calib-n", type=int, default=2000)
     ap.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS))
     ap.add_argument("--journal", default=None, help="JSON of validation accuracies (resume)")
+    ap.add_argument("--workers", type=int, default=1, help="evaluating processes, one torch thread each")
     args = ap.parse_args()
+    if not 1 <= args.workers <= (os.cpu_count() or 1):
+        sys.exit(f"bench_search_real.py: --workers must be 1..{os.cpu_count()} (got {args.workers})")
 
     import torch
 
-    from ofa_deploy.evaluate.bn import recalibrated_subnet
-    from ofa_deploy.evaluate.metrics import evaluate_accuracy
-    from ofa_deploy.search.splits import choice_data
-    from ofa_deploy.weights import load_supernet
-
     budgets = [float(b) for b in args.budgets.split(",")]
     started = time.perf_counter()
-    supernet, config = load_supernet(args.run)
+    _setup(args.run, args.calib_n)
+    supernet, data = _STATE["supernet"], _STATE["data"]
     space = supernet.space
     enc = Encoding(space)
-    data = choice_data(config, seed=0)
     if not data.holdout:
         sys.exit(f"{args.run} has no validation hold-out (train --val-size): this comparison chooses on one")
     journal_path = Path(args.journal) if args.journal else None
@@ -83,25 +122,27 @@ def main() -> None:
     if journal_path and journal_path.exists():
         val = json.loads(journal_path.read_text())["val"]
     eval_seconds: list[float] = []
+    pool = None
+    if args.workers > 1:
+        import multiprocessing
 
-    def measure(subnet, images, labels) -> float:
-        net = recalibrated_subnet(supernet, subnet, data.calibration, n=args.calib_n, seed=0)
-        return 100.0 * float(evaluate_accuracy(net, images, labels)[0])
+        pool = multiprocessing.get_context("spawn").Pool(args.workers, initializer=_setup,
+                                                         initargs=(args.run, args.calib_n, 1))
+
+    def run_jobs(jobs: list[tuple[str, str]]):
+        """(text, accuracy %, seconds, images) per job, as they finish."""
+        return pool.imap_unordered(_measure, jobs) if pool is not None else map(_measure, jobs)
 
     def evaluate(subnets):
-        out = []
-        for sub in subnets:
-            key = str(sub)
-            if key not in val:
-                t0 = time.perf_counter()
-                val[key] = measure(sub, data.choose.images, data.choose.labels)
-                eval_seconds.append(time.perf_counter() - t0)
-                if journal_path:
-                    atomic_write_json(journal_path, {"run": str(args.run), "val": val})
-                print(f"[{len(val)} evaluated, {time.perf_counter() - started:.0f} s] {key} {val[key]:.2f}",
-                      file=sys.stderr, flush=True)
-            out.append(val[key])
-        return out
+        missing = list(dict.fromkeys(str(s) for s in subnets if str(s) not in val))
+        for key, acc, seconds, _ in run_jobs([(k, "val") for k in missing]):
+            val[key] = acc
+            eval_seconds.append(seconds)
+            if journal_path:
+                atomic_write_json(journal_path, {"run": str(args.run), "val": val})
+            print(f"[{len(val)} evaluated, {time.perf_counter() - started:.0f} s] {key} {acc:.2f}",
+                  file=sys.stderr, flush=True)
+        return [val[str(s)] for s in subnets]
 
     picks: list[dict] = []
     for seed in range(args.seeds):
@@ -119,22 +160,24 @@ def main() -> None:
             picks.append({"seed": seed, "method": f"random-{args.random}", "budget": b,
                           "subnet": str(drawn[best]) if best is not None else None})
 
-    # Every pick is fixed: the test split is read now, once.
-    report = data.report()
+    # Every pick is fixed: the test split is read now, once (by each evaluating process).
     test: dict[str, float] = {}
     from ofa_deploy.specs import resolve_subnet
 
-    for text in dict.fromkeys(p["subnet"] for p in picks if p["subnet"]):
-        sub = resolve_subnet(space, text)
-        test[text] = measure(sub, report.images, report.labels)
-        print(f"[test] {text} {test[text]:.2f}", file=sys.stderr, flush=True)
+    n_test = 0
+    chosen = dict.fromkeys(p["subnet"] for p in picks if p["subnet"])
+    for text, acc, _, images in run_jobs([(t, "test") for t in chosen]):
+        test[text], n_test = acc, images
+        print(f"[test] {text} {acc:.2f}", file=sys.stderr, flush=True)
+    if pool is not None:
+        pool.close()
+        pool.join()
     for p in picks:
         if p["subnet"] is not None:
             p["val_acc"] = val[p["subnet"]]
             p["test_acc"] = test[p["subnet"]]
             p["mflops"] = mflops(space, resolve_subnet(space, p["subnet"]))
 
-    n_test = len(report)
     table = []
     for b in budgets:
         rows = {m: [p for p in picks if p["budget"] == b and p["method"] == m and p["subnet"]]
@@ -155,14 +198,15 @@ def main() -> None:
         "benchmark": "search vs best-of-N random on a real run, chosen on validation, test reported",
         "command": " ".join(["python", *sys.argv]),
         "run": str(args.run),
-        "chosen_on": data.choose.name, "chosen_on_images": len(data.choose), "reported_on": report.name,
+        "chosen_on": data.choose.name, "chosen_on_images": len(data.choose), "reported_on": "test",
         "reported_on_images": n_test,
         "seeds": args.seeds, "evaluations": args.evaluations, "random": args.random, "calib_n": args.calib_n,
+        "workers": args.workers,
         "distinct_subnets_evaluated_on_val": len(val),
         "seconds_per_evaluation_median": float(np.median(eval_seconds)) if eval_seconds else None,
         "wall_s": time.perf_counter() - started,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+                    "threads": torch.get_num_threads() if pool is None else 1},
         "table": table,
         "picks": picks,
     }, indent=1))
