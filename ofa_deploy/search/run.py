@@ -202,6 +202,7 @@ def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: 
     from .journal import Journal
 
     stopped = False
+    pool: Optional[scale.Pool] = None
     try:
         if model not in KINDS:
             raise OfaError(f"unknown accuracy predictor {model!r}; choose one of {', '.join(KINDS)}")
@@ -261,14 +262,17 @@ def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: 
         return document
     except Terminated as exc:
         if not stopped:
-            scale.abort(ctx)
+            scale.abort(ctx, pool)
         if not journal_path(out).is_dir():
             raise
-        raise Terminated(f"{exc}; the evaluations so far are journaled in {journal_path(out)}: run the same "
-                         "search command again to continue") from None
+        # under torchrun a SIGTERM is also how the launcher stops the other workers when one
+        # has died, before they reach the collective that would have said so
+        why = " (under torchrun: the job was stopped, or another worker failed)" if ctx.world_size > 1 else ""
+        raise Terminated(f"{exc}{why}; the evaluations so far are journaled in {journal_path(out)}: run the "
+                         "same search command again to continue") from None
     except BaseException:
         if not stopped:
-            scale.abort(ctx)
+            scale.abort(ctx, pool)
         raise
 
 

@@ -58,6 +58,11 @@ class Pool:
         self.ctx, self.space, self.evaluate_one, self.record = ctx, space, evaluate_one, record
         self.evaluated_here = 0
         self.seconds = 0.0  # wall time inside evaluate (every rank's work overlaps in it)
+        # rank 0 stopped (SIGTERM, an error) between a batch's broadcast and its gather: the
+        # other ranks are evaluating or in the gather, not listening for a broadcast, so
+        # ``abort`` must not send one (mismatched collectives hang until gloo's timeout); rank
+        # 0's exit closes the connections and their gather fails in one line instead
+        self.mid_batch = False
 
     def evaluate(self, subnets: Sequence[Subnet]) -> dict[str, float]:
         started = time.perf_counter()
@@ -72,6 +77,7 @@ class Pool:
         world = self.ctx.world_size
         if world > 1:
             _broadcast(("eval", [str(s) for s in subnets]), self.ctx)
+            self.mid_batch = True
         mine = shard(_costs(self.space, subnets), world)[0]
         results: dict[str, float] = {}
         for i in mine:
@@ -80,7 +86,9 @@ class Pool:
             self.record(str(subnets[i]), acc)  # rank 0's own results are journaled at once
         self.evaluated_here += len(mine)
         if world > 1:
-            for text, acc in _gather(None, self.ctx) or []:
+            gathered = _gather(None, self.ctx) or []
+            self.mid_batch = False
+            for text, acc in gathered:
                 results[text] = acc
                 self.record(text, acc)
         missing = [str(s) for s in subnets if str(s) not in results]
@@ -99,10 +107,10 @@ def start(ctx: Any) -> None:
         _broadcast(("go",), ctx)
 
 
-def abort(ctx: Any) -> None:
+def abort(ctx: Any, pool: Optional[Pool] = None) -> None:
     """Rank 0 failed before or during the search: release the other ranks (best effort; a
-    rank that failed itself is no longer listening)."""
-    if ctx.world_size > 1:
+    rank that failed itself is no longer listening; none is, in the middle of a batch)."""
+    if ctx.world_size > 1 and not (pool is not None and pool.mid_batch):
         try:
             _broadcast(("stop",), ctx)
         except OfaError:
