@@ -3,7 +3,7 @@
 (``Landscape.fitted``, ``bench_search.py --landscape fitted``; issue 33).
 
 Per subnet: BN recalibrated on the run's training split (its validation hold-out excluded),
-top-1 on the hold-out - ``search.run._evaluator``, the search's own code, so a subnet gets
+top-1 on the hold-out - ``search.run.subnet_evaluator``, the search's own code, so a subnet gets
 the accuracy a search of the same run would measure. A run without a hold-out falls back as
 the search does (one seeded half of the test split, said on stderr and in the file).
 
@@ -92,7 +92,7 @@ def evaluate_random(run: str, count: int, out: Path, *, seed: int = 0, calib_n: 
     from ofa_deploy.io import atomic_write_json, sha256_file
     from ofa_deploy.run import checkpoint_path
     from ofa_deploy.search.encoding import Encoding
-    from ofa_deploy.search.run import _evaluator, _identity
+    from ofa_deploy.search.run import evaluation_identity, subnet_evaluator
     from ofa_deploy.weights import load_supernet
 
     if count < 1:
@@ -108,9 +108,11 @@ def evaluate_random(run: str, count: int, out: Path, *, seed: int = 0, calib_n: 
     space = supernet.space
     # split seed 0: the search's default, so a run without a hold-out is measured on the
     # half of the test split an ``ofa-deploy search`` with its default seed chooses on
-    data, evaluate_one = _evaluator(supernet, config, seed=0, calib_n=calib_n, data_dir=data_dir, test_images=None)
+    data, evaluate_one = subnet_evaluator(supernet, config, seed=0, calib_n=calib_n, data_dir=data_dir,
+                                          test_images=None)
     # as it reads back from JSON (tuples become lists), to compare with a previous file's
-    identity = json.loads(json.dumps(_identity(sha256_file(ckpt), data, calib_n, Encoding(space))))
+    identity = evaluation_identity(sha256_file(ckpt), data, calib_n, Encoding(space))
+    identity = json.loads(json.dumps(identity))
     if previous is not None and (previous.get("identity") != identity or previous.get("seed") != seed):
         raise OfaError(f"--out file {out} holds evaluations of another run, split, calibration or --seed; "
                        "give a new path to start another set")
@@ -121,7 +123,7 @@ def evaluate_random(run: str, count: int, out: Path, *, seed: int = 0, calib_n: 
         "splits": data.note, "calib_images": calib_n, "identity": identity,
         "how": "SearchSpace.sample draws (every choice uniform), distinct, from random.Random(seed); per subnet BN "
                "recalibrated on the training split (hold-out excluded), top-1 on the choosing split "
-               "(ofa_deploy.search.run._evaluator, as ofa-deploy search); val_top1 is a fraction",
+               "(ofa_deploy.search.run.subnet_evaluator, as ofa-deploy search); val_top1 is a fraction",
         "evaluations": [], "sessions": []}
     subnets = draw(space, max(count, len(doc["evaluations"])), seed)
     done = [row["subnet"] for row in doc["evaluations"]]

@@ -4,24 +4,17 @@ nothing written."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import one_torch_thread
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_random_subnets.py"
+from conftest import load_benchmark, one_torch_thread
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("eval_random_subnets", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("eval_random_subnets")
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ true optimum; the greedy design reduces the posterior variance more than a rando
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "search_information_bound.py"
@@ -20,11 +20,7 @@ SCRIPT = ROOT / "benchmarks" / "search_information_bound.py"
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("search_information_bound", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("search_information_bound")
 
 
 def _setup(script: ModuleType, seed: int = 0):

@@ -125,24 +125,38 @@ def _rank_pids(out: Path, rank: int) -> list[int]:
     return found
 
 
-def test_a_killed_rank_stops_the_group_in_one_line_and_the_search_resumes(run_dir: Path, uninterrupted: Path,
-                                                                          tmp_path: Path):
+def _torchrun_search_until(run_dir: Path, out: Path, evaluated: int) -> tuple[subprocess.Popen, Path]:
+    """A 2-rank torchrun search writing ``out``, once its journal holds ``evaluated`` lines:
+    (the torchrun process, the journal's lines file)."""
     torchrun = str(TORCHRUN) if TORCHRUN.exists() else shutil.which("torchrun")
-    out = tmp_path / "search"
     lines = journal_path(out) / "evaluations.jsonl"
     proc = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ofa_deploy", "search",
                              str(run_dir), *ARGS, "--out", str(out)], env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
-        if lines.is_file() and len(lines.read_text().splitlines()) >= 12:
+        if lines.is_file() and len(lines.read_text().splitlines()) >= evaluated:
             break
         time.sleep(0.02)
-    victims = _rank_pids(out, 1)
-    assert len(victims) == 1
-    os.kill(victims[0], signal.SIGKILL)
+    return proc, lines
+
+
+def _signal_rank(proc: subprocess.Popen, out: Path, rank: int, signum: int) -> str:
+    """Send ``signum`` to the one process of ``rank`` in the search writing ``out``; wait for
+    torchrun to end (non-zero) and return its stderr."""
+    pids = _rank_pids(out, rank)
+    assert len(pids) == 1
+    os.kill(pids[0], signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
+    return err
+
+
+def test_a_killed_rank_stops_the_group_in_one_line_and_the_search_resumes(run_dir: Path, uninterrupted: Path,
+                                                                          tmp_path: Path):
+    out = tmp_path / "search"
+    proc, lines = _torchrun_search_until(run_dir, out, 12)
+    err = _signal_rank(proc, out, 1, signal.SIGKILL)
     # rank 0 says it in one line: from the collective that lost its peer, or - when torchrun's
     # agent, which stops the other workers with SIGTERM once one dies, gets there first (a
     # race, seen under load) - from that SIGTERM
@@ -160,22 +174,9 @@ def test_a_killed_rank_stops_the_group_in_one_line_and_the_search_resumes(run_di
 
 def test_sigterm_to_rank0_under_torchrun_says_a_worker_may_have_failed(run_dir: Path, tmp_path: Path):
     """What rank 0 says when torchrun's agent stops it (the other side of the race above)."""
-    torchrun = str(TORCHRUN) if TORCHRUN.exists() else shutil.which("torchrun")
     out = tmp_path / "search"
-    lines = journal_path(out) / "evaluations.jsonl"
-    proc = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "ofa_deploy", "search",
-                             str(run_dir), *ARGS, "--out", str(out)], env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        if lines.is_file() and len(lines.read_text().splitlines()) >= 6:
-            break
-        time.sleep(0.02)
-    rank0 = _rank_pids(out, 0)
-    assert len(rank0) == 1
-    os.kill(rank0[0], signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    proc, lines = _torchrun_search_until(run_dir, out, 6)
+    err = _signal_rank(proc, out, 0, signal.SIGTERM)
     said = [line for line in err.splitlines() if line.startswith("ofa-deploy: terminated by SIGTERM")]
     assert len(said) == 1, err
     assert "another worker failed" in said[0] and "run the same search command again" in said[0]

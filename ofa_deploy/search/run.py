@@ -131,7 +131,7 @@ def search_run(run_dir: str | Path, targets: Sequence[str], out: str | Path, *, 
         shutdown(ctx)
 
 
-def _evaluator(supernet: Any, config: dict[str, Any], *, seed: int, calib_n: int, data_dir: Optional[str],
+def subnet_evaluator(supernet: Any, config: dict[str, Any], *, seed: int, calib_n: int, data_dir: Optional[str],
                test_images: Optional[int]) -> tuple[Any, Callable[[Any], float]]:
     """(choice data, evaluate one subnet: BN recalibrated on the training split, accuracy on
     the choosing split)."""
@@ -149,7 +149,7 @@ def _evaluator(supernet: Any, config: dict[str, Any], *, seed: int, calib_n: int
     return data, evaluate_one
 
 
-def _identity(checkpoint_sha256: str, data: Any, calib_n: int, enc: Encoding) -> dict[str, Any]:
+def evaluation_identity(checkpoint_sha256: str, data: Any, calib_n: int, enc: Encoding) -> dict[str, Any]:
     """What a subnet's measured accuracy depends on: a journal of another identity is not reused."""
     import hashlib
 
@@ -177,7 +177,7 @@ def _serve(ctx: Any, *, run_dir: str | Path, seed: int, calib_n: int, data_dir: 
     failure: Optional[OfaError] = None
     try:
         supernet, config = load_supernet(run_dir)
-        _data, evaluate_one = _evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
+        _data, evaluate_one = subnet_evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
                                          test_images=test_images)
     except OfaError as exc:
         failure = exc  # rank 0 meets the same bad input and says it once; this rank stays quiet
@@ -212,11 +212,11 @@ def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: 
         supernet, config, enc, objectives = prepare(run_dir, targets, predictors=predictors,
                                                     max_latency_ms=max_latency_ms, max_mflops=max_mflops,
                                                     confidence=confidence)
-        data, evaluate_one = _evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
+        data, evaluate_one = subnet_evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
                                         test_images=test_images)
         source = run_source(run_dir)
         choose = data.choose
-        with Journal(out, _identity(source["checkpoint_sha256"], data, calib_n, enc)) as journal:
+        with Journal(out, evaluation_identity(source["checkpoint_sha256"], data, calib_n, enc)) as journal:
             scale.start(ctx)
             resumed = len(journal.done)
             pool = scale.Pool(ctx, enc.space, evaluate_one, journal.record)
