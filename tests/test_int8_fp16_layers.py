@@ -149,13 +149,14 @@ class _Quantizer:
 
     def __init__(self, drops, method, count, log):
         value = drops[(method, count)]
-        self.drop, self.mad = value if isinstance(value, tuple) else (value, 0.0)
+        # a drop, or (drop, logit error), or (drop, logit error, standard error of the drop)
+        self.drop, self.mad, self.se = (*value, 0.0, 0.0)[:3] if isinstance(value, tuple) else (value, 0.0, 0.0)
         self.closed, self.log = False, log
         self.method, self.count, self.calibration = method, count, np.zeros((count, 1, 2, 2), np.float32)
         log.append(self)
 
     def write(self, dst, exclude=(), *, check=True):
-        dst.write_text(f"{self.drop} {self.mad}")
+        dst.write_text(f"{self.drop} {self.mad} {self.se}")
         return {}
 
     def close(self):
@@ -166,8 +167,8 @@ class _Validator:
     y = np.zeros(100)
 
     def measure(self, path):
-        drop, mad = map(float, path.read_text().split())
-        return 1 - drop / 100, mad
+        drop, mad, se = map(float, path.read_text().split())
+        return 1 - drop / 100, mad, se
 
     def drop_of(self, top1):
         return round(100 * (1 - top1), 4)
@@ -207,6 +208,20 @@ def test_within_the_bound_the_smallest_logit_error_wins(tmp_path):
     best, record = _search(tmp_path, drops, 0.5, counts=(32,))
     assert (best.method, record["chosen"]) == ("minmax", {"method": "minmax", "images": 32})
     assert [c["mean_abs_logit_diff"] for c in record["candidates"]] == [0.30, 0.10]
+
+
+def test_within_the_bound_headroom_of_one_standard_error_comes_before_logit_error(tmp_path):
+    # the F-MNIST case: minmax's drop sits at the bound (0.46 of 0.5, SE 0.15) with the closer
+    # logits; percentile's (0.24) has headroom and wins
+    drops = {("percentile", 32): (0.24, 0.40, 0.15), ("minmax", 32): (0.46, 0.31, 0.15)}
+    best, record = _search(tmp_path, drops, 0.5, counts=(32,))
+    assert best.method == "percentile" and [c["drop_se_points"] for c in record["candidates"]] == [0.15, 0.15]
+    # neither has headroom: within the bound, logit error decides as before
+    drops = {("percentile", 32): (0.40, 0.40, 0.2), ("minmax", 32): (0.46, 0.31, 0.2)}
+    assert _search(tmp_path, drops, 0.5, counts=(32,))[0].method == "minmax"
+    # within the bound without headroom still beats outside it: the headroom never fails a search
+    drops = {("percentile", 32): (0.6, 0.01, 0.0), ("minmax", 32): (0.5, 0.9, 0.3)}
+    assert _search(tmp_path, drops, 0.5, counts=(32,))[0].method == "minmax"
 
 
 def test_outside_the_bound_the_smallest_drop_wins_and_logit_error_breaks_ties(tmp_path):
@@ -252,5 +267,5 @@ def test_validator_measures_against_the_fp32_file(reverted):
     root, x, _ = reverted
     labels = run_onnx(ort_session(root / "fp32" / "model.onnx"), x).argmax(1)
     check = Validator(root / "fp32" / "model.onnx", x, labels)
-    assert check.fp32_top1 == 1.0 and check.measure(root / "fp32" / "model.onnx") == (1.0, 0.0)
+    assert check.fp32_top1 == 1.0 and check.measure(root / "fp32" / "model.onnx") == (1.0, 0.0, 0.0)
     assert check.drop_of(0.99) == 1.0

@@ -51,8 +51,8 @@ from .common import MAX_COUNT, SEED, emit_json, limit_float, stream_options
 @click.option("--max-drop", type=limit_float("max_drop"), default=None,
               help="int8: keep the top-1 drop against fp32 within this many points on a validation split (the "
                    "run's held-out one, else a seeded half of the test split, the accuracy then being reported on "
-                   "the other half): the calibration method and image count are "
-                   "chosen there (within the bound: the logits closest to fp32's; else the smallest drop), then "
+                   "the other half): the calibration method and image count are chosen there (within the bound, "
+                   "one standard error to spare first: the logits closest to fp32's; else the smallest drop), then "
                    "the most sensitive quantized layers reverted to float (fp16 for TensorRT targets) until it "
                    "holds; fails, writing nothing, if only reverting all of them would.")
 @click.option("--calibration-images", type=click.IntRange(1, MAX_COUNT), default=512, show_default=True,
