@@ -135,8 +135,8 @@ def main() -> None:
                                reverted_precision=b.get("reverted_precision"),
                                calibration=(b.get("calibration") or {}).get("chosen"),
                                calibration_candidates=[
-                                   {k: c[k] for k in ("method", "images", "drop_points", "mean_abs_logit_diff",
-                                                      "seconds")}
+                                   {k: c.get(k) for k in ("method", "images", "drop_points", "drop_se_points",
+                                                          "mean_abs_logit_diff", "seconds")}
                                    for c in (b.get("calibration") or {}).get("candidates", [])],
                                calibration_s=(b.get("calibration") or {}).get("seconds"))
                 row[label] = rec
