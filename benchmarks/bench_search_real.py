@@ -70,7 +70,7 @@ def _setup(run: str, calib_n: int, threads: int | None = None) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
     supernet, config = load_supernet(run)
-    _STATE.update(supernet=supernet, config=config, data=choice_data(config, seed=0), calib_n=calib_n, test=None)
+    _STATE.update(supernet=supernet, data=choice_data(config, seed=0), calib_n=calib_n, test=None)
 
 
 def _measure(job: tuple[str, str]) -> tuple[str, float, float, int]:

@@ -96,7 +96,8 @@ class Validator:
         self.y = np.asarray(labels)
         self.batch = batch
         self.reference = run_onnx(ort_session(fp32_path), self.x, batch=batch).astype(np.float64)
-        self.fp32_top1 = float((self.reference.argmax(1) == self.y).mean())
+        self._fp32_right = (self.reference.argmax(1) == self.y).astype(np.float64)
+        self.fp32_top1 = float(self._fp32_right.mean())
 
     def measure(self, path: str | Path) -> tuple[float, float, float]:
         """(top-1, mean |logit - fp32 logit|, standard error of its drop in points) of the
@@ -107,7 +108,7 @@ class Validator:
 
         logits = run_onnx(ort_session(path), self.x, batch=self.batch)
         right = logits.argmax(1) == self.y
-        paired = (self.reference.argmax(1) == self.y).astype(np.float64) - right
+        paired = self._fp32_right - right
         se = 100.0 * float(paired.std(ddof=1)) / math.sqrt(len(paired)) if len(paired) > 1 else 0.0
         return float(right.mean()), float(np.abs(logits.astype(np.float64) - self.reference).mean()), se
 

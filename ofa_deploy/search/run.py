@@ -132,7 +132,7 @@ def search_run(run_dir: str | Path, targets: Sequence[str], out: str | Path, *, 
 
 
 def subnet_evaluator(supernet: Any, config: dict[str, Any], *, seed: int, calib_n: int, data_dir: Optional[str],
-               test_images: Optional[int]) -> tuple[Any, Callable[[Any], float]]:
+                     test_images: Optional[int]) -> tuple[Any, Callable[[Any], float]]:
     """(choice data, evaluate one subnet: BN recalibrated on the training split, accuracy on
     the choosing split)."""
     from ..evaluate.bn import recalibrated_subnet
@@ -178,7 +178,7 @@ def _serve(ctx: Any, *, run_dir: str | Path, seed: int, calib_n: int, data_dir: 
     try:
         supernet, config = load_supernet(run_dir)
         _data, evaluate_one = subnet_evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
-                                         test_images=test_images)
+                                               test_images=test_images)
     except OfaError as exc:
         failure = exc  # rank 0 meets the same bad input and says it once; this rank stays quiet
     if not scale.wait_for_go(ctx):
@@ -213,7 +213,7 @@ def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: 
                                                     max_latency_ms=max_latency_ms, max_mflops=max_mflops,
                                                     confidence=confidence)
         data, evaluate_one = subnet_evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
-                                        test_images=test_images)
+                                              test_images=test_images)
         source = run_source(run_dir)
         choose = data.choose
         with Journal(out, evaluation_identity(source["checkpoint_sha256"], data, calib_n, enc)) as journal:
