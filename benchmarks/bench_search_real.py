@@ -93,6 +93,27 @@ def _measure(job: tuple[str, str]) -> tuple[str, float, float, int]:
     return text, 100.0 * float(evaluate_accuracy(net, images, labels)[0]), time.perf_counter() - t0, len(labels)
 
 
+def read_journal(path: Path, run: str) -> dict[str, float]:
+    """The validation accuracies of an earlier ``--journal`` of this run ({} if there is none);
+    anything else at that path is refused, never overwritten."""
+    if not path.exists():
+        if not path.parent.is_dir():
+            sys.exit(f"bench_search_real.py: --journal {path}: its directory does not exist")
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        sys.exit(f"bench_search_real.py: --journal {path}: not a journal of this benchmark ({exc})")
+    ok = (isinstance(doc, dict) and set(doc) == {"run", "val"} and isinstance(doc["val"], dict)
+          and all(isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v)
+                  for k, v in doc["val"].items()))
+    if not ok:
+        sys.exit(f"bench_search_real.py: --journal {path}: not a journal of this benchmark; give another path")
+    if doc["run"] != str(run):
+        sys.exit(f"bench_search_real.py: --journal {path} holds accuracies of run {doc['run']}, not {run}")
+    return {k: float(v) for k, v in doc["val"].items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -110,6 +131,8 @@ def main() -> None:
     import torch
 
     budgets = [float(b) for b in args.budgets.split(",")]
+    journal_path = Path(args.journal) if args.journal else None
+    val = read_journal(journal_path, args.run) if journal_path else {}
     started = time.perf_counter()
     _setup(args.run, args.calib_n)
     supernet, data = _STATE["supernet"], _STATE["data"]
@@ -117,10 +140,6 @@ def main() -> None:
     enc = Encoding(space)
     if not data.holdout:
         sys.exit(f"{args.run} has no validation hold-out (train --val-size): this comparison chooses on one")
-    journal_path = Path(args.journal) if args.journal else None
-    val: dict[str, float] = {}
-    if journal_path and journal_path.exists():
-        val = json.loads(journal_path.read_text())["val"]
     eval_seconds: list[float] = []
     pool = None
     if args.workers > 1:
