@@ -14,3 +14,9 @@ class Terminated(BaseException):
     """The process was asked to stop (``SIGTERM``): the CLI prints the message in one line
     and exits 143 (128 + 15). A ``BaseException``, like ``KeyboardInterrupt``, so that no
     ``except Exception`` on the way out swallows it."""
+
+
+class Interrupted(Terminated):
+    """A command stopped by Ctrl-C that has something to say about it (where its work so far
+    is kept): the CLI prints the message in one line and exits 130 (128 + 2), as for a
+    plain ``KeyboardInterrupt``."""

@@ -110,6 +110,24 @@ def test_a_search_stopped_by_sigterm_continues_from_its_journal(run_dir: Path, u
     assert not journal_path(out).exists()
 
 
+def test_ctrl_c_says_where_the_evaluations_are_kept(run_dir: Path, tmp_path: Path):
+    out = tmp_path / "search"
+    lines = journal_path(out) / "evaluations.jsonl"
+    proc = _search(run_dir, out)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if lines.is_file() and len(lines.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    said = [line for line in err.splitlines() if line.strip()]
+    assert len(said) == 1, err
+    assert said[0].startswith("ofa-deploy: interrupted; the evaluations so far are journaled in "), err
+    assert "run the same search command again" in said[0] and not out.exists() and lines.is_file()
+
+
 def _rank_pids(out: Path, rank: int) -> list[int]:
     """Processes of a torchrun search writing ``out`` whose environment says RANK=``rank``."""
     found = []
@@ -180,7 +198,28 @@ def test_sigterm_to_rank0_under_torchrun_says_a_worker_may_have_failed(run_dir: 
     said = [line for line in err.splitlines() if line.startswith("ofa-deploy: terminated by SIGTERM")]
     assert len(said) == 1, err
     assert "another worker failed" in said[0] and "run the same search command again" in said[0]
+    # rank 1 says which it is, whether torchrun's SIGTERM or rank 0's exit reached it first
     # (torchrun's agent prints its own ChildFailedError traceback for the failed worker)
+    others = [line for line in err.splitlines() if line.startswith("ofa-deploy: ") and line not in said]
+    assert all(line.startswith(("ofa-deploy: rank 1: ", "ofa-deploy: error: rank 1: ")) for line in others), err
+    assert "terminate called" not in err and "SIGABRT" not in err
+    assert not out.exists() and lines.is_file()
+
+
+def test_sigterm_to_torchrun_stops_every_rank_in_one_line_each(run_dir: Path, tmp_path: Path):
+    """A scheduler stops the job: torchrun passes SIGTERM to every worker. Each says one line
+    (rank 0 where the evaluations are kept), none hangs or aborts in its teardown."""
+    out = tmp_path / "search"
+    proc, lines = _torchrun_search_until(run_dir, out, 6)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    said = [line for line in err.splitlines() if line.startswith("ofa-deploy: ")]
+    assert len(said) == 2, err
+    assert any(line.startswith("ofa-deploy: terminated by SIGTERM") and "run the same search command again" in line
+               for line in said), err
+    assert any(line.startswith("ofa-deploy: rank 1: terminated by SIGTERM") for line in said), err
+    assert "terminate called" not in err and "SIGABRT" not in err
     assert not out.exists() and lines.is_file()
 
 

@@ -10,6 +10,7 @@ Modules must not import torch at module level.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import re
 import sqlite3
@@ -18,7 +19,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import OfaError, Terminated
+from ..errors import Interrupted, OfaError, Terminated
 
 
 def _command_modules() -> dict[str, str]:
@@ -65,7 +66,7 @@ def _main(argv: list[str] | None) -> int:
         code = cli.main(args=argv, prog_name="ofa-deploy", standalone_mode=False)
     except Terminated as exc:
         click.echo(f"ofa-deploy: {exc}", err=True)
-        return 143
+        return 130 if isinstance(exc, Interrupted) else 143
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
@@ -107,4 +108,17 @@ def _dash_hint(exc: click.exceptions.NoSuchOption, argv: list[str] | None) -> st
 
 
 def run() -> None:
-    sys.exit(main())
+    code = main()
+    if _process_group_left_open():
+        # a torchrun worker stopped by SIGTERM or Ctrl-C (``search.run.search_run``): the interpreter's
+        # teardown would destroy a gloo group that may still wait on a peer (a hang, or SIGABRT:
+        # "terminate called without an active exception"); its outputs and journal are closed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _process_group_left_open() -> bool:
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..errors import OfaError, Terminated
+from ..errors import Interrupted, OfaError, Terminated
 from ..outputs import SEARCH, SEARCH_FORMAT, staged_output_dir
 from .encoding import Encoding
 from .engine import Objective, check_budgets, latency_objective, macs_objective, search
@@ -122,13 +122,22 @@ def search_run(run_dir: str | Path, targets: Sequence[str], out: str | Path, *, 
                    calib_n=calib_n, data_dir=data_dir, model=model, test_images=test_images, overwrite=overwrite,
                    generations=generations, progress=progress)
     ctx = init_from_env("cpu")  # gloo: the evaluations run on the CPU
+    signalled = False
     try:
         if ctx.rank == 0:
             return _search_main(ctx, **options)
         _serve(ctx, **options)
         return None
+    except (Terminated, KeyboardInterrupt):
+        signalled = True
+        raise
     finally:
-        shutdown(ctx)
+        # a signal is raised at the first bytecode after a collective returns, which may be
+        # between two halves of one (torch's object collectives are two); tearing the group
+        # down then joins gloo's thread waiting on a peer (a hang) or aborts at exit. The
+        # group is left to the process's end (``cli.run`` exits without the teardown).
+        if not (signalled and ctx.enabled):
+            shutdown(ctx)
 
 
 def subnet_evaluator(supernet: Any, config: dict[str, Any], *, seed: int, calib_n: int, data_dir: Optional[str],
@@ -174,18 +183,23 @@ def _serve(ctx: Any, *, run_dir: str | Path, seed: int, calib_n: int, data_dir: 
     from ..weights import load_supernet
     from . import scale
 
-    failure: Optional[OfaError] = None
     try:
-        supernet, config = load_supernet(run_dir)
-        _data, evaluate_one = subnet_evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
-                                               test_images=test_images)
-    except OfaError as exc:
-        failure = exc  # rank 0 meets the same bad input and says it once; this rank stays quiet
-    if not scale.wait_for_go(ctx):
-        return
-    if failure is not None:
-        raise failure
-    scale.serve(ctx, supernet.space, evaluate_one)
+        failure: Optional[OfaError] = None
+        try:
+            supernet, config = load_supernet(run_dir)
+            _data, evaluate_one = subnet_evaluator(supernet, config, seed=seed, calib_n=calib_n, data_dir=data_dir,
+                                                   test_images=test_images)
+        except OfaError as exc:
+            failure = exc  # rank 0 meets the same bad input and says it once; this rank stays quiet
+        if not scale.wait_for_go(ctx):
+            return
+        if failure is not None:
+            raise failure
+        scale.serve(ctx, supernet.space, evaluate_one)
+    except (Terminated, KeyboardInterrupt) as exc:
+        # torchrun stops every worker with the same signal (the job's, or SIGTERM once one has
+        # failed): rank 0 says how to continue; this rank only says which it is
+        raise _stopped(exc, f"rank {ctx.rank}: ", " (this rank only evaluates; rank 0 keeps the journal)") from None
 
 
 def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: str | Path, evaluations: int,
@@ -201,7 +215,6 @@ def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: 
     from .accuracy import KINDS
     from .journal import Journal
 
-    stopped = False
     pool: Optional[scale.Pool] = None
     try:
         if model not in KINDS:
@@ -217,9 +230,9 @@ def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: 
         source = run_source(run_dir)
         choose = data.choose
         with Journal(out, evaluation_identity(source["checkpoint_sha256"], data, calib_n, enc)) as journal:
-            scale.start(ctx)
-            resumed = len(journal.done)
             pool = scale.Pool(ctx, enc.space, evaluate_one, journal.record)
+            pool.start()
+            resumed = len(journal.done)
 
             def evaluate(subnets: Sequence[Any]) -> list[float]:
                 # the journal's accuracies first (a resumed search), the rest over the ranks
@@ -230,7 +243,6 @@ def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: 
             history = search(enc, evaluate, objectives, evaluations=evaluations, seed=seed, model=model,
                              generations=generations, progress=progress)
             pool.stop()
-            stopped = True
             document = {
                 "format": SEARCH_FORMAT,
                 "command": " ".join(["ofa-deploy", *sys.argv[1:]]) if sys.argv and "ofa" in sys.argv[0] else None,
@@ -260,20 +272,27 @@ def _search_main(ctx: Any, *, run_dir: str | Path, targets: Sequence[str], out: 
                 plot_fronts(document, tmp / "front.png")
             journal.remove()
         return document
-    except Terminated as exc:
-        if not stopped:
-            scale.abort(ctx, pool)
+    except (Terminated, KeyboardInterrupt) as exc:
+        scale.abort(ctx, pool)
         if not journal_path(out).is_dir():
             raise
         # under torchrun a SIGTERM is also how the launcher stops the other workers when one
         # has died, before they reach the collective that would have said so
-        why = " (under torchrun: the job was stopped, or another worker failed)" if ctx.world_size > 1 else ""
-        raise Terminated(f"{exc}{why}; the evaluations so far are journaled in {journal_path(out)}: run the "
-                         "same search command again to continue") from None
+        why = (" (under torchrun: the job was stopped, or another worker failed)"
+               if ctx.world_size > 1 and not isinstance(exc, KeyboardInterrupt) else "")
+        raise _stopped(exc, "", f"{why}; the evaluations so far are journaled in {journal_path(out)}: run the same "
+                       "search command again to continue") from None
     except BaseException:
-        if not stopped:
-            scale.abort(ctx, pool)
+        scale.abort(ctx, pool)
         raise
+
+
+def _stopped(exc: BaseException, before: str, after: str) -> Terminated:
+    """The one line a search stopped by a signal ends with: ``Interrupted`` for Ctrl-C (exit
+    130), ``Terminated`` for SIGTERM (143)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(f"{before}interrupted{after}")
+    return Terminated(f"{before}{exc}{after}")
 
 
 def plot_fronts(history: dict[str, Any], path: Path) -> None:

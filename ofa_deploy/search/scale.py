@@ -58,11 +58,15 @@ class Pool:
         self.ctx, self.space, self.evaluate_one, self.record = ctx, space, evaluate_one, record
         self.evaluated_here = 0
         self.seconds = 0.0  # wall time inside evaluate (every rank's work overlaps in it)
-        # rank 0 stopped (SIGTERM, an error) between a batch's broadcast and its gather: the
-        # other ranks are evaluating or in the gather, not listening for a broadcast, so
-        # ``abort`` must not send one (mismatched collectives hang until gloo's timeout); rank
-        # 0's exit closes the connections and their gather fails in one line instead
-        self.mid_batch = False
+        # True only while every other rank is known to wait in its next broadcast: before
+        # "go", between batches (after a gather returned whole). A SIGTERM is raised at the
+        # next bytecode after a collective returns - between a broadcast's two halves (size,
+        # then payload), between the broadcast and the gather, inside the gather - and a
+        # "stop" sent then meets another collective on the other side (mismatched
+        # collectives hang until gloo's timeout, or abort the process). Whenever it is False
+        # ``abort`` sends nothing: rank 0's exit closes the connections, and the other
+        # ranks' collective fails in one line instead.
+        self.listening = True
 
     def evaluate(self, subnets: Sequence[Subnet]) -> dict[str, float]:
         started = time.perf_counter()
@@ -76,8 +80,8 @@ class Pool:
             return {}
         world = self.ctx.world_size
         if world > 1:
+            self.listening = False
             _broadcast(("eval", [str(s) for s in subnets]), self.ctx)
-            self.mid_batch = True
         mine = shard(_costs(self.space, subnets), world)[0]
         results: dict[str, float] = {}
         for i in mine:
@@ -87,7 +91,7 @@ class Pool:
         self.evaluated_here += len(mine)
         if world > 1:
             gathered = _gather(None, self.ctx) or []
-            self.mid_batch = False
+            self.listening = True
             for text, acc in gathered:
                 results[text] = acc
                 self.record(text, acc)
@@ -96,21 +100,24 @@ class Pool:
             raise OfaError(f"the ranks returned no accuracy for {len(missing)} subnet(s) ({missing[0]}, ...)")
         return results
 
+    def start(self) -> None:
+        """Rank 0's checks passed: the other ranks may serve."""
+        if self.ctx.world_size > 1:
+            self.listening = False
+            _broadcast(("go",), self.ctx)
+            self.listening = True
+
     def stop(self) -> None:
         if self.ctx.world_size > 1:
+            self.listening = False
             _broadcast(("stop",), self.ctx)
 
 
-def start(ctx: Any) -> None:
-    """Rank 0: its checks passed, the other ranks may load their data and serve."""
-    if ctx.world_size > 1:
-        _broadcast(("go",), ctx)
-
-
 def abort(ctx: Any, pool: Optional[Pool] = None) -> None:
-    """Rank 0 failed before or during the search: release the other ranks (best effort; a
-    rank that failed itself is no longer listening; none is, in the middle of a batch)."""
-    if ctx.world_size > 1 and not (pool is not None and pool.mid_batch):
+    """Rank 0 failed before or during the search: release the other ranks if they are known
+    to be waiting for a broadcast (best effort: a rank that failed itself no longer listens);
+    otherwise send nothing and let rank 0's exit end their collective."""
+    if ctx.world_size > 1 and (pool is None or pool.listening):
         try:
             _broadcast(("stop",), ctx)
         except OfaError:
