@@ -9,7 +9,9 @@ then sends ``SIGKILL``. While :func:`handled` is active (the CLI's whole run):
   inside :func:`deferred` (the training loop) it only sets a flag, which the loop polls at
   every step end (:func:`requested`): it then writes a checkpoint at that exact step and
   raises ``Terminated`` itself.
-- ``SIGINT`` (Ctrl-C) raises ``KeyboardInterrupt`` as Python does (the CLI exits 130).
+- ``SIGINT`` (Ctrl-C) raises ``KeyboardInterrupt`` as Python does (the CLI exits 130); a
+  command with something to say about it (training's last checkpoint, the search's
+  journal) turns it into :class:`~ofa_deploy.errors.Interrupted` with that line.
 - After the first of either, further ``SIGINT``/``SIGTERM`` are ignored, so that the
   clean-up of the first (temporary files, the process group, the interpreter's own
   shutdown) is not cut short by a second signal into a ``KeyboardInterrupt`` traceback.

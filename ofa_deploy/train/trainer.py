@@ -52,7 +52,7 @@ from ..data import load_dataset, resolve_policy
 from ..data.augment import apply as apply_augment
 from ..data.augment import sample_params as augment_params
 from ..data.folder import folder_summary
-from ..errors import OfaError
+from ..errors import Interrupted, OfaError
 from ..io import atomic_write, atomic_write_json, atomic_write_text, json_text
 from ..space import SearchSpace, Subnet
 from . import amp, dist
@@ -231,9 +231,14 @@ class _Trainer:
             try:
                 self._prepare_dir()
                 self._loop()
-            except BaseException:  # a run stopped before its first checkpoint leaves no directory
+            except BaseException as exc:  # a run stopped before its first checkpoint leaves no directory
                 if self.created and self.ctx.is_main and not (self.out / run.LAST).exists():
                     shutil.rmtree(self.out, ignore_errors=True)
+                if isinstance(exc, KeyboardInterrupt) and (self.out / run.LAST).is_file():
+                    # Ctrl-C stops at once (no checkpoint at the step, unlike SIGTERM): say what is kept
+                    raise Interrupted(f"interrupted in epoch {self.epoch + 1}: the run continues from its last "
+                                      f"checkpoint ({self.out / run.LAST}, written at each epoch end) with "
+                                      f"{self.resume_with}") from None
                 raise
             return self.out
         finally:
