@@ -108,16 +108,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], *, 
                            f"previous {path.name} is kept")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OfaError(f"could not write {path}: {exc.strerror or exc}") from None
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        stopped = _signal_in(exc)
+        if stopped is not None and stopped is not exc:
+            # Ctrl-C or SIGTERM cut the write: the writer's complaint about being cut short
+            # (torch.save's zip writer: "unexpected pos") is not what happened
+            raise stopped from None
+        if isinstance(exc, OSError):
+            raise OfaError(f"could not write {path}: {exc.strerror or exc}") from None
         if recorder is not None and recorder.error is not None and isinstance(exc, Exception) \
                 and not isinstance(exc, OfaError):
             raise OfaError(f"could not write {path}: {recorder.error.strerror or recorder.error}") from None
         raise
     return path
+
+
+def _signal_in(exc: BaseException) -> BaseException | None:
+    """The ``KeyboardInterrupt`` or ``Terminated`` that ``exc`` is, or was raised while
+    handling (its ``__context__`` chain), if any."""
+    from .errors import Terminated
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (KeyboardInterrupt, Terminated)):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -23,7 +23,7 @@ import pytest
 from test_train_resume import ARGS, _assert_same_run, _env, _metric_lines, _train
 
 from ofa_deploy import run, weights
-from ofa_deploy.errors import OfaError
+from ofa_deploy.errors import OfaError, Terminated
 from ofa_deploy.io import atomic_write, atomic_write_text
 from ofa_deploy.outputs_fs import is_leftover_name
 
@@ -159,6 +159,35 @@ def test_a_library_that_hides_the_os_error_still_gets_the_cause(tmp_path, monkey
         with pytest.raises(OfaError, match=f"could not write .*{name}: No space left on device$"):
             atomic_write(tmp_path / name, write, verify=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signal_error", [KeyboardInterrupt, Terminated])
+def test_a_signal_in_the_middle_of_torch_save_is_the_signal_not_torchs_complaint(tmp_path, signal_error):
+    """Ctrl-C (or SIGTERM outside training's deferral) inside torch.save: its zip writer then
+    fails in its own clean-up ("unexpected pos", a RuntimeError chained to the signal) - the
+    caller sees the signal (one line in the CLI, not a traceback), the old file and no temp."""
+    import torch
+
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"previous")
+    written = [0]
+
+    class Cut:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            written[0] += len(memoryview(data))
+            if written[0] > 100_000:
+                raise signal_error("terminated by SIGTERM")
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    with pytest.raises(signal_error):
+        atomic_write(target, lambda f: torch.save({"w": torch.zeros(100_000)}, Cut(f)), verify=True)
+    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_verify_refuses_a_file_that_reads_back_different(tmp_path, monkeypatch):
