@@ -22,15 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 def measure(files: list[Path], rounds: int, per_round: int, warmup: int) -> dict[str, dict[str, float]]:
-    import onnxruntime as ort
+    from ofa_deploy.export.to_onnx import ort_session
 
-    sessions = []
-    for path in files:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        sessions.append(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
+    sessions = [ort_session(path, threads=1) for path in files]
     feeds = []
     for s in sessions:
         inp = s.get_inputs()[0]
